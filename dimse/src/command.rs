@@ -1,0 +1,222 @@
+//! DIMSE command sets (PS3.7 section 9 and Annex E): decoding requests and encoding responses.
+//!
+//! A command set is always encoded in Implicit VR Little Endian, whatever transfer syntax the
+//! presentation context negotiated for its data set (PS3.7 6.3.1).
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+
+/// Command Field values (PS3.7 Annex E).
+pub mod field {
+    pub const C_STORE_RQ: u16 = 0x0001;
+    pub const C_STORE_RSP: u16 = 0x8001;
+    pub const C_ECHO_RQ: u16 = 0x0030;
+    pub const C_ECHO_RSP: u16 = 0x8030;
+    pub const C_CANCEL_RQ: u16 = 0x0FFF;
+}
+
+/// Status codes used by the services this crate provides (PS3.7 Annex C, PS3.4 Annex B).
+pub mod status {
+    pub const SUCCESS: u16 = 0x0000;
+    /// Warning: Coercion of Data Elements (PS3.4 B.2.3).
+    pub const WARNING_COERCION: u16 = 0xB000;
+    /// Warning: Elements Discarded (PS3.4 B.2.3).
+    pub const WARNING_ELEMENTS_DISCARDED: u16 = 0xB006;
+    /// Refused: Out of Resources (PS3.4 B.2.3, A7xx).
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    /// Error: Data Set does not match SOP Class (PS3.4 B.2.3, A9xx).
+    pub const DATASET_DOES_NOT_MATCH_SOP_CLASS: u16 = 0xA900;
+    /// Error: Cannot understand (PS3.4 B.2.3, Cxxx).
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    /// Refused: SOP Class not supported (PS3.7 C.5.5).
+    pub const SOP_CLASS_NOT_SUPPORTED: u16 = 0x0122;
+    /// Refused: Not Authorized (PS3.7 C.5.14).
+    pub const NOT_AUTHORIZED: u16 = 0x0124;
+    /// Failure: Unrecognized Operation (PS3.7 C.5.11).
+    pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
+    /// Failure: Processing Failure (PS3.7 C.5.2).
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+}
+
+/// Value of Command Data Set Type meaning "no data set follows" (PS3.7 E.1-1).
+pub const NO_DATASET: u16 = 0x0101;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("command set could not be parsed: {0}")]
+    Parse(String),
+    #[error("command set lacks {0}")]
+    Missing(&'static str),
+}
+
+/// The parts of a request command set that the services here need.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub command_field: u16,
+    pub message_id: u16,
+    pub affected_sop_class_uid: Option<String>,
+    pub affected_sop_instance_uid: Option<String>,
+    pub has_dataset: bool,
+    pub move_originator_ae: Option<String>,
+    pub move_originator_message_id: Option<u16>,
+}
+
+fn trim_uid(s: &str) -> String {
+    s.trim_end_matches(['\0', ' ']).to_string()
+}
+
+impl Command {
+    pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .map_err(|e| CommandError::Parse(e.to_string()))?;
+        let u16_of = |tag: Tag| -> Option<u16> {
+            obj.element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_int::<u16>().ok())
+        };
+        let str_of = |tag: Tag| -> Option<String> {
+            obj.element_opt(tag)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_str().ok().map(|s| trim_uid(&s)))
+                .filter(|s| !s.is_empty())
+        };
+        let command_field = u16_of(tags::COMMAND_FIELD).ok_or(CommandError::Missing("Command Field"))?;
+        let message_id = u16_of(tags::MESSAGE_ID).unwrap_or(0);
+        let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE)
+            .ok_or(CommandError::Missing("Command Data Set Type"))?;
+        Ok(Command {
+            command_field,
+            message_id,
+            affected_sop_class_uid: str_of(tags::AFFECTED_SOP_CLASS_UID),
+            affected_sop_instance_uid: str_of(tags::AFFECTED_SOP_INSTANCE_UID),
+            has_dataset: data_set_type != NO_DATASET,
+            move_originator_ae: str_of(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE),
+            move_originator_message_id: u16_of(tags::MOVE_ORIGINATOR_MESSAGE_ID),
+        })
+    }
+}
+
+/// A response command set, built by the service handlers and encoded here.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub command_field: u16,
+    pub message_id_being_responded_to: u16,
+    pub affected_sop_class_uid: Option<String>,
+    pub affected_sop_instance_uid: Option<String>,
+    pub status: u16,
+    pub error_comment: Option<String>,
+}
+
+impl Response {
+    pub fn to(request: &Command, command_field: u16, status: u16) -> Self {
+        Response {
+            command_field,
+            message_id_being_responded_to: request.message_id,
+            affected_sop_class_uid: request.affected_sop_class_uid.clone(),
+            affected_sop_instance_uid: request.affected_sop_instance_uid.clone(),
+            status,
+            error_comment: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        if let Some(uid) = &self.affected_sop_class_uid {
+            obj.put(DataElement::new(
+                tags::AFFECTED_SOP_CLASS_UID,
+                VR::UI,
+                PrimitiveValue::from(uid.as_str()),
+            ));
+        }
+        obj.put(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(self.command_field),
+        ));
+        obj.put(DataElement::new(
+            tags::MESSAGE_ID_BEING_RESPONDED_TO,
+            VR::US,
+            PrimitiveValue::from(self.message_id_being_responded_to),
+        ));
+        obj.put(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(NO_DATASET),
+        ));
+        obj.put(DataElement::new(
+            tags::STATUS,
+            VR::US,
+            PrimitiveValue::from(self.status),
+        ));
+        if let Some(uid) = &self.affected_sop_instance_uid {
+            obj.put(DataElement::new(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                PrimitiveValue::from(uid.as_str()),
+            ));
+        }
+        if let Some(comment) = &self.error_comment {
+            // Error Comment is LO: at most 64 characters (PS3.7 C.4.2).
+            let comment: String = comment.chars().take(64).collect();
+            obj.put(DataElement::new(
+                tags::ERROR_COMMENT,
+                VR::LO,
+                PrimitiveValue::from(comment),
+            ));
+        }
+        encode_with_group_length(&obj)
+    }
+}
+
+/// Encodes a command set, prefixed by its Command Group Length (0000,0000), which PS3.7 9.1.1
+/// makes mandatory.
+fn encode_with_group_length(obj: &InMemDicomObject) -> Vec<u8> {
+    let ts = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let mut body = Vec::with_capacity(256);
+    obj.write_dataset_with_ts(&mut body, &ts)
+        .expect("writing a command set to memory cannot fail");
+    let mut out = Vec::with_capacity(body.len() + 12);
+    // (0000,0000) UL, implicit VR: tag, 4-byte length, 4-byte value
+    out.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00]);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_round_trips_through_decoder() {
+        let rsp = Response {
+            command_field: field::C_STORE_RSP,
+            message_id_being_responded_to: 7,
+            affected_sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            affected_sop_instance_uid: Some("1.2.3.4".into()),
+            status: status::WARNING_ELEMENTS_DISCARDED,
+            error_comment: Some("x".repeat(100)),
+        };
+        let bytes = rsp.encode();
+        // group length equals the bytes that follow it
+        let len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 12);
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .unwrap();
+        assert_eq!(obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap(), 0xB006);
+        assert_eq!(
+            obj.element(tags::ERROR_COMMENT).unwrap().to_str().unwrap().len(),
+            64
+        );
+        let decoded = Command::decode(&bytes).unwrap();
+        assert_eq!(decoded.command_field, field::C_STORE_RSP);
+        assert!(!decoded.has_dataset);
+        assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3.4"));
+    }
+}

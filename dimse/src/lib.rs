@@ -1,0 +1,14 @@
+//! DIMSE front-end of the PACS node: association negotiation, PDUs and DIMSE messages (PS3.7,
+//! PS3.8) on top of `dicom-ul`. It knows the protocol, not the archive: everything it needs from
+//! the archive goes through the [`DimseService`] trait.
+
+pub mod command;
+pub mod server;
+pub mod service;
+pub mod sop_classes;
+
+pub use server::{DimseConfig, DimseServer};
+pub use service::{
+    AssociationPeer, AssociationRefusal, DimseService, Operation, ReceivedDataset, StoreOutcome,
+    StoreRequest,
+};

@@ -1,0 +1,602 @@
+//! The association acceptor: TCP listener, association negotiation and the per-association
+//! message loop that dispatches each DIMSE message to its service.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_ul::association::server::AccessControl;
+use dicom_ul::pdu::{
+    AbortRQServiceProviderReason, AbortRQSource, AssociationRJ, AssociationRJResult,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, PDataValue, PDataValueType, PresentationContextResultReason, UserIdentity,
+};
+use dicom_ul::{Pdu, ServerAssociationOptions};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::command::{field, status, Command, Response};
+use crate::service::{
+    AssociationPeer, AssociationRefusal, DimseService, Operation, ReceivedDataset, StoreRequest,
+};
+
+/// Transfer syntaxes accepted for storage and stored as received (PS3.5 Annex A).
+pub const ACCEPTED_TRANSFER_SYNTAXES: &[&str] = &[
+    "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
+    "1.2.840.10008.1.2",      // Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50", // JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51", // JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57", // JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70", // JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81", // JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90", // JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.91", // JPEG 2000
+    "1.2.840.10008.1.2.4.92", // JPEG 2000 Part 2 Multi-component Lossless Only
+    "1.2.840.10008.1.2.4.93", // JPEG 2000 Part 2 Multi-component
+    "1.2.840.10008.1.2.4.201", // HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202", // HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.203", // HTJ2K
+    "1.2.840.10008.1.2.5",    // RLE Lossless
+    "1.2.840.10008.1.2.1.98", // Encapsulated Uncompressed Explicit VR Little Endian
+];
+
+const VERIFICATION: &str = "1.2.840.10008.1.1";
+
+/// Settings of the DIMSE front-end.
+#[derive(Debug, Clone)]
+pub struct DimseConfig {
+    pub ae_title: String,
+    pub listen: SocketAddr,
+    /// Maximum PDU length this node receives.
+    pub max_pdu_length: u32,
+    /// Associations served at once; more are rejected (transient, local limit exceeded).
+    pub max_associations: usize,
+    /// An association with no PDU for this long is aborted.
+    pub idle_timeout: Duration,
+    /// ARTIM: time allowed between TCP connect and A-ASSOCIATE-RQ (PS3.8 9.1.5).
+    pub artim_timeout: Duration,
+    /// Data sets larger than this are spilled to a temporary file while being received.
+    pub spill_threshold: usize,
+    /// Where spilled data sets go.
+    pub spill_dir: std::path::PathBuf,
+}
+
+/// A running DIMSE front-end.
+pub struct DimseServer {
+    config: Arc<DimseConfig>,
+    listener: TcpListener,
+    service: Arc<dyn DimseService>,
+}
+
+static ASSOCIATION_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl DimseServer {
+    pub async fn bind(
+        config: DimseConfig,
+        service: Arc<dyn DimseService>,
+    ) -> std::io::Result<DimseServer> {
+        let listener = TcpListener::bind(config.listen).await?;
+        std::fs::create_dir_all(&config.spill_dir)?;
+        Ok(DimseServer {
+            config: Arc::new(config),
+            listener,
+            service,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true, then stops accepting and lets in-flight
+    /// associations finish for at most `grace`; what is still running after that is dropped
+    /// (its socket closed), which never leaves a half-stored instance behind because stores
+    /// commit atomically.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let limit = Arc::new(Semaphore::new(self.config.max_associations));
+        let mut tasks = JoinSet::new();
+        info!(addr = %self.config.listen, aet = %self.config.ae_title, "DIMSE listening");
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                accepted = self.listener.accept() => {
+                    let (socket, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = socket.set_nodelay(true);
+                    let permit = limit.clone().try_acquire_owned();
+                    let config = self.config.clone();
+                    let service = self.service.clone();
+                    let id = ASSOCIATION_IDS.fetch_add(1, Ordering::Relaxed);
+                    let span = info_span!("association", id, peer = %peer);
+                    tasks.spawn(async move {
+                        match permit {
+                            Ok(_permit) => handle_connection(socket, peer, id, config, service).await,
+                            Err(_) => reject_busy(socket, peer).await,
+                        }
+                    }.instrument(span));
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        info!(in_flight = tasks.len(), "DIMSE stopped accepting; waiting for associations");
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            warn!(remaining = tasks.len(), "grace period over; closing remaining associations");
+            tasks.abort_all();
+        }
+    }
+}
+
+/// Association options for one connection: the access policy needs the peer's address, which
+/// dicom-ul's access control hook does not see, so each connection gets its own policy value.
+type Options =
+    ServerAssociationOptions<'static, PolicyCheck, dicom_ul::association::server::DefaultNegotiation>;
+
+fn build_options(config: &DimseConfig, policy: PolicyCheck) -> Options {
+    let mut options = ServerAssociationOptions::new()
+        .ae_access_control(policy)
+        .ae_title(config.ae_title.clone())
+        .max_pdu_length(config.max_pdu_length)
+        .read_timeout(config.artim_timeout)
+        .with_abstract_syntax(VERIFICATION);
+    for (uid, _) in crate::sop_classes::STORAGE_SOP_CLASSES {
+        options = options.with_abstract_syntax(*uid);
+    }
+    for ts in ACCEPTED_TRANSFER_SYNTAXES {
+        options = options.with_transfer_syntax(*ts);
+    }
+    options
+}
+
+/// The access policy applied to an A-ASSOCIATE-RQ: the Called AE Title must be ours, then the
+/// archive decides on the calling AE and its address. A refusal is answered with
+/// A-ASSOCIATE-RJ, rejected-permanent, source service-user (PS3.8 Table 9-21).
+pub struct PolicyCheck {
+    service: Arc<dyn DimseService>,
+    address: SocketAddr,
+}
+
+impl AccessControl for PolicyCheck {
+    fn check_access(
+        &self,
+        this_ae_title: &str,
+        calling_ae_title: &str,
+        called_ae_title: &str,
+        _user_identity: Option<&UserIdentity>,
+    ) -> Result<(), AssociationRJServiceUserReason> {
+        let peer = AssociationPeer {
+            calling_ae_title: calling_ae_title.trim().to_string(),
+            called_ae_title: called_ae_title.trim().to_string(),
+            address: self.address,
+        };
+        let verdict = if peer.called_ae_title != this_ae_title.trim() {
+            Err(AssociationRefusal::CalledAeTitleNotRecognized)
+        } else {
+            self.service.authorize_association(&peer)
+        };
+        verdict.map_err(|refusal| {
+            warn!(
+                peer = %self.address,
+                calling = %peer.calling_ae_title,
+                called = %peer.called_ae_title,
+                ?refusal,
+                "association rejected"
+            );
+            refusal_reason(refusal)
+        })
+    }
+}
+
+async fn reject_busy(mut socket: TcpStream, peer: SocketAddr) {
+    warn!(%peer, "association refused: too many concurrent associations");
+    let pdu = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut buf = Vec::new();
+    // Read the request first so the peer sees a reply to it rather than a reset.
+    let mut scratch = vec![0u8; 64 * 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        use tokio::io::AsyncReadExt;
+        socket.read(&mut scratch).await
+    })
+    .await;
+    if dicom_ul::write_pdu(&mut buf, &pdu).is_ok() {
+        let _ = socket.write_all(&buf).await;
+    }
+    let _ = socket.shutdown().await;
+}
+
+async fn handle_connection(
+    socket: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    config: Arc<DimseConfig>,
+    service: Arc<dyn DimseService>,
+) {
+    let options = build_options(
+        &config,
+        PolicyCheck {
+            service: service.clone(),
+            address: peer,
+        },
+    );
+    let mut association = match options.establish_async(socket).await {
+        Ok(a) => a,
+        Err(e) => {
+            warn!(%peer, error = %e, "association not established");
+            return;
+        }
+    };
+    let who = AssociationPeer {
+        calling_ae_title: association_calling_ae(&association),
+        called_ae_title: association.called_ae_title().trim().to_string(),
+        address: peer,
+    };
+    let accepted = association
+        .presentation_contexts()
+        .iter()
+        .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
+        .count();
+    info!(calling = %who.calling_ae_title, contexts = accepted, "association accepted");
+    let mut session = Session {
+        id,
+        config,
+        service,
+        peer: who,
+    };
+    session.run(&mut association).await;
+}
+
+fn association_calling_ae<S>(a: &dicom_ul::association::AsyncServerAssociation<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    use dicom_ul::association::Association;
+    a.peer_ae_title().trim().to_string()
+}
+
+type Assoc = dicom_ul::association::AsyncServerAssociation<TcpStream>;
+
+/// Incoming data set being assembled from P-DATA fragments.
+enum Incoming {
+    Memory(Vec<u8>),
+    File {
+        file: tokio::fs::File,
+        path: tempfile::TempPath,
+        len: u64,
+    },
+}
+
+struct Pending {
+    command: Command,
+    context_id: u8,
+    data: Incoming,
+}
+
+struct Session {
+    id: u64,
+    config: Arc<DimseConfig>,
+    service: Arc<dyn DimseService>,
+    peer: AssociationPeer,
+}
+
+enum Flow {
+    Continue,
+    Abort(&'static str),
+}
+
+impl Session {
+    async fn run(&mut self, association: &mut Assoc) {
+        let mut command_bytes: Vec<u8> = Vec::new();
+        let mut pending: Option<Pending> = None;
+        loop {
+            let pdu = match tokio::time::timeout(self.config.idle_timeout, association.receive())
+                .await
+            {
+                Err(_) => {
+                    warn!("idle timeout; aborting association");
+                    abort(association, AbortRQServiceProviderReason::ReasonNotSpecified).await;
+                    return;
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "association ended by a receive error");
+                    abort(association, AbortRQServiceProviderReason::UnrecognizedPdu).await;
+                    return;
+                }
+                Ok(Ok(pdu)) => pdu,
+            };
+            match pdu {
+                Pdu::PData { data } => {
+                    for value in data {
+                        match self
+                            .on_pdata(association, value, &mut command_bytes, &mut pending)
+                            .await
+                        {
+                            Flow::Continue => {}
+                            Flow::Abort(why) => {
+                                warn!(reason = why, "aborting association");
+                                abort(association, AbortRQServiceProviderReason::UnexpectedPduParameter)
+                                    .await;
+                                return;
+                            }
+                        }
+                    }
+                }
+                Pdu::ReleaseRQ => {
+                    if pending.is_some() {
+                        warn!("release requested in the middle of a data set; data discarded");
+                    }
+                    let _ = association.send(&Pdu::ReleaseRP).await;
+                    let _ = association.inner_stream().shutdown().await;
+                    info!("association released");
+                    return;
+                }
+                Pdu::AbortRQ { source } => {
+                    info!(?source, "association aborted by peer");
+                    return;
+                }
+                other => {
+                    warn!(pdu = ?pdu_name(&other), "unexpected PDU");
+                    abort(association, AbortRQServiceProviderReason::UnexpectedPdu).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_pdata(
+        &mut self,
+        association: &mut Assoc,
+        value: PDataValue,
+        command_bytes: &mut Vec<u8>,
+        pending: &mut Option<Pending>,
+    ) -> Flow {
+        match value.value_type {
+            PDataValueType::Command => {
+                if pending.is_some() {
+                    return Flow::Abort("command fragment while a data set was expected");
+                }
+                command_bytes.extend_from_slice(&value.data);
+                if command_bytes.len() > 1 << 20 {
+                    return Flow::Abort("command set larger than 1 MiB");
+                }
+                if !value.is_last {
+                    return Flow::Continue;
+                }
+                let bytes = std::mem::take(command_bytes);
+                let command = match Command::decode(&bytes) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "undecodable command set");
+                        return Flow::Abort("undecodable command set");
+                    }
+                };
+                if command.has_dataset {
+                    *pending = Some(Pending {
+                        command,
+                        context_id: value.presentation_context_id,
+                        data: Incoming::Memory(Vec::new()),
+                    });
+                    Flow::Continue
+                } else {
+                    self.dispatch(association, value.presentation_context_id, command, None)
+                        .await
+                }
+            }
+            PDataValueType::Data => {
+                let Some(p) = pending.as_mut() else {
+                    return Flow::Abort("data fragment without a command");
+                };
+                if p.context_id != value.presentation_context_id {
+                    return Flow::Abort("data fragment on another presentation context");
+                }
+                if let Err(e) = self.append(&mut p.data, &value.data).await {
+                    warn!(error = %e, "cannot buffer incoming data set");
+                    return Flow::Abort("cannot buffer incoming data set");
+                }
+                if !value.is_last {
+                    return Flow::Continue;
+                }
+                let p = pending.take().expect("pending data set");
+                let dataset = match p.data {
+                    Incoming::Memory(v) => ReceivedDataset::Memory(v),
+                    Incoming::File {
+                        mut file,
+                        path,
+                        len,
+                    } => {
+                        use tokio::io::AsyncWriteExt;
+                        if let Err(e) = file.flush().await {
+                            warn!(error = %e, "cannot flush spilled data set");
+                            return Flow::Abort("cannot buffer incoming data set");
+                        }
+                        ReceivedDataset::File { path, len }
+                    }
+                };
+                self.dispatch(association, p.context_id, p.command, Some(dataset))
+                    .await
+            }
+        }
+    }
+
+    async fn append(&self, data: &mut Incoming, bytes: &[u8]) -> std::io::Result<()> {
+        match data {
+            Incoming::Memory(v) => {
+                if v.len() + bytes.len() <= self.config.spill_threshold {
+                    v.extend_from_slice(bytes);
+                    return Ok(());
+                }
+                let temp = tempfile::NamedTempFile::new_in(&self.config.spill_dir)?;
+                let (std_file, path) = temp.into_parts();
+                let mut file = tokio::fs::File::from_std(std_file);
+                file.write_all(v).await?;
+                file.write_all(bytes).await?;
+                let len = (v.len() + bytes.len()) as u64;
+                debug!(len, "spilling large data set to disk");
+                *data = Incoming::File { file, path, len };
+                Ok(())
+            }
+            Incoming::File { file, len, .. } => {
+                file.write_all(bytes).await?;
+                *len += bytes.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        command: Command,
+        dataset: Option<ReceivedDataset>,
+    ) -> Flow {
+        let context = association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| pc.id == context_id && pc.reason == PresentationContextResultReason::Acceptance)
+            .map(|pc| (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()));
+        let Some((abstract_syntax, transfer_syntax)) = context else {
+            return Flow::Abort("message on a presentation context that was not accepted");
+        };
+        let response = match command.command_field {
+            field::C_ECHO_RQ => {
+                let status = if self.service.may_perform(&self.peer, Operation::Echo) {
+                    status::SUCCESS
+                } else {
+                    warn!(calling = %self.peer.calling_ae_title, "C-ECHO not permitted");
+                    status::NOT_AUTHORIZED
+                };
+                let mut rsp = Response::to(&command, field::C_ECHO_RSP, status);
+                if rsp.affected_sop_class_uid.is_none() {
+                    rsp.affected_sop_class_uid = Some(abstract_syntax);
+                }
+                rsp
+            }
+            field::C_STORE_RQ => {
+                self.store(&command, abstract_syntax, transfer_syntax, dataset)
+                    .await
+            }
+            field::C_CANCEL_RQ => return Flow::Continue,
+            other => {
+                warn!(command_field = format!("{other:#06x}"), "unsupported DIMSE command");
+                let mut rsp =
+                    Response::to(&command, other | 0x8000, status::UNRECOGNIZED_OPERATION);
+                rsp.error_comment = Some("operation not supported by this node".into());
+                rsp
+            }
+        };
+        let pdu = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: response.encode(),
+            }],
+        };
+        if let Err(e) = association.send(&pdu).await {
+            warn!(error = %e, "cannot send response");
+            return Flow::Abort("cannot send response");
+        }
+        Flow::Continue
+    }
+
+    async fn store(
+        &mut self,
+        command: &Command,
+        abstract_syntax: String,
+        transfer_syntax: String,
+        dataset: Option<ReceivedDataset>,
+    ) -> Response {
+        let mut rsp = Response::to(command, field::C_STORE_RSP, status::SUCCESS);
+        let fail = |mut rsp: Response, code: u16, why: &str| {
+            rsp.status = code;
+            rsp.error_comment = Some(why.to_string());
+            rsp
+        };
+        if !self.service.may_perform(&self.peer, Operation::Store) {
+            warn!(calling = %self.peer.calling_ae_title, "C-STORE not permitted");
+            return fail(rsp, status::NOT_AUTHORIZED, "C-STORE not permitted for this AE");
+        }
+        let Some(dataset) = dataset else {
+            return fail(rsp, status::CANNOT_UNDERSTAND, "C-STORE without a data set");
+        };
+        let Some(sop_instance_uid) = command.affected_sop_instance_uid.clone() else {
+            return fail(rsp, status::CANNOT_UNDERSTAND, "missing Affected SOP Instance UID");
+        };
+        let sop_class_uid = command
+            .affected_sop_class_uid
+            .clone()
+            .unwrap_or_else(|| abstract_syntax.clone());
+        if sop_class_uid != abstract_syntax {
+            // PS3.7 9.1.1.1: the Affected SOP Class must be the context's abstract syntax.
+            return fail(
+                rsp,
+                status::DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                "Affected SOP Class differs from the presentation context",
+            );
+        }
+        let request = StoreRequest {
+            association_id: self.id,
+            calling_ae_title: self.peer.calling_ae_title.clone(),
+            peer: self.peer.address,
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid: transfer_syntax,
+            dataset,
+        };
+        let outcome = self.service.store(request).await;
+        rsp.status = outcome.status;
+        rsp.error_comment = outcome.error_comment;
+        rsp
+    }
+}
+
+async fn abort(association: &mut Assoc, reason: AbortRQServiceProviderReason) {
+    let pdu = Pdu::AbortRQ {
+        source: AbortRQSource::ServiceProvider(reason),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), association.send(&pdu)).await;
+    let _ = association.inner_stream().shutdown().await;
+}
+
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::Unknown { .. } => "unknown",
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::PData { .. } => "P-DATA-TF",
+        Pdu::ReleaseRQ => "A-RELEASE-RQ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::AbortRQ { .. } => "A-ABORT",
+    }
+}
+
+/// Maps a policy refusal to the A-ASSOCIATE-RJ reason (PS3.8 Table 9-21).
+pub fn refusal_reason(refusal: AssociationRefusal) -> AssociationRJServiceUserReason {
+    match refusal {
+        AssociationRefusal::CallingAeTitleNotRecognized => {
+            AssociationRJServiceUserReason::CallingAETitleNotRecognized
+        }
+        AssociationRefusal::CalledAeTitleNotRecognized => {
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The archive behind the DIMSE front-end: association policy and C-STORE into ingest.
+//!
+//! Every DIMSE status the node answers for a C-STORE is decided in [`store_status`].
+
+use std::sync::Arc;
+
+use pacs_dimse::command::status;
+use pacs_dimse::{
+    AssociationPeer, AssociationRefusal, DimseService, Operation, ReceivedDataset, StoreOutcome,
+    StoreRequest,
+};
+use tracing::{info, warn};
+
+use crate::config::RemoteAe;
+use crate::ingest::{Incoming, IncomingData, Ingest, IngestError, IngestOutcome};
+
+/// Who may associate and do what.
+pub struct AePolicy {
+    /// Refuse calling AE titles that are not in `known`.
+    pub require_known_ae: bool,
+    pub known: Vec<RemoteAe>,
+}
+
+impl AePolicy {
+    fn find(&self, title: &str) -> Option<&RemoteAe> {
+        self.known.iter().find(|ae| ae.title == title)
+    }
+}
+
+pub struct NodeDimseService {
+    pub ingest: Arc<Ingest>,
+    pub policy: AePolicy,
+}
+
+#[async_trait::async_trait]
+impl DimseService for NodeDimseService {
+    fn authorize_association(&self, peer: &AssociationPeer) -> Result<(), AssociationRefusal> {
+        match self.policy.find(&peer.calling_ae_title) {
+            Some(ae) if ae.check_host => {
+                let host_ok = ae.host.as_deref().is_some_and(|h| host_matches(h, peer.address.ip()));
+                if host_ok {
+                    Ok(())
+                } else {
+                    warn!(calling = %peer.calling_ae_title, peer = %peer.address, "calling AE connected from a host it is not configured for");
+                    Err(AssociationRefusal::CallingAeTitleNotRecognized)
+                }
+            }
+            Some(_) => Ok(()),
+            None if self.policy.require_known_ae => Err(AssociationRefusal::CallingAeTitleNotRecognized),
+            None => Ok(()),
+        }
+    }
+
+    fn may_perform(&self, peer: &AssociationPeer, operation: Operation) -> bool {
+        let name = match operation {
+            Operation::Echo => "echo",
+            Operation::Store => "store",
+        };
+        match self.policy.find(&peer.calling_ae_title) {
+            Some(ae) => ae.allow.iter().any(|a| a == name),
+            // Unknown AEs (allowed in when no strict mode) may echo and store.
+            None => !self.policy.require_known_ae,
+        }
+    }
+
+    async fn store(&self, request: StoreRequest) -> StoreOutcome {
+        let started = std::time::Instant::now();
+        let size = request.dataset.len();
+        let data = match request.dataset {
+            ReceivedDataset::Memory(bytes) => IncomingData::Dataset(bytes),
+            ReceivedDataset::File { ref path, .. } => IncomingData::DatasetFile(path.to_path_buf()),
+        };
+        let incoming = Incoming {
+            sop_class_uid: request.sop_class_uid,
+            sop_instance_uid: request.sop_instance_uid.clone(),
+            transfer_syntax_uid: request.transfer_syntax_uid,
+            source_ae: request.calling_ae_title,
+            data,
+        };
+        // `request.dataset` (and a spilled temporary file) lives until the store is done.
+        let result = self.ingest.ingest(incoming).await;
+        let outcome = store_status(&result);
+        match &result {
+            Ok(o) => info!(
+                sop_instance_uid = %request.sop_instance_uid,
+                bytes = size,
+                ms = started.elapsed().as_millis() as u64,
+                outcome = ?o,
+                "C-STORE"
+            ),
+            Err(e) => warn!(sop_instance_uid = %request.sop_instance_uid, error = %e, status = format!("{:#06x}", outcome.status), "C-STORE failed"),
+        }
+        outcome
+    }
+}
+
+fn host_matches(configured: &str, ip: std::net::IpAddr) -> bool {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = configured.parse::<std::net::IpAddr>() {
+        return addr == ip;
+    }
+    (configured, 0)
+        .to_socket_addrs()
+        .map(|mut addrs| addrs.any(|a| a.ip() == ip))
+        .unwrap_or(false)
+}
+
+/// The C-STORE status for an ingest result (PS3.4 B.2.3).
+pub fn store_status(result: &Result<IngestOutcome, IngestError>) -> StoreOutcome {
+    match result {
+        Ok(IngestOutcome::Stored | IngestOutcome::AlreadyStored | IngestOutcome::Replaced) => {
+            StoreOutcome::success()
+        }
+        // The new object was discarded in favour of the stored one.
+        Ok(IngestOutcome::KeptExisting) => StoreOutcome::with_status(
+            status::WARNING_ELEMENTS_DISCARDED,
+            "duplicate SOP Instance UID: stored object kept",
+        ),
+        Err(IngestError::CannotUnderstand(why)) => {
+            StoreOutcome::with_status(status::CANNOT_UNDERSTAND, why.clone())
+        }
+        Err(IngestError::DoesNotMatch(why)) => {
+            StoreOutcome::with_status(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, why.clone())
+        }
+        Err(IngestError::Storage(e)) => {
+            StoreOutcome::with_status(status::OUT_OF_RESOURCES, format!("storage: {e}"))
+        }
+        Err(IngestError::Index(e)) => {
+            StoreOutcome::with_status(status::OUT_OF_RESOURCES, format!("index: {e}"))
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! PostgreSQL index (tokio-postgres through a deadpool connection pool).
+//!
+//! Several nodes may share one database: migrations run under an advisory lock, and inserts
+//! never lock existing patient, study or series rows (they look a row up first and insert it
+//! with `ON CONFLICT DO NOTHING` only when missing), so concurrent ingest of one study does not
+//! serialise on its study row.
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::{NoTls, Row};
+
+use super::schema::{self, Dialect, MIGRATIONS};
+use super::sqlite::now_ms;
+use super::{
+    normalize_name, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord,
+    StoredInstance,
+};
+
+/// Any constant shared by every node: the advisory lock taken while migrating.
+const MIGRATION_LOCK: i64 = 0x5041_4353_4D49_4752; // "PACSMIGR"
+
+pub struct PostgresIndex {
+    pool: Pool,
+    sql: Sql,
+}
+
+/// The shared statements, rendered once for PostgreSQL.
+struct Sql {
+    select_patient: String,
+    insert_patient: String,
+    select_study: String,
+    insert_study: String,
+    select_series: String,
+    insert_series: String,
+    insert_instance: String,
+    insert_metadata: String,
+    delete_metadata_by_uid: String,
+    delete_instance_by_uid: String,
+    select_stored_by_uid: String,
+    select_all_stored: String,
+    select_metadata_by_uid: String,
+    select_frames_by_uid: String,
+}
+
+impl Sql {
+    fn new() -> Sql {
+        let r = |s: &str| Dialect::Postgres.render(s);
+        Sql {
+            select_patient: r(schema::SELECT_PATIENT),
+            insert_patient: r(schema::INSERT_PATIENT),
+            select_study: r(schema::SELECT_STUDY),
+            insert_study: r(schema::INSERT_STUDY),
+            select_series: r(schema::SELECT_SERIES),
+            insert_series: r(schema::INSERT_SERIES),
+            insert_instance: r(schema::INSERT_INSTANCE),
+            insert_metadata: r(schema::INSERT_METADATA),
+            delete_metadata_by_uid: r(schema::DELETE_METADATA_BY_UID),
+            delete_instance_by_uid: r(schema::DELETE_INSTANCE_BY_UID),
+            select_stored_by_uid: r(&schema::select_stored_instance_by_uid()),
+            select_all_stored: r(&schema::select_all_stored_instances()),
+            select_metadata_by_uid: r(schema::SELECT_METADATA_BY_UID),
+            select_frames_by_uid: r(schema::SELECT_FRAMES_BY_UID),
+        }
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> IndexError {
+    match e.as_db_error() {
+        Some(db) => IndexError::Database(format!("{}: {}", db.code().code(), db.message())),
+        None => IndexError::Database(e.to_string()),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> IndexError {
+    IndexError::Unavailable(e.to_string())
+}
+
+impl PostgresIndex {
+    pub async fn connect(url: &str) -> IndexResult<PostgresIndex> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| IndexError::BadUrl(e.to_string()))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(16)
+            .build()
+            .map_err(|e| IndexError::Unavailable(e.to_string()))?;
+        let index = PostgresIndex {
+            pool,
+            sql: Sql::new(),
+        };
+        index.migrate().await?;
+        Ok(index)
+    }
+
+    async fn migrate(&self) -> IndexResult<()> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let d = Dialect::Postgres;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db_err)?;
+        let result = async {
+            client
+                .batch_execute(&d.render(schema::CREATE_MIGRATIONS_TABLE))
+                .await
+                .map_err(db_err)?;
+            let current: i64 = client
+                .query_one(schema::SELECT_SCHEMA_VERSION, &[])
+                .await
+                .map_err(db_err)?
+                .get(0);
+            let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+            if current > known {
+                return Err(IndexError::SchemaTooNew {
+                    found: current,
+                    known,
+                });
+            }
+            for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+                let tx = client.transaction().await.map_err(db_err)?;
+                for statement in m.statements.iter().chain(m.postgres_only) {
+                    tx.batch_execute(&d.render(statement)).await.map_err(db_err)?;
+                }
+                tx.execute(
+                    &d.render(schema::RECORD_MIGRATION),
+                    &[&m.version, &m.description, &now_ms()],
+                )
+                .await
+                .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                tracing::info!(version = m.version, "PostgreSQL index migrated");
+            }
+            Ok(())
+        }
+        .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(db_err)?;
+        result
+    }
+
+    async fn get_or_insert<C: GenericClient>(
+        &self,
+        client: &C,
+        select: &str,
+        select_params: &[&(dyn ToSql + Sync)],
+        insert: &str,
+        insert_params: &[&(dyn ToSql + Sync)],
+    ) -> IndexResult<i64> {
+        let select = client.prepare_cached(select).await.map_err(db_err)?;
+        if let Some(row) = client
+            .query_opt(&select, select_params)
+            .await
+            .map_err(db_err)?
+        {
+            return Ok(row.get(0));
+        }
+        let insert = client.prepare_cached(insert).await.map_err(db_err)?;
+        if let Some(row) = client
+            .query_opt(&insert, insert_params)
+            .await
+            .map_err(db_err)?
+        {
+            return Ok(row.get(0));
+        }
+        // Another node or connection inserted it between our two statements.
+        let row = client
+            .query_one(&select, select_params)
+            .await
+            .map_err(db_err)?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_in<C: GenericClient>(
+        &self,
+        client: &C,
+        r: &InstanceRecord,
+    ) -> IndexResult<InsertOutcome> {
+        let now = now_ms();
+        let patient_pk = self
+            .get_or_insert(
+                client,
+                &self.sql.select_patient,
+                &[&r.patient_id, &r.issuer_of_patient_id],
+                &self.sql.insert_patient,
+                &[
+                    &r.patient_id,
+                    &r.issuer_of_patient_id,
+                    &r.patient_name,
+                    &r.patient_birth_date,
+                    &r.patient_sex,
+                ],
+            )
+            .await?;
+        let name_norm = normalize_name(&r.patient_name);
+        let study_pk = self
+            .get_or_insert(
+                client,
+                &self.sql.select_study,
+                &[&r.study_instance_uid],
+                &self.sql.insert_study,
+                &[
+                    &patient_pk,
+                    &r.study_instance_uid,
+                    &r.study_date,
+                    &r.study_time,
+                    &r.accession_number,
+                    &r.referring_physician_name,
+                    &r.study_description,
+                    &r.study_id,
+                    &r.patient_id,
+                    &r.patient_name,
+                    &name_norm,
+                    &r.patient_birth_date,
+                    &r.patient_sex,
+                    &now,
+                ],
+            )
+            .await?;
+        let series_pk = self
+            .get_or_insert(
+                client,
+                &self.sql.select_series,
+                &[&r.series_instance_uid],
+                &self.sql.insert_series,
+                &[
+                    &study_pk,
+                    &r.series_instance_uid,
+                    &r.modality,
+                    &r.series_number,
+                    &r.series_description,
+                    &r.series_date,
+                    &r.series_time,
+                    &r.body_part_examined,
+                    &now,
+                ],
+            )
+            .await?;
+        let insert = client
+            .prepare_cached(&self.sql.insert_instance)
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_opt(
+                &insert,
+                &[
+                    &series_pk,
+                    &study_pk,
+                    &r.sop_instance_uid,
+                    &r.sop_class_uid,
+                    &r.instance_number,
+                    &r.transfer_syntax_uid,
+                    &r.rows,
+                    &r.columns,
+                    &r.number_of_frames,
+                    &r.object_key,
+                    &r.size_bytes,
+                    &r.sha256,
+                    &r.received_at_ms,
+                    &r.source_ae,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let Some(row) = row else {
+            // Lost a race with a concurrent store of the same SOP Instance UID.
+            let existing = self.find_in(client, &r.sop_instance_uid).await?.ok_or_else(|| {
+                IndexError::Database("instance vanished during a concurrent insert".into())
+            })?;
+            return Ok(InsertOutcome::AlreadyExists(existing));
+        };
+        let instance_pk: i64 = row.get(0);
+        let insert_md = client
+            .prepare_cached(&self.sql.insert_metadata)
+            .await
+            .map_err(db_err)?;
+        client
+            .execute(&insert_md, &[&instance_pk, &r.metadata_json, &r.frames_json])
+            .await
+            .map_err(db_err)?;
+        Ok(InsertOutcome::Inserted)
+    }
+
+    async fn find_in<C: GenericClient>(
+        &self,
+        client: &C,
+        uid: &str,
+    ) -> IndexResult<Option<StoredInstance>> {
+        let stmt = client
+            .prepare_cached(&self.sql.select_stored_by_uid)
+            .await
+            .map_err(db_err)?;
+        Ok(client
+            .query_opt(&stmt, &[&uid])
+            .await
+            .map_err(db_err)?
+            .map(|row| stored_from_row(&row)))
+    }
+}
+
+fn stored_from_row(row: &Row) -> StoredInstance {
+    StoredInstance {
+        sop_instance_uid: row.get(0),
+        sop_class_uid: row.get(1),
+        study_instance_uid: row.get(2),
+        series_instance_uid: row.get(3),
+        transfer_syntax_uid: row.get(4),
+        object_key: row.get(5),
+        size_bytes: row.get(6),
+        sha256: row.get(7),
+        source_ae: row.get(8),
+        received_at_ms: row.get(9),
+    }
+}
+
+#[async_trait]
+impl Index for PostgresIndex {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        if let Some(existing) = self.find_in(&client, &record.sop_instance_uid).await? {
+            return Ok(InsertOutcome::AlreadyExists(existing));
+        }
+        let tx = client.transaction().await.map_err(db_err)?;
+        let outcome = self.insert_in(&tx, &record).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(outcome)
+    }
+
+    async fn replace_instance(&self, record: InstanceRecord) -> IndexResult<Option<StoredInstance>> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let previous = self.find_in(&tx, &record.sop_instance_uid).await?;
+        if previous.is_some() {
+            tx.execute(&self.sql.delete_metadata_by_uid, &[&record.sop_instance_uid])
+                .await
+                .map_err(db_err)?;
+            tx.execute(&self.sql.delete_instance_by_uid, &[&record.sop_instance_uid])
+                .await
+                .map_err(db_err)?;
+        }
+        self.insert_in(&tx, &record).await?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(previous)
+    }
+
+    async fn find_instance(&self, sop_instance_uid: &str) -> IndexResult<Option<StoredInstance>> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        self.find_in(&client, sop_instance_uid).await
+    }
+
+    async fn instance_metadata(&self, sop_instance_uid: &str) -> IndexResult<Option<Vec<u8>>> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached(&self.sql.select_metadata_by_uid)
+            .await
+            .map_err(db_err)?;
+        Ok(client
+            .query_opt(&stmt, &[&sop_instance_uid])
+            .await
+            .map_err(db_err)?
+            .map(|r| r.get(0)))
+    }
+
+    async fn instance_frames(&self, sop_instance_uid: &str) -> IndexResult<Option<String>> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client
+            .prepare_cached(&self.sql.select_frames_by_uid)
+            .await
+            .map_err(db_err)?;
+        Ok(client
+            .query_opt(&stmt, &[&sop_instance_uid])
+            .await
+            .map_err(db_err)?
+            .map(|r| r.get(0)))
+    }
+
+    async fn all_instances(&self) -> IndexResult<Vec<StoredInstance>> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let rows = client
+            .query(&self.sql.select_all_stored, &[])
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(stored_from_row).collect())
+    }
+
+    async fn counts(&self) -> IndexResult<IndexCounts> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_one(schema::SELECT_COUNTS, &[])
+            .await
+            .map_err(db_err)?;
+        Ok(IndexCounts {
+            patients: row.get(0),
+            studies: row.get(1),
+            series: row.get(2),
+            instances: row.get(3),
+        })
+    }
+}

@@ -1,0 +1,452 @@
+//! Embedded SQLite index (the default when no database URL is configured).
+//!
+//! SQLite allows one writer at a time, so all writes go through one thread that commits them in
+//! groups: every request waiting when a transaction starts joins it, each inside its own
+//! savepoint, and all are answered after the single `COMMIT` (WAL, `synchronous=FULL`) has made
+//! them durable. Reads use a small pool of connections of their own (WAL lets them run beside the
+//! writer).
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::oneshot;
+
+use super::schema::{self, Dialect, MIGRATIONS};
+use super::{
+    normalize_name, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord,
+    StoredInstance,
+};
+
+/// Largest number of writes committed together.
+const MAX_GROUP: usize = 256;
+
+enum WriteJob {
+    Insert(InstanceRecord, oneshot::Sender<IndexResult<InsertOutcome>>),
+    Replace(
+        InstanceRecord,
+        oneshot::Sender<IndexResult<Option<StoredInstance>>>,
+    ),
+}
+
+pub struct SqliteIndex {
+    writer: Mutex<mpsc::Sender<WriteJob>>,
+    readers: Arc<ReaderPool>,
+}
+
+struct ReaderPool {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+fn db_err(e: rusqlite::Error) -> IndexError {
+    IndexError::Database(e.to_string())
+}
+
+fn open_connection(path: &Path) -> IndexResult<Connection> {
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 10000;",
+    )
+    .map_err(db_err)?;
+    Ok(conn)
+}
+
+impl SqliteIndex {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub fn open(path: &Path) -> IndexResult<SqliteIndex> {
+        if let Some(parent) = path.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| IndexError::Unavailable(format!("{}: {e}", parent.display())))?;
+            }
+        }
+        let mut conn = open_connection(path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| IndexError::Unavailable(e.to_string()))?;
+        Ok(SqliteIndex {
+            writer: Mutex::new(tx),
+            readers: Arc::new(ReaderPool {
+                path: path.to_path_buf(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    fn send(&self, job: WriteJob) -> IndexResult<()> {
+        self.writer
+            .lock()
+            .expect("writer channel lock")
+            .send(job)
+            .map_err(|_| IndexError::Unavailable("SQLite writer thread has stopped".into()))
+    }
+
+    async fn read<T, F>(&self, f: F) -> IndexResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> IndexResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().expect("reader pool lock").pop() {
+                Some(c) => c,
+                None => open_connection(&pool.path)?,
+            };
+            let result = f(&conn);
+            pool.idle.lock().expect("reader pool lock").push(conn);
+            result
+        })
+        .await
+        .map_err(|e| IndexError::Database(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> IndexResult<()> {
+    let d = Dialect::Sqlite;
+    conn.execute_batch(&d.render(schema::CREATE_MIGRATIONS_TABLE))
+        .map_err(db_err)?;
+    let current: i64 = conn
+        .query_row(schema::SELECT_SCHEMA_VERSION, [], |r| r.get(0))
+        .map_err(db_err)?;
+    let known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
+    if current > known {
+        return Err(IndexError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let tx = conn.transaction().map_err(db_err)?;
+        for statement in m.statements {
+            tx.execute_batch(&d.render(statement)).map_err(db_err)?;
+        }
+        tx.execute(
+            schema::RECORD_MIGRATION,
+            params![m.version, m.description, now_ms()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        tracing::info!(version = m.version, "SQLite index migrated");
+    }
+    Ok(())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_group(&mut conn, batch);
+    }
+}
+
+enum Done {
+    Insert(
+        oneshot::Sender<IndexResult<InsertOutcome>>,
+        IndexResult<InsertOutcome>,
+    ),
+    Replace(
+        oneshot::Sender<IndexResult<Option<StoredInstance>>>,
+        IndexResult<Option<StoredInstance>>,
+    ),
+}
+
+fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let err = db_err(e);
+            for job in batch {
+                match job {
+                    WriteJob::Insert(_, reply) => drop(reply.send(Err(clone_err(&err)))),
+                    WriteJob::Replace(_, reply) => drop(reply.send(Err(clone_err(&err)))),
+                }
+            }
+            return;
+        }
+    };
+    let mut done = Vec::with_capacity(batch.len());
+    for (n, job) in batch.into_iter().enumerate() {
+        // Each write gets a savepoint, so one failing write does not undo the others.
+        let name = format!("w{n}");
+        let _ = tx.execute_batch(&format!("SAVEPOINT {name}"));
+        let (ok, item) = match job {
+            WriteJob::Insert(record, reply) => {
+                let r = insert(&tx, &record);
+                (r.is_ok(), Done::Insert(reply, r))
+            }
+            WriteJob::Replace(record, reply) => {
+                let r = replace(&tx, &record);
+                (r.is_ok(), Done::Replace(reply, r))
+            }
+        };
+        if ok {
+            let _ = tx.execute_batch(&format!("RELEASE {name}"));
+        } else {
+            let _ = tx.execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"));
+        }
+        done.push(item);
+    }
+    let committed = tx.commit().map_err(db_err);
+    for item in done {
+        match item {
+            Done::Insert(reply, r) => {
+                let r = match &committed {
+                    Ok(()) => r,
+                    Err(e) => Err(clone_err(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Done::Replace(reply, r) => {
+                let r = match &committed {
+                    Ok(()) => r,
+                    Err(e) => Err(clone_err(e)),
+                };
+                let _ = reply.send(r);
+            }
+        }
+    }
+}
+
+fn clone_err(e: &IndexError) -> IndexError {
+    IndexError::Database(e.to_string())
+}
+
+fn get_or_insert(
+    conn: &Connection,
+    select: &str,
+    select_params: &[&dyn rusqlite::ToSql],
+    insert: &str,
+    insert_params: &[&dyn rusqlite::ToSql],
+) -> IndexResult<i64> {
+    if let Some(pk) = conn
+        .prepare_cached(select)
+        .map_err(db_err)?
+        .query_row(select_params, |r| r.get(0))
+        .optional()
+        .map_err(db_err)?
+    {
+        return Ok(pk);
+    }
+    conn.prepare_cached(insert)
+        .map_err(db_err)?
+        .query_row(insert_params, |r| r.get(0))
+        .map_err(db_err)
+}
+
+fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
+    if let Some(existing) = find(conn, &r.sop_instance_uid)? {
+        return Ok(InsertOutcome::AlreadyExists(existing));
+    }
+    let now = now_ms();
+    let patient_pk = get_or_insert(
+        conn,
+        schema::SELECT_PATIENT,
+        params![r.patient_id, r.issuer_of_patient_id],
+        schema::INSERT_PATIENT,
+        params![
+            r.patient_id,
+            r.issuer_of_patient_id,
+            r.patient_name,
+            r.patient_birth_date,
+            r.patient_sex
+        ],
+    )?;
+    let study_pk = get_or_insert(
+        conn,
+        schema::SELECT_STUDY,
+        params![r.study_instance_uid],
+        schema::INSERT_STUDY,
+        params![
+            patient_pk,
+            r.study_instance_uid,
+            r.study_date,
+            r.study_time,
+            r.accession_number,
+            r.referring_physician_name,
+            r.study_description,
+            r.study_id,
+            r.patient_id,
+            r.patient_name,
+            normalize_name(&r.patient_name),
+            r.patient_birth_date,
+            r.patient_sex,
+            now
+        ],
+    )?;
+    let series_pk = get_or_insert(
+        conn,
+        schema::SELECT_SERIES,
+        params![r.series_instance_uid],
+        schema::INSERT_SERIES,
+        params![
+            study_pk,
+            r.series_instance_uid,
+            r.modality,
+            r.series_number,
+            r.series_description,
+            r.series_date,
+            r.series_time,
+            r.body_part_examined,
+            now
+        ],
+    )?;
+    let instance_pk: i64 = conn
+        .prepare_cached(schema::INSERT_INSTANCE)
+        .map_err(db_err)?
+        .query_row(
+            params![
+                series_pk,
+                study_pk,
+                r.sop_instance_uid,
+                r.sop_class_uid,
+                r.instance_number,
+                r.transfer_syntax_uid,
+                r.rows,
+                r.columns,
+                r.number_of_frames,
+                r.object_key,
+                r.size_bytes,
+                r.sha256,
+                r.received_at_ms,
+                r.source_ae
+            ],
+            |row| row.get(0),
+        )
+        .map_err(db_err)?;
+    conn.prepare_cached(schema::INSERT_METADATA)
+        .map_err(db_err)?
+        .execute(params![instance_pk, r.metadata_json, r.frames_json])
+        .map_err(db_err)?;
+    Ok(InsertOutcome::Inserted)
+}
+
+fn replace(conn: &Connection, r: &InstanceRecord) -> IndexResult<Option<StoredInstance>> {
+    let previous = find(conn, &r.sop_instance_uid)?;
+    if previous.is_some() {
+        conn.execute(schema::DELETE_METADATA_BY_UID, params![r.sop_instance_uid])
+            .map_err(db_err)?;
+        conn.execute(schema::DELETE_INSTANCE_BY_UID, params![r.sop_instance_uid])
+            .map_err(db_err)?;
+    }
+    insert(conn, r)?;
+    Ok(previous)
+}
+
+fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
+    Ok(StoredInstance {
+        sop_instance_uid: row.get(0)?,
+        sop_class_uid: row.get(1)?,
+        study_instance_uid: row.get(2)?,
+        series_instance_uid: row.get(3)?,
+        transfer_syntax_uid: row.get(4)?,
+        object_key: row.get(5)?,
+        size_bytes: row.get(6)?,
+        sha256: row.get(7)?,
+        source_ae: row.get(8)?,
+        received_at_ms: row.get(9)?,
+    })
+}
+
+fn find(conn: &Connection, sop_instance_uid: &str) -> IndexResult<Option<StoredInstance>> {
+    conn.prepare_cached(&schema::select_stored_instance_by_uid())
+        .map_err(db_err)?
+        .query_row(params![sop_instance_uid], stored_from_row)
+        .optional()
+        .map_err(db_err)
+}
+
+#[async_trait]
+impl Index for SqliteIndex {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteJob::Insert(record, tx))?;
+        rx.await
+            .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
+    }
+
+    async fn replace_instance(&self, record: InstanceRecord) -> IndexResult<Option<StoredInstance>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteJob::Replace(record, tx))?;
+        rx.await
+            .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
+    }
+
+    async fn find_instance(&self, sop_instance_uid: &str) -> IndexResult<Option<StoredInstance>> {
+        let uid = sop_instance_uid.to_string();
+        self.read(move |c| find(c, &uid)).await
+    }
+
+    async fn instance_metadata(&self, sop_instance_uid: &str) -> IndexResult<Option<Vec<u8>>> {
+        let uid = sop_instance_uid.to_string();
+        self.read(move |c| {
+            c.prepare_cached(schema::SELECT_METADATA_BY_UID)
+                .map_err(db_err)?
+                .query_row(params![uid], |r| r.get(0))
+                .optional()
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn instance_frames(&self, sop_instance_uid: &str) -> IndexResult<Option<String>> {
+        let uid = sop_instance_uid.to_string();
+        self.read(move |c| {
+            c.prepare_cached(schema::SELECT_FRAMES_BY_UID)
+                .map_err(db_err)?
+                .query_row(params![uid], |r| r.get(0))
+                .optional()
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn all_instances(&self) -> IndexResult<Vec<StoredInstance>> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(&schema::select_all_stored_instances())
+                .map_err(db_err)?;
+            let rows = stmt.query_map([], stored_from_row).map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> IndexResult<IndexCounts> {
+        self.read(|c| {
+            c.query_row(schema::SELECT_COUNTS, [], |r| {
+                Ok(IndexCounts {
+                    patients: r.get(0)?,
+                    studies: r.get(1)?,
+                    series: r.get(2)?,
+                    instances: r.get(3)?,
+                })
+            })
+            .map_err(db_err)
+        })
+        .await
+    }
+}

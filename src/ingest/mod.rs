@@ -1,0 +1,412 @@
+//! Ingest: the one path every received instance takes, whichever front-end received it
+//! (C-STORE today, STOW-RS next). Validate, parse, hash, store the object durably, then commit
+//! its index row; only then is the sender told it succeeded.
+
+pub mod parse;
+
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dicom_object::meta::FileMetaTableBuilder;
+use tracing::{info, warn};
+
+use crate::index::{Index, IndexError, InsertOutcome, StoredInstance};
+use crate::storage::{Storage, StorageError};
+use crate::uid::Uid;
+
+/// What to do when an instance arrives under a SOP Instance UID that is already stored with
+/// different content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DuplicatePolicy {
+    /// Keep what is stored and answer with a warning.
+    Keep,
+    /// Replace what is stored with the new object.
+    Overwrite,
+}
+
+impl std::str::FromStr for DuplicatePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "keep" => Ok(DuplicatePolicy::Keep),
+            "overwrite" => Ok(DuplicatePolicy::Overwrite),
+            other => Err(format!("unknown duplicate policy {other:?} (keep or overwrite)")),
+        }
+    }
+}
+
+/// The data set of an incoming instance.
+pub enum IncomingData {
+    /// A data set without file meta group, encoded in `transfer_syntax_uid` (as C-STORE
+    /// delivers it).
+    Dataset(Vec<u8>),
+    /// The same, in a file (large objects spilled to disk while receiving).
+    DatasetFile(PathBuf),
+}
+
+pub struct Incoming {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    /// The AE title that sent it (Source Application Entity Title in the stored file meta).
+    pub source_ae: String,
+    pub data: IncomingData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Stored,
+    /// The same bytes were already stored: nothing written.
+    AlreadyStored,
+    /// Different content under a stored SOP Instance UID; policy kept the stored one.
+    KeptExisting,
+    /// Different content under a stored SOP Instance UID; policy replaced it.
+    Replaced,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot understand the data set: {0}")]
+    CannotUnderstand(String),
+    #[error("data set does not match SOP class: {0}")]
+    DoesNotMatch(String),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("index: {0}")]
+    Index(#[from] IndexError),
+}
+
+pub struct Ingest {
+    index: Arc<dyn Index>,
+    storage: Storage,
+    policy: DuplicatePolicy,
+}
+
+/// Implementation Class UID written into the file meta of stored objects ("2.25." + a UUID as
+/// an integer, PS3.5 B.2).
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.94470164651386386541577462125155211471";
+pub const IMPLEMENTATION_VERSION_NAME: &str = "PACS_RS_0_1";
+
+const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+
+impl Ingest {
+    pub fn new(index: Arc<dyn Index>, storage: Storage, policy: DuplicatePolicy) -> Self {
+        Ingest {
+            index,
+            storage,
+            policy,
+        }
+    }
+
+    pub fn index(&self) -> &Arc<dyn Index> {
+        &self.index
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub async fn ingest(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
+        let sop_instance = Uid::parse(&incoming.sop_instance_uid)
+            .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
+        Uid::parse(&incoming.sop_class_uid).map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
+        let prefix = part10_prefix(&incoming)?;
+
+        // Parsing and hashing are CPU work: keep them off the async workers.
+        let source_ae = incoming.source_ae.clone();
+        let ts = incoming.transfer_syntax_uid.clone();
+        let (analysed, data) = tokio::task::spawn_blocking(move || {
+            let analysed = analyse(&prefix, &incoming.data, &ts);
+            (analysed.map(|a| (a, prefix)), incoming.data)
+        })
+        .await
+        .map_err(|e| IngestError::CannotUnderstand(format!("analysis task failed: {e}")))?;
+        let (mut analysed, prefix) = analysed?;
+
+        // PS3.4 B.2.3 (A900): the data set must be the instance the command announced.
+        let rec = &mut analysed.record;
+        if analysed.sop_instance_uid != sop_instance.as_str() {
+            return Err(IngestError::DoesNotMatch(format!(
+                "SOP Instance UID in data set ({}) differs from Affected SOP Instance UID ({})",
+                analysed.sop_instance_uid, sop_instance
+            )));
+        }
+        if analysed.sop_class_uid != incoming.sop_class_uid.trim_end_matches(['\0', ' ']) {
+            return Err(IngestError::DoesNotMatch(format!(
+                "SOP Class UID in data set ({}) differs from Affected SOP Class UID",
+                analysed.sop_class_uid
+            )));
+        }
+        let study = Uid::parse(&rec.study_instance_uid)
+            .map_err(|e| IngestError::DoesNotMatch(format!("Study Instance UID: {e}")))?;
+        let series = Uid::parse(&rec.series_instance_uid)
+            .map_err(|e| IngestError::DoesNotMatch(format!("Series Instance UID: {e}")))?;
+        rec.source_ae = source_ae;
+        rec.received_at_ms = crate::index::sqlite::now_ms();
+        rec.object_key = Storage::instance_key(&study, &series, &sop_instance, &rec.sha256);
+
+        if let Some(existing) = self.index.find_instance(sop_instance.as_str()).await? {
+            if existing.sha256 == rec.sha256 {
+                return Ok(IngestOutcome::AlreadyStored);
+            }
+            if self.policy == DuplicatePolicy::Keep {
+                warn!(sop_instance_uid = %sop_instance, "different object under a stored SOP Instance UID; kept the stored one");
+                return Ok(IngestOutcome::KeptExisting);
+            }
+        }
+
+        let key = rec.object_key.clone();
+        match data {
+            IncomingData::Dataset(bytes) => {
+                let mut object = prefix;
+                object.extend_from_slice(&bytes);
+                drop(bytes);
+                self.storage.put(&key, object).await?;
+            }
+            IncomingData::DatasetFile(path) => self.storage.put_file(&key, prefix, &path).await?,
+        }
+
+        let record = analysed.record;
+        let result = match self.policy {
+            DuplicatePolicy::Overwrite => match self.index.replace_instance(record).await {
+                Ok(Some(previous)) => Ok(IngestOutcome::Replaced).inspect(|_| {
+                    self.forget_object(&previous, &key);
+                }),
+                Ok(None) => Ok(IngestOutcome::Stored),
+                Err(e) => Err(e),
+            },
+            DuplicatePolicy::Keep => match self.index.insert_instance(record).await {
+                Ok(InsertOutcome::Inserted) => Ok(IngestOutcome::Stored),
+                // A concurrent store of the same instance won the race.
+                Ok(InsertOutcome::AlreadyExists(existing)) => {
+                    if existing.object_key == key {
+                        return Ok(IngestOutcome::AlreadyStored);
+                    }
+                    self.delete_quietly(&key).await;
+                    return Ok(IngestOutcome::KeptExisting);
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(outcome) => {
+                if outcome == IngestOutcome::Replaced {
+                    warn!(sop_instance_uid = %sop_instance, "stored instance replaced by a different object");
+                }
+                Ok(outcome)
+            }
+            Err(e) => {
+                // The index did not take it: remove the object so nothing unindexed remains.
+                // (A concurrent identical store would have the same key and a row: check.)
+                if self.index.find_instance(sop_instance.as_str()).await.ok().flatten().map(|s| s.object_key) != Some(key.clone()) {
+                    self.delete_quietly(&key).await;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    fn forget_object(&self, previous: &StoredInstance, new_key: &str) {
+        if previous.object_key == new_key {
+            return;
+        }
+        let storage = self.storage.clone();
+        let key = previous.object_key.clone();
+        tokio::spawn(async move {
+            if let Err(e) = storage.delete(&key).await {
+                warn!(key, error = %e, "cannot delete replaced object");
+            } else {
+                info!(key, "replaced object deleted");
+            }
+        });
+    }
+
+    async fn delete_quietly(&self, key: &str) {
+        if let Err(e) = self.storage.delete(key).await {
+            warn!(key, error = %e, "cannot delete an object that was not indexed");
+        }
+    }
+}
+
+/// The 128-byte preamble, "DICM" and the file meta group (PS3.10 7.1) of the stored object.
+fn part10_prefix(incoming: &Incoming) -> Result<Vec<u8>, IngestError> {
+    let meta = FileMetaTableBuilder::new()
+        .media_storage_sop_class_uid(incoming.sop_class_uid.as_str())
+        .media_storage_sop_instance_uid(incoming.sop_instance_uid.as_str())
+        .transfer_syntax(incoming.transfer_syntax_uid.as_str())
+        .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+        .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
+        .source_application_entity_title(incoming.source_ae.as_str())
+        .build()
+        .map_err(|e| IngestError::CannotUnderstand(format!("file meta: {e}")))?;
+    let mut out = vec![0u8; 128];
+    out.extend_from_slice(b"DICM");
+    meta.write(&mut out)
+        .map_err(|e| IngestError::CannotUnderstand(format!("file meta: {e}")))?;
+    Ok(out)
+}
+
+/// A reader over `prefix` followed by the data set, without copying either.
+fn part10_reader<'a>(
+    prefix: &'a [u8],
+    data: &'a IncomingData,
+) -> std::io::Result<Box<dyn ReadSeek + 'a>> {
+    Ok(match data {
+        IncomingData::Dataset(bytes) => Box::new(Chain::new(Cursor::new(prefix), Cursor::new(&bytes[..]))?),
+        IncomingData::DatasetFile(path) => {
+            Box::new(Chain::new(Cursor::new(prefix), std::fs::File::open(path)?)?)
+        }
+    })
+}
+
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+fn analyse(
+    prefix: &[u8],
+    data: &IncomingData,
+    transfer_syntax_uid: &str,
+) -> Result<parse::Parsed, IngestError> {
+    let unreadable = |e: std::io::Error| IngestError::CannotUnderstand(e.to_string());
+    let mut parsed = parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?)
+        .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
+    let rec = &mut parsed.record;
+
+    // SHA-256 and size of exactly the bytes that will be stored.
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(prefix);
+    let mut size = prefix.len() as u64;
+    match data {
+        IncomingData::Dataset(bytes) => {
+            ctx.update(bytes);
+            size += bytes.len() as u64;
+        }
+        IncomingData::DatasetFile(path) => {
+            let mut f = std::fs::File::open(path).map_err(unreadable)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).map_err(unreadable)?;
+                if n == 0 {
+                    break;
+                }
+                ctx.update(&buf[..n]);
+                size += n as u64;
+            }
+        }
+    }
+    rec.sha256 = hex::encode(ctx.finish().as_ref());
+    rec.size_bytes = size as i64;
+
+    if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LE {
+        let mut reader = part10_reader(prefix, data).map_err(unreadable)?;
+        reader
+            .seek(SeekFrom::Start(prefix.len() as u64))
+            .map_err(unreadable)?;
+        let reader = std::io::BufReader::with_capacity(64 * 1024, reader);
+        match parse::locate_pixel_data(reader, transfer_syntax_uid, prefix.len() as u64) {
+            Ok(Some(pixel)) => {
+                let frames = parse::frame_ranges(
+                    &pixel,
+                    rec.number_of_frames.unwrap_or(1).max(1) as u32,
+                    parse::native_frame_length(&rec.metadata_json),
+                );
+                rec.frames_json = serde_json::to_string(&frames).unwrap_or_default();
+                parse::add_pixel_data_reference(&mut rec.metadata_json, &pixel);
+            }
+            Ok(None) => rec.frames_json = "[]".into(),
+            Err(e) => {
+                // The object parsed up to its pixel data above; only the frame index is lost,
+                // and frames can still be served by decoding the object.
+                warn!(error = %e, "cannot index pixel data positions");
+                rec.frames_json = "[]".into();
+            }
+        }
+    } else {
+        rec.frames_json = "[]".into();
+    }
+    Ok(parsed)
+}
+
+/// `Read + Seek` over two sources one after the other.
+struct Chain<A, B> {
+    a: A,
+    b: B,
+    a_len: u64,
+    pos: u64,
+    b_len: u64,
+}
+
+impl<A: Read + Seek, B: Read + Seek> Chain<A, B> {
+    fn new(mut a: A, mut b: B) -> std::io::Result<Self> {
+        let a_len = a.seek(SeekFrom::End(0))?;
+        a.seek(SeekFrom::Start(0))?;
+        let b_len = b.seek(SeekFrom::End(0))?;
+        b.seek(SeekFrom::Start(0))?;
+        Ok(Chain {
+            a,
+            b,
+            a_len,
+            pos: 0,
+            b_len,
+        })
+    }
+}
+
+impl<A: Read + Seek, B: Read + Seek> Read for Chain<A, B> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = if self.pos < self.a_len {
+            self.a.read(buf)?
+        } else {
+            self.b.read(buf)?
+        };
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<A: Read + Seek, B: Read + Seek> Seek for Chain<A, B> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let total = self.a_len + self.b_len;
+        let target = match to {
+            SeekFrom::Start(p) => p as i128,
+            SeekFrom::End(d) => total as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if target < 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
+        }
+        let target = target as u64;
+        if target < self.a_len {
+            self.a.seek(SeekFrom::Start(target))?;
+            self.b.seek(SeekFrom::Start(0))?;
+        } else {
+            self.a.seek(SeekFrom::Start(self.a_len))?;
+            self.b.seek(SeekFrom::Start(target - self.a_len))?;
+        }
+        self.pos = target;
+        Ok(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_reads_and_seeks_across_the_boundary() {
+        let mut c = Chain::new(Cursor::new(b"abc".to_vec()), Cursor::new(b"defg".to_vec())).unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abcdefg");
+        c.seek(SeekFrom::Start(2)).unwrap();
+        let mut two = [0u8; 2];
+        c.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"cd");
+        assert_eq!(c.seek(SeekFrom::End(-1)).unwrap(), 6);
+    }
+}

@@ -1,0 +1,389 @@
+//! Reading what the index needs out of a received object: the attributes it matches on, the
+//! metadata served by WADO-RS `/metadata` (DICOM JSON without bulk data), and the byte ranges of
+//! each frame inside the stored file.
+
+use std::io::{BufReader, Read, Seek};
+
+use dicom_core::header::{HasLength, Header};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::collector::DicomCollectorOptions;
+use dicom_object::file::ReadPreamble;
+use dicom_object::InMemDicomObject;
+use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use serde_json::Value;
+
+use crate::index::InstanceRecord;
+
+/// Binary values longer than this are left out of the metadata and served as bulk data.
+const BULK_THRESHOLD_BYTES: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("cannot parse the data set: {0}")]
+    Unreadable(String),
+}
+
+/// Attributes and metadata read from the object, before storage fields are filled in.
+pub struct Parsed {
+    pub record: InstanceRecord,
+    /// Value of SOP Instance UID (0008,0018) in the data set.
+    pub sop_instance_uid: String,
+    /// Value of SOP Class UID (0008,0016) in the data set.
+    pub sop_class_uid: String,
+}
+
+/// Parses a Part 10 stream (preamble, file meta group, data set) up to the Pixel Data.
+pub fn parse_part10<R: Read + Seek>(source: R) -> Result<Parsed, ParseError> {
+    let mut collector = DicomCollectorOptions::new()
+        .read_preamble(ReadPreamble::Always)
+        .from_reader(BufReader::new(source));
+    let ts = collector
+        .read_file_meta()
+        .map_err(|e| ParseError::Unreadable(e.to_string()))?
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_string();
+    let mut obj = InMemDicomObject::new_empty();
+    collector
+        .read_dataset_up_to_pixeldata(&mut obj)
+        .map_err(|e| ParseError::Unreadable(e.to_string()))?;
+    let text = |tag: Tag| -> String {
+        obj.get(tag)
+            .and_then(|e| e.to_str().ok())
+            .map(|s| s.trim_end_matches(['\0', ' ']).trim_start().to_string())
+            .unwrap_or_default()
+    };
+    let int = |tag: Tag| -> Option<i32> {
+        obj.get(tag)
+            .filter(|e| !e.is_empty())
+            .and_then(|e| e.to_int::<i32>().ok())
+    };
+    let record = InstanceRecord {
+        patient_id: text(tags::PATIENT_ID),
+        issuer_of_patient_id: text(tags::ISSUER_OF_PATIENT_ID),
+        patient_name: text(tags::PATIENT_NAME),
+        patient_birth_date: text(tags::PATIENT_BIRTH_DATE),
+        patient_sex: text(tags::PATIENT_SEX),
+        study_instance_uid: text(tags::STUDY_INSTANCE_UID),
+        study_date: text(tags::STUDY_DATE),
+        study_time: text(tags::STUDY_TIME),
+        accession_number: text(tags::ACCESSION_NUMBER),
+        referring_physician_name: text(tags::REFERRING_PHYSICIAN_NAME),
+        study_description: text(tags::STUDY_DESCRIPTION),
+        study_id: text(tags::STUDY_ID),
+        series_instance_uid: text(tags::SERIES_INSTANCE_UID),
+        modality: text(tags::MODALITY),
+        series_number: int(tags::SERIES_NUMBER),
+        series_description: text(tags::SERIES_DESCRIPTION),
+        series_date: text(tags::SERIES_DATE),
+        series_time: text(tags::SERIES_TIME),
+        body_part_examined: text(tags::BODY_PART_EXAMINED),
+        sop_instance_uid: text(tags::SOP_INSTANCE_UID),
+        sop_class_uid: text(tags::SOP_CLASS_UID),
+        instance_number: int(tags::INSTANCE_NUMBER),
+        transfer_syntax_uid: ts,
+        rows: int(tags::ROWS),
+        columns: int(tags::COLUMNS),
+        number_of_frames: int(tags::NUMBER_OF_FRAMES),
+        metadata_json: metadata_json(&obj)?,
+        ..Default::default()
+    };
+    Ok(Parsed {
+        sop_instance_uid: record.sop_instance_uid.clone(),
+        sop_class_uid: record.sop_class_uid.clone(),
+        record,
+    })
+}
+
+/// DICOM JSON of the data set with bulk data replaced by `BulkDataURI`s relative to the
+/// instance's WADO-RS URL (`bulkdata/<tag path>`), which the DICOMweb front-end makes absolute.
+/// Pixel Data itself was not read; it is added as a bulk data reference by the caller when the
+/// object has it.
+fn metadata_json(obj: &InMemDicomObject) -> Result<Vec<u8>, ParseError> {
+    let mut value = dicom_json::to_value(obj).map_err(|e| ParseError::Unreadable(e.to_string()))?;
+    replace_bulk(&mut value, "bulkdata");
+    serde_json::to_vec(&value).map_err(|e| ParseError::Unreadable(e.to_string()))
+}
+
+fn replace_bulk(dataset: &mut Value, prefix: &str) {
+    let Some(map) = dataset.as_object_mut() else {
+        return;
+    };
+    for (tag, attribute) in map.iter_mut() {
+        let Some(attr) = attribute.as_object_mut() else {
+            continue;
+        };
+        let path = format!("{prefix}/{tag}");
+        if let Some(Value::String(b64)) = attr.get("InlineBinary") {
+            // base64 is 4/3 the size of the data
+            if b64.len() * 3 / 4 > BULK_THRESHOLD_BYTES {
+                attr.remove("InlineBinary");
+                attr.insert("BulkDataURI".into(), Value::String(path.clone()));
+            }
+        }
+        if let Some(Value::Array(items)) = attr.get_mut("Value") {
+            for (i, item) in items.iter_mut().enumerate() {
+                if item.is_object() {
+                    replace_bulk(item, &format!("{path}/{i}"));
+                }
+            }
+        }
+    }
+}
+
+/// Adds the Pixel Data (or Float/Double Float Pixel Data) reference to the stored metadata.
+pub fn add_pixel_data_reference(metadata_json: &mut Vec<u8>, pixel: &PixelDataLocation) {
+    let Ok(mut value) = serde_json::from_slice::<Value>(metadata_json) else {
+        return;
+    };
+    if let Some(map) = value.as_object_mut() {
+        let tag = format!("{:04X}{:04X}", pixel.tag.group(), pixel.tag.element());
+        map.insert(
+            tag.clone(),
+            serde_json::json!({ "vr": pixel.vr.to_string(), "BulkDataURI": format!("bulkdata/{tag}") }),
+        );
+    }
+    if let Ok(bytes) = serde_json::to_vec(&value) {
+        *metadata_json = bytes;
+    }
+}
+
+/// Where the pixel data sits in the stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelDataLocation {
+    pub tag: Tag,
+    pub vr: VR,
+    /// Native pixel data: the value's byte range.
+    pub native: Option<(u64, u64)>,
+    /// Encapsulated pixel data: the Basic Offset Table and each fragment's value byte range
+    /// (item headers excluded).
+    pub basic_offset_table: Vec<u32>,
+    pub fragments: Vec<(u64, u64)>,
+}
+
+/// Walks the top level of the data set, from `dataset_offset` in `source`, to the Pixel Data
+/// element and records where its value (or its fragments) are. Returns None when the object
+/// has no pixel data. The data set must not be deflated (offsets would be meaningless).
+pub fn locate_pixel_data<R: Read>(
+    source: R,
+    transfer_syntax_uid: &str,
+    dataset_offset: u64,
+) -> Result<Option<PixelDataLocation>, ParseError> {
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax_uid)
+        .ok_or_else(|| ParseError::Unreadable(format!("unknown transfer syntax {transfer_syntax_uid}")))?;
+    let err = |e: dicom_parser::stateful::decode::Error| ParseError::Unreadable(e.to_string());
+    let mut decoder = StatefulDecoder::new_with_ts(source, ts, dataset_offset).map_err(err)?;
+    loop {
+        let header = match decoder.decode_header() {
+            Ok(h) => h,
+            // End of the data set without pixel data.
+            Err(_) => return Ok(None),
+        };
+        let is_pixel = matches!(
+            header.tag(),
+            tags::PIXEL_DATA | tags::FLOAT_PIXEL_DATA | tags::DOUBLE_FLOAT_PIXEL_DATA
+        );
+        if is_pixel {
+            if header.length().is_defined() {
+                let start = decoder.position();
+                return Ok(Some(PixelDataLocation {
+                    tag: header.tag(),
+                    vr: header.vr(),
+                    native: Some((start, header.length().0 as u64)),
+                    basic_offset_table: Vec::new(),
+                    fragments: Vec::new(),
+                }));
+            }
+            return read_fragments(&mut decoder, header.tag(), header.vr()).map(Some);
+        }
+        if header.length().is_defined() {
+            decoder.skip_bytes(header.length().0).map_err(err)?;
+        } else {
+            skip_undefined_sequence(&mut decoder)?;
+        }
+    }
+}
+
+fn read_fragments<D: StatefulDecode>(
+    decoder: &mut D,
+    tag: Tag,
+    vr: VR,
+) -> Result<PixelDataLocation, ParseError> {
+    use dicom_core::header::SequenceItemHeader;
+    let err = |e: dicom_parser::stateful::decode::Error| ParseError::Unreadable(e.to_string());
+    let mut location = PixelDataLocation {
+        tag,
+        vr,
+        native: None,
+        basic_offset_table: Vec::new(),
+        fragments: Vec::new(),
+    };
+    let mut first = true;
+    loop {
+        match decoder.decode_item_header().map_err(err)? {
+            SequenceItemHeader::Item { len } => {
+                if !len.is_defined() {
+                    return Err(ParseError::Unreadable(
+                        "pixel data fragment of undefined length".into(),
+                    ));
+                }
+                let start = decoder.position();
+                if first {
+                    // PS3.5 A.4: the first item is the Basic Offset Table.
+                    let mut bot = Vec::new();
+                    decoder.read_to_vec(len.0, &mut bot).map_err(err)?;
+                    location.basic_offset_table = bot
+                        .chunks_exact(4)
+                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect();
+                    first = false;
+                } else {
+                    location.fragments.push((start, len.0 as u64));
+                    decoder.skip_bytes(len.0).map_err(err)?;
+                }
+            }
+            SequenceItemHeader::SequenceDelimiter => return Ok(location),
+            SequenceItemHeader::ItemDelimiter => {
+                return Err(ParseError::Unreadable(
+                    "item delimiter inside encapsulated pixel data".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Skips a sequence (or UN) of undefined length, items and nested sequences included.
+fn skip_undefined_sequence<D: StatefulDecode>(decoder: &mut D) -> Result<(), ParseError> {
+    use dicom_core::header::SequenceItemHeader;
+    let err = |e: dicom_parser::stateful::decode::Error| ParseError::Unreadable(e.to_string());
+    loop {
+        match decoder.decode_item_header().map_err(err)? {
+            SequenceItemHeader::Item { len } if len.is_defined() => {
+                decoder.skip_bytes(len.0).map_err(err)?
+            }
+            SequenceItemHeader::Item { .. } => loop {
+                let header = decoder.decode_header().map_err(err)?;
+                if header.tag() == Tag(0xFFFE, 0xE00D) {
+                    break;
+                }
+                if header.length().is_defined() {
+                    decoder.skip_bytes(header.length().0).map_err(err)?;
+                } else {
+                    skip_undefined_sequence(decoder)?;
+                }
+            },
+            SequenceItemHeader::SequenceDelimiter => return Ok(()),
+            SequenceItemHeader::ItemDelimiter => {
+                return Err(ParseError::Unreadable("unexpected item delimiter".into()))
+            }
+        }
+    }
+}
+
+/// Byte ranges of each frame: `frames[i]` lists the ranges whose concatenation is frame i+1.
+pub fn frame_ranges(
+    pixel: &PixelDataLocation,
+    number_of_frames: u32,
+    frame_length_native: Option<u64>,
+) -> Vec<Vec<(u64, u64)>> {
+    let n = number_of_frames.max(1) as usize;
+    if let Some((start, len)) = pixel.native {
+        let Some(frame_len) = frame_length_native.filter(|l| *l > 0) else {
+            return if n == 1 { vec![vec![(start, len)]] } else { Vec::new() };
+        };
+        if frame_len * n as u64 > len {
+            return Vec::new();
+        }
+        return (0..n as u64)
+            .map(|i| vec![(start + i * frame_len, frame_len)])
+            .collect();
+    }
+    let fragments = &pixel.fragments;
+    if fragments.is_empty() {
+        return Vec::new();
+    }
+    if n == 1 {
+        return vec![fragments.clone()];
+    }
+    if fragments.len() == n {
+        return fragments.iter().map(|f| vec![*f]).collect();
+    }
+    // Several fragments per frame: the Basic Offset Table says where each frame's first item
+    // starts, measured from the first fragment's item header (PS3.5 A.4).
+    let bot = &pixel.basic_offset_table;
+    if bot.len() != n {
+        return Vec::new();
+    }
+    let base = fragments[0].0 - 8;
+    let mut frames: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
+    for &(start, len) in fragments {
+        let item_offset = start - 8 - base;
+        let frame = bot.iter().rposition(|&o| o as u64 <= item_offset).unwrap_or(0);
+        frames[frame].push((start, len));
+    }
+    if frames.iter().any(|f| f.is_empty()) {
+        return Vec::new();
+    }
+    frames
+}
+
+/// Bytes per frame of native pixel data, from Rows, Columns, Samples per Pixel and Bits
+/// Allocated; None for 1-bit data, whose frames are not byte-aligned.
+pub fn native_frame_length(metadata_json: &[u8]) -> Option<u64> {
+    let value: Value = serde_json::from_slice(metadata_json).ok()?;
+    let num = |tag: &str| -> Option<u64> { value.get(tag)?.get("Value")?.get(0)?.as_u64() };
+    let rows = num("00280010")?;
+    let columns = num("00280011")?;
+    let samples = num("00280002").unwrap_or(1);
+    let bits = num("00280100")?;
+    if bits % 8 != 0 {
+        return None;
+    }
+    Some(rows * columns * samples * bits / 8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(fragments: Vec<(u64, u64)>, bot: Vec<u32>) -> PixelDataLocation {
+        PixelDataLocation {
+            tag: tags::PIXEL_DATA,
+            vr: VR::OB,
+            native: None,
+            basic_offset_table: bot,
+            fragments,
+        }
+    }
+
+    #[test]
+    fn native_frames_are_consecutive() {
+        let px = PixelDataLocation {
+            native: Some((1000, 300)),
+            ..location(vec![], vec![])
+        };
+        assert_eq!(
+            frame_ranges(&px, 3, Some(100)),
+            vec![vec![(1000, 100)], vec![(1100, 100)], vec![(1200, 100)]]
+        );
+        assert!(frame_ranges(&px, 4, Some(100)).is_empty());
+    }
+
+    #[test]
+    fn one_fragment_per_frame_and_multi_fragment_frames() {
+        let px = location(vec![(108, 10), (126, 20)], vec![]);
+        assert_eq!(frame_ranges(&px, 2, None), vec![vec![(108, 10)], vec![(126, 20)]]);
+        assert_eq!(frame_ranges(&px, 1, None), vec![vec![(108, 10), (126, 20)]]);
+        // three fragments, two frames; BOT: frame 2 starts at the third item
+        // items: header at 100 (len 10), 118 (len 4), 130 (len 6)
+        let px = location(vec![(108, 10), (126, 4), (138, 6)], vec![0, 30]);
+        assert_eq!(
+            frame_ranges(&px, 2, None),
+            vec![vec![(108, 10), (126, 4)], vec![(138, 6)]]
+        );
+    }
+}

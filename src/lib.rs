@@ -1,0 +1,10 @@
+//! The PACS node's core: configuration, the index, object storage, ingest and the wiring that
+//! puts the DIMSE (`pacs-dimse`) and HTTP (`pacs-dicomweb`) front-ends in front of them.
+
+pub mod config;
+pub mod dimse_service;
+pub mod index;
+pub mod ingest;
+pub mod node;
+pub mod storage;
+pub mod uid;

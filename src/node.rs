@@ -1,0 +1,141 @@
+//! Wiring: opens the index and the object store, starts the DIMSE and HTTP front-ends, and
+//! shuts them down in order on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::Settings;
+use crate::dimse_service::{AePolicy, NodeDimseService};
+use crate::index::Index;
+use crate::ingest::Ingest;
+use crate::storage::Storage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("index: {0}")]
+    Index(#[from] crate::index::IndexError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+struct HttpArchive {
+    index: Arc<dyn Index>,
+    storage: Storage,
+}
+
+#[async_trait::async_trait]
+impl pacs_dicomweb::Archive for HttpArchive {
+    async fn statistics(&self) -> Result<serde_json::Value, String> {
+        let counts = self.index.counts().await.map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({
+            "index": self.index.backend(),
+            "storage": self.storage.describe(),
+            "patients": counts.patients,
+            "studies": counts.studies,
+            "series": counts.series,
+            "instances": counts.instances,
+        }))
+    }
+}
+
+/// Runs the node until a shutdown signal.
+pub async fn serve(settings: Settings) -> Result<(), NodeError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        NodeError::Storage(crate::storage::StorageError::Io(e))
+    })?;
+    let index = crate::index::open(&settings.database_url).await?;
+    let storage = Storage::open(&settings.storage)?;
+    info!(index = index.backend(), storage = storage.describe(), "archive opened");
+    let ingest = Arc::new(Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy));
+
+    let service = Arc::new(NodeDimseService {
+        ingest,
+        policy: AePolicy {
+            require_known_ae: settings.require_known_ae,
+            known: settings.remote_aes.clone(),
+        },
+    });
+    let dimse_addr = SocketAddr::new(settings.bind, settings.dimse_port);
+    let dimse = pacs_dimse::DimseServer::bind(
+        pacs_dimse::DimseConfig {
+            ae_title: settings.aet.clone(),
+            listen: dimse_addr,
+            max_pdu_length: settings.max_pdu,
+            max_associations: settings.max_associations,
+            idle_timeout: settings.idle_timeout,
+            artim_timeout: settings.artim_timeout,
+            spill_threshold: 32 * 1024 * 1024,
+            spill_dir: settings.data_dir.join("tmp"),
+        },
+        service,
+    )
+    .await
+    .map_err(|source| NodeError::Listen {
+        addr: dimse_addr,
+        source,
+    })?;
+
+    let http_addr = SocketAddr::new(settings.bind, settings.http_port);
+    let http_listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: http_addr,
+            source,
+        })?;
+    let router = pacs_dicomweb::router(Arc::new(HttpArchive {
+        index: index.clone(),
+        storage,
+    }));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
+    let mut http_shutdown = shutdown_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let result = axum::serve(http_listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = result {
+            error!(error = %e, "HTTP server failed");
+        }
+    });
+    info!(aet = %settings.aet, dimse = %dimse_addr, http = %http_addr, "node ready");
+
+    wait_for_signal().await;
+    info!("shutting down: no new associations or requests");
+    let _ = shutdown_tx.send(true);
+    let grace = settings.shutdown_grace + std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, async {
+        let _ = dimse_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
