@@ -7,4 +7,5 @@ pub mod index;
 pub mod ingest;
 pub mod node;
 pub mod storage;
+pub mod synth;
 pub mod uid;
