@@ -184,7 +184,9 @@ impl Settings {
             &storage_url,
             args.s3_endpoint.clone().or(file.s3_endpoint.clone()),
             pick(&args.s3_region, &file.s3_region, "us-east-1".to_string()),
-            args.s3_access_key_id.clone().or(file.s3_access_key_id.clone()),
+            args.s3_access_key_id
+                .clone()
+                .or(file.s3_access_key_id.clone()),
             args.s3_secret_access_key
                 .clone()
                 .or(file.s3_secret_access_key.clone()),
@@ -211,13 +213,29 @@ impl Settings {
             data_dir,
             database_url,
             storage,
-            duplicate_policy: pick(&args.duplicate_policy, &file.duplicate_policy, DuplicatePolicy::Keep),
+            duplicate_policy: pick(
+                &args.duplicate_policy,
+                &file.duplicate_policy,
+                DuplicatePolicy::Keep,
+            ),
             require_known_ae: pick(&args.require_known_ae, &file.require_known_ae, false),
             max_pdu: pick(&args.max_pdu, &file.max_pdu, 262_144).clamp(4096, 16 * 1024 * 1024),
             max_associations: pick(&args.max_associations, &file.max_associations, 64).max(1),
-            idle_timeout: Duration::from_secs(pick(&args.idle_timeout_secs, &file.idle_timeout_secs, 300)),
-            artim_timeout: Duration::from_secs(pick(&args.artim_timeout_secs, &file.artim_timeout_secs, 30)),
-            shutdown_grace: Duration::from_secs(pick(&args.shutdown_grace_secs, &file.shutdown_grace_secs, 30)),
+            idle_timeout: Duration::from_secs(pick(
+                &args.idle_timeout_secs,
+                &file.idle_timeout_secs,
+                300,
+            )),
+            artim_timeout: Duration::from_secs(pick(
+                &args.artim_timeout_secs,
+                &file.artim_timeout_secs,
+                30,
+            )),
+            shutdown_grace: Duration::from_secs(pick(
+                &args.shutdown_grace_secs,
+                &file.shutdown_grace_secs,
+                30,
+            )),
             remote_aes: file.ae,
         })
     }
@@ -250,7 +268,9 @@ fn parse_storage(
     if let Some(rest) = url.strip_prefix("s3://") {
         let bucket = rest.trim_end_matches('/');
         if bucket.is_empty() || bucket.contains('/') {
-            return Err(ConfigError::Invalid(format!("storage {url:?}: expected s3://bucket")));
+            return Err(ConfigError::Invalid(format!(
+                "storage {url:?}: expected s3://bucket"
+            )));
         }
         return Ok(StorageConfig::S3 {
             bucket: bucket.to_string(),
@@ -275,12 +295,27 @@ pub fn validate_ae_title(title: &str) -> Result<(), String> {
     if title.trim().is_empty() {
         return Err("AE title must not be only spaces".into());
     }
-    if !title.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\') {
+    if !title
+        .chars()
+        .all(|c| c.is_ascii() && !c.is_ascii_control() && c != '\\')
+    {
         return Err(format!(
             "AE title {title:?} may only hold printable ASCII characters other than backslash"
         ));
     }
     Ok(())
+}
+
+impl ServeArgs {
+    /// The options as `pacs serve` with no arguments would see them (environment only).
+    pub fn default_from_env() -> ServeArgs {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        <Wrapper as clap::Parser>::parse_from(["pacs"]).args
+    }
 }
 
 #[cfg(test)]
@@ -336,17 +371,5 @@ mod tests {
         for bad in ["", "                ", "A\\B", "SEVENTEEN_CHARS_X"] {
             assert!(validate_ae_title(bad).is_err(), "{bad:?}");
         }
-    }
-}
-
-impl ServeArgs {
-    /// The options as `pacs serve` with no arguments would see them (environment only).
-    pub fn default_from_env() -> ServeArgs {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: ServeArgs,
-        }
-        <Wrapper as clap::Parser>::parse_from(["pacs"]).args
     }
 }

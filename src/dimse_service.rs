@@ -37,7 +37,10 @@ impl DimseService for NodeDimseService {
     fn authorize_association(&self, peer: &AssociationPeer) -> Result<(), AssociationRefusal> {
         match self.policy.find(&peer.calling_ae_title) {
             Some(ae) if ae.check_host => {
-                let host_ok = ae.host.as_deref().is_some_and(|h| host_matches(h, peer.address.ip()));
+                let host_ok = ae
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| host_matches(h, peer.address.ip()));
                 if host_ok {
                     Ok(())
                 } else {
@@ -46,7 +49,9 @@ impl DimseService for NodeDimseService {
                 }
             }
             Some(_) => Ok(()),
-            None if self.policy.require_known_ae => Err(AssociationRefusal::CallingAeTitleNotRecognized),
+            None if self.policy.require_known_ae => {
+                Err(AssociationRefusal::CallingAeTitleNotRecognized)
+            }
             None => Ok(()),
         }
     }
@@ -88,7 +93,9 @@ impl DimseService for NodeDimseService {
                 outcome = ?o,
                 "C-STORE"
             ),
-            Err(e) => warn!(sop_instance_uid = %request.sop_instance_uid, error = %e, status = format!("{:#06x}", outcome.status), "C-STORE failed"),
+            Err(e) => {
+                warn!(sop_instance_uid = %request.sop_instance_uid, error = %e, status = format!("{:#06x}", outcome.status), "C-STORE failed")
+            }
         }
         outcome
     }

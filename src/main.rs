@@ -13,7 +13,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node (the default).
-    Serve(pacs::config::ServeArgs),
+    Serve(Box<pacs::config::ServeArgs>),
     /// Write synthetic CT or MR series (realistic geometry, deterministic UIDs) for tests,
     /// demos and benchmarks.
     Synth(SynthArgs),
@@ -42,8 +42,12 @@ struct SynthArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -52,7 +56,7 @@ fn main() -> std::process::ExitCode {
         .expect("tokio runtime");
     let result = match cli.command {
         None => run_serve(&runtime, pacs::config::ServeArgs::default_from_env()),
-        Some(Command::Serve(args)) => run_serve(&runtime, args),
+        Some(Command::Serve(args)) => run_serve(&runtime, *args),
         Some(Command::Synth(args)) => run_synth(args),
     };
     match result {

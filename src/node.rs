@@ -48,13 +48,20 @@ impl pacs_dicomweb::Archive for HttpArchive {
 
 /// Runs the node until a shutdown signal.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
-    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-        NodeError::Storage(crate::storage::StorageError::Io(e))
-    })?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| NodeError::Storage(crate::storage::StorageError::Io(e)))?;
     let index = crate::index::open(&settings.database_url).await?;
     let storage = Storage::open(&settings.storage)?;
-    info!(index = index.backend(), storage = storage.describe(), "archive opened");
-    let ingest = Arc::new(Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy));
+    info!(
+        index = index.backend(),
+        storage = storage.describe(),
+        "archive opened"
+    );
+    let ingest = Arc::new(Ingest::new(
+        index.clone(),
+        storage.clone(),
+        settings.duplicate_policy,
+    ));
 
     let service = Arc::new(NodeDimseService {
         ingest,

@@ -116,24 +116,28 @@ impl Storage {
         )
     }
 
-    /// Writes an object held in memory and makes it durable before returning.
-    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
+    /// Writes an object held in memory (as consecutive chunks, so that a header and a body
+    /// need not be copied together) and makes it durable before returning.
+    pub async fn put(&self, key: &str, chunks: Vec<Vec<u8>>) -> Result<(), StorageError> {
         let path = ObjectPath::from(key);
-        self.store
-            .put(&path, PutPayload::from(Bytes::from(data)))
-            .await?;
+        let payload: PutPayload = chunks.into_iter().map(Bytes::from).collect();
+        self.store.put(&path, payload).await?;
         self.sync(key).await
     }
 
     /// Writes an object from `prefix` followed by the contents of a file, in parts, without
     /// holding the whole object in memory; durable before returning.
-    pub async fn put_file(&self, key: &str, prefix: Vec<u8>, file: &Path) -> Result<(), StorageError> {
+    pub async fn put_file(
+        &self,
+        key: &str,
+        prefix: Vec<u8>,
+        file: &Path,
+    ) -> Result<(), StorageError> {
         let path = ObjectPath::from(key);
         let len = tokio::fs::metadata(file).await?.len() + prefix.len() as u64;
         if len <= MULTIPART_THRESHOLD {
-            let mut data = prefix;
-            data.extend_from_slice(&tokio::fs::read(file).await?);
-            return self.put(key, data).await;
+            let data = tokio::fs::read(file).await?;
+            return self.put(key, vec![prefix, data]).await;
         }
         let upload = self.store.put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
@@ -174,7 +178,12 @@ impl Storage {
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
-        Ok(self.store.get(&ObjectPath::from(key)).await?.bytes().await?)
+        Ok(self
+            .store
+            .get(&ObjectPath::from(key))
+            .await?
+            .bytes()
+            .await?)
     }
 
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {

@@ -64,14 +64,27 @@ mod tests {
 
     #[test]
     fn accepts_valid_and_padded_uids() {
-        assert_eq!(Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(), "1.2.840.10008.1.2");
+        assert_eq!(
+            Uid::parse("1.2.840.10008.1.2\0").unwrap().as_str(),
+            "1.2.840.10008.1.2"
+        );
         assert!(Uid::parse("0.1.0").is_ok());
         assert!(Uid::parse(&format!("1.{}", "2".repeat(62))).is_ok());
     }
 
     #[test]
     fn rejects_path_traversal_and_malformed_uids() {
-        for bad in ["", "../../etc/passwd", "1..2", "1.2.", ".1", "1.02", "1.2/3", "1.2 3", "1.2a"] {
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "1..2",
+            "1.2.",
+            ".1",
+            "1.02",
+            "1.2/3",
+            "1.2 3",
+            "1.2a",
+        ] {
             assert!(Uid::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(Uid::parse(&format!("1.{}", "2".repeat(63))).is_err());

@@ -85,7 +85,8 @@ impl Command {
                 .and_then(|e| e.to_str().ok().map(|s| trim_uid(&s)))
                 .filter(|s| !s.is_empty())
         };
-        let command_field = u16_of(tags::COMMAND_FIELD).ok_or(CommandError::Missing("Command Field"))?;
+        let command_field =
+            u16_of(tags::COMMAND_FIELD).ok_or(CommandError::Missing("Command Field"))?;
         let message_id = u16_of(tags::MESSAGE_ID).unwrap_or(0);
         let data_set_type = u16_of(tags::COMMAND_DATA_SET_TYPE)
             .ok_or(CommandError::Missing("Command Data Set Type"))?;
@@ -209,14 +210,24 @@ mod tests {
         let obj =
             InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
                 .unwrap();
-        assert_eq!(obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap(), 0xB006);
         assert_eq!(
-            obj.element(tags::ERROR_COMMENT).unwrap().to_str().unwrap().len(),
+            obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap(),
+            0xB006
+        );
+        assert_eq!(
+            obj.element(tags::ERROR_COMMENT)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .len(),
             64
         );
         let decoded = Command::decode(&bytes).unwrap();
         assert_eq!(decoded.command_field, field::C_STORE_RSP);
         assert!(!decoded.has_dataset);
-        assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3.4"));
+        assert_eq!(
+            decoded.affected_sop_instance_uid.as_deref(),
+            Some("1.2.3.4")
+        );
     }
 }

@@ -26,25 +26,25 @@ use crate::service::{
 
 /// Transfer syntaxes accepted for storage and stored as received (PS3.5 Annex A).
 pub const ACCEPTED_TRANSFER_SYNTAXES: &[&str] = &[
-    "1.2.840.10008.1.2.1",    // Explicit VR Little Endian
-    "1.2.840.10008.1.2",      // Implicit VR Little Endian
-    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian (retired, still sent by old modalities)
-    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.4.50", // JPEG Baseline (Process 1)
-    "1.2.840.10008.1.2.4.51", // JPEG Extended (Process 2 & 4)
-    "1.2.840.10008.1.2.4.57", // JPEG Lossless (Process 14)
-    "1.2.840.10008.1.2.4.70", // JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81", // JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.4.90", // JPEG 2000 Lossless Only
-    "1.2.840.10008.1.2.4.91", // JPEG 2000
-    "1.2.840.10008.1.2.4.92", // JPEG 2000 Part 2 Multi-component Lossless Only
-    "1.2.840.10008.1.2.4.93", // JPEG 2000 Part 2 Multi-component
+    "1.2.840.10008.1.2.1",     // Explicit VR Little Endian
+    "1.2.840.10008.1.2",       // Implicit VR Little Endian
+    "1.2.840.10008.1.2.2",     // Explicit VR Big Endian (retired, still sent by old modalities)
+    "1.2.840.10008.1.2.1.99",  // Deflated Explicit VR Little Endian
+    "1.2.840.10008.1.2.4.50",  // JPEG Baseline (Process 1)
+    "1.2.840.10008.1.2.4.51",  // JPEG Extended (Process 2 & 4)
+    "1.2.840.10008.1.2.4.57",  // JPEG Lossless (Process 14)
+    "1.2.840.10008.1.2.4.70",  // JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.80",  // JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  // JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.4.90",  // JPEG 2000 Lossless Only
+    "1.2.840.10008.1.2.4.91",  // JPEG 2000
+    "1.2.840.10008.1.2.4.92",  // JPEG 2000 Part 2 Multi-component Lossless Only
+    "1.2.840.10008.1.2.4.93",  // JPEG 2000 Part 2 Multi-component
     "1.2.840.10008.1.2.4.201", // HTJ2K Lossless
     "1.2.840.10008.1.2.4.202", // HTJ2K Lossless RPCL
     "1.2.840.10008.1.2.4.203", // HTJ2K
-    "1.2.840.10008.1.2.5",    // RLE Lossless
-    "1.2.840.10008.1.2.1.98", // Encapsulated Uncompressed Explicit VR Little Endian
+    "1.2.840.10008.1.2.5",     // RLE Lossless
+    "1.2.840.10008.1.2.1.98",  // Encapsulated Uncompressed Explicit VR Little Endian
 ];
 
 const VERIFICATION: &str = "1.2.840.10008.1.1";
@@ -131,10 +131,16 @@ impl DimseServer {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
-        info!(in_flight = tasks.len(), "DIMSE stopped accepting; waiting for associations");
+        info!(
+            in_flight = tasks.len(),
+            "DIMSE stopped accepting; waiting for associations"
+        );
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(grace, drain).await.is_err() {
-            warn!(remaining = tasks.len(), "grace period over; closing remaining associations");
+            warn!(
+                remaining = tasks.len(),
+                "grace period over; closing remaining associations"
+            );
             tasks.abort_all();
         }
     }
@@ -142,8 +148,11 @@ impl DimseServer {
 
 /// Association options for one connection: the access policy needs the peer's address, which
 /// dicom-ul's access control hook does not see, so each connection gets its own policy value.
-type Options =
-    ServerAssociationOptions<'static, PolicyCheck, dicom_ul::association::server::DefaultNegotiation>;
+type Options = ServerAssociationOptions<
+    'static,
+    PolicyCheck,
+    dicom_ul::association::server::DefaultNegotiation,
+>;
 
 fn build_options(config: &DimseConfig, policy: PolicyCheck) -> Options {
     let mut options = ServerAssociationOptions::new()
@@ -306,21 +315,24 @@ impl Session {
         let mut command_bytes: Vec<u8> = Vec::new();
         let mut pending: Option<Pending> = None;
         loop {
-            let pdu = match tokio::time::timeout(self.config.idle_timeout, association.receive())
-                .await
-            {
-                Err(_) => {
-                    warn!("idle timeout; aborting association");
-                    abort(association, AbortRQServiceProviderReason::ReasonNotSpecified).await;
-                    return;
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %e, "association ended by a receive error");
-                    abort(association, AbortRQServiceProviderReason::UnrecognizedPdu).await;
-                    return;
-                }
-                Ok(Ok(pdu)) => pdu,
-            };
+            let pdu =
+                match tokio::time::timeout(self.config.idle_timeout, association.receive()).await {
+                    Err(_) => {
+                        warn!("idle timeout; aborting association");
+                        abort(
+                            association,
+                            AbortRQServiceProviderReason::ReasonNotSpecified,
+                        )
+                        .await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "association ended by a receive error");
+                        abort(association, AbortRQServiceProviderReason::UnrecognizedPdu).await;
+                        return;
+                    }
+                    Ok(Ok(pdu)) => pdu,
+                };
             match pdu {
                 Pdu::PData { data } => {
                     for value in data {
@@ -331,8 +343,11 @@ impl Session {
                             Flow::Continue => {}
                             Flow::Abort(why) => {
                                 warn!(reason = why, "aborting association");
-                                abort(association, AbortRQServiceProviderReason::UnexpectedPduParameter)
-                                    .await;
+                                abort(
+                                    association,
+                                    AbortRQServiceProviderReason::UnexpectedPduParameter,
+                                )
+                                .await;
                                 return;
                             }
                         }
@@ -470,7 +485,9 @@ impl Session {
         let context = association
             .presentation_contexts()
             .iter()
-            .find(|pc| pc.id == context_id && pc.reason == PresentationContextResultReason::Acceptance)
+            .find(|pc| {
+                pc.id == context_id && pc.reason == PresentationContextResultReason::Acceptance
+            })
             .map(|pc| (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()));
         let Some((abstract_syntax, transfer_syntax)) = context else {
             return Flow::Abort("message on a presentation context that was not accepted");
@@ -495,7 +512,10 @@ impl Session {
             }
             field::C_CANCEL_RQ => return Flow::Continue,
             other => {
-                warn!(command_field = format!("{other:#06x}"), "unsupported DIMSE command");
+                warn!(
+                    command_field = format!("{other:#06x}"),
+                    "unsupported DIMSE command"
+                );
                 let mut rsp =
                     Response::to(&command, other | 0x8000, status::UNRECOGNIZED_OPERATION);
                 rsp.error_comment = Some("operation not supported by this node".into());
@@ -532,13 +552,21 @@ impl Session {
         };
         if !self.service.may_perform(&self.peer, Operation::Store) {
             warn!(calling = %self.peer.calling_ae_title, "C-STORE not permitted");
-            return fail(rsp, status::NOT_AUTHORIZED, "C-STORE not permitted for this AE");
+            return fail(
+                rsp,
+                status::NOT_AUTHORIZED,
+                "C-STORE not permitted for this AE",
+            );
         }
         let Some(dataset) = dataset else {
             return fail(rsp, status::CANNOT_UNDERSTAND, "C-STORE without a data set");
         };
         let Some(sop_instance_uid) = command.affected_sop_instance_uid.clone() else {
-            return fail(rsp, status::CANNOT_UNDERSTAND, "missing Affected SOP Instance UID");
+            return fail(
+                rsp,
+                status::CANNOT_UNDERSTAND,
+                "missing Affected SOP Instance UID",
+            );
         };
         let sop_class_uid = command
             .affected_sop_class_uid

@@ -34,7 +34,10 @@ pub enum Operation {
 pub enum ReceivedDataset {
     Memory(Vec<u8>),
     /// A temporary file that is deleted when this value is dropped.
-    File { path: tempfile::TempPath, len: u64 },
+    File {
+        path: tempfile::TempPath,
+        len: u64,
+    },
 }
 
 impl ReceivedDataset {

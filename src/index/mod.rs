@@ -78,7 +78,7 @@ pub struct StoredInstance {
 pub enum InsertOutcome {
     Inserted,
     /// An instance with this SOP Instance UID is already indexed; nothing was changed.
-    AlreadyExists(StoredInstance),
+    AlreadyExists(Box<StoredInstance>),
 }
 
 /// Counts of what the index holds.
@@ -115,7 +115,8 @@ pub trait Index: Send + Sync + 'static {
 
     /// Replaces the indexed instance that has the record's SOP Instance UID; returns what was
     /// indexed before (so that its object can be deleted), or None if there was nothing.
-    async fn replace_instance(&self, record: InstanceRecord) -> IndexResult<Option<StoredInstance>>;
+    async fn replace_instance(&self, record: InstanceRecord)
+        -> IndexResult<Option<StoredInstance>>;
 
     async fn find_instance(&self, sop_instance_uid: &str) -> IndexResult<Option<StoredInstance>>;
 

@@ -6,9 +6,9 @@
 //! serialise on its study row.
 
 use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
-use deadpool_postgres::GenericClient;
 use tokio_postgres::{NoTls, Row};
 
 use super::schema::{self, Dialect, MIGRATIONS};
@@ -128,7 +128,9 @@ impl PostgresIndex {
             for m in MIGRATIONS.iter().filter(|m| m.version > current) {
                 let tx = client.transaction().await.map_err(db_err)?;
                 for statement in m.statements.iter().chain(m.postgres_only) {
-                    tx.batch_execute(&d.render(statement)).await.map_err(db_err)?;
+                    tx.batch_execute(&d.render(statement))
+                        .await
+                        .map_err(db_err)?;
                 }
                 tx.execute(
                     &d.render(schema::RECORD_MIGRATION),
@@ -274,10 +276,13 @@ impl PostgresIndex {
             .map_err(db_err)?;
         let Some(row) = row else {
             // Lost a race with a concurrent store of the same SOP Instance UID.
-            let existing = self.find_in(client, &r.sop_instance_uid).await?.ok_or_else(|| {
-                IndexError::Database("instance vanished during a concurrent insert".into())
-            })?;
-            return Ok(InsertOutcome::AlreadyExists(existing));
+            let existing = self
+                .find_in(client, &r.sop_instance_uid)
+                .await?
+                .ok_or_else(|| {
+                    IndexError::Database("instance vanished during a concurrent insert".into())
+                })?;
+            return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
         };
         let instance_pk: i64 = row.get(0);
         let insert_md = client
@@ -285,7 +290,10 @@ impl PostgresIndex {
             .await
             .map_err(db_err)?;
         client
-            .execute(&insert_md, &[&instance_pk, &r.metadata_json, &r.frames_json])
+            .execute(
+                &insert_md,
+                &[&instance_pk, &r.metadata_json, &r.frames_json],
+            )
             .await
             .map_err(db_err)?;
         Ok(InsertOutcome::Inserted)
@@ -332,7 +340,7 @@ impl Index for PostgresIndex {
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         if let Some(existing) = self.find_in(&client, &record.sop_instance_uid).await? {
-            return Ok(InsertOutcome::AlreadyExists(existing));
+            return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
         }
         let tx = client.transaction().await.map_err(db_err)?;
         let outcome = self.insert_in(&tx, &record).await?;
@@ -340,17 +348,26 @@ impl Index for PostgresIndex {
         Ok(outcome)
     }
 
-    async fn replace_instance(&self, record: InstanceRecord) -> IndexResult<Option<StoredInstance>> {
+    async fn replace_instance(
+        &self,
+        record: InstanceRecord,
+    ) -> IndexResult<Option<StoredInstance>> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(db_err)?;
         let previous = self.find_in(&tx, &record.sop_instance_uid).await?;
         if previous.is_some() {
-            tx.execute(&self.sql.delete_metadata_by_uid, &[&record.sop_instance_uid])
-                .await
-                .map_err(db_err)?;
-            tx.execute(&self.sql.delete_instance_by_uid, &[&record.sop_instance_uid])
-                .await
-                .map_err(db_err)?;
+            tx.execute(
+                &self.sql.delete_metadata_by_uid,
+                &[&record.sop_instance_uid],
+            )
+            .await
+            .map_err(db_err)?;
+            tx.execute(
+                &self.sql.delete_instance_by_uid,
+                &[&record.sop_instance_uid],
+            )
+            .await
+            .map_err(db_err)?;
         }
         self.insert_in(&tx, &record).await?;
         tx.commit().await.map_err(db_err)?;

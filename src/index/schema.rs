@@ -14,7 +14,11 @@ impl Dialect {
     pub fn render(self, sql: &str) -> String {
         let (pk, blob, big) = match self {
             Dialect::Sqlite => ("INTEGER PRIMARY KEY", "BLOB", "INTEGER"),
-            Dialect::Postgres => ("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BYTEA", "BIGINT"),
+            Dialect::Postgres => (
+                "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+                "BYTEA",
+                "BIGINT",
+            ),
         };
         let sql = sql
             .replace("{pk}", pk)

@@ -255,7 +255,7 @@ fn get_or_insert(
 
 fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
     if let Some(existing) = find(conn, &r.sop_instance_uid)? {
-        return Ok(InsertOutcome::AlreadyExists(existing));
+        return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
     }
     let now = now_ms();
     let patient_pk = get_or_insert(
@@ -388,7 +388,10 @@ impl Index for SqliteIndex {
             .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
     }
 
-    async fn replace_instance(&self, record: InstanceRecord) -> IndexResult<Option<StoredInstance>> {
+    async fn replace_instance(
+        &self,
+        record: InstanceRecord,
+    ) -> IndexResult<Option<StoredInstance>> {
         let (tx, rx) = oneshot::channel();
         self.send(WriteJob::Replace(record, tx))?;
         rx.await

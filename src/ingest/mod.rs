@@ -32,7 +32,9 @@ impl std::str::FromStr for DuplicatePolicy {
         match s {
             "keep" => Ok(DuplicatePolicy::Keep),
             "overwrite" => Ok(DuplicatePolicy::Overwrite),
-            other => Err(format!("unknown duplicate policy {other:?} (keep or overwrite)")),
+            other => Err(format!(
+                "unknown duplicate policy {other:?} (keep or overwrite)"
+            )),
         }
     }
 }
@@ -111,7 +113,9 @@ impl Ingest {
     pub async fn ingest(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
         let sop_instance = Uid::parse(&incoming.sop_instance_uid)
             .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
-        Uid::parse(&incoming.sop_class_uid).map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
+        let sop_class = Uid::parse(&incoming.sop_class_uid)
+            .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?
+            .to_string();
         let prefix = part10_prefix(&incoming)?;
 
         // Parsing and hashing are CPU work: keep them off the async workers.
@@ -123,20 +127,25 @@ impl Ingest {
         })
         .await
         .map_err(|e| IngestError::CannotUnderstand(format!("analysis task failed: {e}")))?;
-        let (mut analysed, prefix) = analysed?;
+        let (analysed, prefix) = analysed?;
+        let (sop_in_dataset, class_in_dataset) = (
+            analysed.sop_instance_uid.clone(),
+            analysed.sop_class_uid.clone(),
+        );
+        let mut record = analysed
+            .finish()
+            .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
 
         // PS3.4 B.2.3 (A900): the data set must be the instance the command announced.
-        let rec = &mut analysed.record;
-        if analysed.sop_instance_uid != sop_instance.as_str() {
+        let rec = &mut record;
+        if sop_in_dataset != sop_instance.as_str() {
             return Err(IngestError::DoesNotMatch(format!(
-                "SOP Instance UID in data set ({}) differs from Affected SOP Instance UID ({})",
-                analysed.sop_instance_uid, sop_instance
+                "SOP Instance UID in data set ({sop_in_dataset}) differs from Affected SOP Instance UID ({sop_instance})"
             )));
         }
-        if analysed.sop_class_uid != incoming.sop_class_uid.trim_end_matches(['\0', ' ']) {
+        if class_in_dataset != sop_class {
             return Err(IngestError::DoesNotMatch(format!(
-                "SOP Class UID in data set ({}) differs from Affected SOP Class UID",
-                analysed.sop_class_uid
+                "SOP Class UID in data set ({class_in_dataset}) differs from Affected SOP Class UID"
             )));
         }
         let study = Uid::parse(&rec.study_instance_uid)
@@ -159,16 +168,10 @@ impl Ingest {
 
         let key = rec.object_key.clone();
         match data {
-            IncomingData::Dataset(bytes) => {
-                let mut object = prefix;
-                object.extend_from_slice(&bytes);
-                drop(bytes);
-                self.storage.put(&key, object).await?;
-            }
+            IncomingData::Dataset(bytes) => self.storage.put(&key, vec![prefix, bytes]).await?,
             IncomingData::DatasetFile(path) => self.storage.put_file(&key, prefix, &path).await?,
         }
 
-        let record = analysed.record;
         let result = match self.policy {
             DuplicatePolicy::Overwrite => match self.index.replace_instance(record).await {
                 Ok(Some(previous)) => Ok(IngestOutcome::Replaced).inspect(|_| {
@@ -200,7 +203,15 @@ impl Ingest {
             Err(e) => {
                 // The index did not take it: remove the object so nothing unindexed remains.
                 // (A concurrent identical store would have the same key and a row: check.)
-                if self.index.find_instance(sop_instance.as_str()).await.ok().flatten().map(|s| s.object_key) != Some(key.clone()) {
+                if self
+                    .index
+                    .find_instance(sop_instance.as_str())
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| s.object_key)
+                    != Some(key.clone())
+                {
                     self.delete_quietly(&key).await;
                 }
                 Err(e.into())
@@ -254,7 +265,9 @@ fn part10_reader<'a>(
     data: &'a IncomingData,
 ) -> std::io::Result<Box<dyn ReadSeek + 'a>> {
     Ok(match data {
-        IncomingData::Dataset(bytes) => Box::new(Chain::new(Cursor::new(prefix), Cursor::new(&bytes[..]))?),
+        IncomingData::Dataset(bytes) => {
+            Box::new(Chain::new(Cursor::new(prefix), Cursor::new(&bytes[..]))?)
+        }
         IncomingData::DatasetFile(path) => {
             Box::new(Chain::new(Cursor::new(prefix), std::fs::File::open(path)?)?)
         }
@@ -270,8 +283,18 @@ fn analyse(
     transfer_syntax_uid: &str,
 ) -> Result<parse::Parsed, IngestError> {
     let unreadable = |e: std::io::Error| IngestError::CannotUnderstand(e.to_string());
-    let mut parsed = parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?)
-        .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
+    let parsed = if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE {
+        match data {
+            IncomingData::Dataset(bytes) => parse::parse_deflated(&bytes[..], transfer_syntax_uid),
+            IncomingData::DatasetFile(path) => parse::parse_deflated(
+                std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?),
+                transfer_syntax_uid,
+            ),
+        }
+    } else {
+        parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?)
+    };
+    let mut parsed = parsed.map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
     let rec = &mut parsed.record;
 
     // SHA-256 and size of exactly the bytes that will be stored.
@@ -299,32 +322,25 @@ fn analyse(
     rec.sha256 = hex::encode(ctx.finish().as_ref());
     rec.size_bytes = size as i64;
 
+    // Deflated data sets have no stable byte offsets to record.
     if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LE {
         let mut reader = part10_reader(prefix, data).map_err(unreadable)?;
         reader
             .seek(SeekFrom::Start(prefix.len() as u64))
             .map_err(unreadable)?;
-        let reader = std::io::BufReader::with_capacity(64 * 1024, reader);
-        match parse::locate_pixel_data(reader, transfer_syntax_uid, prefix.len() as u64) {
-            Ok(Some(pixel)) => {
-                let frames = parse::frame_ranges(
-                    &pixel,
-                    rec.number_of_frames.unwrap_or(1).max(1) as u32,
-                    parse::native_frame_length(&rec.metadata_json),
-                );
-                rec.frames_json = serde_json::to_string(&frames).unwrap_or_default();
-                parse::add_pixel_data_reference(&mut rec.metadata_json, &pixel);
+        let reader = std::io::BufReader::with_capacity(16 * 1024, reader);
+        match parse::locate_pixel_data(reader, transfer_syntax_uid, prefix.len() as u64, size) {
+            Ok(Some(pixel)) => parsed.set_pixel_data(&pixel),
+            Ok(None) => {}
+            Err(e @ parse::ParseError::Truncated(_)) => {
+                return Err(IngestError::CannotUnderstand(e.to_string()));
             }
-            Ok(None) => rec.frames_json = "[]".into(),
             Err(e) => {
                 // The object parsed up to its pixel data above; only the frame index is lost,
                 // and frames can still be served by decoding the object.
                 warn!(error = %e, "cannot index pixel data positions");
-                rec.frames_json = "[]".into();
             }
         }
-    } else {
-        rec.frames_json = "[]".into();
     }
     Ok(parsed)
 }
@@ -399,7 +415,8 @@ mod tests {
 
     #[test]
     fn chain_reads_and_seeks_across_the_boundary() {
-        let mut c = Chain::new(Cursor::new(b"abc".to_vec()), Cursor::new(b"defg".to_vec())).unwrap();
+        let mut c =
+            Chain::new(Cursor::new(b"abc".to_vec()), Cursor::new(b"defg".to_vec())).unwrap();
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         assert_eq!(s, "abcdefg");

@@ -24,15 +24,53 @@ const BULK_THRESHOLD_BYTES: usize = 1024;
 pub enum ParseError {
     #[error("cannot parse the data set: {0}")]
     Unreadable(String),
+    #[error("data set truncated: {0}")]
+    Truncated(String),
 }
 
 /// Attributes and metadata read from the object, before storage fields are filled in.
 pub struct Parsed {
+    /// Index attributes; `metadata_json` is filled from `metadata` by [`Parsed::finish`].
     pub record: InstanceRecord,
+    /// DICOM JSON of everything before the Pixel Data, bulk data as `BulkDataURI`s.
+    pub metadata: Value,
     /// Value of SOP Instance UID (0008,0018) in the data set.
     pub sop_instance_uid: String,
     /// Value of SOP Class UID (0008,0016) in the data set.
     pub sop_class_uid: String,
+    /// Bytes per frame of native pixel data (Rows x Columns x Samples per Pixel x Bits
+    /// Allocated / 8); None when unknown or not byte-aligned (1-bit data).
+    pub native_frame_length: Option<u64>,
+}
+
+impl Parsed {
+    /// Records where the pixel data is: its frames' byte ranges, and a bulk data reference in
+    /// the metadata.
+    pub fn set_pixel_data(&mut self, pixel: &PixelDataLocation) {
+        let frames = frame_ranges(
+            pixel,
+            self.record.number_of_frames.unwrap_or(1).max(1) as u32,
+            self.native_frame_length,
+        );
+        self.record.frames_json = serde_json::to_string(&frames).unwrap_or_else(|_| "[]".into());
+        if let Some(map) = self.metadata.as_object_mut() {
+            let tag = format!("{:04X}{:04X}", pixel.tag.group(), pixel.tag.element());
+            map.insert(
+                tag.clone(),
+                serde_json::json!({ "vr": pixel.vr.to_string(), "BulkDataURI": format!("bulkdata/{tag}") }),
+            );
+        }
+    }
+
+    /// Serialises the metadata into the record.
+    pub fn finish(mut self) -> Result<InstanceRecord, ParseError> {
+        if self.record.frames_json.is_empty() {
+            self.record.frames_json = "[]".into();
+        }
+        self.record.metadata_json = serde_json::to_vec(&self.metadata)
+            .map_err(|e| ParseError::Unreadable(e.to_string()))?;
+        Ok(self.record)
+    }
 }
 
 /// Parses a Part 10 stream (preamble, file meta group, data set) up to the Pixel Data.
@@ -50,6 +88,32 @@ pub fn parse_part10<R: Read + Seek>(source: R) -> Result<Parsed, ParseError> {
     collector
         .read_dataset_up_to_pixeldata(&mut obj)
         .map_err(|e| ParseError::Unreadable(e.to_string()))?;
+    parsed_from(obj, ts)
+}
+
+/// Parses a Deflated Explicit VR Little Endian data set (PS3.5 A.5: raw deflate of an Explicit
+/// VR Little Endian data set), given without its file meta group. The inflated data set is held
+/// in memory: this transfer syntax is used for small non-image objects in practice.
+pub fn parse_deflated<R: Read>(
+    deflated: R,
+    transfer_syntax_uid: &str,
+) -> Result<Parsed, ParseError> {
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .read_to_end(&mut inflated)
+        .map_err(|e| ParseError::Unreadable(format!("cannot inflate the data set: {e}")))?;
+    let mut collector = DicomCollectorOptions::new()
+        .read_preamble(ReadPreamble::Never)
+        .expected_ts("1.2.840.10008.1.2.1")
+        .from_reader(BufReader::new(std::io::Cursor::new(inflated)));
+    let mut obj = InMemDicomObject::new_empty();
+    collector
+        .read_dataset_up_to_pixeldata(&mut obj)
+        .map_err(|e| ParseError::Unreadable(e.to_string()))?;
+    parsed_from(obj, transfer_syntax_uid.to_string())
+}
+
+fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> {
     let text = |tag: Tag| -> String {
         obj.get(tag)
             .and_then(|e| e.to_str().ok())
@@ -88,24 +152,32 @@ pub fn parse_part10<R: Read + Seek>(source: R) -> Result<Parsed, ParseError> {
         rows: int(tags::ROWS),
         columns: int(tags::COLUMNS),
         number_of_frames: int(tags::NUMBER_OF_FRAMES),
-        metadata_json: metadata_json(&obj)?,
         ..Default::default()
     };
+    let bits_allocated = int(tags::BITS_ALLOCATED);
+    let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let native_frame_length = match (record.rows, record.columns, bits_allocated) {
+        (Some(r), Some(c), Some(b)) if b > 0 && b % 8 == 0 && r > 0 && c > 0 => {
+            Some(r as u64 * c as u64 * samples.max(1) as u64 * (b / 8) as u64)
+        }
+        _ => None,
+    };
     Ok(Parsed {
+        metadata: metadata_value(&obj)?,
         sop_instance_uid: record.sop_instance_uid.clone(),
         sop_class_uid: record.sop_class_uid.clone(),
+        native_frame_length,
         record,
     })
 }
 
 /// DICOM JSON of the data set with bulk data replaced by `BulkDataURI`s relative to the
 /// instance's WADO-RS URL (`bulkdata/<tag path>`), which the DICOMweb front-end makes absolute.
-/// Pixel Data itself was not read; it is added as a bulk data reference by the caller when the
-/// object has it.
-fn metadata_json(obj: &InMemDicomObject) -> Result<Vec<u8>, ParseError> {
+/// Pixel Data itself was not read; [`Parsed::set_pixel_data`] adds its reference.
+fn metadata_value(obj: &InMemDicomObject) -> Result<Value, ParseError> {
     let mut value = dicom_json::to_value(obj).map_err(|e| ParseError::Unreadable(e.to_string()))?;
     replace_bulk(&mut value, "bulkdata");
-    serde_json::to_vec(&value).map_err(|e| ParseError::Unreadable(e.to_string()))
+    Ok(value)
 }
 
 fn replace_bulk(dataset: &mut Value, prefix: &str) {
@@ -134,23 +206,6 @@ fn replace_bulk(dataset: &mut Value, prefix: &str) {
     }
 }
 
-/// Adds the Pixel Data (or Float/Double Float Pixel Data) reference to the stored metadata.
-pub fn add_pixel_data_reference(metadata_json: &mut Vec<u8>, pixel: &PixelDataLocation) {
-    let Ok(mut value) = serde_json::from_slice::<Value>(metadata_json) else {
-        return;
-    };
-    if let Some(map) = value.as_object_mut() {
-        let tag = format!("{:04X}{:04X}", pixel.tag.group(), pixel.tag.element());
-        map.insert(
-            tag.clone(),
-            serde_json::json!({ "vr": pixel.vr.to_string(), "BulkDataURI": format!("bulkdata/{tag}") }),
-        );
-    }
-    if let Ok(bytes) = serde_json::to_vec(&value) {
-        *metadata_json = bytes;
-    }
-}
-
 /// Where the pixel data sits in the stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PixelDataLocation {
@@ -171,18 +226,37 @@ pub fn locate_pixel_data<R: Read>(
     source: R,
     transfer_syntax_uid: &str,
     dataset_offset: u64,
+    total_len: u64,
 ) -> Result<Option<PixelDataLocation>, ParseError> {
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax_uid)
-        .ok_or_else(|| ParseError::Unreadable(format!("unknown transfer syntax {transfer_syntax_uid}")))?;
+        .ok_or_else(|| {
+            ParseError::Unreadable(format!("unknown transfer syntax {transfer_syntax_uid}"))
+        })?;
     let err = |e: dicom_parser::stateful::decode::Error| ParseError::Unreadable(e.to_string());
     let mut decoder = StatefulDecoder::new_with_ts(source, ts, dataset_offset).map_err(err)?;
+    let fits = |start: u64, len: u32| -> Result<(), ParseError> {
+        if start + len as u64 > total_len {
+            Err(ParseError::Truncated(format!(
+                "a value of {len} bytes at offset {start} ends past the end of the data ({total_len} bytes)"
+            )))
+        } else {
+            Ok(())
+        }
+    };
     loop {
+        if decoder.position() >= total_len {
+            return Ok(None);
+        }
         let header = match decoder.decode_header() {
             Ok(h) => h,
-            // End of the data set without pixel data.
-            Err(_) => return Ok(None),
+            Err(e) => {
+                return Err(ParseError::Truncated(format!("element header: {e}")));
+            }
         };
+        if header.length().is_defined() {
+            fits(decoder.position(), header.length().0)?;
+        }
         let is_pixel = matches!(
             header.tag(),
             tags::PIXEL_DATA | tags::FLOAT_PIXEL_DATA | tags::DOUBLE_FLOAT_PIXEL_DATA
@@ -198,7 +272,7 @@ pub fn locate_pixel_data<R: Read>(
                     fragments: Vec::new(),
                 }));
             }
-            return read_fragments(&mut decoder, header.tag(), header.vr()).map(Some);
+            return read_fragments(&mut decoder, header.tag(), header.vr(), total_len).map(Some);
         }
         if header.length().is_defined() {
             decoder.skip_bytes(header.length().0).map_err(err)?;
@@ -212,6 +286,7 @@ fn read_fragments<D: StatefulDecode>(
     decoder: &mut D,
     tag: Tag,
     vr: VR,
+    total_len: u64,
 ) -> Result<PixelDataLocation, ParseError> {
     use dicom_core::header::SequenceItemHeader;
     let err = |e: dicom_parser::stateful::decode::Error| ParseError::Unreadable(e.to_string());
@@ -232,6 +307,12 @@ fn read_fragments<D: StatefulDecode>(
                     ));
                 }
                 let start = decoder.position();
+                if start + len.0 as u64 > total_len {
+                    return Err(ParseError::Truncated(format!(
+                        "pixel data fragment of {} bytes at offset {start} ends past the end of the data",
+                        len.0
+                    )));
+                }
                 if first {
                     // PS3.5 A.4: the first item is the Basic Offset Table.
                     let mut bot = Vec::new();
@@ -293,7 +374,11 @@ pub fn frame_ranges(
     let n = number_of_frames.max(1) as usize;
     if let Some((start, len)) = pixel.native {
         let Some(frame_len) = frame_length_native.filter(|l| *l > 0) else {
-            return if n == 1 { vec![vec![(start, len)]] } else { Vec::new() };
+            return if n == 1 {
+                vec![vec![(start, len)]]
+            } else {
+                Vec::new()
+            };
         };
         if frame_len * n as u64 > len {
             return Vec::new();
@@ -322,28 +407,16 @@ pub fn frame_ranges(
     let mut frames: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
     for &(start, len) in fragments {
         let item_offset = start - 8 - base;
-        let frame = bot.iter().rposition(|&o| o as u64 <= item_offset).unwrap_or(0);
+        let frame = bot
+            .iter()
+            .rposition(|&o| o as u64 <= item_offset)
+            .unwrap_or(0);
         frames[frame].push((start, len));
     }
     if frames.iter().any(|f| f.is_empty()) {
         return Vec::new();
     }
     frames
-}
-
-/// Bytes per frame of native pixel data, from Rows, Columns, Samples per Pixel and Bits
-/// Allocated; None for 1-bit data, whose frames are not byte-aligned.
-pub fn native_frame_length(metadata_json: &[u8]) -> Option<u64> {
-    let value: Value = serde_json::from_slice(metadata_json).ok()?;
-    let num = |tag: &str| -> Option<u64> { value.get(tag)?.get("Value")?.get(0)?.as_u64() };
-    let rows = num("00280010")?;
-    let columns = num("00280011")?;
-    let samples = num("00280002").unwrap_or(1);
-    let bits = num("00280100")?;
-    if bits % 8 != 0 {
-        return None;
-    }
-    Some(rows * columns * samples * bits / 8)
 }
 
 #[cfg(test)]
@@ -376,7 +449,10 @@ mod tests {
     #[test]
     fn one_fragment_per_frame_and_multi_fragment_frames() {
         let px = location(vec![(108, 10), (126, 20)], vec![]);
-        assert_eq!(frame_ranges(&px, 2, None), vec![vec![(108, 10)], vec![(126, 20)]]);
+        assert_eq!(
+            frame_ranges(&px, 2, None),
+            vec![vec![(108, 10)], vec![(126, 20)]]
+        );
         assert_eq!(frame_ranges(&px, 1, None), vec![vec![(108, 10), (126, 20)]]);
         // three fragments, two frames; BOT: frame 2 starts at the third item
         // items: header at 100 (len 10), 118 (len 4), 130 (len 6)

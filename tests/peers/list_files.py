@@ -17,6 +17,7 @@ for path in sys.argv[1:]:
             "sop_instance_uid": str(ds.SOPInstanceUID),
             "sop_class_uid": str(ds.SOPClassUID),
             "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+            "has_study_and_series": bool(ds.get("StudyInstanceUID")) and bool(ds.get("SeriesInstanceUID")),
         })
     except Exception:  # noqa: BLE001 - unreadable files are simply not listed
         pass

@@ -26,22 +26,45 @@ pub async fn verify_consistent(data_dir: &Path, database_url: Option<&str>) -> V
         root: objects_dir.clone(),
     })
     .expect("open storage");
-    let keys: BTreeSet<String> = storage.list_keys().await.expect("list objects").into_iter().collect();
+    let keys: BTreeSet<String> = storage
+        .list_keys()
+        .await
+        .expect("list objects")
+        .into_iter()
+        .collect();
     let indexed: BTreeSet<String> = instances.iter().map(|i| i.object_key.clone()).collect();
     assert_eq!(keys, indexed, "object store and index disagree");
     for instance in &instances {
         let bytes = std::fs::read(objects_dir.join(&instance.object_key)).expect("read object");
-        assert_eq!(bytes.len() as i64, instance.size_bytes, "size of {}", instance.object_key);
+        assert_eq!(
+            bytes.len() as i64,
+            instance.size_bytes,
+            "size of {}",
+            instance.object_key
+        );
         let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-        assert_eq!(hex::encode(digest.as_ref()), instance.sha256, "sha256 of {}", instance.object_key);
-        assert_eq!(&bytes[128..132], b"DICM", "{} is not a Part 10 file", instance.object_key);
+        assert_eq!(
+            hex::encode(digest.as_ref()),
+            instance.sha256,
+            "sha256 of {}",
+            instance.object_key
+        );
+        assert_eq!(
+            &bytes[128..132],
+            b"DICM",
+            "{} is not a Part 10 file",
+            instance.object_key
+        );
     }
     instances
 }
 
 /// SOP Instance UIDs of what is indexed.
 pub fn uids(instances: &[StoredInstance]) -> BTreeSet<String> {
-    instances.iter().map(|i| i.sop_instance_uid.clone()).collect()
+    instances
+        .iter()
+        .map(|i| i.sop_instance_uid.clone())
+        .collect()
 }
 
 /// Files left in the node's temporary directory (spilled data sets must not outlive a store).
@@ -62,6 +85,8 @@ pub struct FileInfo {
     pub sop_instance_uid: String,
     pub sop_class_uid: String,
     pub transfer_syntax_uid: String,
+    /// Whether the data set has the Study and Series Instance UIDs an archive needs.
+    pub has_study_and_series: bool,
 }
 
 /// Lists files with pydicom (an independent reader).
@@ -72,6 +97,10 @@ pub fn list_files(files: &[std::path::PathBuf]) -> Vec<FileInfo> {
         .args(files)
         .output()
         .expect("run list_files.py");
-    assert!(out.status.success(), "list_files.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "list_files.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("list_files.py output")
 }

@@ -45,12 +45,36 @@ pub fn rejection(result: &Result<Assoc, dicom_ul::association::Error>) -> Option
 /// Encodes a C-STORE-RQ command set.
 pub fn store_command(sop_class: &str, sop_instance: &str, message_id: u16) -> Vec<u8> {
     let mut obj = InMemDicomObject::new_empty();
-    obj.put(DataElement::new(tags::AFFECTED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from(sop_class)));
-    obj.put(DataElement::new(tags::COMMAND_FIELD, VR::US, PrimitiveValue::from(0x0001u16)));
-    obj.put(DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)));
-    obj.put(DataElement::new(tags::PRIORITY, VR::US, PrimitiveValue::from(0u16)));
-    obj.put(DataElement::new(tags::COMMAND_DATA_SET_TYPE, VR::US, PrimitiveValue::from(0x0000u16)));
-    obj.put(DataElement::new(tags::AFFECTED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(sop_instance)));
+    obj.put(DataElement::new(
+        tags::AFFECTED_SOP_CLASS_UID,
+        VR::UI,
+        PrimitiveValue::from(sop_class),
+    ));
+    obj.put(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        PrimitiveValue::from(0x0001u16),
+    ));
+    obj.put(DataElement::new(
+        tags::MESSAGE_ID,
+        VR::US,
+        PrimitiveValue::from(message_id),
+    ));
+    obj.put(DataElement::new(
+        tags::PRIORITY,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
+    obj.put(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(0x0000u16),
+    ));
+    obj.put(DataElement::new(
+        tags::AFFECTED_SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(sop_instance),
+    ));
     let mut body = Vec::new();
     obj.write_dataset_with_ts(&mut body, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .unwrap();
@@ -94,8 +118,11 @@ pub fn read_status(assoc: &mut Assoc) -> u16 {
     match assoc.receive().expect("receive response") {
         Pdu::PData { data } => {
             let bytes: Vec<u8> = data.into_iter().flat_map(|v| v.data).collect();
-            let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-                .expect("parse response");
+            let obj = InMemDicomObject::read_dataset_with_ts(
+                &bytes[..],
+                &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .expect("parse response");
             obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap()
         }
         other => panic!("expected a response, got {other:?}"),
