@@ -1,6 +1,9 @@
 //! `pacs`: the node's command line. `pacs` alone (or `pacs serve`) runs the node.
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]

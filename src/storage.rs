@@ -118,9 +118,9 @@ impl Storage {
 
     /// Writes an object held in memory (as consecutive chunks, so that a header and a body
     /// need not be copied together) and makes it durable before returning.
-    pub async fn put(&self, key: &str, chunks: Vec<Vec<u8>>) -> Result<(), StorageError> {
+    pub async fn put(&self, key: &str, chunks: Vec<Bytes>) -> Result<(), StorageError> {
         let path = ObjectPath::from(key);
-        let payload: PutPayload = chunks.into_iter().map(Bytes::from).collect();
+        let payload: PutPayload = chunks.into_iter().collect();
         self.store.put(&path, payload).await?;
         self.sync(key).await
     }
@@ -137,7 +137,9 @@ impl Storage {
         let len = tokio::fs::metadata(file).await?.len() + prefix.len() as u64;
         if len <= MULTIPART_THRESHOLD {
             let data = tokio::fs::read(file).await?;
-            return self.put(key, vec![prefix, data]).await;
+            return self
+                .put(key, vec![Bytes::from(prefix), Bytes::from(data)])
+                .await;
         }
         let upload = self.store.put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);

@@ -284,7 +284,10 @@ type Assoc = dicom_ul::association::AsyncServerAssociation<TcpStream>;
 
 /// Incoming data set being assembled from P-DATA fragments.
 enum Incoming {
-    Memory(Vec<u8>),
+    Memory {
+        fragments: Vec<bytes::Bytes>,
+        len: usize,
+    },
     File {
         file: tokio::fs::File,
         path: tempfile::TempPath,
@@ -406,7 +409,10 @@ impl Session {
                     *pending = Some(Pending {
                         command,
                         context_id: value.presentation_context_id,
-                        data: Incoming::Memory(Vec::new()),
+                        data: Incoming::Memory {
+                            fragments: Vec::new(),
+                            len: 0,
+                        },
                     });
                     Flow::Continue
                 } else {
@@ -421,16 +427,17 @@ impl Session {
                 if p.context_id != value.presentation_context_id {
                     return Flow::Abort("data fragment on another presentation context");
                 }
-                if let Err(e) = self.append(&mut p.data, &value.data).await {
+                let is_last = value.is_last;
+                if let Err(e) = self.append(&mut p.data, value.data).await {
                     warn!(error = %e, "cannot buffer incoming data set");
                     return Flow::Abort("cannot buffer incoming data set");
                 }
-                if !value.is_last {
+                if !is_last {
                     return Flow::Continue;
                 }
                 let p = pending.take().expect("pending data set");
                 let dataset = match p.data {
-                    Incoming::Memory(v) => ReceivedDataset::Memory(v),
+                    Incoming::Memory { fragments, .. } => ReceivedDataset::Memory(fragments),
                     Incoming::File {
                         mut file,
                         path,
@@ -450,25 +457,30 @@ impl Session {
         }
     }
 
-    async fn append(&self, data: &mut Incoming, bytes: &[u8]) -> std::io::Result<()> {
+    /// Keeps a fragment: in memory (as it came, no copy) up to the spill threshold, then in a
+    /// temporary file.
+    async fn append(&self, data: &mut Incoming, bytes: Vec<u8>) -> std::io::Result<()> {
         match data {
-            Incoming::Memory(v) => {
-                if v.len() + bytes.len() <= self.config.spill_threshold {
-                    v.extend_from_slice(bytes);
+            Incoming::Memory { fragments, len } => {
+                if *len + bytes.len() <= self.config.spill_threshold {
+                    *len += bytes.len();
+                    fragments.push(bytes::Bytes::from(bytes));
                     return Ok(());
                 }
                 let temp = tempfile::NamedTempFile::new_in(&self.config.spill_dir)?;
                 let (std_file, path) = temp.into_parts();
                 let mut file = tokio::fs::File::from_std(std_file);
-                file.write_all(v).await?;
-                file.write_all(bytes).await?;
-                let len = (v.len() + bytes.len()) as u64;
+                for fragment in fragments.iter() {
+                    file.write_all(fragment).await?;
+                }
+                file.write_all(&bytes).await?;
+                let len = (*len + bytes.len()) as u64;
                 debug!(len, "spilling large data set to disk");
                 *data = Incoming::File { file, path, len };
                 Ok(())
             }
             Incoming::File { file, len, .. } => {
-                file.write_all(bytes).await?;
+                file.write_all(&bytes).await?;
                 *len += bytes.len() as u64;
                 Ok(())
             }

@@ -32,18 +32,16 @@ pub enum Operation {
 /// 1 GB multi-frame object never needs 1 GB of heap.
 #[derive(Debug)]
 pub enum ReceivedDataset {
-    Memory(Vec<u8>),
+    /// The P-DATA fragments in order, unconcatenated (no copy).
+    Memory(Vec<bytes::Bytes>),
     /// A temporary file that is deleted when this value is dropped.
-    File {
-        path: tempfile::TempPath,
-        len: u64,
-    },
+    File { path: tempfile::TempPath, len: u64 },
 }
 
 impl ReceivedDataset {
     pub fn len(&self) -> u64 {
         match self {
-            ReceivedDataset::Memory(v) => v.len() as u64,
+            ReceivedDataset::Memory(v) => v.iter().map(|b| b.len() as u64).sum(),
             ReceivedDataset::File { len, .. } => *len,
         }
     }

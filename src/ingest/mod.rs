@@ -8,6 +8,7 @@ use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use dicom_object::meta::FileMetaTableBuilder;
 use tracing::{info, warn};
 
@@ -42,8 +43,8 @@ impl std::str::FromStr for DuplicatePolicy {
 /// The data set of an incoming instance.
 pub enum IncomingData {
     /// A data set without file meta group, encoded in `transfer_syntax_uid` (as C-STORE
-    /// delivers it).
-    Dataset(Vec<u8>),
+    /// delivers it), in the fragments it arrived in.
+    Dataset(Vec<Bytes>),
     /// The same, in a file (large objects spilled to disk while receiving).
     DatasetFile(PathBuf),
 }
@@ -168,7 +169,12 @@ impl Ingest {
 
         let key = rec.object_key.clone();
         match data {
-            IncomingData::Dataset(bytes) => self.storage.put(&key, vec![prefix, bytes]).await?,
+            IncomingData::Dataset(fragments) => {
+                let mut chunks = Vec::with_capacity(fragments.len() + 1);
+                chunks.push(Bytes::from(prefix));
+                chunks.extend(fragments);
+                self.storage.put(&key, chunks).await?
+            }
             IncomingData::DatasetFile(path) => self.storage.put_file(&key, prefix, &path).await?,
         }
 
@@ -265,9 +271,10 @@ fn part10_reader<'a>(
     data: &'a IncomingData,
 ) -> std::io::Result<Box<dyn ReadSeek + 'a>> {
     Ok(match data {
-        IncomingData::Dataset(bytes) => {
-            Box::new(Chain::new(Cursor::new(prefix), Cursor::new(&bytes[..]))?)
-        }
+        IncomingData::Dataset(fragments) => Box::new(Chain::new(
+            Cursor::new(prefix),
+            FragmentsReader::new(fragments),
+        )?),
         IncomingData::DatasetFile(path) => {
             Box::new(Chain::new(Cursor::new(prefix), std::fs::File::open(path)?)?)
         }
@@ -285,7 +292,9 @@ fn analyse(
     let unreadable = |e: std::io::Error| IngestError::CannotUnderstand(e.to_string());
     let parsed = if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE {
         match data {
-            IncomingData::Dataset(bytes) => parse::parse_deflated(&bytes[..], transfer_syntax_uid),
+            IncomingData::Dataset(fragments) => {
+                parse::parse_deflated(FragmentsReader::new(fragments), transfer_syntax_uid)
+            }
             IncomingData::DatasetFile(path) => parse::parse_deflated(
                 std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?),
                 transfer_syntax_uid,
@@ -302,9 +311,11 @@ fn analyse(
     ctx.update(prefix);
     let mut size = prefix.len() as u64;
     match data {
-        IncomingData::Dataset(bytes) => {
-            ctx.update(bytes);
-            size += bytes.len() as u64;
+        IncomingData::Dataset(fragments) => {
+            for fragment in fragments {
+                ctx.update(fragment);
+                size += fragment.len() as u64;
+            }
         }
         IncomingData::DatasetFile(path) => {
             let mut f = std::fs::File::open(path).map_err(unreadable)?;
@@ -343,6 +354,69 @@ fn analyse(
         }
     }
     Ok(parsed)
+}
+
+/// `Read + Seek` over the fragments of a data set, without concatenating them.
+struct FragmentsReader<'a> {
+    fragments: &'a [Bytes],
+    /// Start offset of each fragment.
+    starts: Vec<u64>,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> FragmentsReader<'a> {
+    fn new(fragments: &'a [Bytes]) -> Self {
+        let mut starts = Vec::with_capacity(fragments.len());
+        let mut len = 0u64;
+        for f in fragments {
+            starts.push(len);
+            len += f.len() as u64;
+        }
+        FragmentsReader {
+            fragments,
+            starts,
+            len,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for FragmentsReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos >= self.len || buf.is_empty() {
+            return Ok(0);
+        }
+        // the fragment holding `pos`
+        let i = match self.starts.binary_search(&self.pos) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let fragment = &self.fragments[i];
+        let offset = (self.pos - self.starts[i]) as usize;
+        let n = buf.len().min(fragment.len() - offset);
+        buf[..n].copy_from_slice(&fragment[offset..offset + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for FragmentsReader<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let target = match to {
+            SeekFrom::Start(p) => p as i128,
+            SeekFrom::End(d) => self.len as i128 + d as i128,
+            SeekFrom::Current(d) => self.pos as i128 + d as i128,
+        };
+        if target < 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
+        }
+        self.pos = target as u64;
+        Ok(self.pos)
+    }
 }
 
 /// `Read + Seek` over two sources one after the other.
@@ -412,6 +486,28 @@ impl<A: Read + Seek, B: Read + Seek> Seek for Chain<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragments_read_and_seek_like_one_buffer() {
+        let fragments: Vec<Bytes> = ["ab", "", "cde", "f"]
+            .iter()
+            .map(|s| Bytes::from(*s))
+            .collect();
+        let mut r = FragmentsReader::new(&fragments);
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "abcdef");
+        r.seek(SeekFrom::Start(3)).unwrap();
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).unwrap();
+        assert_eq!(&two, b"de");
+        r.seek(SeekFrom::Start(2)).unwrap();
+        let mut one = [0u8; 1];
+        r.read_exact(&mut one).unwrap();
+        assert_eq!(&one, b"c");
+        assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), 6);
+        assert_eq!(r.read(&mut one).unwrap(), 0);
+    }
 
     #[test]
     fn chain_reads_and_seeks_across_the_boundary() {
