@@ -75,6 +75,28 @@ pub struct ServeArgs {
     /// Seconds in-flight associations get to finish on shutdown.
     #[arg(long, env = "PACS_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// URL path under which DICOMweb is served.
+    #[arg(long, env = "PACS_DICOMWEB_ROOT")]
+    pub dicomweb_root: Option<String>,
+    /// Origins allowed by CORS, comma-separated; `*` for any.
+    #[arg(long, env = "PACS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// Public base URL (scheme://host:port) for Retrieve URLs and BulkDataURIs, when clients
+    /// reach the node through a proxy; default: the request's Host.
+    #[arg(long, env = "PACS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// A static web viewer (an OHIF build directory) served at / on the HTTP port.
+    #[arg(long, env = "PACS_VIEWER_DIR")]
+    pub viewer_dir: Option<PathBuf>,
+    /// Most results a QIDO-RS search returns.
+    #[arg(long, env = "PACS_QIDO_MAX_RESULTS")]
+    pub qido_max_results: Option<usize>,
+    /// Largest instance STOW-RS accepts, in MiB.
+    #[arg(long, env = "PACS_STOW_MAX_INSTANCE_MB")]
+    pub stow_max_instance_mb: Option<u64>,
+    /// Largest STOW-RS request, in MiB.
+    #[arg(long, env = "PACS_STOW_MAX_REQUEST_MB")]
+    pub stow_max_request_mb: Option<u64>,
 }
 
 /// The TOML file's shape.
@@ -100,6 +122,13 @@ pub struct FileConfig {
     pub idle_timeout_secs: Option<u64>,
     pub artim_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub dicomweb_root: Option<String>,
+    pub cors_origins: Option<Vec<String>>,
+    pub public_url: Option<String>,
+    pub viewer_dir: Option<PathBuf>,
+    pub qido_max_results: Option<usize>,
+    pub stow_max_instance_mb: Option<u64>,
+    pub stow_max_request_mb: Option<u64>,
     #[serde(default)]
     pub ae: Vec<RemoteAe>,
 }
@@ -144,6 +173,13 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub artim_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub dicomweb_root: String,
+    pub cors_origins: Vec<String>,
+    pub public_url: Option<String>,
+    pub viewer_dir: Option<PathBuf>,
+    pub qido_max_results: usize,
+    pub stow_max_instance_bytes: u64,
+    pub stow_max_request_bytes: u64,
     pub remote_aes: Vec<RemoteAe>,
 }
 
@@ -236,6 +272,38 @@ impl Settings {
                 &file.shutdown_grace_secs,
                 30,
             )),
+            dicomweb_root: {
+                let root = pick(
+                    &args.dicomweb_root,
+                    &file.dicomweb_root,
+                    "/dicom-web".to_string(),
+                );
+                let root = format!("/{}", root.trim_matches('/'));
+                if root == "/" {
+                    return Err(ConfigError::Invalid("dicomweb_root must not be /".into()));
+                }
+                root
+            },
+            cors_origins: pick(
+                &args.cors_origins,
+                &file.cors_origins,
+                vec!["*".to_string()],
+            ),
+            public_url: args.public_url.clone().or(file.public_url.clone()),
+            viewer_dir: args.viewer_dir.clone().or(file.viewer_dir.clone()),
+            qido_max_results: pick(&args.qido_max_results, &file.qido_max_results, 1000).max(1),
+            stow_max_instance_bytes: pick(
+                &args.stow_max_instance_mb,
+                &file.stow_max_instance_mb,
+                2048,
+            ) * 1024
+                * 1024,
+            stow_max_request_bytes: pick(
+                &args.stow_max_request_mb,
+                &file.stow_max_request_mb,
+                8192,
+            ) * 1024
+                * 1024,
             remote_aes: file.ae,
         })
     }

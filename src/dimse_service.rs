@@ -81,6 +81,7 @@ impl DimseService for NodeDimseService {
             transfer_syntax_uid: request.transfer_syntax_uid,
             source_ae: request.calling_ae_title,
             data,
+            expected_study: None,
         };
         // `request.dataset` (and a spilled temporary file) lives until the store is done.
         let result = self.ingest.ingest(incoming).await;

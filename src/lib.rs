@@ -2,10 +2,13 @@
 //! puts the DIMSE (`pacs-dimse`) and HTTP (`pacs-dicomweb`) front-ends in front of them.
 
 pub mod config;
+pub mod dicomweb_service;
 pub mod dimse_service;
 pub mod index;
 pub mod ingest;
 pub mod node;
+pub mod pixels;
+pub mod query;
 pub mod storage;
 pub mod synth;
 pub mod uid;

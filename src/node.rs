@@ -9,7 +9,6 @@ use tracing::{error, info};
 
 use crate::config::Settings;
 use crate::dimse_service::{AePolicy, NodeDimseService};
-use crate::index::Index;
 use crate::ingest::Ingest;
 use crate::storage::Storage;
 
@@ -24,26 +23,6 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-struct HttpArchive {
-    index: Arc<dyn Index>,
-    storage: Storage,
-}
-
-#[async_trait::async_trait]
-impl pacs_dicomweb::Archive for HttpArchive {
-    async fn statistics(&self) -> Result<serde_json::Value, String> {
-        let counts = self.index.counts().await.map_err(|e| e.to_string())?;
-        Ok(serde_json::json!({
-            "index": self.index.backend(),
-            "storage": self.storage.describe(),
-            "patients": counts.patients,
-            "studies": counts.studies,
-            "series": counts.series,
-            "instances": counts.instances,
-        }))
-    }
 }
 
 /// Runs the node until a shutdown signal.
@@ -64,7 +43,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     ));
 
     let service = Arc::new(NodeDimseService {
-        ingest,
+        ingest: ingest.clone(),
         policy: AePolicy {
             require_known_ae: settings.require_known_ae,
             known: settings.remote_aes.clone(),
@@ -97,10 +76,23 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             addr: http_addr,
             source,
         })?;
-    let router = pacs_dicomweb::router(Arc::new(HttpArchive {
-        index: index.clone(),
-        storage,
-    }));
+    let archive = Arc::new(crate::dicomweb_service::DicomWebArchive {
+        ingest: ingest.clone(),
+        config: crate::dicomweb_service::DicomWebArchiveConfig {
+            max_results: settings.qido_max_results,
+        },
+    });
+    let router = pacs_dicomweb::router(
+        archive,
+        pacs_dicomweb::DicomWebConfig {
+            root: settings.dicomweb_root.clone(),
+            cors_origins: settings.cors_origins.clone(),
+            max_instance_bytes: settings.stow_max_instance_bytes,
+            max_request_bytes: settings.stow_max_request_bytes,
+            static_dir: settings.viewer_dir.clone(),
+            public_url: settings.public_url.clone(),
+        },
+    );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));

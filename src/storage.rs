@@ -188,6 +188,15 @@ impl Storage {
             .await?)
     }
 
+    /// An object as a stream of chunks (a large object is never held whole).
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, StorageError>
+    {
+        Ok(self.store.get(&ObjectPath::from(key)).await?.into_stream())
+    }
+
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         Ok(self.store.get_range(&ObjectPath::from(key), range).await?)
     }

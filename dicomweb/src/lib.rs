@@ -1,37 +1,256 @@
-//! HTTP front-end of the PACS node. Today it answers health checks and archive statistics;
-//! DICOMweb (PS3.18: QIDO-RS, WADO-RS, STOW-RS) lands here next. It knows HTTP, not the archive:
-//! what it needs from the archive goes through the [`Archive`] trait.
+//! HTTP front-end of the PACS node: DICOMweb (PS3.18: QIDO-RS, WADO-RS, STOW-RS) for viewers
+//! such as OHIF, plus health and statistics. It knows HTTP and PS3.18, not the archive: what it
+//! needs from the archive goes through the [`Archive`] trait.
 
+pub mod archive;
+pub mod error;
+pub mod media;
+mod qido;
+mod stow;
+mod wado;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
-/// What the HTTP front-end needs from the archive.
-#[async_trait::async_trait]
-pub trait Archive: Send + Sync + 'static {
-    /// Counts of what the archive holds, as JSON.
-    async fn statistics(&self) -> Result<serde_json::Value, String>;
+pub use archive::{Archive, ArchiveError};
+
+/// Settings of the HTTP front-end.
+#[derive(Debug, Clone)]
+pub struct DicomWebConfig {
+    /// Path under which DICOMweb is served (default `/dicom-web`).
+    pub root: String,
+    /// Origins allowed by CORS; `*` allows any.
+    pub cors_origins: Vec<String>,
+    /// Largest instance accepted by STOW-RS.
+    pub max_instance_bytes: u64,
+    /// Largest STOW-RS request.
+    pub max_request_bytes: u64,
+    /// A static web application (an OHIF build) served at `/`, same origin as the API.
+    pub static_dir: Option<PathBuf>,
+    /// Public base URL (scheme://host[:port]) used in Retrieve URLs and BulkDataURIs; taken
+    /// from the request's Host header when unset.
+    pub public_url: Option<String>,
 }
 
-/// The router: cross-cutting layers (CORS, limits, authentication) are added around it.
-pub fn router(archive: Arc<dyn Archive>) -> Router {
-    Router::new()
+impl Default for DicomWebConfig {
+    fn default() -> Self {
+        DicomWebConfig {
+            root: "/dicom-web".into(),
+            cors_origins: vec!["*".into()],
+            max_instance_bytes: 2 * 1024 * 1024 * 1024,
+            max_request_bytes: 8 * 1024 * 1024 * 1024,
+            static_dir: None,
+            public_url: None,
+        }
+    }
+}
+
+pub(crate) struct AppState {
+    pub archive: Arc<dyn Archive>,
+    pub config: DicomWebConfig,
+}
+
+/// Who is making a request. Every request gets one (anonymous today); authentication will set
+/// it in [`identify`], and handlers and the audit trail read it from the request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    Anonymous,
+}
+
+async fn identify(mut request: Request, next: Next) -> Response {
+    request.extensions_mut().insert(Identity::Anonymous);
+    next.run(request).await
+}
+
+/// The URL of the DICOMweb root as clients reach it.
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    let origin = match &state.config.public_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let scheme = headers
+                .get("x-forwarded-proto")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("http");
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{origin}{}", state.config.root)
+}
+
+/// Media type of the frames of an encapsulated transfer syntax (PS3.18 Table 8.7.3-2); None
+/// for native (uncompressed) ones.
+pub fn frame_media_type(transfer_syntax_uid: &str) -> Option<&'static str> {
+    Some(match transfer_syntax_uid {
+        "1.2.840.10008.1.2.4.50"
+        | "1.2.840.10008.1.2.4.51"
+        | "1.2.840.10008.1.2.4.57"
+        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "image/jpx",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
+            "image/jphc"
+        }
+        "1.2.840.10008.1.2.5" => "image/dicom-rle",
+        "1.2.840.10008.1.2.4.100" | "1.2.840.10008.1.2.4.101" => "video/mpeg",
+        "1.2.840.10008.1.2.4.102"
+        | "1.2.840.10008.1.2.4.103"
+        | "1.2.840.10008.1.2.4.104"
+        | "1.2.840.10008.1.2.4.105"
+        | "1.2.840.10008.1.2.4.106" => "video/mp4",
+        "1.2.840.10008.1.2.4.107" | "1.2.840.10008.1.2.4.108" => "video/H265",
+        _ => return None,
+    })
+}
+
+/// The router: DICOMweb under `config.root`, health and statistics, the static viewer; CORS,
+/// compression, tracing and the identity hook as layers around it.
+pub fn router(archive: Arc<dyn Archive>, config: DicomWebConfig) -> Router {
+    let root = config.root.trim_end_matches('/').to_string();
+    let cors = cors_layer(&config.cors_origins);
+    let static_dir = config.static_dir.clone();
+    let state = Arc::new(AppState { archive, config });
+    let dicomweb = Router::new()
+        .route("/studies", get(qido::studies).post(stow::store_studies))
+        .route("/series", get(qido::all_series))
+        .route("/instances", get(qido::all_instances))
+        .route(
+            "/studies/{study}",
+            get(wado::retrieve_study).post(stow::store_study),
+        )
+        .route("/studies/{study}/metadata", get(wado::study_metadata))
+        .route("/studies/{study}/rendered", get(wado::study_rendered))
+        .route("/studies/{study}/thumbnail", get(wado::study_thumbnail))
+        .route("/studies/{study}/series", get(qido::study_series))
+        .route("/studies/{study}/instances", get(qido::study_instances))
+        .route(
+            "/studies/{study}/series/{series}",
+            get(wado::retrieve_series),
+        )
+        .route(
+            "/studies/{study}/series/{series}/metadata",
+            get(wado::series_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/rendered",
+            get(wado::series_rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/thumbnail",
+            get(wado::series_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances",
+            get(qido::series_instances),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            get(wado::retrieve_instance),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/metadata",
+            get(wado::instance_metadata),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/rendered",
+            get(wado::instance_rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+            get(wado::instance_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+            get(wado::frames),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+            get(wado::frame_rendered),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+            get(wado::frame_thumbnail),
+        )
+        .route(
+            "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}",
+            get(wado::bulkdata),
+        )
+        // no request body limit here: STOW-RS enforces its own limits while streaming
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let mut app = Router::new()
+        .nest(&root, dicomweb)
         .route("/healthz", get(healthz))
-        .route("/api/statistics", get(statistics))
-        .with_state(archive)
+        .route("/api/statistics", get(statistics));
+    if let Some(dir) = static_dir {
+        // a single-page application: unknown paths get index.html
+        let index = dir.join("index.html");
+        app = app.fallback_service(
+            tower_http::services::ServeDir::new(&dir)
+                .fallback(tower_http::services::ServeFile::new(index)),
+        );
+    }
+    // Compress JSON, not DICOM, pixels or images (already dense, and costly to deflate).
+    let compress = SizeAbove::new(1024)
+        .and(NotForContentType::new("multipart/related"))
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::new("application/octet-stream"));
+    app.with_state(state)
+        .layer(middleware::from_fn(identify))
+        .layer(CompressionLayer::new().compress_when(compress))
+        .layer(cors)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers([
+            header::WARNING,
+            header::CONTENT_RANGE,
+            header::ETAG,
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+        ])
+        .max_age(std::time::Duration::from_secs(3600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn statistics(State(archive): State<Arc<dyn Archive>>) -> Response {
-    match archive.statistics().await {
+async fn statistics(State(state): State<Arc<AppState>>) -> Response {
+    match state.archive.statistics().await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+        Err(e) => error::HttpError::from(e).into_response(),
     }
 }

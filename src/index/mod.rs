@@ -44,6 +44,7 @@ pub struct InstanceRecord {
     pub rows: Option<i32>,
     pub columns: Option<i32>,
     pub number_of_frames: Option<i32>,
+    pub bits_allocated: Option<i32>,
     // storage
     pub object_key: String,
     pub size_bytes: i64,
@@ -104,10 +105,59 @@ pub enum IndexError {
 
 pub type IndexResult<T> = Result<T, IndexError>;
 
+/// A value read by [`Index::select`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl SqlValue {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            SqlValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            SqlValue::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            SqlValue::Blob(b) => Some(b),
+            SqlValue::Text(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            SqlValue::Blob(b) => Some(b),
+            SqlValue::Text(s) => Some(s.into_bytes()),
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// A short name of the backend, for logs.
     fn backend(&self) -> &'static str;
+
+    /// The SQL dialect [`Index::select`] expects.
+    fn dialect(&self) -> schema::Dialect;
+
+    /// Runs a read-only statement rendered for [`Index::dialect`], with text parameters, and
+    /// returns its rows. The query engine builds its SQL once for both backends and runs it
+    /// through this.
+    async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>>;
 
     /// Inserts an instance (and its patient, study and series when new) in one durable
     /// transaction. Does nothing and says so if the SOP Instance UID is already indexed.

@@ -15,7 +15,7 @@ use super::schema::{self, Dialect, MIGRATIONS};
 use super::sqlite::now_ms;
 use super::{
     normalize_name, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord,
-    StoredInstance,
+    SqlValue, StoredInstance,
 };
 
 /// Any constant shared by every node: the advisory lock taken while migrating.
@@ -265,6 +265,7 @@ impl PostgresIndex {
                     &r.rows,
                     &r.columns,
                     &r.number_of_frames,
+                    &r.bits_allocated,
                     &r.object_key,
                     &r.size_bytes,
                     &r.sha256,
@@ -335,6 +336,46 @@ fn stored_from_row(row: &Row) -> StoredInstance {
 impl Index for PostgresIndex {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>> {
+        use tokio_postgres::types::Type;
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
+        let params: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let rows = client.query(&stmt, &params).await.map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut values = Vec::with_capacity(row.len());
+            for (i, column) in row.columns().iter().enumerate() {
+                let t = column.type_();
+                let v = if *t == Type::INT8 {
+                    row.try_get::<_, Option<i64>>(i)
+                        .map(|v| v.map(SqlValue::Int))
+                } else if *t == Type::INT4 {
+                    row.try_get::<_, Option<i32>>(i)
+                        .map(|v| v.map(|v| SqlValue::Int(v as i64)))
+                } else if *t == Type::INT2 {
+                    row.try_get::<_, Option<i16>>(i)
+                        .map(|v| v.map(|v| SqlValue::Int(v as i64)))
+                } else if *t == Type::BYTEA {
+                    row.try_get::<_, Option<Vec<u8>>>(i)
+                        .map(|v| v.map(SqlValue::Blob))
+                } else {
+                    row.try_get::<_, Option<String>>(i)
+                        .map(|v| v.map(SqlValue::Text))
+                }
+                .map_err(db_err)?;
+                values.push(v.unwrap_or(SqlValue::Null));
+            }
+            out.push(values);
+        }
+        Ok(out)
     }
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {

@@ -110,6 +110,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             rows_ INTEGER,
             columns_ INTEGER,
             number_of_frames INTEGER,
+            bits_allocated INTEGER,
             object_key TEXT NOT NULL,
             size_bytes {big} NOT NULL,
             sha256 TEXT NOT NULL,
@@ -177,9 +178,9 @@ pub const INSERT_SERIES: &str = "INSERT INTO series
 
 pub const INSERT_INSTANCE: &str = "INSERT INTO instances
     (series_pk, study_pk, sop_instance_uid, sop_class_uid, instance_number,
-     transfer_syntax_uid, rows_, columns_, number_of_frames, object_key, size_bytes, sha256,
-     received_at_ms, source_ae)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+     transfer_syntax_uid, rows_, columns_, number_of_frames, bits_allocated, object_key,
+     size_bytes, sha256, received_at_ms, source_ae)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
     ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk";
 
 pub const INSERT_METADATA: &str =

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::{
     normalize_name, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord,
-    StoredInstance,
+    SqlValue, StoredInstance,
 };
 
 /// Largest number of writes committed together.
@@ -50,7 +50,8 @@ fn open_connection(path: &Path) -> IndexResult<Connection> {
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 10000;",
+         PRAGMA busy_timeout = 10000;
+         PRAGMA case_sensitive_like = ON;",
     )
     .map_err(db_err)?;
     Ok(conn)
@@ -324,6 +325,7 @@ fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
                 r.rows,
                 r.columns,
                 r.number_of_frames,
+                r.bits_allocated,
                 r.object_key,
                 r.size_bytes,
                 r.sha256,
@@ -379,6 +381,38 @@ fn find(conn: &Connection, sop_instance_uid: &str) -> IndexResult<Option<StoredI
 impl Index for SqliteIndex {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>> {
+        let sql = sql.to_string();
+        let params = params.to_vec();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(db_err)?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params.iter()), |row| {
+                    (0..n)
+                        .map(|i| {
+                            Ok(match row.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => SqlValue::Null,
+                                rusqlite::types::ValueRef::Integer(v) => SqlValue::Int(v),
+                                rusqlite::types::ValueRef::Real(v) => SqlValue::Int(v as i64),
+                                rusqlite::types::ValueRef::Text(t) => {
+                                    SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                                }
+                                rusqlite::types::ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
     }
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {

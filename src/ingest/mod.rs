@@ -47,6 +47,9 @@ pub enum IncomingData {
     Dataset(Vec<Bytes>),
     /// The same, in a file (large objects spilled to disk while receiving).
     DatasetFile(PathBuf),
+    /// A complete Part 10 file (as STOW-RS delivers it), stored as received; its data set
+    /// starts at `dataset_offset`.
+    Part10 { bytes: Bytes, dataset_offset: u64 },
 }
 
 pub struct Incoming {
@@ -56,6 +59,35 @@ pub struct Incoming {
     /// The AE title that sent it (Source Application Entity Title in the stored file meta).
     pub source_ae: String,
     pub data: IncomingData,
+    /// The study the instance must belong to (STOW-RS to /studies/{study}).
+    pub expected_study: Option<String>,
+}
+
+impl Incoming {
+    /// An incoming Part 10 file: its identity and transfer syntax come from its file meta
+    /// group (PS3.10 7.1), which must be there.
+    pub fn from_part10(bytes: Bytes, source_ae: &str) -> Result<Incoming, IngestError> {
+        let bad = |why: String| IngestError::CannotUnderstand(why);
+        if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+            return Err(bad("not a DICOM Part 10 file (no DICM prefix)".into()));
+        }
+        let mut cursor = Cursor::new(&bytes[128..]);
+        let meta = dicom_object::meta::FileMetaTable::from_reader(&mut cursor)
+            .map_err(|e| bad(format!("file meta group: {e}")))?;
+        let dataset_offset = 128 + cursor.position();
+        let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
+        Ok(Incoming {
+            sop_class_uid: trim(meta.media_storage_sop_class_uid()),
+            sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
+            transfer_syntax_uid: trim(meta.transfer_syntax()),
+            source_ae: source_ae.to_string(),
+            data: IncomingData::Part10 {
+                bytes,
+                dataset_offset,
+            },
+            expected_study: None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,13 +149,21 @@ impl Ingest {
         let sop_class = Uid::parse(&incoming.sop_class_uid)
             .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?
             .to_string();
-        let prefix = part10_prefix(&incoming)?;
+        let (prefix, dataset_offset) = match &incoming.data {
+            IncomingData::Part10 { dataset_offset, .. } => (Vec::new(), *dataset_offset),
+            _ => {
+                let prefix = part10_prefix(&incoming)?;
+                let offset = prefix.len() as u64;
+                (prefix, offset)
+            }
+        };
 
         // Parsing and hashing are CPU work: keep them off the async workers.
         let source_ae = incoming.source_ae.clone();
+        let incoming_expected_study = incoming.expected_study.clone();
         let ts = incoming.transfer_syntax_uid.clone();
         let (analysed, data) = tokio::task::spawn_blocking(move || {
-            let analysed = analyse(&prefix, &incoming.data, &ts);
+            let analysed = analyse(&prefix, &incoming.data, &ts, dataset_offset);
             (analysed.map(|a| (a, prefix)), incoming.data)
         })
         .await
@@ -151,6 +191,13 @@ impl Ingest {
         }
         let study = Uid::parse(&rec.study_instance_uid)
             .map_err(|e| IngestError::DoesNotMatch(format!("Study Instance UID: {e}")))?;
+        if let Some(expected) = &incoming_expected_study {
+            if expected != study.as_str() {
+                return Err(IngestError::DoesNotMatch(format!(
+                    "instance belongs to study {study}, not to {expected}"
+                )));
+            }
+        }
         let series = Uid::parse(&rec.series_instance_uid)
             .map_err(|e| IngestError::DoesNotMatch(format!("Series Instance UID: {e}")))?;
         rec.source_ae = source_ae;
@@ -176,6 +223,7 @@ impl Ingest {
                 self.storage.put(&key, chunks).await?
             }
             IncomingData::DatasetFile(path) => self.storage.put_file(&key, prefix, &path).await?,
+            IncomingData::Part10 { bytes, .. } => self.storage.put(&key, vec![bytes]).await?,
         }
 
         let result = match self.policy {
@@ -278,6 +326,7 @@ fn part10_reader<'a>(
         IncomingData::DatasetFile(path) => {
             Box::new(Chain::new(Cursor::new(prefix), std::fs::File::open(path)?)?)
         }
+        IncomingData::Part10 { bytes, .. } => Box::new(Cursor::new(&bytes[..])),
     })
 }
 
@@ -288,6 +337,7 @@ fn analyse(
     prefix: &[u8],
     data: &IncomingData,
     transfer_syntax_uid: &str,
+    dataset_offset: u64,
 ) -> Result<parse::Parsed, IngestError> {
     let unreadable = |e: std::io::Error| IngestError::CannotUnderstand(e.to_string());
     let parsed = if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE {
@@ -299,6 +349,10 @@ fn analyse(
                 std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?),
                 transfer_syntax_uid,
             ),
+            IncomingData::Part10 {
+                bytes,
+                dataset_offset,
+            } => parse::parse_deflated(&bytes[*dataset_offset as usize..], transfer_syntax_uid),
         }
     } else {
         parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?)
@@ -316,6 +370,10 @@ fn analyse(
                 ctx.update(fragment);
                 size += fragment.len() as u64;
             }
+        }
+        IncomingData::Part10 { bytes, .. } => {
+            ctx.update(bytes);
+            size += bytes.len() as u64;
         }
         IncomingData::DatasetFile(path) => {
             let mut f = std::fs::File::open(path).map_err(unreadable)?;
@@ -337,10 +395,10 @@ fn analyse(
     if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LE {
         let mut reader = part10_reader(prefix, data).map_err(unreadable)?;
         reader
-            .seek(SeekFrom::Start(prefix.len() as u64))
+            .seek(SeekFrom::Start(dataset_offset))
             .map_err(unreadable)?;
         let reader = std::io::BufReader::with_capacity(16 * 1024, reader);
-        match parse::locate_pixel_data(reader, transfer_syntax_uid, prefix.len() as u64, size) {
+        match parse::locate_pixel_data(reader, transfer_syntax_uid, dataset_offset, size) {
             Ok(Some(pixel)) => parsed.set_pixel_data(&pixel),
             Ok(None) => {}
             Err(e @ parse::ParseError::Truncated(_)) => {

@@ -125,7 +125,7 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
             .filter(|e| !e.is_empty())
             .and_then(|e| e.to_int::<i32>().ok())
     };
-    let record = InstanceRecord {
+    let mut record = InstanceRecord {
         patient_id: text(tags::PATIENT_ID),
         issuer_of_patient_id: text(tags::ISSUER_OF_PATIENT_ID),
         patient_name: text(tags::PATIENT_NAME),
@@ -155,6 +155,7 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
         ..Default::default()
     };
     let bits_allocated = int(tags::BITS_ALLOCATED);
+    record.bits_allocated = bits_allocated;
     let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let native_frame_length = match (record.rows, record.columns, bits_allocated) {
         (Some(r), Some(c), Some(b)) if b > 0 && b % 8 == 0 && r > 0 && c > 0 => {
@@ -177,6 +178,14 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
 fn metadata_value(obj: &InMemDicomObject) -> Result<Value, ParseError> {
     let mut value = dicom_json::to_value(obj).map_err(|e| ParseError::Unreadable(e.to_string()))?;
     replace_bulk(&mut value, "bulkdata");
+    // The JSON holds decoded Unicode text, whatever the object's character set was (PS3.18
+    // F.2.3): say so.
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "00080005".into(),
+            serde_json::json!({"vr": "CS", "Value": ["ISO_IR 192"]}),
+        );
+    }
     Ok(value)
 }
 

@@ -1,0 +1,187 @@
+//! What the HTTP front-end needs from the archive, in the words of PS3.18 rather than of the
+//! index. The node implements [`Archive`].
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+/// Errors the archive reports; [`crate::error`] maps each to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// QIDO-RS search levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchLevel {
+    Study,
+    Series,
+    Instance,
+}
+
+/// A QIDO-RS search, as parsed from the URL.
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub level: SearchLevel,
+    pub study: Option<String>,
+    pub series: Option<String>,
+    /// Matching keys: (keyword or tag, value).
+    pub filters: Vec<(String, String)>,
+    /// `includefield` values (keywords or tags); contains "all" for everything.
+    pub include: Vec<String>,
+    pub fuzzy: bool,
+    pub limit: Option<usize>,
+    pub offset: usize,
+    /// Root URL of this service (for Retrieve URL).
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchResponse {
+    /// DICOM JSON datasets.
+    pub datasets: Vec<serde_json::Value>,
+    /// More results exist beyond the limit.
+    pub truncated: bool,
+    /// The limit that applied.
+    pub limit: usize,
+}
+
+/// A study, a series of it, or an instance of that series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub study: String,
+    pub series: Option<String>,
+    pub instance: Option<String>,
+}
+
+/// A stored instance, as retrieval needs it.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    pub study: String,
+    pub series: String,
+    pub instance: String,
+    pub transfer_syntax_uid: String,
+    pub size: u64,
+}
+
+/// Metadata of a scope: a DICOM JSON array and a strong validator for it.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pub json: Bytes,
+    pub etag: String,
+}
+
+/// Frames of one instance, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredFrames {
+    pub transfer_syntax_uid: String,
+    pub frames: Vec<Bytes>,
+}
+
+/// A bulk data value (or part of it).
+#[derive(Debug, Clone)]
+pub struct BulkData {
+    pub bytes: Bytes,
+    /// Length of the whole value.
+    pub total_len: u64,
+    /// The part of the value `bytes` holds.
+    pub range: Range<u64>,
+}
+
+/// Rendering parameters (PS3.18 8.3.5.1).
+#[derive(Debug, Clone, Default)]
+pub struct RenderRequest {
+    pub frame: Option<u32>,
+    pub window: Option<(f64, f64)>,
+    pub viewport: Option<(u32, u32)>,
+    pub png: bool,
+    pub quality: Option<u8>,
+}
+
+/// The outcome of storing one STOW-RS part.
+#[derive(Debug, Clone)]
+pub enum StoreResult {
+    Stored {
+        sop_class_uid: String,
+        sop_instance_uid: String,
+        study_instance_uid: String,
+        series_instance_uid: String,
+        /// A warning reason (PS3.18 Table 10.5.3-2), e.g. 0xB006 when a duplicate was kept.
+        warning: Option<u16>,
+    },
+    Failed {
+        sop_class_uid: Option<String>,
+        sop_instance_uid: Option<String>,
+        /// Failure reason (PS3.18 Table 10.5.3-3 / PS3.4 B.2.3 status).
+        reason: u16,
+        message: String,
+    },
+}
+
+pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+
+#[async_trait::async_trait]
+pub trait Archive: Send + Sync + 'static {
+    /// Counts of what the archive holds, as JSON.
+    async fn statistics(&self) -> Result<serde_json::Value, ArchiveError>;
+
+    async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ArchiveError>;
+
+    /// Instances of a scope, in series then instance order. NotFound when there are none.
+    async fn instances(&self, scope: &Scope) -> Result<Vec<InstanceInfo>, ArchiveError>;
+
+    /// The stored object of an instance, as a stream (a large object is never held whole).
+    async fn read_instance(&self, instance: &InstanceInfo) -> Result<ByteStream, ArchiveError>;
+
+    /// Whether an instance stored in `transfer_syntax_uid` can be converted to Explicit VR
+    /// Little Endian.
+    fn can_transcode(&self, transfer_syntax_uid: &str) -> bool;
+
+    /// The instance re-encoded in Explicit VR Little Endian (a whole Part 10 file).
+    async fn read_instance_explicit_le(
+        &self,
+        instance: &InstanceInfo,
+    ) -> Result<Bytes, ArchiveError>;
+
+    /// Metadata of a scope, from what ingest kept: never reads stored objects.
+    /// `instance_base` is the URL prefix BulkDataURIs are made absolute with
+    /// (`{base}/studies/{study}/series/{series}/instances/{instance}/` is appended per instance).
+    async fn metadata(&self, scope: &Scope, base_url: &str) -> Result<Metadata, ArchiveError>;
+
+    /// Frames (1-based numbers) as stored, read by ranges from the stored object.
+    async fn frames(&self, scope: &Scope, numbers: &[u32]) -> Result<StoredFrames, ArchiveError>;
+
+    /// Frames decoded to native pixel data.
+    async fn decoded_frames(
+        &self,
+        scope: &Scope,
+        numbers: &[u32],
+    ) -> Result<Vec<Bytes>, ArchiveError>;
+
+    /// A bulk data value of an instance (`path` as in its BulkDataURI, e.g. `7FE00010`), or the
+    /// part of it in `range`.
+    async fn bulkdata(
+        &self,
+        scope: &Scope,
+        path: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BulkData, ArchiveError>;
+
+    /// Renders an instance (or, for a series or study scope, a representative instance) to an
+    /// image; returns its bytes.
+    async fn render(&self, scope: &Scope, request: &RenderRequest) -> Result<Bytes, ArchiveError>;
+
+    /// Stores one Part 10 object received by STOW-RS; `study` is the study in the request URL,
+    /// which the instance must belong to.
+    async fn store(&self, object: Bytes, study: Option<&str>) -> StoreResult;
+}

@@ -1,0 +1,608 @@
+//! The archive behind the DICOMweb front-end: QIDO-RS through the shared query engine,
+//! WADO-RS from the index (metadata, frame positions) and ranged reads of stored objects,
+//! STOW-RS through the same ingest path as C-STORE.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pacs_dicomweb::archive::{
+    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, RenderRequest, Scope, SearchLevel,
+    SearchRequest, SearchResponse, StoreResult, StoredFrames,
+};
+
+use crate::index::{Index, IndexError, SqlValue};
+use crate::ingest::{Incoming, Ingest, IngestError, IngestOutcome};
+use crate::query::{Include, Level, Query, QueryError};
+use crate::storage::{Storage, StorageError};
+use crate::uid::Uid;
+
+/// Settings of the DICOMweb archive.
+#[derive(Debug, Clone)]
+pub struct DicomWebArchiveConfig {
+    /// Results a search returns at most (and when no limit is asked for).
+    pub max_results: usize,
+}
+
+pub struct DicomWebArchive {
+    pub ingest: Arc<Ingest>,
+    pub config: DicomWebArchiveConfig,
+}
+
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
+fn index_err(e: IndexError) -> ArchiveError {
+    match e {
+        IndexError::Unavailable(m) => ArchiveError::Unavailable(m),
+        other => ArchiveError::Internal(other.to_string()),
+    }
+}
+
+fn storage_err(e: StorageError) -> ArchiveError {
+    ArchiveError::Internal(format!("stored object unreadable: {e}"))
+}
+
+fn pixel_err(e: crate::pixels::PixelError) -> ArchiveError {
+    use crate::pixels::PixelError as P;
+    match e {
+        P::FrameOutOfRange { .. } => ArchiveError::NotFound(e.to_string()),
+        P::NotAnImage => ArchiveError::BadRequest(e.to_string()),
+        other => ArchiveError::NotAcceptable(other.to_string()),
+    }
+}
+
+fn query_err(e: QueryError) -> ArchiveError {
+    match e {
+        QueryError::Index(e) => index_err(e),
+        other => ArchiveError::BadRequest(other.to_string()),
+    }
+}
+
+/// Validates the UIDs of a resource path (400 for anything that is not a UID).
+fn check_scope(scope: &Scope) -> Result<(), ArchiveError> {
+    let check = |what: &str, v: &str| {
+        Uid::parse(v)
+            .map(|_| ())
+            .map_err(|e| ArchiveError::BadRequest(format!("{what}: {e}")))
+    };
+    check("study", &scope.study)?;
+    if let Some(s) = &scope.series {
+        check("series", s)?;
+    }
+    if let Some(i) = &scope.instance {
+        check("instance", i)?;
+    }
+    Ok(())
+}
+
+/// `WHERE` clause and parameters selecting the instances of a scope (tables `st`, `se`, `i`).
+fn scope_condition(scope: &Scope) -> (String, Vec<String>) {
+    let mut sql = String::from("st.study_instance_uid = ?1");
+    let mut params = vec![scope.study.clone()];
+    if let Some(series) = &scope.series {
+        params.push(series.clone());
+        sql.push_str(&format!(" AND se.series_instance_uid = ?{}", params.len()));
+    }
+    if let Some(instance) = &scope.instance {
+        params.push(instance.clone());
+        sql.push_str(&format!(" AND i.sop_instance_uid = ?{}", params.len()));
+    }
+    (sql, params)
+}
+
+const SCOPE_FROM: &str =
+    "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk";
+const SCOPE_ORDER: &str = "se.series_number, se.pk, i.instance_number, i.pk";
+
+fn text(v: &SqlValue) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+impl DicomWebArchive {
+    fn index(&self) -> &Arc<dyn Index> {
+        self.ingest.index()
+    }
+
+    fn storage(&self) -> &Storage {
+        self.ingest.storage()
+    }
+
+    fn not_found(scope: &Scope) -> ArchiveError {
+        ArchiveError::NotFound(match (&scope.series, &scope.instance) {
+            (_, Some(i)) => format!("no instance {i} in that study and series"),
+            (Some(s), None) => format!("no series {s} in study {}", scope.study),
+            _ => format!("no study {}", scope.study),
+        })
+    }
+
+    /// (study, series, instance, transfer syntax, size, object key) of each instance in scope.
+    async fn scope_rows(&self, scope: &Scope) -> Result<Vec<(InstanceInfo, String)>, ArchiveError> {
+        check_scope(scope)?;
+        let (cond, params) = scope_condition(scope);
+        let sql = self.index().dialect().render(&format!(
+            "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+             i.transfer_syntax_uid, i.size_bytes, i.object_key FROM {SCOPE_FROM} WHERE {cond} ORDER BY {SCOPE_ORDER}"
+        ));
+        let rows = self
+            .index()
+            .select(&sql, &params)
+            .await
+            .map_err(index_err)?;
+        if rows.is_empty() {
+            return Err(Self::not_found(scope));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    InstanceInfo {
+                        study: text(&r[0]),
+                        series: text(&r[1]),
+                        instance: text(&r[2]),
+                        transfer_syntax_uid: text(&r[3]),
+                        size: r[4].as_i64().unwrap_or(0) as u64,
+                    },
+                    text(&r[5]),
+                )
+            })
+            .collect())
+    }
+
+    /// The one instance a scope names (an instance scope), with its object key.
+    async fn one_instance(&self, scope: &Scope) -> Result<(InstanceInfo, String), ArchiveError> {
+        let mut rows = self.scope_rows(scope).await?;
+        if scope.instance.is_some() {
+            return Ok(rows.swap_remove(0));
+        }
+        // a series or study: its representative image is the middle instance of its first
+        // series (a scout or a localizer is usually first)
+        let first_series = rows[0].0.series.clone();
+        let series: Vec<_> = rows
+            .into_iter()
+            .filter(|(i, _)| i.series == first_series)
+            .collect();
+        let middle = series.len() / 2;
+        Ok(series.into_iter().nth(middle).expect("non-empty"))
+    }
+
+    async fn object_bytes(&self, key: &str) -> Result<Bytes, ArchiveError> {
+        self.storage().get(key).await.map_err(storage_err)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> Result<T, ArchiveError> + Send + 'static,
+    ) -> Result<T, ArchiveError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ArchiveError::Internal(e.to_string()))?
+    }
+
+    /// Frame byte ranges recorded at ingest, per frame.
+    async fn frame_index(&self, sop: &str) -> Result<Vec<Vec<(u64, u64)>>, ArchiveError> {
+        let json = self
+            .index()
+            .instance_frames(sop)
+            .await
+            .map_err(index_err)?
+            .unwrap_or_default();
+        Ok(serde_json::from_str(&json).unwrap_or_default())
+    }
+}
+
+fn to_level(level: SearchLevel) -> Level {
+    match level {
+        SearchLevel::Study => Level::Study,
+        SearchLevel::Series => Level::Series,
+        SearchLevel::Instance => Level::Instance,
+    }
+}
+
+#[async_trait::async_trait]
+impl pacs_dicomweb::Archive for DicomWebArchive {
+    async fn statistics(&self) -> Result<serde_json::Value, ArchiveError> {
+        let counts = self.index().counts().await.map_err(index_err)?;
+        Ok(serde_json::json!({
+            "index": self.index().backend(),
+            "storage": self.storage().describe(),
+            "patients": counts.patients,
+            "studies": counts.studies,
+            "series": counts.series,
+            "instances": counts.instances,
+        }))
+    }
+
+    async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ArchiveError> {
+        let include = if request
+            .include
+            .iter()
+            .any(|i| i.eq_ignore_ascii_case("all"))
+        {
+            Include::All
+        } else if request.include.is_empty() {
+            Include::Defaults
+        } else {
+            Include::Tags(
+                request
+                    .include
+                    .iter()
+                    .map(|name| crate::query::resolve_tag(name))
+                    .collect::<Result<_, _>>()
+                    .map_err(query_err)?,
+            )
+        };
+        let limit = request
+            .limit
+            .unwrap_or(self.config.max_results)
+            .min(self.config.max_results);
+        let query = Query::parse(
+            to_level(request.level),
+            &request.filters,
+            include,
+            request.fuzzy,
+            limit,
+            request.offset,
+        )
+        .and_then(|q| q.within(request.study.as_deref(), request.series.as_deref()))
+        .map_err(query_err)?;
+        let result = query
+            .run(self.index().as_ref(), Some(&request.base_url))
+            .await
+            .map_err(query_err)?;
+        Ok(SearchResponse {
+            datasets: result.datasets,
+            truncated: result.truncated,
+            limit,
+        })
+    }
+
+    async fn instances(&self, scope: &Scope) -> Result<Vec<InstanceInfo>, ArchiveError> {
+        Ok(self
+            .scope_rows(scope)
+            .await?
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    async fn read_instance(&self, instance: &InstanceInfo) -> Result<ByteStream, ArchiveError> {
+        let stored = self
+            .index()
+            .find_instance(&instance.instance)
+            .await
+            .map_err(index_err)?
+            .ok_or_else(|| ArchiveError::NotFound(format!("no instance {}", instance.instance)))?;
+        let stream = self
+            .storage()
+            .get_stream(&stored.object_key)
+            .await
+            .map_err(storage_err)?;
+        Ok(stream.map(|r| r.map_err(std::io::Error::other)).boxed())
+    }
+
+    fn can_transcode(&self, transfer_syntax_uid: &str) -> bool {
+        crate::pixels::can_decode(transfer_syntax_uid)
+    }
+
+    async fn read_instance_explicit_le(
+        &self,
+        instance: &InstanceInfo,
+    ) -> Result<Bytes, ArchiveError> {
+        let stored = self
+            .index()
+            .find_instance(&instance.instance)
+            .await
+            .map_err(index_err)?
+            .ok_or_else(|| ArchiveError::NotFound(format!("no instance {}", instance.instance)))?;
+        let bytes = self.object_bytes(&stored.object_key).await?;
+        Self::blocking(move || {
+            crate::pixels::transcode_to_explicit_le(&bytes)
+                .map(Bytes::from)
+                .map_err(pixel_err)
+        })
+        .await
+    }
+
+    async fn metadata(&self, scope: &Scope, base_url: &str) -> Result<Metadata, ArchiveError> {
+        check_scope(scope)?;
+        let (cond, params) = scope_condition(scope);
+        let sql = self.index().dialect().render(&format!(
+            "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sha256, \
+             m.metadata_json FROM {SCOPE_FROM} JOIN instance_metadata m ON m.instance_pk = i.pk \
+             WHERE {cond} ORDER BY {SCOPE_ORDER}"
+        ));
+        let rows = self
+            .index()
+            .select(&sql, &params)
+            .await
+            .map_err(index_err)?;
+        if rows.is_empty() {
+            return Err(Self::not_found(scope));
+        }
+        let mut etag = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut out = Vec::with_capacity(
+            rows.iter()
+                .map(|r| r[4].as_bytes().map_or(0, |b| b.len()) + 200)
+                .sum(),
+        );
+        out.push(b'[');
+        for (n, row) in rows.into_iter().enumerate() {
+            let (study, series, sop) = (text(&row[0]), text(&row[1]), text(&row[2]));
+            etag.update(sop.as_bytes());
+            etag.update(text(&row[3]).as_bytes());
+            if n > 0 {
+                out.push(b',');
+            }
+            let json = row
+                .into_iter()
+                .nth(4)
+                .and_then(|v| v.into_bytes())
+                .unwrap_or_default();
+            // BulkDataURIs are stored relative to the instance (see ingest): make them absolute.
+            let absolute = format!(
+                "\"BulkDataURI\":\"{base_url}/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
+            );
+            out.extend_from_slice(&replace_all(
+                &json,
+                b"\"BulkDataURI\":\"bulkdata/",
+                absolute.as_bytes(),
+            ));
+        }
+        out.push(b']');
+        etag.update(base_url.as_bytes());
+        let etag = hex::encode(&etag.finish().as_ref()[..16]);
+        Ok(Metadata {
+            json: Bytes::from(out),
+            etag,
+        })
+    }
+
+    async fn frames(&self, scope: &Scope, numbers: &[u32]) -> Result<StoredFrames, ArchiveError> {
+        let (info, key) = self.one_instance(scope).await?;
+        let index = self.frame_index(&info.instance).await?;
+        if index.is_empty() {
+            // no frame positions (deflated data set, or data ingest could not map): decode
+            return Ok(StoredFrames {
+                transfer_syntax_uid: EXPLICIT_VR_LE.into(),
+                frames: self.decoded_frames(scope, numbers).await?,
+            });
+        }
+        let mut frames = Vec::with_capacity(numbers.len());
+        for &n in numbers {
+            let ranges = index.get(n as usize - 1).ok_or_else(|| {
+                ArchiveError::NotFound(format!(
+                    "frame {n} does not exist: the instance has {} frame(s)",
+                    index.len()
+                ))
+            })?;
+            if let [(offset, len)] = ranges[..] {
+                frames.push(
+                    self.storage()
+                        .get_range(&key, offset..offset + len)
+                        .await
+                        .map_err(storage_err)?,
+                );
+            } else {
+                let mut frame = Vec::new();
+                for &(offset, len) in ranges {
+                    frame.extend_from_slice(
+                        &self
+                            .storage()
+                            .get_range(&key, offset..offset + len)
+                            .await
+                            .map_err(storage_err)?,
+                    );
+                }
+                frames.push(Bytes::from(frame));
+            }
+        }
+        Ok(StoredFrames {
+            transfer_syntax_uid: info.transfer_syntax_uid,
+            frames,
+        })
+    }
+
+    async fn decoded_frames(
+        &self,
+        scope: &Scope,
+        numbers: &[u32],
+    ) -> Result<Vec<Bytes>, ArchiveError> {
+        let (info, key) = self.one_instance(scope).await?;
+        if !crate::pixels::can_decode(&info.transfer_syntax_uid) {
+            return Err(ArchiveError::NotAcceptable(format!(
+                "pixel data in transfer syntax {} cannot be decoded here; ask for transfer-syntax=*",
+                info.transfer_syntax_uid
+            )));
+        }
+        let bytes = self.object_bytes(&key).await?;
+        let numbers = numbers.to_vec();
+        Self::blocking(move || {
+            numbers
+                .iter()
+                .map(|&n| {
+                    crate::pixels::decode_frame(&bytes, n)
+                        .map(Bytes::from)
+                        .map_err(pixel_err)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn bulkdata(
+        &self,
+        scope: &Scope,
+        path: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<BulkData, ArchiveError> {
+        let (info, key) = self.one_instance(scope).await?;
+        let path = path.trim_matches('/').to_ascii_uppercase();
+        let clip = |total: u64| -> Result<Range<u64>, ArchiveError> {
+            let r = range.clone().unwrap_or(0..total);
+            let r = r.start..r.end.min(total);
+            if r.start >= total && total > 0 {
+                return Err(ArchiveError::BadRequest(format!(
+                    "range starts past the end ({total} bytes)"
+                )));
+            }
+            Ok(r)
+        };
+        let is_pixel = matches!(path.as_str(), "7FE00010" | "7FE00008" | "7FE00009");
+        if is_pixel {
+            let index = self.frame_index(&info.instance).await?;
+            let ranges: Vec<(u64, u64)> = index.into_iter().flatten().collect();
+            let contiguous = ranges.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0);
+            if !ranges.is_empty() && contiguous {
+                // native pixel data: one range of the stored object
+                let start = ranges[0].0;
+                let total = ranges.iter().map(|r| r.1).sum::<u64>();
+                let r = clip(total)?;
+                let bytes = self
+                    .storage()
+                    .get_range(&key, start + r.start..start + r.end)
+                    .await
+                    .map_err(storage_err)?;
+                return Ok(BulkData {
+                    bytes,
+                    total_len: total,
+                    range: r,
+                });
+            }
+        }
+        // anything else: read the object and find the value
+        let bytes = self.object_bytes(&key).await?;
+        let value = Self::blocking(move || element_bytes(&bytes, &path)).await?;
+        let total = value.len() as u64;
+        let r = clip(total)?;
+        Ok(BulkData {
+            bytes: value.slice(r.start as usize..r.end as usize),
+            total_len: total,
+            range: r,
+        })
+    }
+
+    async fn render(&self, scope: &Scope, request: &RenderRequest) -> Result<Bytes, ArchiveError> {
+        let (_, key) = self.one_instance(scope).await?;
+        let bytes = self.object_bytes(&key).await?;
+        let options = crate::pixels::RenderOptions {
+            frame: request.frame,
+            window: request.window,
+            viewport: request.viewport,
+            format: Some(if request.png {
+                crate::pixels::ImageFormat::Png
+            } else {
+                crate::pixels::ImageFormat::Jpeg
+            }),
+            quality: request.quality,
+        };
+        Self::blocking(move || {
+            crate::pixels::render(&bytes, &options)
+                .map(Bytes::from)
+                .map_err(pixel_err)
+        })
+        .await
+    }
+
+    async fn store(&self, object: Bytes, study: Option<&str>) -> StoreResult {
+        let mut incoming = match Incoming::from_part10(object, "") {
+            Ok(i) => i,
+            Err(e) => {
+                return StoreResult::Failed {
+                    sop_class_uid: None,
+                    sop_instance_uid: None,
+                    reason: crate::dimse_service::store_status(&Err(e)).status,
+                    message: "not a DICOM Part 10 object".into(),
+                }
+            }
+        };
+        incoming.expected_study = study.map(str::to_string);
+        let class = incoming.sop_class_uid.clone();
+        let instance = incoming.sop_instance_uid.clone();
+        let result = self.ingest.ingest(incoming).await;
+        let status = crate::dimse_service::store_status(&result);
+        match result {
+            Ok(outcome) => match self.index().find_instance(&instance).await {
+                Ok(Some(stored)) => StoreResult::Stored {
+                    sop_class_uid: class,
+                    sop_instance_uid: instance,
+                    study_instance_uid: stored.study_instance_uid,
+                    series_instance_uid: stored.series_instance_uid,
+                    warning: (outcome == IngestOutcome::KeptExisting).then_some(status.status),
+                },
+                other => StoreResult::Failed {
+                    sop_class_uid: Some(class),
+                    sop_instance_uid: Some(instance),
+                    reason: 0xA700,
+                    message: format!("stored instance not found afterwards: {other:?}"),
+                },
+            },
+            Err(e) => StoreResult::Failed {
+                sop_class_uid: Some(class),
+                sop_instance_uid: Some(instance),
+                reason: status.status,
+                message: match e {
+                    IngestError::CannotUnderstand(m) | IngestError::DoesNotMatch(m) => m,
+                    other => other.to_string(),
+                },
+            },
+        }
+    }
+}
+
+/// `haystack` with every `needle` replaced.
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len() + with.len() * 2);
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(with);
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The value bytes of the element at `path` (`TTTTTTTT` or `TTTTTTTT/item/TTTTTTTT/...`).
+fn element_bytes(part10: &[u8], path: &str) -> Result<Bytes, ArchiveError> {
+    use dicom_core::value::Value as DValue;
+    let obj = dicom_object::OpenFileOptions::new()
+        .from_reader(std::io::Cursor::new(&part10[128..]))
+        .map_err(|e| ArchiveError::Internal(format!("stored object unreadable: {e}")))?;
+    let not_found = || ArchiveError::NotFound(format!("no bulk data at {path}"));
+    let parse_tag = |t: &str| -> Result<dicom_core::Tag, ArchiveError> {
+        let n = u32::from_str_radix(t, 16).map_err(|_| not_found())?;
+        Ok(dicom_core::Tag((n >> 16) as u16, n as u16))
+    };
+    let mut parts = path.split('/');
+    let first = parse_tag(parts.next().ok_or_else(not_found)?)?;
+    let mut element = obj.element(first).map_err(|_| not_found())?.clone();
+    loop {
+        let Some(item) = parts.next() else { break };
+        let item: usize = item.parse().map_err(|_| not_found())?;
+        let tag = parse_tag(parts.next().ok_or_else(not_found)?)?;
+        let items = element.items().ok_or_else(not_found)?;
+        let next = items
+            .get(item)
+            .ok_or_else(not_found)?
+            .element(tag)
+            .map_err(|_| not_found())?
+            .clone();
+        element = next;
+    }
+    match element.value() {
+        DValue::PixelSequence(seq) => {
+            let mut out = Vec::new();
+            for f in seq.fragments() {
+                out.extend_from_slice(f);
+            }
+            Ok(Bytes::from(out))
+        }
+        _ => element
+            .to_bytes()
+            .map(|b| Bytes::from(b.into_owned()))
+            .map_err(|_| not_found()),
+    }
+}
