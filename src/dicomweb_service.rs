@@ -579,8 +579,7 @@ fn element_bytes(part10: &[u8], path: &str) -> Result<Bytes, ArchiveError> {
     let mut parts = path.split('/');
     let first = parse_tag(parts.next().ok_or_else(not_found)?)?;
     let mut element = obj.element(first).map_err(|_| not_found())?.clone();
-    loop {
-        let Some(item) = parts.next() else { break };
+    while let Some(item) = parts.next() {
         let item: usize = item.parse().map_err(|_| not_found())?;
         let tag = parse_tag(parts.next().ok_or_else(not_found)?)?;
         let items = element.items().ok_or_else(not_found)?;

@@ -91,6 +91,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             max_request_bytes: settings.stow_max_request_bytes,
             static_dir: settings.viewer_dir.clone(),
             public_url: settings.public_url.clone(),
+            listen_port: settings.http_port,
         },
     );
 

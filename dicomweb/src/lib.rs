@@ -40,6 +40,8 @@ pub struct DicomWebConfig {
     /// Public base URL (scheme://host[:port]) used in Retrieve URLs and BulkDataURIs; taken
     /// from the request's Host header when unset.
     pub public_url: Option<String>,
+    /// The port the HTTP listener is bound to (completes a Host header that lacks a port).
+    pub listen_port: u16,
 }
 
 impl Default for DicomWebConfig {
@@ -51,6 +53,7 @@ impl Default for DicomWebConfig {
             max_request_bytes: 8 * 1024 * 1024 * 1024,
             static_dir: None,
             public_url: None,
+            listen_port: 8080,
         }
     }
 }
@@ -77,15 +80,27 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let origin = match &state.config.public_url {
         Some(u) => u.trim_end_matches('/').to_string(),
         None => {
-            let host = headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
-            let scheme = headers
-                .get("x-forwarded-proto")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("http");
-            format!("{scheme}://{host}")
+            let header_str = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
+            let scheme = header_str("x-forwarded-proto").unwrap_or("http");
+            match header_str("x-forwarded-host") {
+                Some(host) => format!("{scheme}://{host}"),
+                None => {
+                    let host = header_str("host").unwrap_or("localhost");
+                    // Some clients (the Python dicomweb-client among them) send Host without
+                    // the port they connected to; complete it with ours. Behind a proxy, set
+                    // the public URL or X-Forwarded-Host instead.
+                    let has_port = host
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
+                        && !host.ends_with(']');
+                    let port = state.config.listen_port;
+                    if has_port || port == 80 || port == 443 {
+                        format!("{scheme}://{host}")
+                    } else {
+                        format!("{scheme}://{host}:{port}")
+                    }
+                }
+            }
         }
     };
     format!("{origin}{}", state.config.root)

@@ -65,7 +65,16 @@ fn boundary(headers: &HeaderMap) -> Result<String, HttpError> {
             range.part_type.as_deref().unwrap_or("")
         )));
     }
-    multer::parse_boundary(ct).map_err(|e| unsupported(&format!("bad boundary ({e})")))
+    // (multer's own parser only knows multipart/form-data)
+    ct.split(';')
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"').to_string())
+        })
+        .filter(|b| !b.is_empty() && b.len() <= 70)
+        .ok_or_else(|| unsupported("no boundary parameter"))
 }
 
 async fn store(
@@ -82,6 +91,9 @@ async fn store(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > limits.max_request_bytes {
+            // Read (and drop) what the client is sending, up to a bound, so that it gets to
+            // read the 413 instead of a reset connection.
+            drain(body, 64 * 1024 * 1024).await;
             return Err(too_large(limits.max_request_bytes));
         }
     }
@@ -211,6 +223,19 @@ fn failure(class: Option<String>, instance: Option<String>, reason: u16) -> Valu
         None => json!({"vr": "UI"}),
     };
     item
+}
+
+async fn drain(body: Body, cap: u64) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0u64;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        seen += chunk.len() as u64;
+        if seen > cap {
+            break;
+        }
+    }
 }
 
 fn too_large(limit: u64) -> HttpError {

@@ -18,6 +18,7 @@
 /// Index/object-store consistency checks (tests/support/archive.rs).
 pub mod archive;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
+pub mod multipart;
 pub mod raw_client;
 
 use std::collections::{HashMap, HashSet};
