@@ -142,6 +142,7 @@ impl DicomWebArchive {
                         instance: text(&r[2]),
                         transfer_syntax_uid: text(&r[3]),
                         size: r[4].as_i64().unwrap_or(0) as u64,
+                        handle: text(&r[5]),
                     },
                     text(&r[5]),
                 )

@@ -99,7 +99,12 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
     let mut http_shutdown = shutdown_rx.clone();
     let http_task = tokio::spawn(async move {
-        let result = axum::serve(http_listener, router)
+        use axum::serve::ListenerExt;
+        // TCP_NODELAY on every accepted connection: small replies must not wait for Nagle.
+        let listener = http_listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let result = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             })

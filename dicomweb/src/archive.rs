@@ -72,6 +72,8 @@ pub struct InstanceInfo {
     pub instance: String,
     pub transfer_syntax_uid: String,
     pub size: u64,
+    /// Where the archive keeps it: opaque to the front-end, handed back to read it.
+    pub handle: String,
 }
 
 /// Metadata of a scope: a DICOM JSON array and a strong validator for it.

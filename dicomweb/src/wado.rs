@@ -78,9 +78,10 @@ async fn retrieve(
     let content_type = multipart.content_type("application/dicom");
     let archive = state.archive.clone();
     let mp = multipart.clone();
-    // One instance at a time: a 2 GB study never needs 2 GB of memory.
+    // Instances are read a few ahead of the one being sent (reads overlap the network), and
+    // a large one arrives as a stream: a 2 GB study never needs 2 GB of memory.
     let body = futures::stream::iter(plan)
-        .then(move |(instance, delivery): (InstanceInfo, Delivery)| {
+        .map(move |(instance, delivery): (InstanceInfo, Delivery)| {
             let archive = archive.clone();
             let mp = mp.clone();
             async move {
@@ -114,6 +115,7 @@ async fn retrieve(
                 Ok::<_, std::io::Error>(part)
             }
         })
+        .buffered(4)
         .map(|r| match r {
             Ok(part) => part.boxed(),
             Err(e) => futures::stream::once(async move { Err(e) }).boxed(),

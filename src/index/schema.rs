@@ -127,12 +127,15 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE INDEX studies_patient_pk ON studies (patient_pk)",
         "CREATE INDEX studies_patient_name_norm ON studies (patient_name_norm)",
         "CREATE INDEX studies_patient_id ON studies (patient_id)",
-        "CREATE INDEX studies_study_date ON studies (study_date, study_time)",
+        // the study list's order (newest first): a backward scan of this index
+        "CREATE INDEX studies_study_date ON studies (study_date, study_time, pk)",
         "CREATE INDEX studies_accession_number ON studies (accession_number)",
         "CREATE INDEX series_study_pk ON series (study_pk, series_number)",
+        "CREATE INDEX series_number ON series (series_number, pk)",
         "CREATE INDEX series_modality ON series (modality)",
         "CREATE INDEX instances_series_pk ON instances (series_pk, instance_number)",
-        "CREATE INDEX instances_study_pk ON instances (study_pk)",
+        "CREATE INDEX instances_series_first ON instances (series_pk, pk)",
+        "CREATE INDEX instances_study_pk ON instances (study_pk, pk)",
         "CREATE INDEX instances_received ON instances (received_at_ms)",
     ],
     postgres_only: &[

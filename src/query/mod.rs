@@ -179,17 +179,28 @@ impl Query {
             Level::Series => "se.series_number, se.pk",
             Level::Instance => "i.instance_number, i.pk",
         };
-        let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
+        let key = match self.level {
+            Level::Patient | Level::Study => "st.pk",
+            Level::Series => "se.pk",
+            Level::Instance => "i.pk",
+        };
+        // The page of matches is chosen first, on indexed columns only; the computed attributes
+        // (counts, modalities) are then evaluated for the rows of that page alone.
+        let mut page = format!("SELECT {key} AS page_key FROM {from}");
         if !wheres.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&wheres.join(" AND "));
+            page.push_str(" WHERE ");
+            page.push_str(&wheres.join(" AND "));
         }
         // limit and offset are integers we parsed: inlined, so that every parameter is text
-        sql.push_str(&format!(
+        page.push_str(&format!(
             " ORDER BY {order} LIMIT {} OFFSET {}",
             self.limit.saturating_add(1),
             self.offset
         ));
+        let sql = format!(
+            "SELECT {} FROM {from} JOIN ({page}) page ON page.page_key = {key} ORDER BY {order}",
+            select.join(", ")
+        );
         (dialect.render(&sql), params)
     }
 

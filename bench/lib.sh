@@ -1,0 +1,54 @@
+# Shared by the bench/ scripts: a throwaway PostgreSQL cluster, free ports, nodes.
+# Source it after setting WORK (a temporary directory) and PACS (the release binary).
+
+PIDS=()
+bench_cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  if [ -n "${PGDATA_DIR:-}" ]; then run_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate stop >/dev/null 2>&1 || true; fi
+  rm -rf "$WORK"
+}
+
+run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# PostgreSQL: PACS_BENCH_DATABASE_URL names a server where databases may be created, else a
+# throwaway cluster is started (initdb refuses root: it runs as the postgres user).
+start_postgres() {
+  PGBIN=$(dirname "$(command -v initdb 2>/dev/null || ls /usr/lib/postgresql/*/bin/initdb | tail -n1)")
+  if [ -n "${PACS_BENCH_DATABASE_URL:-}" ]; then return; fi
+  PGDATA_DIR=$WORK/pg
+  mkdir -p "$PGDATA_DIR"
+  chmod 755 "$WORK"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$PGDATA_DIR"; fi
+  local port
+  port=$(free_port)
+  run_pg "$PGBIN/initdb" -D "$PGDATA_DIR" -A trust -U postgres >/dev/null
+  run_pg "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/log" -w \
+    -o "-p $port -k $PGDATA_DIR -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c shared_buffers=256MB" start >/dev/null
+  PACS_BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+# new_database NAME: creates it, prints its URL
+new_database() {
+  local base=${PACS_BENCH_DATABASE_URL%/*}
+  psql "$PACS_BENCH_DATABASE_URL" -qc "CREATE DATABASE $1" >/dev/null
+  echo "$base/$1"
+}
+
+# start_node DIR [ARGS...]: starts a node on free ports; sets NODE_PID, DIMSE_PORT, HTTP_PORT
+start_node() {
+  local dir=$1
+  shift
+  DIMSE_PORT=$(free_port)
+  HTTP_PORT=$(free_port)
+  mkdir -p "$dir"
+  RUST_LOG=warn "$PACS" serve --bind 127.0.0.1 --dimse-port "$DIMSE_PORT" --http-port "$HTTP_PORT" \
+    --data-dir "$dir" "$@" > "$dir.log" 2>&1 &
+  NODE_PID=$!
+  PIDS+=("$NODE_PID")
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && return; sleep 0.1; done
+  echo "node did not start:" >&2; cat "$dir.log" >&2; return 1
+}
+
+stop_node() { kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true; }

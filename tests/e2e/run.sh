@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# End-to-end tests with JavaScript DICOMweb clients: the npm package dicomweb-client, and the
+# OHIF viewer (prebuilt @ohif/app from npm) in headless Chromium.
+#
+#   tests/e2e/run.sh
+#
+# Starts a pacs node on free 127.0.0.1 ports with a temporary data directory, stores a
+# synthetic 40-slice CT series with DCMTK's storescu, runs `npm ci` here, then both scripts,
+# stops the node and prints `E2E: N passed, M failed`. Builds nothing.
+#
+# Environment:
+#   PACS_BIN       the node binary (default <repo>/target/debug/pacs)
+#   E2E_ARTIFACTS  screenshots, logs and results (default <repo>/target/e2e-artifacts)
+#   CHROMIUM       browser executable (default /usr/bin/chromium)
+#   DCMTK_BIN      directory of DCMTK's storescu and dcmdump (default /usr/bin)
+#   E2E_SKIP_NPM_CI=1  reuse the installed node_modules (local iterations only)
+#
+# Needs: node >= 20 and npm, DCMTK, Chromium (apt packages nodejs, dcmtk, chromium).
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "${here}/../.." && pwd)
+cd "${repo}"
+
+PACS_BIN=${PACS_BIN:-${repo}/target/debug/pacs}
+DCMTK_BIN=${DCMTK_BIN:-/usr/bin}
+export CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+export DCMDUMP=${DCMTK_BIN}/dcmdump
+export TCP_NODELAY=1
+artifacts=${E2E_ARTIFACTS:-target/e2e-artifacts}
+mkdir -p "${artifacts}"
+artifacts=$(cd "${artifacts}" && pwd)
+export E2E_ARTIFACTS=${artifacts}
+
+t_start=$(date +%s)
+passed=0
+failed=0
+node_pid=""
+work=""
+
+say() { echo "e2e: $*"; }
+
+finish() {
+    local rc=$?
+    if [ -n "${node_pid}" ] && kill -0 "${node_pid}" 2>/dev/null; then
+        kill -TERM "${node_pid}" 2>/dev/null
+        for _ in $(seq 1 50); do
+            kill -0 "${node_pid}" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "${node_pid}" 2>/dev/null
+        wait "${node_pid}" 2>/dev/null
+    fi
+    [ -n "${work}" ] && rm -rf "${work}"
+    exit "${rc}"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# setup_failure WHAT: a step before the scripts failed; counts as one failed test.
+setup_failure() {
+    echo "e2e: FAILED: $*" >&2
+    failed=$((failed + 1))
+    if [ -f "${artifacts}/node.log" ]; then
+        echo "--- last lines of the node's log (${artifacts}/node.log) ---" >&2
+        tail -n 40 "${artifacts}/node.log" >&2
+    fi
+    echo "E2E: ${passed} passed, ${failed} failed"
+    exit 1
+}
+
+# timed NAME COMMAND...: runs COMMAND and says how long it took.
+timed() {
+    local name=$1 t0 rc
+    shift
+    t0=$(date +%s)
+    "$@"
+    rc=$?
+    say "${name}: $(($(date +%s) - t0))s"
+    return "${rc}"
+}
+
+free_port() {
+    node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
+}
+
+# --- prerequisites -----------------------------------------------------------------------
+[ -x "${PACS_BIN}" ] || setup_failure "no pacs binary at ${PACS_BIN} (build it, or set PACS_BIN)"
+for tool in node npm curl; do
+    command -v "${tool}" >/dev/null 2>&1 || setup_failure "${tool} not found"
+done
+[ -x "${DCMTK_BIN}/storescu" ] && [ -x "${DCMTK_BIN}/dcmdump" ] \
+    || setup_failure "DCMTK's storescu/dcmdump not found in ${DCMTK_BIN}"
+[ -x "${CHROMIUM}" ] || setup_failure "no browser at ${CHROMIUM} (apt-get install chromium)"
+say "node $(node --version), npm $(npm --version), $("${CHROMIUM}" --version 2>/dev/null | head -n 1)"
+
+rm -f "${artifacts}"/*.result.json "${artifacts}"/*.png "${artifacts}"/*.log
+work=$(mktemp -d "${TMPDIR:-/tmp}/pacs-e2e.XXXXXX")
+
+# --- JavaScript packages (pinned in package-lock.json) -----------------------------------
+if [ "${E2E_SKIP_NPM_CI:-}" = "1" ] && [ -d "${here}/node_modules/@ohif/app/dist" ]; then
+    say "npm ci skipped (E2E_SKIP_NPM_CI=1)"
+else
+    timed "npm ci" npm ci --prefix "${here}" --no-audit --no-fund --loglevel=error \
+        || setup_failure "npm ci in ${here}"
+fi
+
+# --- data --------------------------------------------------------------------------------
+"${PACS_BIN}" synth --studies 1 --slices 40 --modality CT --seed 5 --out "${work}/ct" >/dev/null \
+    || setup_failure "pacs synth (CT series)"
+"${PACS_BIN}" synth --studies 1 --slices 1 --modality MR --seed 77 --out "${work}/stow" >/dev/null \
+    || setup_failure "pacs synth (STOW-RS file)"
+series_dir=${work}/ct/0/0
+stow_file=$(ls "${work}"/stow/0/0/*.dcm | head -n 1)
+
+# --- the node ----------------------------------------------------------------------------
+# Ports are picked free, then bound by the node: another process may take one in between,
+# so a node that exits at start is started again on new ports.
+for attempt in 1 2 3; do
+    dimse_port=$(free_port)
+    http_port=$(free_port)
+    base=http://127.0.0.1:${http_port}
+    export PACS_DICOMWEB=${base}/dicom-web
+    node "${here}/ohif.mjs" prepare "${work}/viewer" "${PACS_DICOMWEB}" \
+        || setup_failure "preparing the OHIF viewer directory"
+    rm -rf "${work}/data"
+    mkdir -p "${work}/data"
+    "${PACS_BIN}" serve --bind 127.0.0.1 --aet PACS --dimse-port "${dimse_port}" \
+        --http-port "${http_port}" --data-dir "${work}/data" --viewer-dir "${work}/viewer" \
+        >"${artifacts}/node.log" 2>&1 &
+    node_pid=$!
+    ready=0
+    for _ in $(seq 1 150); do
+        if ! kill -0 "${node_pid}" 2>/dev/null; then
+            break
+        fi
+        if curl -fsS -o /dev/null "${base}/healthz" 2>/dev/null; then
+            ready=1
+            break
+        fi
+        sleep 0.2
+    done
+    [ "${ready}" = 1 ] && break
+    kill -KILL "${node_pid}" 2>/dev/null
+    wait "${node_pid}" 2>/dev/null
+    node_pid=""
+    say "the node did not start (attempt ${attempt}):"
+    tail -n 5 "${artifacts}/node.log"
+done
+[ -n "${node_pid}" ] || setup_failure "starting the node"
+say "node up: DIMSE 127.0.0.1:${dimse_port}, HTTP ${base} (pid ${node_pid})"
+
+timed "storescu of ${series_dir}" "${DCMTK_BIN}/storescu" -aec PACS \
+    127.0.0.1 "${dimse_port}" "${series_dir}"/*.dcm \
+    || setup_failure "storescu of the CT series to the node"
+
+# --- the scripts -------------------------------------------------------------------------
+export E2E_SERIES_DIR=${series_dir}
+export E2E_STOW_FILE=${stow_file}
+
+# run_suite NAME SCRIPT: runs one script; adds its counts from NAME.result.json (a script
+# that died without writing it counts as one failure).
+run_suite() {
+    local name=$1 script=$2 rc result counts
+    echo "==> ${name}"
+    timed "${name}" node "${here}/${script}"
+    rc=$?
+    result=${artifacts}/${name}.result.json
+    if [ -f "${result}" ]; then
+        counts=$(node -e 'const r = require(process.argv[1]); console.log(r.passed, r.failed)' "${result}")
+        passed=$((passed + ${counts% *}))
+        failed=$((failed + ${counts#* }))
+        if [ "${rc}" -ne 0 ] && [ "${counts#* }" = 0 ]; then
+            failed=$((failed + 1))
+        fi
+    else
+        say "${script} exited ${rc} without results"
+        failed=$((failed + 1))
+    fi
+}
+
+run_suite dicomweb-client npm-dicomweb-client.mjs
+run_suite ohif ohif.mjs
+
+if [ "${failed}" -ne 0 ]; then
+    echo "--- last lines of the node's log (${artifacts}/node.log) ---"
+    tail -n 40 "${artifacts}/node.log"
+fi
+say "artefacts in ${artifacts}; total $(($(date +%s) - t_start))s"
+echo "E2E: ${passed} passed, ${failed} failed"
+[ "${failed}" -eq 0 ]
