@@ -626,3 +626,196 @@ async fn python_dicomweb_client_works(backend: Backend) {
     assert_eq!(summary["frame_bytes"], 512 * 512 * 2);
 }
 both_backends!(python_dicomweb_client_works);
+
+/// Stores a pydicom file in its own transfer syntax and returns (study, series, instance).
+fn store_as_is(node: &Node, file: &str, flag: &str) -> (String, String, String) {
+    let path = support::pydicom_test_files().join(file);
+    let out = support::storescu(node, "MODALITY", &["-R", flag], &[path.as_path()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ds = dicom_object::open_file(&path).unwrap();
+    let s = |tag| {
+        ds.element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_string()
+    };
+    use dicom_dictionary_std::tags;
+    (
+        s(tags::STUDY_INSTANCE_UID),
+        s(tags::SERIES_INSTANCE_UID),
+        s(tags::SOP_INSTANCE_UID),
+    )
+}
+
+async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
+    let node = Node::start(backend);
+    // JPEG 2000 (lossless), stored as received
+    let (study, series, sop) = store_as_is(&node, "examples_jpeg2k.dcm", "-xv");
+    let base = format!("/studies/{study}/series/{series}/instances/{sop}");
+    let original =
+        dicom_object::open_file(support::pydicom_test_files().join("examples_jpeg2k.dcm")).unwrap();
+    let fragment = match original
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .value()
+    {
+        dicom_core::value::Value::PixelSequence(seq) => seq.fragments()[0].to_vec(),
+        _ => panic!("encapsulated pixel data expected"),
+    };
+    // as stored, in its own media type and as octet-stream with transfer-syntax=*
+    for accept in [
+        "multipart/related; type=\"image/jp2\"",
+        "multipart/related; type=\"application/octet-stream\"; transfer-syntax=*",
+    ] {
+        let r = get(&node, &format!("{base}/frames/1"), &[("Accept", accept)]);
+        assert_eq!(r.status, 200, "{accept}: {}", r.text());
+        let parts = multipart::parse(r.header("content-type").unwrap(), &r.body);
+        assert_eq!(parts[0].body, fragment, "{accept}");
+        assert!(parts[0]
+            .content_type()
+            .unwrap()
+            .contains("transfer-syntax=1.2.840.10008.1.2.4.90"));
+    }
+    // decoded to native when the client wants uncompressed pixels
+    let rows = original
+        .element(dicom_dictionary_std::tags::ROWS)
+        .unwrap()
+        .to_int::<usize>()
+        .unwrap();
+    let cols = original
+        .element(dicom_dictionary_std::tags::COLUMNS)
+        .unwrap()
+        .to_int::<usize>()
+        .unwrap();
+    let spp = original
+        .element(dicom_dictionary_std::tags::SAMPLES_PER_PIXEL)
+        .unwrap()
+        .to_int::<usize>()
+        .unwrap();
+    let bits = original
+        .element(dicom_dictionary_std::tags::BITS_ALLOCATED)
+        .unwrap()
+        .to_int::<usize>()
+        .unwrap();
+    let r = get(
+        &node,
+        &format!("{base}/frames/1"),
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/octet-stream\"",
+        )],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let parts = multipart::parse(r.header("content-type").unwrap(), &r.body);
+    assert_eq!(parts[0].body.len(), rows * cols * spp * bits / 8);
+    // instance retrieval: as stored, or transcoded to Explicit VR Little Endian (the default)
+    let r = get(
+        &node,
+        &base,
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+        )],
+    );
+    let part = &multipart::parse(r.header("content-type").unwrap(), &r.body)[0];
+    assert!(part
+        .content_type()
+        .unwrap()
+        .contains("1.2.840.10008.1.2.4.90"));
+    let r = get(
+        &node,
+        &base,
+        &[("Accept", "multipart/related; type=\"application/dicom\"")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let part = &multipart::parse(r.header("content-type").unwrap(), &r.body)[0];
+    assert!(part
+        .content_type()
+        .unwrap()
+        .contains("transfer-syntax=1.2.840.10008.1.2.1"));
+    let transcoded = dicom_object::from_reader(std::io::Cursor::new(&part.body[128..])).unwrap();
+    assert_eq!(
+        transcoded.meta().transfer_syntax().trim_end_matches('\0'),
+        "1.2.840.10008.1.2.1"
+    );
+    let pixels = transcoded
+        .element(dicom_dictionary_std::tags::PIXEL_DATA)
+        .unwrap()
+        .to_bytes()
+        .unwrap();
+    assert_eq!(pixels.len(), rows * cols * spp * bits / 8);
+    // a syntax that cannot be produced: 406 with an explanation
+    let r = get(
+        &node,
+        &base,
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50",
+        )],
+    );
+    assert_eq!(r.status, 406);
+    assert!(r.text().contains("transfer-syntax=*"), "{}", r.text());
+    // rendered and thumbnails, JPEG and PNG, at every level
+    let jpeg = |r: &HttpResponse| {
+        r.status == 200
+            && r.body.starts_with(&[0xFF, 0xD8])
+            && r.header("content-type") == Some("image/jpeg")
+    };
+    for path in [
+        format!("{base}/rendered"),
+        format!("{base}/frames/1/rendered"),
+        format!("/studies/{study}/series/{series}/rendered"),
+        format!("/studies/{study}/rendered"),
+        format!("{base}/thumbnail"),
+        format!("/studies/{study}/series/{series}/thumbnail"),
+        format!("/studies/{study}/thumbnail"),
+        format!("{base}/frames/1/thumbnail"),
+    ] {
+        let r = get(&node, &path, &[("Accept", "image/jpeg")]);
+        assert!(jpeg(&r), "{path}: {} {}", r.status, r.text());
+    }
+    let r = get(
+        &node,
+        &format!("{base}/rendered?window=100,50"),
+        &[("Accept", "image/png")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body.starts_with(b"\x89PNG"));
+    let png = image_size(&r.body);
+    assert_eq!(png, (cols as u32, rows as u32));
+    let r = get(
+        &node,
+        &format!("{base}/thumbnail?viewport=64,64"),
+        &[("Accept", "image/png")],
+    );
+    let (w, h) = image_size(&r.body);
+    assert!(w <= 64 && h <= 64 && (w == 64 || h == 64), "{w}x{h}");
+    assert_eq!(
+        get(&node, &format!("{base}/rendered?window=abc"), &[]).status,
+        400
+    );
+    assert_eq!(
+        get(
+            &node,
+            &format!("{base}/rendered"),
+            &[("Accept", "image/gif")]
+        )
+        .status,
+        406
+    );
+}
+both_backends!(compressed_frames_transcoding_and_rendering);
+
+/// Width and height of a PNG (IHDR).
+fn image_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    (w, h)
+}

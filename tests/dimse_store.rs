@@ -312,3 +312,126 @@ async fn pynetdicom_is_a_second_peer(backend: Backend) {
     assert!(stored.iter().all(|s| s.source_ae == "PYNETDICOM"));
 }
 both_backends!(pynetdicom_is_a_second_peer);
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A multi-frame object of `frames` 512x512 16-bit frames, written as a Part 10 file.
+fn write_multiframe(path: &std::path::Path, frames: u32) -> String {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+    let sop = format!("1.2.826.0.1.3680043.8.498.77.{frames}");
+    let mut obj = InMemDicomObject::new_empty();
+    let s = |tag, vr, v: &str| DataElement::new(tag, vr, PrimitiveValue::from(v));
+    obj.put(s(
+        tags::SOP_CLASS_UID,
+        VR::UI,
+        "1.2.840.10008.5.1.4.1.1.4.1",
+    ));
+    obj.put(s(tags::SOP_INSTANCE_UID, VR::UI, &sop));
+    obj.put(s(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        "1.2.826.0.1.3680043.8.498.77.1",
+    ));
+    obj.put(s(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        "1.2.826.0.1.3680043.8.498.77.2",
+    ));
+    obj.put(s(tags::MODALITY, VR::CS, "MR"));
+    obj.put(s(tags::PATIENT_ID, VR::LO, "BIG"));
+    obj.put(s(tags::NUMBER_OF_FRAMES, VR::IS, &frames.to_string()));
+    obj.put(DataElement::new(
+        tags::SAMPLES_PER_PIXEL,
+        VR::US,
+        PrimitiveValue::from(1u16),
+    ));
+    obj.put(s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"));
+    obj.put(DataElement::new(
+        tags::ROWS,
+        VR::US,
+        PrimitiveValue::from(512u16),
+    ));
+    obj.put(DataElement::new(
+        tags::COLUMNS,
+        VR::US,
+        PrimitiveValue::from(512u16),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_ALLOCATED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    obj.put(DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        PrimitiveValue::from(16u16),
+    ));
+    obj.put(DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        PrimitiveValue::from(15u16),
+    ));
+    obj.put(DataElement::new(
+        tags::PIXEL_REPRESENTATION,
+        VR::US,
+        PrimitiveValue::from(0u16),
+    ));
+    let n = 512 * 512 * frames as usize;
+    let pixels: Vec<u16> = (0..n).map(|i| (i % 4093) as u16).collect();
+    obj.put(DataElement::new(
+        tags::PIXEL_DATA,
+        VR::OW,
+        PrimitiveValue::U16(pixels.into()),
+    ));
+    let file = obj
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
+        .unwrap();
+    file.write_to_file(path).unwrap();
+    sop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_300_mb_multiframe_object_is_stored_with_bounded_memory() {
+    let node = Node::start(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.dcm");
+    let frames = 600; // 600 x 512 x 512 x 2 bytes = 300 MiB
+    let sop = write_multiframe(&path, frames);
+    let out = support::storescu(&node, "MODALITY", &[], &[path.as_path()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = verify_consistent(node.data_dir(), None).await;
+    assert_eq!(uids(&stored), BTreeSet::from([sop.clone()]));
+    assert!(stored[0].size_bytes > 300 * 1024 * 1024);
+    // every frame located for ranged reads
+    let index = pacs::index::open(node.data_dir().join("index.sqlite").to_str().unwrap())
+        .await
+        .unwrap();
+    let frames_json = index.instance_frames(&sop).await.unwrap().unwrap();
+    let ranges: Vec<Vec<(u64, u64)>> = serde_json::from_str(&frames_json).unwrap();
+    assert_eq!(ranges.len(), frames as usize);
+    assert!(ranges.iter().all(|f| f[0].1 == 512 * 512 * 2));
+    // the node never held the object in memory: its peak RSS stays far below 300 MiB
+    let peak = peak_rss(node.pid());
+    assert!(
+        peak < 160 * 1024 * 1024,
+        "peak RSS {} MiB",
+        peak / (1024 * 1024)
+    );
+    assert!(temp_files(node.data_dir()).is_empty());
+}
