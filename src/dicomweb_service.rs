@@ -44,11 +44,11 @@ fn storage_err(e: StorageError) -> ArchiveError {
 }
 
 fn pixel_err(e: crate::pixels::PixelError) -> ArchiveError {
-    use crate::pixels::PixelError as P;
-    match e {
-        P::FrameOutOfRange { .. } => ArchiveError::NotFound(e.to_string()),
-        P::NotAnImage => ArchiveError::BadRequest(e.to_string()),
-        other => ArchiveError::NotAcceptable(other.to_string()),
+    match e.http_status() {
+        400 => ArchiveError::BadRequest(e.to_string()),
+        404 => ArchiveError::NotFound(e.to_string()),
+        406 => ArchiveError::NotAcceptable(e.to_string()),
+        _ => ArchiveError::Internal(e.to_string()),
     }
 }
 

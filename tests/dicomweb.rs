@@ -660,14 +660,24 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
     let base = format!("/studies/{study}/series/{series}/instances/{sop}");
     let original =
         dicom_object::open_file(support::pydicom_test_files().join("examples_jpeg2k.dcm")).unwrap();
-    let fragment = match original
-        .element(dicom_dictionary_std::tags::PIXEL_DATA)
-        .unwrap()
-        .value()
-    {
-        dicom_core::value::Value::PixelSequence(seq) => seq.fragments()[0].to_vec(),
-        _ => panic!("encapsulated pixel data expected"),
-    };
+    // a single frame split over three fragments: the frame is their concatenation (as pydicom,
+    // an independent reader, sees it)
+    let out = std::process::Command::new(support::python())
+        .arg("-c")
+        .arg(
+            "import sys; from pydicom import dcmread; from pydicom.encaps import generate_frames\n\
+             ds = dcmread(sys.argv[1]); sys.stdout.buffer.write(next(generate_frames(ds.PixelData, number_of_frames=1)))",
+        )
+        .arg(support::pydicom_test_files().join("examples_jpeg2k.dcm"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fragment = out.stdout;
+    assert_eq!(fragment.len(), 152294);
     // as stored, in its own media type and as octet-stream with transfer-syntax=*
     for accept in [
         "multipart/related; type=\"image/jp2\"",
@@ -676,7 +686,12 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
         let r = get(&node, &format!("{base}/frames/1"), &[("Accept", accept)]);
         assert_eq!(r.status, 200, "{accept}: {}", r.text());
         let parts = multipart::parse(r.header("content-type").unwrap(), &r.body);
-        assert_eq!(parts[0].body, fragment, "{accept}");
+        assert!(
+            parts[0].body == fragment,
+            "{accept}: {} bytes served, fragment has {}",
+            parts[0].body.len(),
+            fragment.len()
+        );
         assert!(parts[0]
             .content_type()
             .unwrap()
@@ -818,4 +833,29 @@ fn image_size(png: &[u8]) -> (u32, u32) {
     let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
     let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
     (w, h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_is_served_beside_the_api() {
+    let viewer = tempfile::tempdir().unwrap();
+    std::fs::write(viewer.path().join("index.html"), "<html>viewer</html>").unwrap();
+    std::fs::write(viewer.path().join("app-config.js"), "window.config = {};").unwrap();
+    let node = Node::start_with(NodeOptions {
+        backend: Backend::Sqlite,
+        args: vec![
+            "--viewer-dir".into(),
+            viewer.path().to_string_lossy().into_owned(),
+        ],
+        ..Default::default()
+    });
+    let get_root = |path: &str| support::http_request(node.http_port(), "GET", path, &[], b"");
+    assert!(get_root("/").text().contains("viewer"));
+    assert!(get_root("/app-config.js").text().contains("window.config"));
+    // the single-page application's own routes fall back to index.html
+    let r = get_root("/viewer?StudyInstanceUIDs=1.2.3");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("viewer"));
+    // but DICOMweb paths never do
+    assert_eq!(get_root("/dicom-web/no-such-resource").status, 404);
+    assert_eq!(get_root("/dicom-web/studies").status, 200);
 }

@@ -106,28 +106,28 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{origin}{}", state.config.root)
 }
 
-/// Media type of the frames of an encapsulated transfer syntax (PS3.18 Table 8.7.3-2); None
-/// for native (uncompressed) ones.
+/// Media type of an encapsulated transfer syntax's frames for WADO-RS (PS3.18 Table 8.7.3-5):
+/// image/jpeg (.50 .51 .57 .70), image/jls (.80 .81), image/jp2 (.90 .91), image/jpx (.92 .93),
+/// image/jphc (HTJ2K .201 .202 .203), image/dicom-rle (RLE), image/jxl (.110 .111 .112),
+/// video/mpeg (MPEG-2), video/mp4 (H.264, HEVC); application/octet-stream for the encapsulated
+/// but uncompressed/deflated frame syntaxes (1.2.840.10008.1.2.1.98, 1.2.840.10008.1.2.8.1),
+/// which are told apart by the `transfer-syntax` parameter. None for native (uncompressed)
+/// transfer syntaxes and for unknown UIDs.
 pub fn frame_media_type(transfer_syntax_uid: &str) -> Option<&'static str> {
-    Some(match transfer_syntax_uid {
-        "1.2.840.10008.1.2.4.50"
-        | "1.2.840.10008.1.2.4.51"
-        | "1.2.840.10008.1.2.4.57"
-        | "1.2.840.10008.1.2.4.70" => "image/jpeg",
-        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
-        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
-        "1.2.840.10008.1.2.4.92" | "1.2.840.10008.1.2.4.93" => "image/jpx",
-        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => {
-            "image/jphc"
-        }
-        "1.2.840.10008.1.2.5" => "image/dicom-rle",
-        "1.2.840.10008.1.2.4.100" | "1.2.840.10008.1.2.4.101" => "video/mpeg",
-        "1.2.840.10008.1.2.4.102"
-        | "1.2.840.10008.1.2.4.103"
-        | "1.2.840.10008.1.2.4.104"
-        | "1.2.840.10008.1.2.4.105"
-        | "1.2.840.10008.1.2.4.106" => "video/mp4",
-        "1.2.840.10008.1.2.4.107" | "1.2.840.10008.1.2.4.108" => "video/H265",
+    let uid = transfer_syntax_uid.trim_end_matches(['\0', ' ']);
+    let suffix = uid.strip_prefix("1.2.840.10008.1.2.")?;
+    Some(match suffix {
+        "4.50" | "4.51" | "4.57" | "4.70" => "image/jpeg",
+        "4.80" | "4.81" => "image/jls",
+        "4.90" | "4.91" => "image/jp2",
+        "4.92" | "4.93" => "image/jpx",
+        "4.201" | "4.202" | "4.203" => "image/jphc",
+        "4.110" | "4.111" | "4.112" => "image/jxl",
+        "5" => "image/dicom-rle",
+        "4.100" | "4.100.1" | "4.101" | "4.101.1" => "video/mpeg",
+        "4.102" | "4.102.1" | "4.103" | "4.103.1" | "4.104" | "4.104.1" | "4.105" | "4.105.1"
+        | "4.106" | "4.106.1" | "4.107" | "4.108" => "video/mp4",
+        "1.98" | "8.1" => "application/octet-stream",
         _ => return None,
     })
 }
@@ -204,6 +204,13 @@ pub fn router(archive: Arc<dyn Archive>, config: DicomWebConfig) -> Router {
             "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{*path}",
             get(wado::bulkdata),
         )
+        // unknown DICOMweb resources are 404, never the viewer's index.html
+        .fallback(|| async {
+            error::HttpError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no such DICOMweb resource",
+            )
+        })
         // no request body limit here: STOW-RS enforces its own limits while streaming
         .layer(axum::extract::DefaultBodyLimit::disable());
     let mut app = Router::new()

@@ -191,6 +191,34 @@ impl Default for Multipart {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame_media_type;
+
+    #[test]
+    fn frame_media_types_follow_ps3_18() {
+        let cases = [
+            ("1.2.840.10008.1.2.4.50", Some("image/jpeg")),
+            ("1.2.840.10008.1.2.4.51", Some("image/jpeg")),
+            ("1.2.840.10008.1.2.4.57", Some("image/jpeg")),
+            ("1.2.840.10008.1.2.4.70", Some("image/jpeg")),
+            ("1.2.840.10008.1.2.4.80", Some("image/jls")),
+            ("1.2.840.10008.1.2.4.81", Some("image/jls")),
+            ("1.2.840.10008.1.2.4.90", Some("image/jp2")),
+            ("1.2.840.10008.1.2.4.91", Some("image/jp2")),
+            ("1.2.840.10008.1.2.4.201", Some("image/jphc")),
+            ("1.2.840.10008.1.2.4.202", Some("image/jphc")),
+            ("1.2.840.10008.1.2.4.203", Some("image/jphc")),
+            ("1.2.840.10008.1.2.5", Some("image/dicom-rle")),
+            ("1.2.840.10008.1.2.4.100", Some("video/mpeg")),
+            ("1.2.840.10008.1.2", None),
+            ("1.2.840.10008.1.2.1", None),
+            ("1.2.840.10008.1.2.2", None),
+            ("1.2.840.10008.1.2.1.99", None),
+            ("1.2.3", None),
+        ];
+        for (uid, media_type) in cases {
+            assert_eq!(frame_media_type(uid), media_type, "{uid}");
+        }
+    }
 
     #[test]
     fn parses_dicomweb_accept_headers() {

@@ -159,7 +159,6 @@ fn build_options(config: &DimseConfig, policy: PolicyCheck) -> Options {
         .ae_access_control(policy)
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu_length)
-        .read_timeout(config.artim_timeout)
         .with_abstract_syntax(VERIFICATION);
     for (uid, _) in crate::sop_classes::STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
@@ -245,13 +244,20 @@ async fn handle_connection(
             address: peer,
         },
     );
-    let mut association = match options.establish_async(socket).await {
-        Ok(a) => a,
-        Err(e) => {
-            warn!(%peer, error = %e, "association not established");
-            return;
-        }
-    };
+    // ARTIM (PS3.8 9.1.5): the A-ASSOCIATE-RQ must arrive within this time of the connection.
+    // (Not dicom-ul's read timeout, which would also apply to every later PDU.)
+    let mut association =
+        match tokio::time::timeout(config.artim_timeout, options.establish_async(socket)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                warn!(%peer, error = %e, "association not established");
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, "no association request within the ARTIM timeout");
+                return;
+            }
+        };
     let who = AssociationPeer {
         calling_ae_title: association_calling_ae(&association),
         called_ae_title: association.called_ae_title().trim().to_string(),

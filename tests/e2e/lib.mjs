@@ -49,7 +49,9 @@ export async function runChecks(suite, checks, { onFailure } = {}) {
     } catch (err) {
       failed += 1;
       // a failed check says what it found; anything else also says where it broke
-      const message = err && err.isCheck ? err.message : err && err.stack ? err.stack : String(err);
+      const text = err && err.isCheck ? err.message : err && err.stack ? err.stack : String(err);
+      // eslint-disable-next-line no-control-regex
+      const message = text.replace(/\x1b\[[0-9;]*m/g, '');
       failures.push({ name, message });
       console.log(`FAIL ${suite} > ${name} (${Date.now() - t0} ms)`);
       console.log(indent(message));

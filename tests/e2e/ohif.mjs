@@ -55,7 +55,7 @@ function appConfig(root) {
     showCPUFallbackMessage: false,
     showLoadingIndicator: true,
     strictZSpacingForVolumeViewport: true,
-    // Nothing may leave the machine: no investigational-use dialog, no tours.
+    // No "investigational use" dialog over the pages (the onboarding tour: see addInitScript).
     investigationalUseDialog: { option: 'never' },
     maxNumRequests: { interaction: 100, thumbnail: 5, prefetch: 10 },
     showErrorDetails: 'always',
@@ -301,6 +301,8 @@ async function run() {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pacs-e2e-chromium-'));
   let context;
   let page;
+  let viewerRendered = false;
+  const needViewer = () => check(viewerRendered, 'not run: the viewer did not render');
 
   const checks = [
     [
@@ -440,6 +442,7 @@ async function run() {
           await page.waitForTimeout(result ? 2000 : 0);
           await page.screenshot({ path: path.join(outDir, 'viewer.png') });
         }
+        viewerRendered = true;
         note(`viewport canvas: ${describeStats(result.stats)}`);
         console.log(`     viewport canvas: ${describeStats(result.stats)}`);
       },
@@ -447,6 +450,7 @@ async function run() {
     [
       'viewport overlay shows the window and the image count',
       async () => {
+        needViewer();
         // e.g. "W: 400 L: 40" and "I:1 (1/40)" in the corners of the viewport
         const viewport = page.locator(VIEWPORT_PANE).first();
         const wl = new RegExp(`W:\\s*${Number(facts[TAG.WindowWidth])}\\s*L:\\s*${Number(facts[TAG.WindowCenter])}\\b`);
@@ -468,6 +472,7 @@ async function run() {
     [
       'scrolling shows other slices',
       async () => {
+        needViewer();
         const canvasSelector = VIEWPORT_CANVAS;
         const before = await canvasSignature(page, canvasSelector);
         const box = await page.locator(VIEWPORT_PANE).first().boundingBox();

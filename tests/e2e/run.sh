@@ -94,7 +94,8 @@ done
 [ -x "${CHROMIUM}" ] || setup_failure "no browser at ${CHROMIUM} (apt-get install chromium)"
 say "node $(node --version), npm $(npm --version), $("${CHROMIUM}" --version 2>/dev/null | head -n 1)"
 
-rm -f "${artifacts}"/*.result.json "${artifacts}"/*.png "${artifacts}"/*.log
+(cd "${artifacts}" && rm -f dicomweb-client.result.json ohif.result.json study-list.png viewer.png \
+    viewer-scrolled.png ohif-console.log node.log)
 work=$(mktemp -d "${TMPDIR:-/tmp}/pacs-e2e.XXXXXX")
 
 # --- JavaScript packages (pinned in package-lock.json) -----------------------------------
