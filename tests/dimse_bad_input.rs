@@ -476,3 +476,41 @@ fn sigterm_lets_in_flight_associations_finish() {
     assert_eq!(stored.len(), 60, "{}", node.log());
     assert!(node.log().contains("shutting down"));
 }
+
+async fn a_store_that_cannot_write_gets_out_of_resources(backend: Backend) {
+    let node = Node::start(backend);
+    let expected = seed(&node).await;
+    // Make the object store unable to create the study's directory: a file stands where the
+    // directory would go.
+    let study = "1.2.826.0.1.3680043.8.498.555";
+    std::fs::write(node.data_dir().join("objects").join(study), b"in the way").unwrap();
+    let port = node.dimse_port();
+    let status = run_blocking(move || {
+        let mut obj = ct_small().into_inner();
+        obj.put(DataElement::new(
+            tags::STUDY_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(study),
+        ));
+        obj.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from("1.2.3.555"),
+        ));
+        let mut assoc = raw_client::associate(port, "FULL", "PACS", CT_IMAGE_STORAGE).unwrap();
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, "1.2.3.555", 1),
+            &raw_client::dataset_bytes(&obj),
+        );
+        let status = raw_client::read_status(&mut assoc);
+        assoc.release().unwrap();
+        status
+    })
+    .await;
+    // Refused: Out of Resources (A7xx), and nothing of it indexed
+    assert_eq!(status & 0xFF00, 0xA700, "{status:#06x}");
+    std::fs::remove_file(node.data_dir().join("objects").join(study)).unwrap();
+    assert_healthy(&node, &expected).await;
+}
+both_backends!(a_store_that_cannot_write_gets_out_of_resources);
