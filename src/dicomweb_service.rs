@@ -116,13 +116,18 @@ impl DicomWebArchive {
         })
     }
 
-    /// (study, series, instance, transfer syntax, size, object key) of each instance in scope.
-    async fn scope_rows(&self, scope: &Scope) -> Result<Vec<(InstanceInfo, String)>, ArchiveError> {
+    /// Rows of `columns` for each instance in scope, in series then instance order (tables `st`,
+    /// `se`, `i`, plus what `join` adds); NotFound when there are none.
+    async fn select_scope(
+        &self,
+        scope: &Scope,
+        columns: &str,
+        join: &str,
+    ) -> Result<Vec<Vec<SqlValue>>, ArchiveError> {
         check_scope(scope)?;
         let (cond, params) = scope_condition(scope);
         let sql = self.index().dialect().render(&format!(
-            "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
-             i.transfer_syntax_uid, i.size_bytes, i.object_key FROM {SCOPE_FROM} WHERE {cond} ORDER BY {SCOPE_ORDER}"
+            "SELECT {columns} FROM {SCOPE_FROM} {join} WHERE {cond} ORDER BY {SCOPE_ORDER}"
         ));
         let rows = self
             .index()
@@ -132,6 +137,19 @@ impl DicomWebArchive {
         if rows.is_empty() {
             return Err(Self::not_found(scope));
         }
+        Ok(rows)
+    }
+
+    /// (study, series, instance, transfer syntax, size, object key) of each instance in scope.
+    async fn scope_rows(&self, scope: &Scope) -> Result<Vec<(InstanceInfo, String)>, ArchiveError> {
+        let rows = self
+            .select_scope(
+                scope,
+                "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
+                 i.transfer_syntax_uid, i.size_bytes, i.object_key",
+                "",
+            )
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -305,21 +323,14 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
     }
 
     async fn metadata(&self, scope: &Scope, base_url: &str) -> Result<Metadata, ArchiveError> {
-        check_scope(scope)?;
-        let (cond, params) = scope_condition(scope);
-        let sql = self.index().dialect().render(&format!(
-            "SELECT st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sha256, \
-             m.metadata_json FROM {SCOPE_FROM} JOIN instance_metadata m ON m.instance_pk = i.pk \
-             WHERE {cond} ORDER BY {SCOPE_ORDER}"
-        ));
         let rows = self
-            .index()
-            .select(&sql, &params)
-            .await
-            .map_err(index_err)?;
-        if rows.is_empty() {
-            return Err(Self::not_found(scope));
-        }
+            .select_scope(
+                scope,
+                "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sha256, \
+                 m.metadata_json",
+                "JOIN instance_metadata m ON m.instance_pk = i.pk",
+            )
+            .await?;
         let mut etag = ring::digest::Context::new(&ring::digest::SHA256);
         let mut out = Vec::with_capacity(
             rows.iter()

@@ -33,12 +33,7 @@ fn fixture(backend: Backend, extra: &[&str]) -> Fixture {
     assert!(support::storescu(&node, "MODALITY", &[], &refs)
         .status
         .success());
-    let synth_dir = tempfile::tempdir().unwrap();
-    let mut opts = pacs::synth::SynthOptions::new(pacs::synth::SynthModality::Ct);
-    opts.slices = 10;
-    opts.seed = 31;
-    opts.out = synth_dir.path().to_path_buf();
-    let synth = pacs::synth::synthesise(&opts).unwrap();
+    let (synth_dir, synth) = support::synth_ct(10, 31);
     let paths: Vec<PathBuf> = synth.instances.iter().map(|i| i.path.clone()).collect();
     let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
     assert!(support::storescu(&node, "MODALITY", &[], &refs)

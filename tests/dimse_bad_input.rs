@@ -445,12 +445,8 @@ both_backends!(calling_ae_policy_is_enforced);
 #[test]
 fn sigterm_lets_in_flight_associations_finish() {
     let node = Node::start(Backend::Sqlite);
-    let synth_dir = tempfile::tempdir().unwrap();
-    let mut opts = pacs::synth::SynthOptions::new(pacs::synth::SynthModality::Ct);
-    opts.slices = 60;
-    opts.out = synth_dir.path().to_path_buf();
-    let summary = pacs::synth::synthesise(&opts).unwrap();
-    let files: Vec<PathBuf> = summary.instances.iter().map(|i| i.path.clone()).collect();
+    let (_synth_dir, summary) = support::synth_ct(60, 0);
+    let files: Vec<PathBuf> = support::synth_paths(&summary);
     let mut storescu = support::dcmtk_command("storescu");
     storescu
         .args(["-aet", "MODALITY", "-aec", "PACS", "127.0.0.1"])

@@ -185,13 +185,8 @@ both_backends!(stores_pydicom_files_in_every_transfer_syntax);
 
 async fn stores_a_300_slice_series_over_parallel_associations(backend: Backend) {
     let node = Node::start(backend);
-    let synth_dir = tempfile::tempdir().unwrap();
-    let mut opts = pacs::synth::SynthOptions::new(pacs::synth::SynthModality::Ct);
-    opts.slices = 300;
-    opts.seed = 7;
-    opts.out = synth_dir.path().to_path_buf();
-    let summary = pacs::synth::synthesise(&opts).unwrap();
-    let files: Vec<PathBuf> = summary.instances.iter().map(|i| i.path.clone()).collect();
+    let (_synth_dir, summary) = support::synth_ct(300, 7);
+    let files: Vec<PathBuf> = support::synth_paths(&summary);
     // four associations at once, each with a quarter of the series
     let handles: Vec<_> = files
         .chunks(75)
