@@ -854,3 +854,67 @@ async fn a_viewer_is_served_beside_the_api() {
     assert_eq!(get_root("/dicom-web/no-such-resource").status, 404);
     assert_eq!(get_root("/dicom-web/studies").status, 200);
 }
+
+/// Frame `n` (1-based) of a pydicom test file as pydicom (an independent reader) sees it:
+/// encapsulated frames as stored, native frames sliced from Pixel Data.
+fn pydicom_frame(file: &str, n: usize) -> Vec<u8> {
+    let out = std::process::Command::new(support::python())
+        .arg("-c")
+        .arg(
+            "import sys\nfrom pydicom import dcmread\nfrom pydicom.encaps import generate_frames\n\
+             ds = dcmread(sys.argv[1]); n = int(sys.argv[2]); frames = int(ds.get('NumberOfFrames', 1))\n\
+             if ds.file_meta.TransferSyntaxUID.is_compressed:\n    f = list(generate_frames(ds.PixelData, number_of_frames=frames))[n - 1]\n\
+             else:\n    size = len(ds.PixelData) // frames; f = ds.PixelData[(n - 1) * size:n * size]\n\
+             sys.stdout.buffer.write(f)",
+        )
+        .arg(support::pydicom_test_files().join(file))
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+async fn multi_frame_objects_and_frame_lists(backend: Backend) {
+    let node = Node::start(backend);
+    // native multi-frame (RT Dose, 15 frames, implicit VR little endian)
+    let (study, series, sop) = store_as_is(&node, "rtdose.dcm", "-xi");
+    let base = format!("/studies/{study}/series/{series}/instances/{sop}");
+    let r = get(&node, &format!("{base}/frames/3,1,15"), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let parts = multipart::parse(r.header("content-type").unwrap(), &r.body);
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[0].body, pydicom_frame("rtdose.dcm", 3));
+    assert_eq!(parts[1].body, pydicom_frame("rtdose.dcm", 1));
+    assert_eq!(parts[2].body, pydicom_frame("rtdose.dcm", 15));
+    assert_eq!(get(&node, &format!("{base}/frames/16"), &[]).status, 404);
+    // encapsulated multi-frame (RLE, 2 frames): as stored, and decoded
+    let (study, series, sop) = store_as_is(&node, "SC_rgb_rle_2frame.dcm", "-xr");
+    let base = format!("/studies/{study}/series/{series}/instances/{sop}");
+    let r = get(
+        &node,
+        &format!("{base}/frames/2,1"),
+        &[("Accept", "multipart/related; type=\"image/dicom-rle\"")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let parts = multipart::parse(r.header("content-type").unwrap(), &r.body);
+    assert_eq!(parts[0].body, pydicom_frame("SC_rgb_rle_2frame.dcm", 2));
+    assert_eq!(parts[1].body, pydicom_frame("SC_rgb_rle_2frame.dcm", 1));
+    let r = get(
+        &node,
+        &format!("{base}/frames/1,2"),
+        &[(
+            "Accept",
+            "multipart/related; type=\"application/octet-stream\"",
+        )],
+    );
+    let parts = multipart::parse(r.header("content-type").unwrap(), &r.body);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(parts[0].body.len(), 100 * 100 * 3);
+    assert_ne!(parts[0].body, parts[1].body);
+}
+both_backends!(multi_frame_objects_and_frame_lists);
