@@ -50,8 +50,8 @@ def modality(x):
 
 
 print("BEGIN;")
-print(f"""INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex)
-SELECT 'BENCH' || x, '', {family('x')} || '^GIVEN' || (x % 97), {date('x % 20000', '1940-01-01')}, CASE WHEN x % 2 = 0 THEN 'F' ELSE 'M' END
+print(f"""INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name, patient_name_norm, patient_birth_date, patient_sex)
+SELECT 'BENCH' || x, '', {family('x')} || '^GIVEN' || (x % 97), {family('x')} || '^GIVEN' || (x % 97), {date('x % 20000', '1940-01-01')}, CASE WHEN x % 2 = 0 THEN 'F' ELSE 'M' END
 FROM {rows(studies)};""")
 print(f"""INSERT INTO studies (patient_pk, study_instance_uid, study_date, study_time, accession_number,
   referring_physician_name, study_description, study_id, patient_id, patient_name, patient_name_norm,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use pacs_dimse::command::status;
 use pacs_dimse::{
-    AssociationPeer, AssociationRefusal, DimseService, Operation, ReceivedDataset, StoreOutcome,
-    StoreRequest,
+    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, Operation,
+    ReceivedDataset, StoreOutcome, StoreRequest,
 };
 use tracing::{info, warn};
 
@@ -30,6 +30,8 @@ impl AePolicy {
 pub struct NodeDimseService {
     pub ingest: Arc<Ingest>,
     pub policy: AePolicy,
+    /// Most matches one C-FIND returns.
+    pub find_limit: usize,
 }
 
 #[async_trait::async_trait]
@@ -60,10 +62,11 @@ impl DimseService for NodeDimseService {
         let name = match operation {
             Operation::Echo => "echo",
             Operation::Store => "store",
+            Operation::Find => "find",
         };
         match self.policy.find(&peer.calling_ae_title) {
             Some(ae) => ae.allow.iter().any(|a| a == name),
-            // Unknown AEs (allowed in when no strict mode) may echo and store.
+            // Unknown AEs (allowed in when no strict mode) may echo, store and query.
             None => !self.policy.require_known_ae,
         }
     }
@@ -99,6 +102,31 @@ impl DimseService for NodeDimseService {
             }
         }
         outcome
+    }
+
+    async fn find(&self, request: FindRequest) -> FindOutcome {
+        match self.find_matches(&request).await {
+            Ok(matches) => FindOutcome::Matches(matches),
+            Err((status, comment)) => {
+                warn!(calling = %request.calling_ae_title, status = format!("{status:#06x}"), %comment, "C-FIND refused");
+                FindOutcome::Failed { status, comment }
+            }
+        }
+    }
+}
+
+impl NodeDimseService {
+    async fn find_matches(
+        &self,
+        request: &FindRequest,
+    ) -> Result<Vec<dicom_object::InMemDicomObject>, (u16, String)> {
+        crate::find::find(
+            self.ingest.index().as_ref(),
+            &request.sop_class_uid,
+            &request.identifier,
+            self.find_limit,
+        )
+        .await
     }
 }
 

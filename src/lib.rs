@@ -4,6 +4,7 @@
 pub mod config;
 pub mod dicomweb_service;
 pub mod dimse_service;
+pub mod find;
 pub mod index;
 pub mod ingest;
 pub mod node;

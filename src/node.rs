@@ -48,6 +48,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             require_known_ae: settings.require_known_ae,
             known: settings.remote_aes.clone(),
         },
+        find_limit: settings.qido_max_results,
     });
     let dimse_addr = SocketAddr::new(settings.bind, settings.dimse_port);
     let dimse = pacs_dimse::DimseServer::bind(

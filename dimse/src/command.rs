@@ -12,6 +12,8 @@ use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 pub mod field {
     pub const C_STORE_RQ: u16 = 0x0001;
     pub const C_STORE_RSP: u16 = 0x8001;
+    pub const C_FIND_RQ: u16 = 0x0020;
+    pub const C_FIND_RSP: u16 = 0x8020;
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
@@ -20,6 +22,10 @@ pub mod field {
 /// Status codes used by the services this crate provides (PS3.7 Annex C, PS3.4 Annex B).
 pub mod status {
     pub const SUCCESS: u16 = 0x0000;
+    /// Pending: a match is returned (PS3.4 C.4.1.1.4).
+    pub const PENDING: u16 = 0xFF00;
+    /// Refused/Failed: Unable to process (PS3.4 C.4.1.1.4).
+    pub const UNABLE_TO_PROCESS: u16 = 0xC000;
     /// Warning: Coercion of Data Elements (PS3.4 B.2.3).
     pub const WARNING_COERCION: u16 = 0xB000;
     /// Warning: Elements Discarded (PS3.4 B.2.3).
@@ -111,6 +117,8 @@ pub struct Response {
     pub affected_sop_instance_uid: Option<String>,
     pub status: u16,
     pub error_comment: Option<String>,
+    /// A data set (an identifier) follows this command.
+    pub has_dataset: bool,
 }
 
 impl Response {
@@ -122,6 +130,7 @@ impl Response {
             affected_sop_instance_uid: request.affected_sop_instance_uid.clone(),
             status,
             error_comment: None,
+            has_dataset: false,
         }
     }
 
@@ -144,10 +153,12 @@ impl Response {
             VR::US,
             PrimitiveValue::from(self.message_id_being_responded_to),
         ));
+        // PS3.7 E.1-1: any value other than 0101H means a data set follows
+        let data_set_type = if self.has_dataset { 0x0000 } else { NO_DATASET };
         obj.put(DataElement::new(
             tags::COMMAND_DATA_SET_TYPE,
             VR::US,
-            PrimitiveValue::from(NO_DATASET),
+            PrimitiveValue::from(data_set_type),
         ));
         obj.put(DataElement::new(
             tags::STATUS,
@@ -202,6 +213,7 @@ mod tests {
             affected_sop_instance_uid: Some("1.2.3.4".into()),
             status: status::WARNING_ELEMENTS_DISCARDED,
             error_comment: Some("x".repeat(100)),
+            has_dataset: false,
         };
         let bytes = rsp.encode();
         // group length equals the bytes that follow it

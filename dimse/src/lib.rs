@@ -9,6 +9,6 @@ pub mod sop_classes;
 
 pub use server::{DimseConfig, DimseServer};
 pub use service::{
-    AssociationPeer, AssociationRefusal, DimseService, Operation, ReceivedDataset, StoreOutcome,
-    StoreRequest,
+    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, Operation,
+    ReceivedDataset, StoreOutcome, StoreRequest,
 };

@@ -21,7 +21,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::command::{field, status, Command, Response};
 use crate::service::{
-    AssociationPeer, AssociationRefusal, DimseService, Operation, ReceivedDataset, StoreRequest,
+    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, Operation,
+    ReceivedDataset, StoreRequest,
 };
 
 /// Transfer syntaxes accepted for storage and stored as received (PS3.5 Annex A).
@@ -48,6 +49,11 @@ pub const ACCEPTED_TRANSFER_SYNTAXES: &[&str] = &[
 ];
 
 const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// Query/Retrieve Information Models - FIND (PS3.4 C.6).
+pub const FIND_SOP_CLASSES: &[&str] = &[
+    "1.2.840.10008.5.1.4.1.2.1.1", // Patient Root
+    "1.2.840.10008.5.1.4.1.2.2.1", // Study Root
+];
 
 /// Settings of the DIMSE front-end.
 #[derive(Debug, Clone)]
@@ -160,6 +166,9 @@ fn build_options(config: &DimseConfig, policy: PolicyCheck) -> Options {
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu_length)
         .with_abstract_syntax(VERIFICATION);
+    for uid in FIND_SOP_CLASSES {
+        options = options.with_abstract_syntax(*uid);
+    }
     for (uid, _) in crate::sop_classes::STORAGE_SOP_CLASSES {
         options = options.with_abstract_syntax(*uid);
     }
@@ -528,6 +537,18 @@ impl Session {
                 self.store(&command, abstract_syntax, transfer_syntax, dataset)
                     .await
             }
+            field::C_FIND_RQ => {
+                return self
+                    .find(
+                        association,
+                        context_id,
+                        &command,
+                        abstract_syntax,
+                        transfer_syntax,
+                        dataset,
+                    )
+                    .await
+            }
             field::C_CANCEL_RQ => return Flow::Continue,
             other => {
                 warn!(
@@ -611,6 +632,157 @@ impl Session {
         rsp.status = outcome.status;
         rsp.error_comment = outcome.error_comment;
         rsp
+    }
+}
+
+impl Session {
+    /// C-FIND SCP (PS3.4 C.4.1): one Pending response per match, each with its identifier,
+    /// then the final status.
+    async fn find(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        command: &Command,
+        abstract_syntax: String,
+        transfer_syntax: String,
+        dataset: Option<ReceivedDataset>,
+    ) -> Flow {
+        let final_response = |status: u16, comment: Option<String>| {
+            let mut rsp = Response::to(command, field::C_FIND_RSP, status);
+            rsp.affected_sop_class_uid = Some(abstract_syntax.clone());
+            rsp.affected_sop_instance_uid = None;
+            rsp.error_comment = comment;
+            rsp
+        };
+        use dicom_encoding::TransferSyntaxIndex;
+        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&transfer_syntax);
+        let outcome = if !self.service.may_perform(&self.peer, Operation::Find) {
+            warn!(calling = %self.peer.calling_ae_title, "C-FIND not permitted");
+            FindOutcome::Failed {
+                status: status::NOT_AUTHORIZED,
+                comment: "C-FIND not permitted for this AE".into(),
+            }
+        } else {
+            match (dataset, ts) {
+                (Some(ReceivedDataset::Memory(fragments)), Some(ts)) => {
+                    let bytes: Vec<u8> = fragments.iter().flat_map(|f| f.iter().copied()).collect();
+                    match dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts) {
+                        Ok(identifier) => {
+                            self.service
+                                .find(FindRequest {
+                                    association_id: self.id,
+                                    calling_ae_title: self.peer.calling_ae_title.clone(),
+                                    peer: self.peer.address,
+                                    sop_class_uid: abstract_syntax.clone(),
+                                    identifier,
+                                })
+                                .await
+                        }
+                        Err(e) => FindOutcome::Failed {
+                            status: status::UNABLE_TO_PROCESS,
+                            comment: format!("unreadable identifier: {e}"),
+                        },
+                    }
+                }
+                _ => FindOutcome::Failed {
+                    status: status::UNABLE_TO_PROCESS,
+                    comment: "C-FIND without a readable identifier".into(),
+                },
+            }
+        };
+        let matches = match outcome {
+            FindOutcome::Matches(m) => m,
+            FindOutcome::Failed { status, comment } => {
+                return self
+                    .send_response(
+                        association,
+                        context_id,
+                        &final_response(status, Some(comment)),
+                        None,
+                    )
+                    .await;
+            }
+        };
+        let ts = ts.expect("transfer syntax checked above");
+        info!(matches = matches.len(), "C-FIND");
+        for identifier in matches {
+            let mut bytes = Vec::new();
+            if let Err(e) = identifier.write_dataset_with_ts(&mut bytes, ts) {
+                warn!(error = %e, "cannot encode a C-FIND identifier");
+                let rsp = final_response(
+                    status::UNABLE_TO_PROCESS,
+                    Some("cannot encode a match".into()),
+                );
+                return self
+                    .send_response(association, context_id, &rsp, None)
+                    .await;
+            }
+            let mut pending = final_response(status::PENDING, None);
+            pending.has_dataset = true;
+            if let Flow::Abort(why) = self
+                .send_response(association, context_id, &pending, Some(bytes))
+                .await
+            {
+                return Flow::Abort(why);
+            }
+        }
+        self.send_response(
+            association,
+            context_id,
+            &final_response(status::SUCCESS, None),
+            None,
+        )
+        .await
+    }
+
+    /// Sends a response command and, when given, its data set, in fragments that fit the
+    /// peer's maximum PDU length.
+    async fn send_response(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        response: &Response,
+        dataset: Option<Vec<u8>>,
+    ) -> Flow {
+        let command = Pdu::PData {
+            data: vec![PDataValue {
+                presentation_context_id: context_id,
+                value_type: PDataValueType::Command,
+                is_last: true,
+                data: response.encode(),
+            }],
+        };
+        if association.send(&command).await.is_err() {
+            return Flow::Abort("cannot send response");
+        }
+        if let Some(data) = dataset {
+            use dicom_ul::association::Association;
+            // a PDV item adds 6 bytes (length, context id, control header) to its fragment
+            let max = association
+                .peer_max_pdu_length()
+                .saturating_sub(6)
+                .max(1024) as usize;
+            let chunks: Vec<&[u8]> = if data.is_empty() {
+                vec![&data[..]]
+            } else {
+                data.chunks(max).collect()
+            };
+            let n = chunks.len();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                let pdu = Pdu::PData {
+                    data: vec![PDataValue {
+                        presentation_context_id: context_id,
+                        value_type: PDataValueType::Data,
+                        is_last: i + 1 == n,
+                        data: chunk.to_vec(),
+                    }],
+                };
+                if association.send(&pdu).await.is_err() {
+                    return Flow::Abort("cannot send response data set");
+                }
+            }
+        }
+        Flow::Continue
     }
 }
 

@@ -25,6 +25,7 @@ pub enum AssociationRefusal {
 pub enum Operation {
     Echo,
     Store,
+    Find,
 }
 
 /// A data set received with a C-STORE request, exactly as it came off the wire (no file meta
@@ -93,6 +94,24 @@ impl StoreOutcome {
     }
 }
 
+/// A C-FIND request: the information model (SOP Class) and the identifier.
+#[derive(Debug)]
+pub struct FindRequest {
+    pub association_id: u64,
+    pub calling_ae_title: String,
+    pub peer: SocketAddr,
+    pub sop_class_uid: String,
+    pub identifier: dicom_object::InMemDicomObject,
+}
+
+/// The archive's answer to a C-FIND: the matches (sent as Pending responses), or a failure
+/// status (PS3.4 C.4.1.1.4).
+#[derive(Debug)]
+pub enum FindOutcome {
+    Matches(Vec<dicom_object::InMemDicomObject>),
+    Failed { status: u16, comment: String },
+}
+
 #[async_trait::async_trait]
 pub trait DimseService: Send + Sync + 'static {
     /// Decides whether an association may be established (called and calling AE titles, peer
@@ -105,4 +124,7 @@ pub trait DimseService: Send + Sync + 'static {
     /// Stores one instance. Must answer Success only once the object and its index row are
     /// durable.
     async fn store(&self, request: StoreRequest) -> StoreOutcome;
+
+    /// Answers a C-FIND.
+    async fn find(&self, request: FindRequest) -> FindOutcome;
 }

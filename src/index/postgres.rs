@@ -189,6 +189,7 @@ impl PostgresIndex {
         r: &InstanceRecord,
     ) -> IndexResult<InsertOutcome> {
         let now = now_ms();
+        let name_norm = normalize_name(&r.patient_name);
         let patient_pk = self
             .get_or_insert(
                 client,
@@ -201,10 +202,10 @@ impl PostgresIndex {
                     &r.patient_name,
                     &r.patient_birth_date,
                     &r.patient_sex,
+                    &name_norm,
                 ],
             )
             .await?;
-        let name_norm = normalize_name(&r.patient_name);
         let study_pk = self
             .get_or_insert(
                 client,

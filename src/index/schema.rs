@@ -64,6 +64,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             patient_id TEXT NOT NULL,
             issuer_of_patient_id TEXT NOT NULL,
             patient_name TEXT NOT NULL,
+            patient_name_norm TEXT NOT NULL,
             patient_birth_date TEXT NOT NULL,
             patient_sex TEXT NOT NULL,
             UNIQUE (patient_id, issuer_of_patient_id)
@@ -125,6 +126,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             frames_json TEXT NOT NULL
         )",
         "CREATE INDEX studies_patient_pk ON studies (patient_pk)",
+        "CREATE INDEX patients_patient_name_norm ON patients (patient_name_norm)",
         "CREATE INDEX studies_patient_name_norm ON studies (patient_name_norm)",
         "CREATE INDEX studies_patient_id ON studies (patient_id)",
         // the study list's order (newest first): a backward scan of this index
@@ -160,8 +162,8 @@ pub const RECORD_MIGRATION: &str =
 pub const SELECT_PATIENT: &str =
     "SELECT pk FROM patients WHERE patient_id = ?1 AND issuer_of_patient_id = ?2";
 pub const INSERT_PATIENT: &str = "INSERT INTO patients
-    (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex)
-    VALUES (?1, ?2, ?3, ?4, ?5)
+    (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex, patient_name_norm)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
     ON CONFLICT (patient_id, issuer_of_patient_id) DO NOTHING RETURNING pk";
 
 pub const SELECT_STUDY: &str = "SELECT pk FROM studies WHERE study_instance_uid = ?1";

@@ -269,7 +269,8 @@ fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
             r.issuer_of_patient_id,
             r.patient_name,
             r.patient_birth_date,
-            r.patient_sex
+            r.patient_sex,
+            normalize_name(&r.patient_name)
         ],
     )?;
     let study_pk = get_or_insert(

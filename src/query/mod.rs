@@ -146,6 +146,9 @@ impl Query {
     }
 
     fn needs_metadata(&self) -> bool {
+        if self.level == Level::Patient {
+            return false;
+        }
         match &self.include {
             Include::Defaults => false,
             Include::All => self.level == Level::Instance,
@@ -163,7 +166,10 @@ impl Query {
             select.push(metadata_expr(self.level));
         }
         let from = match self.level {
-            Level::Patient | Level::Study => "studies st",
+            // the patients table has the patient columns of the studies table, under the same
+            // names: aliased `st`, the same attribute registry serves both levels
+            Level::Patient => "patients st",
+            Level::Study => "studies st",
             Level::Series => "series se JOIN studies st ON st.pk = se.study_pk",
             Level::Instance => {
                 "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk"
@@ -175,7 +181,8 @@ impl Query {
             wheres.push(matcher.to_sql(attribute, self.fuzzy, &mut params));
         }
         let order = match self.level {
-            Level::Patient | Level::Study => "st.study_date DESC, st.study_time DESC, st.pk DESC",
+            Level::Patient => "st.patient_name_norm, st.pk",
+            Level::Study => "st.study_date DESC, st.study_time DESC, st.pk DESC",
             Level::Series => "se.series_number, se.pk",
             Level::Instance => "i.instance_number, i.pk",
         };
@@ -235,6 +242,7 @@ impl Query {
         retrieve_base: Option<&str>,
     ) -> Value {
         let mut out: BTreeMap<u32, Value> = BTreeMap::new();
+        let retrieve_base = retrieve_base.filter(|_| self.level != Level::Patient);
         let mut values = row.into_iter();
         let uid = |out: &BTreeMap<u32, Value>, tag: u32| -> Option<String> {
             out.get(&tag)?

@@ -1,0 +1,251 @@
+//! C-FIND SCP (Patient Root and Study Root) against DCMTK's findscu and pynetdicom, on both
+//! index backends: the same query engine as QIDO-RS.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use dicom_dictionary_std::tags;
+use support::{both_backends, Backend, Node};
+
+/// Runs findscu with `-X` and returns the response identifiers it extracted, and its output.
+fn findscu(
+    node: &Node,
+    model: &str,
+    keys: &[&str],
+) -> (Vec<dicom_object::DefaultDicomObject>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = support::dcmtk_command("findscu");
+    cmd.args([model, "-v", "-X", "-od"])
+        .arg(dir.path())
+        .args(["-aet", "FINDSCU", "-aec", "PACS"]);
+    for k in keys {
+        cmd.args(["-k", k]);
+    }
+    cmd.args(["127.0.0.1", &node.dimse_port().to_string()]);
+    let out = support::run_with_timeout(&mut cmd, support::TOOL_TIMEOUT);
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let responses = files
+        .iter()
+        .map(|f| dicom_object::OpenFileOptions::new().open_file(f).unwrap())
+        .collect();
+    (responses, log)
+}
+
+fn text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+fn store_fixture(node: &Node) -> (tempfile::TempDir, pacs::synth::SynthSummary) {
+    let dir = support::pydicom_test_files();
+    let files = [dir.join("CT_small.dcm"), dir.join("MR_small.dcm")];
+    let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    assert!(support::storescu(node, "MODALITY", &[], &refs)
+        .status
+        .success());
+    let (synth_dir, summary) = support::synth_ct(10, 41);
+    let paths = support::synth_paths(&summary);
+    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    assert!(support::storescu(node, "MODALITY", &[], &refs)
+        .status
+        .success());
+    (synth_dir, summary)
+}
+
+async fn findscu_at_every_level(backend: Backend) {
+    let node = Node::start(backend);
+    let (_dir, synth) = store_fixture(&node);
+    let first = &synth.instances[0];
+    // Study Root, STUDY level, wildcard on a person name, with return keys
+    let (rsp, log) = findscu(
+        &node,
+        "-S",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "PatientName=compressed*",
+            "StudyInstanceUID",
+            "StudyDate",
+            "ModalitiesInStudy",
+            "NumberOfStudyRelatedInstances",
+            "StudyDescription",
+        ],
+    );
+    assert_eq!(rsp.len(), 2, "{log}");
+    let studies: BTreeSet<String> = rsp
+        .iter()
+        .map(|r| text(r, tags::STUDY_INSTANCE_UID))
+        .collect();
+    assert_eq!(
+        studies,
+        BTreeSet::from([
+            "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322".to_string(),
+            "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457".to_string()
+        ])
+    );
+    let ct = rsp
+        .iter()
+        .find(|r| text(r, tags::MODALITIES_IN_STUDY) == "CT")
+        .unwrap();
+    assert_eq!(text(ct, tags::STUDY_DATE), "20040119");
+    assert_eq!(text(ct, tags::NUMBER_OF_STUDY_RELATED_INSTANCES), "1");
+    assert_eq!(text(ct, tags::SPECIFIC_CHARACTER_SET), "ISO_IR 192");
+    assert!(
+        ct.element(tags::STUDY_DESCRIPTION).is_ok(),
+        "requested keys are returned, even empty"
+    );
+    // date range
+    let (rsp, _) = findscu(
+        &node,
+        "-S",
+        &[
+            "QueryRetrieveLevel=STUDY",
+            "StudyDate=20040101-20040131",
+            "StudyInstanceUID",
+        ],
+    );
+    assert_eq!(rsp.len(), 1);
+    // Patient Root, PATIENT level
+    let (rsp, log) = findscu(
+        &node,
+        "-P",
+        &["QueryRetrieveLevel=PATIENT", "PatientID", "PatientName"],
+    );
+    assert_eq!(rsp.len(), 3, "{log}");
+    // SERIES level within a study, and IMAGE level within a series
+    let (rsp, log) = findscu(
+        &node,
+        "-S",
+        &[
+            "QueryRetrieveLevel=SERIES",
+            &format!("StudyInstanceUID={}", first.study_instance_uid),
+            "SeriesInstanceUID",
+            "Modality",
+            "NumberOfSeriesRelatedInstances",
+        ],
+    );
+    assert_eq!(rsp.len(), 1, "{log}");
+    assert_eq!(
+        text(&rsp[0], tags::SERIES_INSTANCE_UID),
+        first.series_instance_uid
+    );
+    assert_eq!(
+        text(&rsp[0], tags::NUMBER_OF_SERIES_RELATED_INSTANCES),
+        "10"
+    );
+    let (rsp, log) = findscu(
+        &node,
+        "-P",
+        &[
+            "QueryRetrieveLevel=IMAGE",
+            "PatientID",
+            &format!("StudyInstanceUID={}", first.study_instance_uid),
+            &format!("SeriesInstanceUID={}", first.series_instance_uid),
+            "SOPInstanceUID",
+            "InstanceNumber",
+        ],
+    );
+    assert_eq!(rsp.len(), 10, "{log}");
+    let sops: BTreeSet<String> = rsp
+        .iter()
+        .map(|r| text(r, tags::SOP_INSTANCE_UID))
+        .collect();
+    let expected: BTreeSet<String> = synth
+        .instances
+        .iter()
+        .map(|i| i.sop_instance_uid.clone())
+        .collect();
+    assert_eq!(sops, expected);
+    assert!(
+        rsp.iter().all(|r| !text(r, tags::PATIENT_ID).is_empty()),
+        "Patient Root returns the Patient ID"
+    );
+}
+both_backends!(findscu_at_every_level);
+
+async fn bad_identifiers_get_failure_statuses(backend: Backend) {
+    let node = Node::start(backend);
+    let _fixture = store_fixture(&node);
+    // no Query/Retrieve Level
+    let (rsp, log) = findscu(&node, "-S", &["PatientName=*"]);
+    assert!(rsp.is_empty());
+    assert!(
+        log.contains("Final Find Response (Error: DataSetDoesNotMatchSOPClass)"),
+        "{log}"
+    );
+    // a key below the query level
+    let (rsp, log) = findscu(
+        &node,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "SOPInstanceUID=1.2.3"],
+    );
+    assert!(rsp.is_empty());
+    assert!(
+        log.contains("Final Find Response (Error: DataSetDoesNotMatchSOPClass)"),
+        "{log}"
+    );
+    // PATIENT level in the Study Root model
+    let (rsp, _) = findscu(&node, "-S", &["QueryRetrieveLevel=PATIENT", "PatientID"]);
+    assert!(rsp.is_empty());
+    // a malformed date range: unable to process
+    let (rsp, log) = findscu(
+        &node,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "StudyDate=2004-01"],
+    );
+    assert!(rsp.is_empty());
+    assert!(
+        log.contains("Final Find Response (Failed: UnableToProcess)"),
+        "{log}"
+    );
+    // the association survives all of it: a good query still works
+    let (rsp, _) = findscu(
+        &node,
+        "-S",
+        &["QueryRetrieveLevel=STUDY", "StudyInstanceUID"],
+    );
+    assert_eq!(rsp.len(), 3);
+}
+both_backends!(bad_identifiers_get_failure_statuses);
+
+async fn pynetdicom_queries_too(backend: Backend) {
+    let node = Node::start(backend);
+    let _fixture = store_fixture(&node);
+    let script = "import json, sys\n\
+        from pydicom.dataset import Dataset\n\
+        from pynetdicom import AE\n\
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as M\n\
+        ae = AE(ae_title='PYFIND'); ae.add_requested_context(M)\n\
+        a = ae.associate('127.0.0.1', int(sys.argv[1]), ae_title='PACS')\n\
+        q = Dataset(); q.QueryRetrieveLevel = 'STUDY'; q.PatientName = 'Compressed*'; q.StudyInstanceUID = ''\n\
+        out = []\n\
+        for status, ident in a.send_c_find(q, M):\n    \
+            out.append([status.Status, str(ident.StudyInstanceUID) if ident else None])\n\
+        a.release(); print(json.dumps(out))";
+    let out = std::process::Command::new(support::python())
+        .args(["-c", script, &node.dimse_port().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let responses: Vec<(u16, Option<String>)> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(responses.len(), 3, "{responses:?}");
+    assert!(responses[..2]
+        .iter()
+        .all(|(s, uid)| *s == 0xFF00 && uid.is_some()));
+    assert_eq!(responses[2].0, 0x0000);
+}
+both_backends!(pynetdicom_queries_too);
