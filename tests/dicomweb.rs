@@ -657,21 +657,13 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
         dicom_object::open_file(support::pydicom_test_files().join("examples_jpeg2k.dcm")).unwrap();
     // a single frame split over three fragments: the frame is their concatenation (as pydicom,
     // an independent reader, sees it)
-    let out = std::process::Command::new(support::python())
-        .arg("-c")
-        .arg(
-            "import sys; from pydicom import dcmread; from pydicom.encaps import generate_frames\n\
-             ds = dcmread(sys.argv[1]); sys.stdout.buffer.write(next(generate_frames(ds.PixelData, number_of_frames=1)))",
-        )
-        .arg(support::pydicom_test_files().join("examples_jpeg2k.dcm"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fragment = out.stdout;
+    let stdout = support::python_stdout::<_, std::ffi::OsString>([
+        "-c".into(),
+        "import sys; from pydicom import dcmread; from pydicom.encaps import generate_frames\n\
+             ds = dcmread(sys.argv[1]); sys.stdout.buffer.write(next(generate_frames(ds.PixelData, number_of_frames=1)))".into(),
+        support::pydicom_test_files().join("examples_jpeg2k.dcm").into(),
+    ]);
+    let fragment = stdout;
     assert_eq!(fragment.len(), 152294);
     // as stored, in its own media type and as octet-stream with transfer-syntax=*
     for accept in [
@@ -693,26 +685,10 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
             .contains("transfer-syntax=1.2.840.10008.1.2.4.90"));
     }
     // decoded to native when the client wants uncompressed pixels
-    let rows = original
-        .element(dicom_dictionary_std::tags::ROWS)
-        .unwrap()
-        .to_int::<usize>()
-        .unwrap();
-    let cols = original
-        .element(dicom_dictionary_std::tags::COLUMNS)
-        .unwrap()
-        .to_int::<usize>()
-        .unwrap();
-    let spp = original
-        .element(dicom_dictionary_std::tags::SAMPLES_PER_PIXEL)
-        .unwrap()
-        .to_int::<usize>()
-        .unwrap();
-    let bits = original
-        .element(dicom_dictionary_std::tags::BITS_ALLOCATED)
-        .unwrap()
-        .to_int::<usize>()
-        .unwrap();
+    let int = |tag| original.element(tag).unwrap().to_int::<usize>().unwrap();
+    use dicom_dictionary_std::tags;
+    let (rows, cols) = (int(tags::ROWS), int(tags::COLUMNS));
+    let (spp, bits) = (int(tags::SAMPLES_PER_PIXEL), int(tags::BITS_ALLOCATED));
     let r = get(
         &node,
         &format!("{base}/frames/1"),
@@ -858,25 +834,16 @@ async fn a_viewer_is_served_beside_the_api() {
 /// Frame `n` (1-based) of a pydicom test file as pydicom (an independent reader) sees it:
 /// encapsulated frames as stored, native frames sliced from Pixel Data.
 fn pydicom_frame(file: &str, n: usize) -> Vec<u8> {
-    let out = std::process::Command::new(support::python())
-        .arg("-c")
-        .arg(
-            "import sys\nfrom pydicom import dcmread\nfrom pydicom.encaps import generate_frames\n\
+    support::python_stdout::<_, std::ffi::OsString>([
+        "-c".into(),
+        "import sys\nfrom pydicom import dcmread\nfrom pydicom.encaps import generate_frames\n\
              ds = dcmread(sys.argv[1]); n = int(sys.argv[2]); frames = int(ds.get('NumberOfFrames', 1))\n\
              if ds.file_meta.TransferSyntaxUID.is_compressed:\n    f = list(generate_frames(ds.PixelData, number_of_frames=frames))[n - 1]\n\
              else:\n    size = len(ds.PixelData) // frames; f = ds.PixelData[(n - 1) * size:n * size]\n\
-             sys.stdout.buffer.write(f)",
-        )
-        .arg(support::pydicom_test_files().join(file))
-        .arg(n.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+             sys.stdout.buffer.write(f)".into(),
+        support::pydicom_test_files().join(file).into(),
+        n.to_string().into(),
+    ])
 }
 
 async fn multi_frame_objects_and_frame_lists(backend: Backend) {

@@ -232,16 +232,8 @@ async fn pynetdicom_queries_too(backend: Backend) {
         for status, ident in a.send_c_find(q, M):\n    \
             out.append([status.Status, str(ident.StudyInstanceUID) if ident else None])\n\
         a.release(); print(json.dumps(out))";
-    let out = std::process::Command::new(support::python())
-        .args(["-c", script, &node.dimse_port().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let responses: Vec<(u16, Option<String>)> = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = support::python_stdout(["-c", script, &node.dimse_port().to_string()]);
+    let responses: Vec<(u16, Option<String>)> = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(responses.len(), 3, "{responses:?}");
     assert!(responses[..2]
         .iter()

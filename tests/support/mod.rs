@@ -1156,3 +1156,23 @@ pub fn synth_ct(slices: usize, seed: u64) -> (tempfile::TempDir, pacs::synth::Sy
 pub fn synth_paths(summary: &pacs::synth::SynthSummary) -> Vec<PathBuf> {
     summary.instances.iter().map(|i| i.path.clone()).collect()
 }
+
+/// Runs `python3` with `args` and returns its standard output; a failure panics with its
+/// standard error.
+pub fn python_stdout<I, S>(args: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(python())
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
