@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# DICOMweb benchmark: QIDO-RS and WADO-RS latency over a large index, for SQLite and PostgreSQL.
+# DICOMweb benchmark: QIDO-RS and WADO-RS latency over a large index, for SQLite and PostgreSQL,
+# and C-FIND study-level latency (bench/cfind_latency.py, pynetdicom) over the same index.
 #
 #   bench/dicomweb.sh [STUDIES] [RUNS]     (default 10000 studies = 1,000,000 instances; 200 runs)
 #
@@ -68,5 +69,6 @@ print(' '.join('$base/studies/$study/series/$series/instances/' + i['00080018'][
     "series_metadata_300=$base/studies/$study/series/$series/metadata" \
     "frame=$frames|multipart/related; type=\"application/octet-stream\"; transfer-syntax=*" \
     "series_retrieve_mbps=$base/studies/$study/series/$series|multipart/related; type=\"application/dicom\"; transfer-syntax=*"
+  python3 bench/cfind_latency.py 127.0.0.1 "$DIMSE_PORT" "$RUNS"
   stop_node
 done
