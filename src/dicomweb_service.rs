@@ -285,15 +285,19 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
     }
 
     async fn read_instance(&self, instance: &InstanceInfo) -> Result<ByteStream, ArchiveError> {
-        let stored = self
-            .index()
-            .find_instance(&instance.instance)
-            .await
-            .map_err(index_err)?
-            .ok_or_else(|| ArchiveError::NotFound(format!("no instance {}", instance.instance)))?;
+        // The handle is the object key the scope query already returned. Typical objects are
+        // read with one ranged read of their known size; large ones as a stream of large chunks.
+        if instance.size <= 64 * 1024 * 1024 {
+            let bytes = self
+                .storage()
+                .get_range(&instance.handle, 0..instance.size)
+                .await
+                .map_err(storage_err)?;
+            return Ok(futures::stream::once(async move { Ok(bytes) }).boxed());
+        }
         let stream = self
             .storage()
-            .get_stream(&stored.object_key)
+            .get_stream(&instance.handle)
             .await
             .map_err(storage_err)?;
         Ok(stream.map(|r| r.map_err(std::io::Error::other)).boxed())
@@ -307,13 +311,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         &self,
         instance: &InstanceInfo,
     ) -> Result<Bytes, ArchiveError> {
-        let stored = self
-            .index()
-            .find_instance(&instance.instance)
-            .await
-            .map_err(index_err)?
-            .ok_or_else(|| ArchiveError::NotFound(format!("no instance {}", instance.instance)))?;
-        let bytes = self.object_bytes(&stored.object_key).await?;
+        let bytes = self.object_bytes(&instance.handle).await?;
         Self::blocking(move || {
             crate::pixels::transcode_to_explicit_le(&bytes)
                 .map(Bytes::from)
@@ -533,20 +531,12 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         let result = self.ingest.ingest(incoming).await;
         let status = crate::dimse_service::store_status(&result);
         match result {
-            Ok(outcome) => match self.index().find_instance(&instance).await {
-                Ok(Some(stored)) => StoreResult::Stored {
-                    sop_class_uid: class,
-                    sop_instance_uid: instance,
-                    study_instance_uid: stored.study_instance_uid,
-                    series_instance_uid: stored.series_instance_uid,
-                    warning: (outcome == IngestOutcome::KeptExisting).then_some(status.status),
-                },
-                other => StoreResult::Failed {
-                    sop_class_uid: Some(class),
-                    sop_instance_uid: Some(instance),
-                    reason: 0xA700,
-                    message: format!("stored instance not found afterwards: {other:?}"),
-                },
+            Ok(ingested) => StoreResult::Stored {
+                sop_class_uid: class,
+                sop_instance_uid: instance,
+                warning: (ingested.outcome == IngestOutcome::KeptExisting).then_some(status.status),
+                study_instance_uid: ingested.study_instance_uid,
+                series_instance_uid: ingested.series_instance_uid,
             },
             Err(e) => StoreResult::Failed {
                 sop_class_uid: Some(class),

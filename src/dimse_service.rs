@@ -12,7 +12,7 @@ use pacs_dimse::{
 use tracing::{info, warn};
 
 use crate::config::RemoteAe;
-use crate::ingest::{Incoming, IncomingData, Ingest, IngestError, IngestOutcome};
+use crate::ingest::{Incoming, IncomingData, Ingest, IngestError, IngestOutcome, Ingested};
 
 /// Who may associate and do what.
 pub struct AePolicy {
@@ -94,7 +94,7 @@ impl DimseService for NodeDimseService {
                 sop_instance_uid = %request.sop_instance_uid,
                 bytes = size,
                 ms = started.elapsed().as_millis() as u64,
-                outcome = ?o,
+                outcome = ?o.outcome,
                 "C-STORE"
             ),
             Err(e) => {
@@ -105,28 +105,21 @@ impl DimseService for NodeDimseService {
     }
 
     async fn find(&self, request: FindRequest) -> FindOutcome {
-        match self.find_matches(&request).await {
+        let index = self.ingest.index().as_ref();
+        let result = crate::find::find(
+            index,
+            &request.sop_class_uid,
+            &request.identifier,
+            self.find_limit,
+        )
+        .await;
+        match result {
             Ok(matches) => FindOutcome::Matches(matches),
             Err((status, comment)) => {
                 warn!(calling = %request.calling_ae_title, status = format!("{status:#06x}"), %comment, "C-FIND refused");
                 FindOutcome::Failed { status, comment }
             }
         }
-    }
-}
-
-impl NodeDimseService {
-    async fn find_matches(
-        &self,
-        request: &FindRequest,
-    ) -> Result<Vec<dicom_object::InMemDicomObject>, (u16, String)> {
-        crate::find::find(
-            self.ingest.index().as_ref(),
-            &request.sop_class_uid,
-            &request.identifier,
-            self.find_limit,
-        )
-        .await
     }
 }
 
@@ -142,8 +135,8 @@ fn host_matches(configured: &str, ip: std::net::IpAddr) -> bool {
 }
 
 /// The C-STORE status for an ingest result (PS3.4 B.2.3).
-pub fn store_status(result: &Result<IngestOutcome, IngestError>) -> StoreOutcome {
-    match result {
+pub fn store_status(result: &Result<Ingested, IngestError>) -> StoreOutcome {
+    match result.as_ref().map(|i| &i.outcome) {
         Ok(IngestOutcome::Stored | IngestOutcome::AlreadyStored | IngestOutcome::Replaced) => {
             StoreOutcome::success()
         }

@@ -3,7 +3,6 @@
 //! The node implements [`DimseService`]; this crate never touches the index or the object store.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 /// Who is asking for an association.
 #[derive(Debug, Clone)]
@@ -49,13 +48,6 @@ impl ReceivedDataset {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    pub fn file_path(&self) -> Option<PathBuf> {
-        match self {
-            ReceivedDataset::Memory(_) => None,
-            ReceivedDataset::File { path, .. } => Some(path.to_path_buf()),
-        }
     }
 }
 

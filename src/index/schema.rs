@@ -224,11 +224,6 @@ pub const SELECT_COUNTS: &str = "SELECT
     (SELECT COUNT(*) FROM patients), (SELECT COUNT(*) FROM studies),
     (SELECT COUNT(*) FROM series), (SELECT COUNT(*) FROM instances)";
 
-/// Removes the series, study and patient left without children by a replacement that moved an
-/// instance elsewhere.
-pub const DELETE_EMPTY_SERIES: &str =
-    "DELETE FROM series WHERE pk = ?1 AND NOT EXISTS (SELECT 1 FROM instances WHERE series_pk = ?1)";
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,6 +101,15 @@ pub enum IngestOutcome {
     Replaced,
 }
 
+/// What ingest did, and where the instance now is in the hierarchy (for a kept duplicate,
+/// where the stored one is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingested {
+    pub outcome: IngestOutcome,
+    pub study_instance_uid: String,
+    pub series_instance_uid: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("cannot understand the data set: {0}")]
@@ -143,7 +152,7 @@ impl Ingest {
         &self.storage
     }
 
-    pub async fn ingest(&self, incoming: Incoming) -> Result<IngestOutcome, IngestError> {
+    pub async fn ingest(&self, incoming: Incoming) -> Result<Ingested, IngestError> {
         let sop_instance = Uid::parse(&incoming.sop_instance_uid)
             .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
         let sop_class = Uid::parse(&incoming.sop_class_uid)
@@ -204,13 +213,25 @@ impl Ingest {
         rec.received_at_ms = crate::index::sqlite::now_ms();
         rec.object_key = Storage::instance_key(&study, &series, &sop_instance, &rec.sha256);
 
+        let at = |outcome, study: &str, series: &str| Ingested {
+            outcome,
+            study_instance_uid: study.to_string(),
+            series_instance_uid: series.to_string(),
+        };
+        let at_existing = |outcome, existing: &StoredInstance| {
+            at(
+                outcome,
+                &existing.study_instance_uid,
+                &existing.series_instance_uid,
+            )
+        };
         if let Some(existing) = self.index.find_instance(sop_instance.as_str()).await? {
             if existing.sha256 == rec.sha256 {
-                return Ok(IngestOutcome::AlreadyStored);
+                return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
             }
             if self.policy == DuplicatePolicy::Keep {
                 warn!(sop_instance_uid = %sop_instance, "different object under a stored SOP Instance UID; kept the stored one");
-                return Ok(IngestOutcome::KeptExisting);
+                return Ok(at_existing(IngestOutcome::KeptExisting, &existing));
             }
         }
 
@@ -239,10 +260,10 @@ impl Ingest {
                 // A concurrent store of the same instance won the race.
                 Ok(InsertOutcome::AlreadyExists(existing)) => {
                     if existing.object_key == key {
-                        return Ok(IngestOutcome::AlreadyStored);
+                        return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
                     }
                     self.delete_quietly(&key).await;
-                    return Ok(IngestOutcome::KeptExisting);
+                    return Ok(at_existing(IngestOutcome::KeptExisting, &existing));
                 }
                 Err(e) => Err(e),
             },
@@ -252,7 +273,7 @@ impl Ingest {
                 if outcome == IngestOutcome::Replaced {
                     warn!(sop_instance_uid = %sop_instance, "stored instance replaced by a different object");
                 }
-                Ok(outcome)
+                Ok(at(outcome, study.as_str(), series.as_str()))
             }
             Err(e) => {
                 // The index did not take it: remove the object so nothing unindexed remains.

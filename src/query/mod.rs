@@ -152,9 +152,11 @@ impl Query {
         match &self.include {
             Include::Defaults => false,
             Include::All => self.level == Level::Instance,
-            Include::Tags(tags) => tags
-                .iter()
-                .any(|t| attributes::by_tag(*t).is_none_or(|a| !self.columns().contains(&a))),
+            Include::Tags(tags) => {
+                let columns = self.columns();
+                tags.iter()
+                    .any(|t| attributes::by_tag(*t).is_none_or(|a| !columns.contains(&a)))
+            }
         }
     }
 
