@@ -381,9 +381,8 @@ impl Index for PostgresIndex {
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        if let Some(existing) = self.find_in(&client, &record.sop_instance_uid).await? {
-            return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
-        }
+        // No lookup first: the instance INSERT's ON CONFLICT tells whether it was there (ingest
+        // has already looked before writing the object).
         let tx = client.transaction().await.map_err(db_err)?;
         let outcome = self.insert_in(&tx, &record).await?;
         tx.commit().await.map_err(db_err)?;
