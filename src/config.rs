@@ -97,6 +97,13 @@ pub struct ServeArgs {
     /// Largest STOW-RS request, in MiB.
     #[arg(long, env = "PACS_STOW_MAX_REQUEST_MB")]
     pub stow_max_request_mb: Option<u64>,
+    /// Token the admin API (/api/aes...) requires as `Authorization: Bearer`; without one,
+    /// the admin API answers loopback clients only.
+    #[arg(long, env = "PACS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Associations a C-MOVE opens to its destination at once.
+    #[arg(long, env = "PACS_MOVE_ASSOCIATIONS")]
+    pub move_associations: Option<usize>,
 }
 
 /// The TOML file's shape.
@@ -129,6 +136,8 @@ pub struct FileConfig {
     pub qido_max_results: Option<usize>,
     pub stow_max_instance_mb: Option<u64>,
     pub stow_max_request_mb: Option<u64>,
+    pub admin_token: Option<String>,
+    pub move_associations: Option<usize>,
     #[serde(default)]
     pub ae: Vec<RemoteAe>,
 }
@@ -142,7 +151,7 @@ pub struct RemoteAe {
     pub port: Option<u16>,
     #[serde(default)]
     pub description: String,
-    /// Operations it may perform: echo, store (and later find, move, get).
+    /// Operations it may perform: echo, store, find, move, get.
     #[serde(default = "default_allow")]
     pub allow: Vec<String>,
     #[serde(default)]
@@ -181,6 +190,8 @@ pub struct Settings {
     pub stow_max_instance_bytes: u64,
     pub stow_max_request_bytes: u64,
     pub remote_aes: Vec<RemoteAe>,
+    pub admin_token: Option<String>,
+    pub move_associations: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +316,13 @@ impl Settings {
             ) * 1024
                 * 1024,
             remote_aes: file.ae,
+            admin_token: args
+                .admin_token
+                .clone()
+                .or(file.admin_token.clone())
+                .filter(|t| !t.is_empty()),
+            move_associations: pick(&args.move_associations, &file.move_associations, 1)
+                .clamp(1, 16),
         })
     }
 }

@@ -6,24 +6,25 @@ use std::sync::Arc;
 
 use pacs_dimse::command::status;
 use pacs_dimse::{
-    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, Operation,
-    ReceivedDataset, StoreOutcome, StoreRequest,
+    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, InstanceSource,
+    Operation, ReceivedDataset, RetrieveOutcome, RetrieveRequest, StoreOutcome, StoreRequest,
 };
 use tracing::{info, warn};
 
+use crate::ae_registry::AeRegistry;
 use crate::config::RemoteAe;
 use crate::ingest::{Incoming, IncomingData, Ingest, IngestError, IngestOutcome, Ingested};
 
 /// Who may associate and do what.
 pub struct AePolicy {
-    /// Refuse calling AE titles that are not in `known`.
+    /// Refuse calling AE titles that are not in the registry.
     pub require_known_ae: bool,
-    pub known: Vec<RemoteAe>,
+    pub registry: Arc<AeRegistry>,
 }
 
 impl AePolicy {
-    fn find(&self, title: &str) -> Option<&RemoteAe> {
-        self.known.iter().find(|ae| ae.title == title)
+    fn find(&self, title: &str) -> Option<RemoteAe> {
+        self.registry.get(title)
     }
 }
 
@@ -32,6 +33,7 @@ pub struct NodeDimseService {
     pub policy: AePolicy,
     /// Most matches one C-FIND returns.
     pub find_limit: usize,
+    pub source: Arc<dyn InstanceSource>,
 }
 
 #[async_trait::async_trait]
@@ -63,12 +65,19 @@ impl DimseService for NodeDimseService {
             Operation::Echo => "echo",
             Operation::Store => "store",
             Operation::Find => "find",
+            Operation::Move => "move",
+            Operation::Get => "get",
         };
-        match self.policy.find(&peer.calling_ae_title) {
+        let allowed = match self.policy.find(&peer.calling_ae_title) {
             Some(ae) => ae.allow.iter().any(|a| a == name),
-            // Unknown AEs (allowed in when no strict mode) may echo, store and query.
+            // Without --require-known-ae, unknown AEs may do everything (a C-MOVE still
+            // needs a registered destination).
             None => !self.policy.require_known_ae,
+        };
+        if !allowed {
+            warn!(calling = %peer.calling_ae_title, peer = %peer.address, operation = name, "operation refused");
         }
+        allowed
     }
 
     async fn store(&self, request: StoreRequest) -> StoreOutcome {
@@ -102,6 +111,30 @@ impl DimseService for NodeDimseService {
             }
         }
         outcome
+    }
+
+    async fn retrieve(&self, request: RetrieveRequest) -> RetrieveOutcome {
+        let index = self.ingest.index().as_ref();
+        match crate::retrieve::resolve(index, &request.sop_class_uid, &request.identifier).await {
+            Ok(instances) => RetrieveOutcome::Instances(instances),
+            Err((status, comment)) => RetrieveOutcome::Failed { status, comment },
+        }
+    }
+
+    fn move_destination(&self, ae_title: &str) -> Option<pacs_dimse::service::RemoteAe> {
+        let ae = self.policy.find(ae_title)?;
+        if !ae.move_destination {
+            return None;
+        }
+        Some(pacs_dimse::service::RemoteAe {
+            ae_title: ae.title,
+            host: ae.host?,
+            port: ae.port?,
+        })
+    }
+
+    fn instance_source(&self) -> Arc<dyn InstanceSource> {
+        self.source.clone()
     }
 
     async fn find(&self, request: FindRequest) -> FindOutcome {

@@ -1,6 +1,8 @@
 //! The PACS node's core: configuration, the index, object storage, ingest and the wiring that
 //! puts the DIMSE (`pacs-dimse`) and HTTP (`pacs-dicomweb`) front-ends in front of them.
 
+pub mod admin_api;
+pub mod ae_registry;
 pub mod config;
 pub mod dicomweb_service;
 pub mod dimse_service;
@@ -10,6 +12,7 @@ pub mod ingest;
 pub mod node;
 pub mod pixels;
 pub mod query;
+pub mod retrieve;
 pub mod storage;
 pub mod synth;
 pub mod uid;

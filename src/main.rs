@@ -17,9 +17,55 @@ struct Cli {
 enum Command {
     /// Run the node (the default).
     Serve(Box<pacs::config::ServeArgs>),
+    /// Administer the remote AEs of a running node through its admin API.
+    Ae(AeArgs),
     /// Write synthetic CT or MR series (realistic geometry, deterministic UIDs) for tests,
     /// demos and benchmarks.
     Synth(SynthArgs),
+}
+
+#[derive(clap::Args)]
+struct AeArgs {
+    /// The node's HTTP address.
+    #[arg(long, env = "PACS_NODE_URL", default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// Admin token, when the node has one.
+    #[arg(long, env = "PACS_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: AeCommand,
+}
+
+#[derive(Subcommand)]
+enum AeCommand {
+    /// List the registered AEs.
+    List,
+    /// Register an AE (or change it with --update).
+    Add {
+        title: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Operations it may perform, comma-separated: echo,store,find,move,get.
+        #[arg(long, value_delimiter = ',', default_value = "echo,store")]
+        allow: Vec<String>,
+        /// It may receive C-MOVE sub-operations.
+        #[arg(long)]
+        move_destination: bool,
+        /// Accept it only from its host.
+        #[arg(long)]
+        check_host: bool,
+        /// Replace an AE that exists instead of failing.
+        #[arg(long)]
+        update: bool,
+    },
+    /// Remove an AE.
+    Remove { title: String },
+    /// Run a C-ECHO from the node to an AE.
+    Echo { title: String },
 }
 
 #[derive(clap::Args)]
@@ -61,6 +107,7 @@ fn main() -> std::process::ExitCode {
         None => run_serve(&runtime, pacs::config::ServeArgs::default_from_env()),
         Some(Command::Serve(args)) => run_serve(&runtime, *args),
         Some(Command::Synth(args)) => run_synth(args),
+        Some(Command::Ae(args)) => runtime.block_on(run_ae(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -96,5 +143,104 @@ fn run_synth(args: SynthArgs) -> Result<(), Box<dyn std::error::Error>> {
         opts.out.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let base = args.node.trim_end_matches('/').to_string();
+    let client = reqwest::Client::new();
+    let with_token = |rb: reqwest::RequestBuilder| match &args.token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    };
+    let response = match &args.command {
+        AeCommand::List => {
+            with_token(client.get(format!("{base}/api/aes")))
+                .send()
+                .await?
+        }
+        AeCommand::Add {
+            title,
+            host,
+            port,
+            description,
+            allow,
+            move_destination,
+            check_host,
+            update,
+        } => {
+            let body = serde_json::json!({
+                "title": title, "host": host, "port": port, "description": description,
+                "allow": allow, "move_destination": move_destination, "check_host": check_host,
+            });
+            let rb = if *update {
+                client.put(format!("{base}/api/aes/{title}"))
+            } else {
+                client.post(format!("{base}/api/aes"))
+            };
+            with_token(rb).json(&body).send().await?
+        }
+        AeCommand::Remove { title } => {
+            with_token(client.delete(format!("{base}/api/aes/{title}")))
+                .send()
+                .await?
+        }
+        AeCommand::Echo { title } => {
+            with_token(client.post(format!("{base}/api/aes/{title}/echo")))
+                .send()
+                .await?
+        }
+    };
+    let status = response.status();
+    let text = response.text().await?;
+    let value: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    if !status.is_success() {
+        let message = value
+            .as_ref()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.clone());
+        return Err(format!("{status}: {message}").into());
+    }
+    match (&args.command, value) {
+        (AeCommand::List, Some(serde_json::Value::Array(aes))) => {
+            println!(
+                "{:<16}  {:<24}  {:>5}  {:<26}  flags",
+                "TITLE", "HOST", "PORT", "ALLOW"
+            );
+            for ae in aes {
+                let mut flags = Vec::new();
+                if ae["move_destination"].as_bool() == Some(true) {
+                    flags.push("move-destination");
+                }
+                if ae["check_host"].as_bool() == Some(true) {
+                    flags.push("check-host");
+                }
+                let allow: Vec<&str> = ae["allow"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                println!(
+                    "{:<16}  {:<24}  {:>5}  {:<26}  {}",
+                    ae["title"].as_str().unwrap_or_default(),
+                    ae["host"].as_str().unwrap_or("-"),
+                    ae["port"]
+                        .as_u64()
+                        .map(|p| p.to_string())
+                        .unwrap_or("-".into()),
+                    allow.join(","),
+                    flags.join(",")
+                );
+            }
+        }
+        (AeCommand::Echo { title }, Some(v)) => {
+            println!(
+                "C-ECHO {title}: success, {:.1} ms",
+                v["round_trip_ms"].as_f64().unwrap_or_default()
+            );
+        }
+        (AeCommand::Remove { title }, _) => println!("removed {title}"),
+        (_, Some(v)) => println!("{}", serde_json::to_string_pretty(&v)?),
+        (_, None) => {}
+    }
     Ok(())
 }

@@ -18,6 +18,8 @@ pub enum NodeError {
     Index(#[from] crate::index::IndexError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("AE registry: {0}")]
+    Registry(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -42,13 +44,21 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         settings.duplicate_policy,
     ));
 
+    let registry = crate::ae_registry::AeRegistry::open(index.clone(), &settings.remote_aes)
+        .await
+        .map_err(|e| NodeError::Registry(e.to_string()))?;
+    // other nodes sharing the index may change the registry
+    registry.spawn_refresh(std::time::Duration::from_secs(5));
+    let source: Arc<dyn pacs_dimse::InstanceSource> =
+        crate::retrieve::ArchiveSource::new(storage.clone());
     let service = Arc::new(NodeDimseService {
         ingest: ingest.clone(),
         policy: AePolicy {
             require_known_ae: settings.require_known_ae,
-            known: settings.remote_aes.clone(),
+            registry: registry.clone(),
         },
         find_limit: settings.qido_max_results,
+        source: source.clone(),
     });
     let dimse_addr = SocketAddr::new(settings.bind, settings.dimse_port);
     let dimse = pacs_dimse::DimseServer::bind(
@@ -61,6 +71,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             artim_timeout: settings.artim_timeout,
             spill_threshold: 32 * 1024 * 1024,
             spill_dir: settings.data_dir.join("tmp"),
+            move_associations: settings.move_associations,
         },
         service,
     )
@@ -95,6 +106,15 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             listen_port: settings.http_port,
         },
     );
+    let admin = crate::admin_api::router(Arc::new(crate::admin_api::AdminState {
+        registry,
+        index: index.clone(),
+        source,
+        ae_title: settings.aet.clone(),
+        admin_token: settings.admin_token.clone(),
+        scu_timeout: std::time::Duration::from_secs(30),
+    }));
+    let router = admin.merge(router);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
@@ -105,7 +125,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         let listener = http_listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let result = axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
             })

@@ -12,8 +12,12 @@ use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 pub mod field {
     pub const C_STORE_RQ: u16 = 0x0001;
     pub const C_STORE_RSP: u16 = 0x8001;
+    pub const C_GET_RQ: u16 = 0x0010;
+    pub const C_GET_RSP: u16 = 0x8010;
     pub const C_FIND_RQ: u16 = 0x0020;
     pub const C_FIND_RSP: u16 = 0x8020;
+    pub const C_MOVE_RQ: u16 = 0x0021;
+    pub const C_MOVE_RSP: u16 = 0x8021;
     pub const C_ECHO_RQ: u16 = 0x0030;
     pub const C_ECHO_RSP: u16 = 0x8030;
     pub const C_CANCEL_RQ: u16 = 0x0FFF;
@@ -44,6 +48,26 @@ pub mod status {
     pub const UNRECOGNIZED_OPERATION: u16 = 0x0211;
     /// Failure: Processing Failure (PS3.7 C.5.2).
     pub const PROCESSING_FAILURE: u16 = 0x0110;
+    /// Cancel: the operation was stopped by a C-CANCEL (PS3.4 C.4.1.1.4, C.4.2.1.5).
+    pub const CANCEL: u16 = 0xFE00;
+    /// Warning: Sub-operations complete, one or more failures or warnings (PS3.4 C.4.2.1.5).
+    pub const SUBOPERATIONS_WITH_FAILURES: u16 = 0xB000;
+    /// Refused: Out of resources, unable to perform sub-operations (PS3.4 C.4.2.1.5).
+    pub const UNABLE_TO_PERFORM_SUBOPERATIONS: u16 = 0xA702;
+    /// Refused: Move Destination unknown (PS3.4 C.4.2.1.5).
+    pub const MOVE_DESTINATION_UNKNOWN: u16 = 0xA801;
+    /// Failed: Identifier does not match SOP Class (PS3.4 C.4.1.1.4, C.4.2.1.5).
+    pub const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
+
+    /// Whether a status is in the Warning class (PS3.7 C.1.4: 0001, Bxxx, 0107, 0116).
+    pub fn is_warning(status: u16) -> bool {
+        status & 0xF000 == 0xB000 || matches!(status, 0x0001 | 0x0107 | 0x0116)
+    }
+
+    /// Whether a status means the operation failed (neither success, pending nor warning).
+    pub fn is_failure(status: u16) -> bool {
+        status != SUCCESS && !is_warning(status) && status != PENDING && status != 0xFF01
+    }
 }
 
 /// Value of Command Data Set Type meaning "no data set follows" (PS3.7 E.1-1).
@@ -67,6 +91,13 @@ pub struct Command {
     pub has_dataset: bool,
     pub move_originator_ae: Option<String>,
     pub move_originator_message_id: Option<u16>,
+    /// Move Destination (0000,0600) of a C-MOVE-RQ.
+    pub move_destination: Option<String>,
+    /// Message ID Being Responded To (0000,0120): in responses, and in a C-CANCEL-RQ the
+    /// request to cancel (PS3.7 9.3.2.3).
+    pub message_id_being_responded_to: Option<u16>,
+    /// Status (0000,0900) of a response.
+    pub status: Option<u16>,
 }
 
 fn trim_uid(s: &str) -> String {
@@ -104,6 +135,9 @@ impl Command {
             has_dataset: data_set_type != NO_DATASET,
             move_originator_ae: str_of(tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE),
             move_originator_message_id: u16_of(tags::MOVE_ORIGINATOR_MESSAGE_ID),
+            move_destination: str_of(tags::MOVE_DESTINATION),
+            message_id_being_responded_to: u16_of(tags::MESSAGE_ID_BEING_RESPONDED_TO),
+            status: u16_of(tags::STATUS),
         })
     }
 }
@@ -119,6 +153,19 @@ pub struct Response {
     pub error_comment: Option<String>,
     /// A data set (an identifier) follows this command.
     pub has_dataset: bool,
+    /// Sub-operation counts of C-MOVE and C-GET responses (PS3.7 9.3.4.2, 9.3.3.2):
+    /// remaining, completed, failed, warning.
+    pub suboperations: Option<SubOperationCounts>,
+}
+
+/// Number of Remaining / Completed / Failed / Warning Sub-operations (0000,1020-1023).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubOperationCounts {
+    /// None in a final response, where PS3.7 C.4.2.1.5 leaves Remaining out.
+    pub remaining: Option<u16>,
+    pub completed: u16,
+    pub failed: u16,
+    pub warning: u16,
 }
 
 impl Response {
@@ -131,6 +178,7 @@ impl Response {
             status,
             error_comment: None,
             has_dataset: false,
+            suboperations: None,
         }
     }
 
@@ -172,6 +220,22 @@ impl Response {
                 PrimitiveValue::from(uid.as_str()),
             ));
         }
+        if let Some(counts) = &self.suboperations {
+            let counts_tags = [
+                (tags::NUMBER_OF_REMAINING_SUBOPERATIONS, counts.remaining),
+                (
+                    tags::NUMBER_OF_COMPLETED_SUBOPERATIONS,
+                    Some(counts.completed),
+                ),
+                (tags::NUMBER_OF_FAILED_SUBOPERATIONS, Some(counts.failed)),
+                (tags::NUMBER_OF_WARNING_SUBOPERATIONS, Some(counts.warning)),
+            ];
+            for (tag, value) in counts_tags {
+                if let Some(v) = value {
+                    obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
+                }
+            }
+        }
         if let Some(comment) = &self.error_comment {
             // Error Comment is LO: at most 64 characters (PS3.7 C.4.2).
             let comment: String = comment.chars().take(64).collect();
@@ -179,6 +243,81 @@ impl Response {
                 tags::ERROR_COMMENT,
                 VR::LO,
                 PrimitiveValue::from(comment),
+            ));
+        }
+        encode_with_group_length(&obj)
+    }
+}
+
+/// A request command set sent by this node (C-STORE-RQ as a storage SCU, C-ECHO-RQ).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub command_field: u16,
+    pub message_id: u16,
+    pub affected_sop_class_uid: String,
+    pub affected_sop_instance_uid: Option<String>,
+    pub has_dataset: bool,
+    /// For C-STORE sub-operations of a C-MOVE: the AE title and message ID of the C-MOVE
+    /// (PS3.7 9.3.1.1).
+    pub move_originator: Option<(String, u16)>,
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut obj = InMemDicomObject::new_empty();
+        let uid = |s: &str| {
+            let mut s = s.to_string();
+            if s.len() % 2 == 1 {
+                s.push('\0');
+            }
+            PrimitiveValue::from(s)
+        };
+        obj.put(DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            uid(&self.affected_sop_class_uid),
+        ));
+        obj.put(DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(self.command_field),
+        ));
+        obj.put(DataElement::new(
+            tags::MESSAGE_ID,
+            VR::US,
+            PrimitiveValue::from(self.message_id),
+        ));
+        if self.command_field == field::C_STORE_RQ {
+            // Priority: MEDIUM
+            obj.put(DataElement::new(
+                tags::PRIORITY,
+                VR::US,
+                PrimitiveValue::from(0u16),
+            ));
+        }
+        let data_set_type = if self.has_dataset { 0x0000 } else { NO_DATASET };
+        obj.put(DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(data_set_type),
+        ));
+        if let Some(instance) = &self.affected_sop_instance_uid {
+            obj.put(DataElement::new(
+                tags::AFFECTED_SOP_INSTANCE_UID,
+                VR::UI,
+                uid(instance),
+            ));
+        }
+        if let Some((ae, id)) = &self.move_originator {
+            obj.put(DataElement::new(
+                tags::MOVE_ORIGINATOR_APPLICATION_ENTITY_TITLE,
+                VR::AE,
+                PrimitiveValue::from(ae.as_str()),
+            ));
+            obj.put(DataElement::new(
+                tags::MOVE_ORIGINATOR_MESSAGE_ID,
+                VR::US,
+                PrimitiveValue::from(*id),
             ));
         }
         encode_with_group_length(&obj)
@@ -214,6 +353,7 @@ mod tests {
             status: status::WARNING_ELEMENTS_DISCARDED,
             error_comment: Some("x".repeat(100)),
             has_dataset: false,
+            suboperations: None,
         };
         let bytes = rsp.encode();
         // group length equals the bytes that follow it

@@ -3,12 +3,14 @@
 //! the archive goes through the [`DimseService`] trait.
 
 pub mod command;
+pub mod scu;
 pub mod server;
 pub mod service;
 pub mod sop_classes;
 
 pub use server::{DimseConfig, DimseServer};
 pub use service::{
-    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, Operation,
-    ReceivedDataset, StoreOutcome, StoreRequest,
+    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, InstanceSource,
+    Operation, OutgoingInstance, ReceivedDataset, RetrieveOutcome, RetrieveRequest, StoreOutcome,
+    StoreRequest,
 };

@@ -19,10 +19,11 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::command::{field, status, Command, Response};
+use crate::command::{field, status, Command, Request, Response, SubOperationCounts};
+use crate::scu::{InstanceResult, SubOperation};
 use crate::service::{
     AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, Operation,
-    ReceivedDataset, StoreRequest,
+    OutgoingInstance, ReceivedDataset, RetrieveOutcome, RetrieveRequest, StoreRequest,
 };
 
 /// Transfer syntaxes accepted for storage and stored as received (PS3.5 Annex A).
@@ -55,6 +56,17 @@ pub const FIND_SOP_CLASSES: &[&str] = &[
     "1.2.840.10008.5.1.4.1.2.2.1", // Study Root
 ];
 
+/// Query/Retrieve Information Models - MOVE (PS3.4 C.6).
+pub const MOVE_SOP_CLASSES: &[&str] = &[
+    "1.2.840.10008.5.1.4.1.2.1.2", // Patient Root
+    "1.2.840.10008.5.1.4.1.2.2.2", // Study Root
+];
+/// Query/Retrieve Information Models - GET (PS3.4 C.6).
+pub const GET_SOP_CLASSES: &[&str] = &[
+    "1.2.840.10008.5.1.4.1.2.1.3", // Patient Root
+    "1.2.840.10008.5.1.4.1.2.2.3", // Study Root
+];
+
 /// Settings of the DIMSE front-end.
 #[derive(Debug, Clone)]
 pub struct DimseConfig {
@@ -72,6 +84,8 @@ pub struct DimseConfig {
     pub spill_threshold: usize,
     /// Where spilled data sets go.
     pub spill_dir: std::path::PathBuf,
+    /// Associations a C-MOVE opens to its destination at once.
+    pub move_associations: usize,
 }
 
 /// A running DIMSE front-end.
@@ -154,19 +168,43 @@ impl DimseServer {
 
 /// Association options for one connection: the access policy needs the peer's address, which
 /// dicom-ul's access control hook does not see, so each connection gets its own policy value.
-type Options = ServerAssociationOptions<
-    'static,
-    PolicyCheck,
-    dicom_ul::association::server::DefaultNegotiation,
->;
+type Options = ServerAssociationOptions<'static, PolicyCheck, RoleNegotiation>;
+
+/// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET requestor proposes the SCP role for the
+/// storage SOP classes it wants to receive; it gets it. Other SOP classes keep the default
+/// roles.
+pub struct RoleNegotiation;
+
+impl dicom_ul::association::server::Negotiation for RoleNegotiation {
+    fn negotiate_roles(
+        &self,
+        sop_class_uid: &str,
+        scu_role: bool,
+        scp_role: bool,
+    ) -> Option<dicom_ul::pdu::RequestorRoles> {
+        let uid = sop_class_uid.trim_end_matches(['\0', ' ']);
+        crate::sop_classes::STORAGE_SOP_CLASSES
+            .iter()
+            .any(|(u, _)| *u == uid)
+            .then_some(dicom_ul::pdu::RequestorRoles {
+                scu: scu_role,
+                scp: scp_role,
+            })
+    }
+}
 
 fn build_options(config: &DimseConfig, policy: PolicyCheck) -> Options {
     let mut options = ServerAssociationOptions::new()
         .ae_access_control(policy)
         .ae_title(config.ae_title.clone())
         .max_pdu_length(config.max_pdu_length)
+        .with_negotiation(RoleNegotiation)
         .with_abstract_syntax(VERIFICATION);
-    for uid in FIND_SOP_CLASSES {
+    for uid in FIND_SOP_CLASSES
+        .iter()
+        .chain(MOVE_SOP_CLASSES)
+        .chain(GET_SOP_CLASSES)
+    {
         options = options.with_abstract_syntax(*uid);
     }
     for (uid, _) in crate::sop_classes::STORAGE_SOP_CLASSES {
@@ -326,6 +364,8 @@ struct Session {
 enum Flow {
     Continue,
     Abort(&'static str),
+    /// The peer aborted or closed the connection.
+    Closed,
 }
 
 impl Session {
@@ -359,6 +399,11 @@ impl Session {
                             .await
                         {
                             Flow::Continue => {}
+                            Flow::Closed => {
+                                info!("association ended by the peer during an operation");
+                                let _ = association.inner_stream().shutdown().await;
+                                return;
+                            }
                             Flow::Abort(why) => {
                                 warn!(reason = why, "aborting association");
                                 abort(
@@ -549,6 +594,19 @@ impl Session {
                     )
                     .await
             }
+            field::C_MOVE_RQ | field::C_GET_RQ => {
+                return self
+                    .retrieve(
+                        association,
+                        context_id,
+                        &command,
+                        abstract_syntax,
+                        transfer_syntax,
+                        dataset,
+                    )
+                    .await
+            }
+            // a C-CANCEL for an operation that has already finished: nothing to do
             field::C_CANCEL_RQ => return Flow::Continue,
             other => {
                 warn!(
@@ -656,6 +714,15 @@ impl Session {
         };
         use dicom_encoding::TransferSyntaxIndex;
         let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&transfer_syntax);
+        if ts.is_none() {
+            let rsp = final_response(
+                status::UNABLE_TO_PROCESS,
+                Some("unknown transfer syntax".into()),
+            );
+            return self
+                .send_response(association, context_id, &rsp, None)
+                .await;
+        }
         let outcome = if !self.service.may_perform(&self.peer, Operation::Find) {
             warn!(calling = %self.peer.calling_ae_title, "C-FIND not permitted");
             FindOutcome::Failed {
@@ -663,30 +730,21 @@ impl Session {
                 comment: "C-FIND not permitted for this AE".into(),
             }
         } else {
-            match (dataset, ts) {
-                (Some(ReceivedDataset::Memory(fragments)), Some(ts)) => {
-                    let bytes: Vec<u8> = fragments.iter().flat_map(|f| f.iter().copied()).collect();
-                    match dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts) {
-                        Ok(identifier) => {
-                            self.service
-                                .find(FindRequest {
-                                    association_id: self.id,
-                                    calling_ae_title: self.peer.calling_ae_title.clone(),
-                                    peer: self.peer.address,
-                                    sop_class_uid: abstract_syntax.clone(),
-                                    identifier,
-                                })
-                                .await
-                        }
-                        Err(e) => FindOutcome::Failed {
-                            status: status::UNABLE_TO_PROCESS,
-                            comment: format!("unreadable identifier: {e}"),
-                        },
-                    }
+            match read_identifier(dataset, &transfer_syntax) {
+                Ok(identifier) => {
+                    self.service
+                        .find(FindRequest {
+                            association_id: self.id,
+                            calling_ae_title: self.peer.calling_ae_title.clone(),
+                            peer: self.peer.address,
+                            sop_class_uid: abstract_syntax.clone(),
+                            identifier,
+                        })
+                        .await
                 }
-                _ => FindOutcome::Failed {
+                Err(comment) => FindOutcome::Failed {
                     status: status::UNABLE_TO_PROCESS,
-                    comment: "C-FIND without a readable identifier".into(),
+                    comment,
                 },
             }
         };
@@ -724,6 +782,22 @@ impl Session {
                 .await
             {
                 return Flow::Abort(why);
+            }
+            match poll_cancel(association, command.message_id).await {
+                Poll::Nothing => {}
+                Poll::Cancel => {
+                    info!("C-FIND cancelled by the peer");
+                    return self
+                        .send_response(
+                            association,
+                            context_id,
+                            &final_response(status::CANCEL, None),
+                            None,
+                        )
+                        .await;
+                }
+                Poll::Abort(why) => return Flow::Abort(why),
+                Poll::Closed => return Flow::Closed,
             }
         }
         self.send_response(
@@ -817,4 +891,560 @@ pub fn refusal_reason(refusal: AssociationRefusal) -> AssociationRJServiceUserRe
             AssociationRJServiceUserReason::CalledAETitleNotRecognized
         }
     }
+}
+
+/// Decodes a C-FIND, C-MOVE or C-GET identifier.
+fn read_identifier(
+    dataset: Option<ReceivedDataset>,
+    transfer_syntax: &str,
+) -> Result<dicom_object::InMemDicomObject, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    match dataset {
+        Some(ReceivedDataset::Memory(fragments)) => {
+            let bytes: Vec<u8> = fragments.iter().flat_map(|f| f.iter().copied()).collect();
+            dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
+                .map_err(|e| format!("unreadable identifier: {e}"))
+        }
+        Some(ReceivedDataset::File { .. }) => Err("identifier larger than 32 MiB".into()),
+        None => Err("request without an identifier".into()),
+    }
+}
+
+/// What arrived from the peer while an operation was running.
+enum Poll {
+    Nothing,
+    /// A C-CANCEL-RQ for the running operation (PS3.7 9.3.2.3).
+    Cancel,
+    Abort(&'static str),
+    Closed,
+}
+
+/// Interprets a PDU received while an operation runs: only a C-CANCEL for it is expected
+/// (this node negotiates no asynchronous operations, PS3.7 D.3.3.3).
+fn interpret_during_operation(pdu: Pdu, message_id: u16, partial: &mut Vec<u8>) -> Poll {
+    match pdu {
+        Pdu::PData { data } => {
+            for value in data {
+                if value.value_type != PDataValueType::Command {
+                    return Poll::Abort("data set while an operation runs");
+                }
+                partial.extend_from_slice(&value.data);
+                if !value.is_last {
+                    continue;
+                }
+                let bytes = std::mem::take(partial);
+                match Command::decode(&bytes) {
+                    Ok(c) if c.command_field == field::C_CANCEL_RQ => {
+                        if c.message_id_being_responded_to
+                            .is_none_or(|id| id == message_id)
+                        {
+                            return Poll::Cancel;
+                        }
+                    }
+                    Ok(_) => return Poll::Abort("a new request while an operation runs"),
+                    Err(_) => return Poll::Abort("undecodable command set"),
+                }
+            }
+            Poll::Nothing
+        }
+        Pdu::AbortRQ { .. } => Poll::Closed,
+        Pdu::ReleaseRQ => Poll::Abort("release requested while an operation runs"),
+        _ => Poll::Abort("unexpected PDU while an operation runs"),
+    }
+}
+
+/// Checks, without waiting, whether the peer sent something (a C-CANCEL) while an operation
+/// runs. dicom-ul reads PDUs into the association's own buffer, so a PDU only partly arrived
+/// is kept for the next call.
+async fn poll_cancel(association: &mut Assoc, message_id: u16) -> Poll {
+    match tokio::time::timeout(Duration::ZERO, association.receive()).await {
+        Err(_) => Poll::Nothing,
+        Ok(Ok(pdu)) => interpret_during_operation(pdu, message_id, &mut Vec::new()),
+        Ok(Err(_)) => Poll::Closed,
+    }
+}
+
+/// Final status of a C-MOVE or C-GET from its sub-operation counts (PS3.4 C.4.2.1.5,
+/// C.4.3.1.4): Success when all completed; Warning B000 when some failed or gave warnings;
+/// A702 when none could be performed.
+fn retrieve_status(counts: &SubOperationCounts, cancelled: bool) -> u16 {
+    if cancelled {
+        status::CANCEL
+    } else if counts.failed == 0 && counts.warning == 0 {
+        status::SUCCESS
+    } else if counts.completed == 0 && counts.warning == 0 {
+        status::UNABLE_TO_PERFORM_SUBOPERATIONS
+    } else {
+        status::SUBOPERATIONS_WITH_FAILURES
+    }
+}
+
+fn clamp_u16(n: usize) -> u16 {
+    n.min(u16::MAX as usize) as u16
+}
+
+/// Running tally of a retrieve's sub-operations.
+struct Tally {
+    total: usize,
+    completed: usize,
+    failed: usize,
+    warning: usize,
+    failed_uids: Vec<String>,
+}
+
+impl Tally {
+    fn new(total: usize) -> Self {
+        Tally {
+            total,
+            completed: 0,
+            failed: 0,
+            warning: 0,
+            failed_uids: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, result: &InstanceResult) {
+        match result.kind() {
+            SubOperation::Completed => self.completed += 1,
+            SubOperation::Warning => self.warning += 1,
+            SubOperation::Failed => {
+                self.failed += 1;
+                self.failed_uids.push(result.sop_instance_uid.clone());
+                warn!(
+                    sop_instance_uid = %result.sop_instance_uid,
+                    status = ?result.status.map(|s| format!("{s:#06x}")),
+                    error = ?result.error,
+                    "sub-operation failed"
+                );
+            }
+        }
+    }
+
+    fn done(&self) -> usize {
+        self.completed + self.failed + self.warning
+    }
+
+    fn counts(&self, with_remaining: bool) -> SubOperationCounts {
+        SubOperationCounts {
+            remaining: with_remaining.then(|| clamp_u16(self.total - self.done())),
+            completed: clamp_u16(self.completed),
+            failed: clamp_u16(self.failed),
+            warning: clamp_u16(self.warning),
+        }
+    }
+}
+
+impl Session {
+    /// C-MOVE SCP (PS3.4 C.4.2.2) and C-GET SCP (PS3.4 C.4.3.2): resolve the identifier, send
+    /// every instance as a C-STORE sub-operation (to the move destination on associations of
+    /// their own, or back on this association for C-GET), with a Pending response after each,
+    /// then the final status with the counts and the Failed SOP Instance UID List.
+    async fn retrieve(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        command: &Command,
+        abstract_syntax: String,
+        transfer_syntax: String,
+        dataset: Option<ReceivedDataset>,
+    ) -> Flow {
+        let is_move = command.command_field == field::C_MOVE_RQ;
+        let (operation, rsp_field, name) = if is_move {
+            (Operation::Move, field::C_MOVE_RSP, "C-MOVE")
+        } else {
+            (Operation::Get, field::C_GET_RSP, "C-GET")
+        };
+        let response =
+            |status: u16, counts: Option<SubOperationCounts>, comment: Option<String>| {
+                let mut rsp = Response::to(command, rsp_field, status);
+                rsp.affected_sop_class_uid = Some(abstract_syntax.clone());
+                rsp.affected_sop_instance_uid = None;
+                rsp.error_comment = comment;
+                rsp.suboperations = counts;
+                rsp
+            };
+        let refuse = |status: u16, comment: String| {
+            warn!(calling = %self.peer.calling_ae_title, status = format!("{status:#06x}"), %comment, "{name} refused");
+            response(status, None, Some(comment))
+        };
+        if !self.service.may_perform(&self.peer, operation) {
+            let rsp = refuse(
+                status::NOT_AUTHORIZED,
+                format!("{name} not permitted for this AE"),
+            );
+            return self
+                .send_response(association, context_id, &rsp, None)
+                .await;
+        }
+        let destination = if is_move {
+            let Some(title) = command.move_destination.as_deref().map(str::trim) else {
+                let rsp = refuse(
+                    status::MOVE_DESTINATION_UNKNOWN,
+                    "no Move Destination".into(),
+                );
+                return self
+                    .send_response(association, context_id, &rsp, None)
+                    .await;
+            };
+            match self.service.move_destination(title) {
+                Some(d) => Some(d),
+                None => {
+                    let rsp = refuse(
+                        status::MOVE_DESTINATION_UNKNOWN,
+                        format!("unknown move destination {title}"),
+                    );
+                    return self
+                        .send_response(association, context_id, &rsp, None)
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+        let identifier = match read_identifier(dataset, &transfer_syntax) {
+            Ok(i) => i,
+            Err(comment) => {
+                let rsp = refuse(status::UNABLE_TO_PROCESS, comment);
+                return self
+                    .send_response(association, context_id, &rsp, None)
+                    .await;
+            }
+        };
+        let outcome = self
+            .service
+            .retrieve(RetrieveRequest {
+                association_id: self.id,
+                calling_ae_title: self.peer.calling_ae_title.clone(),
+                peer: self.peer.address,
+                sop_class_uid: abstract_syntax.clone(),
+                identifier,
+            })
+            .await;
+        let instances = match outcome {
+            RetrieveOutcome::Instances(i) => i,
+            RetrieveOutcome::Failed { status, comment } => {
+                let rsp = refuse(status, comment);
+                return self
+                    .send_response(association, context_id, &rsp, None)
+                    .await;
+            }
+        };
+        info!(
+            instances = instances.len(),
+            destination = ?destination.as_ref().map(|d| &d.ae_title),
+            "{name} started"
+        );
+        let started = std::time::Instant::now();
+        let mut tally = Tally::new(instances.len());
+        let result = match destination {
+            Some(destination) => {
+                self.move_to(
+                    association,
+                    context_id,
+                    command,
+                    destination,
+                    instances,
+                    &mut tally,
+                    &response,
+                )
+                .await
+            }
+            None => {
+                self.get_back(
+                    association,
+                    context_id,
+                    command,
+                    instances,
+                    &mut tally,
+                    &response,
+                )
+                .await
+            }
+        };
+        let cancelled = match result {
+            Ok(cancelled) => cancelled,
+            Err(flow) => return flow,
+        };
+        let status = retrieve_status(&tally.counts(false), cancelled);
+        info!(
+            completed = tally.completed,
+            failed = tally.failed,
+            warning = tally.warning,
+            cancelled,
+            ms = started.elapsed().as_millis() as u64,
+            status = format!("{status:#06x}"),
+            "{name} finished"
+        );
+        let mut rsp = response(status, Some(tally.counts(cancelled)), None);
+        // PS3.4 C.4.2.1.5: the final response lists the instances whose sub-operation failed
+        let identifier = if tally.failed > 0 {
+            let mut list = dicom_object::InMemDicomObject::new_empty();
+            list.put(dicom_core::DataElement::new(
+                dicom_dictionary_std::tags::FAILED_SOP_INSTANCE_UID_LIST,
+                dicom_core::VR::UI,
+                dicom_core::PrimitiveValue::Strs(tally.failed_uids.iter().cloned().collect()),
+            ));
+            encode_identifier(&list, &transfer_syntax)
+        } else {
+            None
+        };
+        rsp.has_dataset = identifier.is_some();
+        self.send_response(association, context_id, &rsp, identifier)
+            .await
+    }
+
+    /// C-MOVE sub-operations: the storage SCU sends to the destination while this loop relays
+    /// its progress as Pending responses and watches for a C-CANCEL. Ok(true) when cancelled.
+    #[allow(clippy::too_many_arguments)]
+    async fn move_to(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        command: &Command,
+        destination: crate::service::RemoteAe,
+        instances: Vec<OutgoingInstance>,
+        tally: &mut Tally,
+        response: &(dyn Fn(u16, Option<SubOperationCounts>, Option<String>) -> Response + Sync),
+    ) -> Result<bool, Flow> {
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut options = crate::scu::StoreScuOptions::new(self.config.ae_title.clone());
+        options.associations = self.config.move_associations;
+        options.max_pdu_length = self.config.max_pdu_length;
+        options.move_originator = Some((self.peer.calling_ae_title.clone(), command.message_id));
+        let sender = tokio::spawn(crate::scu::send_instances(
+            destination,
+            options,
+            instances,
+            self.service.instance_source(),
+            tx,
+            cancel.clone(),
+        ));
+        let mut partial = Vec::new();
+        let mut cancelled = false;
+        let mut peer_gone = false;
+        loop {
+            tokio::select! {
+                result = rx.recv() => {
+                    let Some(result) = result else { break };
+                    tally.add(&result);
+                    if tally.done() < tally.total && !cancelled {
+                        let rsp = response(status::PENDING, Some(tally.counts(true)), None);
+                        if let Flow::Abort(why) = self.send_response(association, context_id, &rsp, None).await {
+                            cancel.store(true, Ordering::SeqCst);
+                            let _ = sender.await;
+                            return Err(Flow::Abort(why));
+                        }
+                    }
+                }
+                pdu = association.receive(), if !peer_gone => {
+                    let poll = match pdu {
+                        Ok(pdu) => interpret_during_operation(pdu, command.message_id, &mut partial),
+                        Err(_) => Poll::Closed,
+                    };
+                    match poll {
+                        Poll::Nothing => {}
+                        Poll::Cancel => {
+                            info!("C-MOVE cancelled by the peer");
+                            cancelled = true;
+                            cancel.store(true, Ordering::SeqCst);
+                        }
+                        Poll::Abort(why) => {
+                            cancel.store(true, Ordering::SeqCst);
+                            let _ = sender.await;
+                            return Err(Flow::Abort(why));
+                        }
+                        Poll::Closed => {
+                            peer_gone = true;
+                            cancel.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = sender.await;
+        if peer_gone {
+            return Err(Flow::Closed);
+        }
+        Ok(cancelled)
+    }
+
+    /// C-GET sub-operations on this association, one at a time: C-STORE-RQ, wait for its
+    /// C-STORE-RSP (watching for a C-CANCEL), then a Pending C-GET-RSP. Ok(true) when
+    /// cancelled.
+    async fn get_back(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        command: &Command,
+        instances: Vec<OutgoingInstance>,
+        tally: &mut Tally,
+        response: &(dyn Fn(u16, Option<SubOperationCounts>, Option<String>) -> Response + Sync),
+    ) -> Result<bool, Flow> {
+        let source = self.service.instance_source();
+        let mut message_id = command.message_id.wrapping_add(1000);
+        let mut cancelled = false;
+        for instance in instances {
+            match poll_cancel(association, command.message_id).await {
+                Poll::Nothing => {}
+                Poll::Cancel => {
+                    info!("C-GET cancelled by the peer");
+                    cancelled = true;
+                }
+                Poll::Abort(why) => return Err(Flow::Abort(why)),
+                Poll::Closed => return Err(Flow::Closed),
+            }
+            if cancelled {
+                break;
+            }
+            let result = self
+                .get_one(
+                    association,
+                    command,
+                    &source,
+                    &instance,
+                    &mut message_id,
+                    &mut cancelled,
+                )
+                .await?;
+            tally.add(&result);
+            if tally.done() < tally.total && !cancelled {
+                let rsp = response(status::PENDING, Some(tally.counts(true)), None);
+                if let Flow::Abort(why) = self
+                    .send_response(association, context_id, &rsp, None)
+                    .await
+                {
+                    return Err(Flow::Abort(why));
+                }
+            }
+        }
+        Ok(cancelled)
+    }
+
+    async fn get_one(
+        &mut self,
+        association: &mut Assoc,
+        command: &Command,
+        source: &Arc<dyn crate::service::InstanceSource>,
+        instance: &OutgoingInstance,
+        message_id: &mut u16,
+        cancelled: &mut bool,
+    ) -> Result<InstanceResult, Flow> {
+        let fail = |why: String| InstanceResult {
+            sop_instance_uid: instance.sop_instance_uid.clone(),
+            sop_class_uid: instance.sop_class_uid.clone(),
+            status: None,
+            error: Some(why),
+            attempts: 0,
+        };
+        // The requestor must have taken the SCP role for this SOP class (PS3.4 C.4.3.1.3).
+        if !requestor_is_scp(association, &instance.sop_class_uid) {
+            return Ok(fail(format!(
+                "the requestor did not negotiate the SCP role for {}",
+                instance.sop_class_uid
+            )));
+        }
+        let syntaxes = source.transfer_syntaxes(instance);
+        let Some((context, ts)) = crate::scu::choose_context(
+            association.presentation_contexts(),
+            &instance.sop_class_uid,
+            &syntaxes,
+        ) else {
+            return Ok(fail(format!(
+                "no accepted presentation context for {} in a transfer syntax this instance can be sent in",
+                instance.sop_class_uid
+            )));
+        };
+        let data = match source.load(instance, &ts).await {
+            Ok(d) => d,
+            Err(e) => return Ok(fail(e)),
+        };
+        *message_id = message_id.wrapping_add(1);
+        let request = Request {
+            command_field: field::C_STORE_RQ,
+            message_id: *message_id,
+            affected_sop_class_uid: instance.sop_class_uid.clone(),
+            affected_sop_instance_uid: Some(instance.sop_instance_uid.clone()),
+            has_dataset: true,
+            move_originator: None,
+        };
+        if crate::scu::send_message(association, context, request.encode(), Some(&data))
+            .await
+            .is_err()
+        {
+            return Err(Flow::Closed);
+        }
+        // wait for the C-STORE-RSP; a C-CANCEL may come first
+        let mut partial = Vec::new();
+        loop {
+            let pdu = match tokio::time::timeout(self.config.idle_timeout, association.receive())
+                .await
+            {
+                Ok(Ok(pdu)) => pdu,
+                Ok(Err(_)) => return Err(Flow::Closed),
+                Err(_) => return Err(Flow::Abort("no C-STORE response within the idle timeout")),
+            };
+            let Pdu::PData { data } = pdu else {
+                return match interpret_during_operation(pdu, command.message_id, &mut partial) {
+                    Poll::Abort(why) => Err(Flow::Abort(why)),
+                    _ => Err(Flow::Closed),
+                };
+            };
+            for value in data {
+                if value.value_type != PDataValueType::Command {
+                    return Err(Flow::Abort(
+                        "data set while a C-STORE response was expected",
+                    ));
+                }
+                partial.extend_from_slice(&value.data);
+                if !value.is_last {
+                    continue;
+                }
+                let bytes = std::mem::take(&mut partial);
+                let Ok(c) = Command::decode(&bytes) else {
+                    return Err(Flow::Abort("undecodable command set"));
+                };
+                match c.command_field {
+                    field::C_CANCEL_RQ => *cancelled = true,
+                    field::C_STORE_RSP if c.message_id_being_responded_to == Some(*message_id) => {
+                        return Ok(InstanceResult {
+                            sop_instance_uid: instance.sop_instance_uid.clone(),
+                            sop_class_uid: instance.sop_class_uid.clone(),
+                            status: Some(c.status.unwrap_or(status::PROCESSING_FAILURE)),
+                            error: None,
+                            attempts: 1,
+                        });
+                    }
+                    _ => {
+                        return Err(Flow::Abort(
+                            "unexpected command while a C-STORE response was expected",
+                        ))
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn requestor_is_scp(association: &Assoc, sop_class_uid: &str) -> bool {
+    use dicom_ul::association::Association;
+    use dicom_ul::pdu::UserVariableItem;
+    association.user_variables().iter().any(|uv| {
+        matches!(uv, UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles)
+            if uid.trim_end_matches(['\0', ' ']) == sop_class_uid && roles.scp)
+    })
+}
+
+fn encode_identifier(
+    obj: &dicom_object::InMemDicomObject,
+    transfer_syntax: &str,
+) -> Option<Vec<u8>> {
+    use dicom_encoding::TransferSyntaxIndex;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(transfer_syntax)?;
+    let mut bytes = Vec::new();
+    obj.write_dataset_with_ts(&mut bytes, ts).ok()?;
+    Some(bytes)
 }

@@ -25,6 +25,8 @@ pub enum Operation {
     Echo,
     Store,
     Find,
+    Move,
+    Get,
 }
 
 /// A data set received with a C-STORE request, exactly as it came off the wire (no file meta
@@ -104,6 +106,59 @@ pub enum FindOutcome {
     Failed { status: u16, comment: String },
 }
 
+/// A C-MOVE or C-GET request: the information model (SOP Class) and the identifier.
+#[derive(Debug)]
+pub struct RetrieveRequest {
+    pub association_id: u64,
+    pub calling_ae_title: String,
+    pub peer: SocketAddr,
+    pub sop_class_uid: String,
+    pub identifier: dicom_object::InMemDicomObject,
+}
+
+/// One stored instance to send as a C-STORE sub-operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingInstance {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    /// The transfer syntax the object is stored in.
+    pub transfer_syntax_uid: String,
+    /// Where the archive finds it (opaque to this crate).
+    pub handle: String,
+    pub size_bytes: u64,
+}
+
+/// The instances a C-MOVE or C-GET identifier selects, or a failure status (PS3.4 C.4.2.1.5).
+#[derive(Debug)]
+pub enum RetrieveOutcome {
+    Instances(Vec<OutgoingInstance>),
+    Failed { status: u16, comment: String },
+}
+
+/// A remote AE that instances can be sent to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteAe {
+    pub ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Reads stored instances for sending, in a transfer syntax the receiver accepted.
+#[async_trait::async_trait]
+pub trait InstanceSource: Send + Sync + 'static {
+    /// The transfer syntaxes the instance can be sent in, preferred first: the stored one,
+    /// then the uncompressed ones it can be converted to.
+    fn transfer_syntaxes(&self, instance: &OutgoingInstance) -> Vec<String>;
+
+    /// The instance's data set (no File Meta Information) encoded in `transfer_syntax_uid`,
+    /// which is one of [`InstanceSource::transfer_syntaxes`].
+    async fn load(
+        &self,
+        instance: &OutgoingInstance,
+        transfer_syntax_uid: &str,
+    ) -> Result<bytes::Bytes, String>;
+}
+
 #[async_trait::async_trait]
 pub trait DimseService: Send + Sync + 'static {
     /// Decides whether an association may be established (called and calling AE titles, peer
@@ -119,4 +174,14 @@ pub trait DimseService: Send + Sync + 'static {
 
     /// Answers a C-FIND.
     async fn find(&self, request: FindRequest) -> FindOutcome;
+
+    /// Resolves a C-MOVE or C-GET identifier into the instances to send.
+    async fn retrieve(&self, request: RetrieveRequest) -> RetrieveOutcome;
+
+    /// The address of a C-MOVE destination, if `ae_title` is a known AE that may receive
+    /// moves and has a host and port (else the C-MOVE is refused with A801).
+    fn move_destination(&self, ae_title: &str) -> Option<RemoteAe>;
+
+    /// Where sub-operations read the instances from.
+    fn instance_source(&self) -> std::sync::Arc<dyn InstanceSource>;
 }

@@ -146,6 +146,14 @@ impl SqlValue {
     }
 }
 
+/// What a write statement run by [`Index::execute`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Executed {
+    pub rows_affected: u64,
+    /// The rows of its RETURNING clause, if it has one.
+    pub rows: Vec<Vec<SqlValue>>,
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// A short name of the backend, for logs.
@@ -158,6 +166,12 @@ pub trait Index: Send + Sync + 'static {
     /// returns its rows. The query engine builds its SQL once for both backends and runs it
     /// through this.
     async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>>;
+
+    /// Runs one write statement (INSERT, UPDATE or DELETE, with or without RETURNING) rendered
+    /// for [`Index::dialect`], with typed parameters, and commits it durably before returning.
+    /// One statement is atomic on both backends, which the AE registry and the job queue rely
+    /// on. Integers bind as 64-bit: columns they compare with must be `{big}`.
+    async fn execute(&self, sql: &str, params: Vec<SqlValue>) -> IndexResult<Executed>;
 
     /// Inserts an instance (and its patient, study and series when new) in one durable
     /// transaction. Does nothing and says so if the SOP Instance UID is already indexed.

@@ -14,8 +14,8 @@ use tokio_postgres::{NoTls, Row};
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::sqlite::now_ms;
 use super::{
-    normalize_name, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord,
-    SqlValue, StoredInstance,
+    normalize_name, Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome,
+    InstanceRecord, SqlValue, StoredInstance,
 };
 
 /// Any constant shared by every node: the advisory lock taken while migrating.
@@ -344,39 +344,48 @@ impl Index for PostgresIndex {
     }
 
     async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>> {
-        use tokio_postgres::types::Type;
         let client = self.pool.get().await.map_err(pool_err)?;
         let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
         let params: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         let rows = client.query(&stmt, &params).await.map_err(db_err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut values = Vec::with_capacity(row.len());
-            for (i, column) in row.columns().iter().enumerate() {
-                let t = column.type_();
-                let v = if *t == Type::INT8 {
-                    row.try_get::<_, Option<i64>>(i)
-                        .map(|v| v.map(SqlValue::Int))
-                } else if *t == Type::INT4 {
-                    row.try_get::<_, Option<i32>>(i)
-                        .map(|v| v.map(|v| SqlValue::Int(v as i64)))
-                } else if *t == Type::INT2 {
-                    row.try_get::<_, Option<i16>>(i)
-                        .map(|v| v.map(|v| SqlValue::Int(v as i64)))
-                } else if *t == Type::BYTEA {
-                    row.try_get::<_, Option<Vec<u8>>>(i)
-                        .map(|v| v.map(SqlValue::Blob))
-                } else {
-                    row.try_get::<_, Option<String>>(i)
-                        .map(|v| v.map(SqlValue::Text))
+        rows.iter().map(row_values).collect()
+    }
+
+    async fn execute(&self, sql: &str, params: Vec<SqlValue>) -> IndexResult<Executed> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
+        let owned: Vec<Box<dyn ToSql + Sync + Send>> = params
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    SqlValue::Null => Box::new(None::<String>),
+                    SqlValue::Int(i) => Box::new(i),
+                    SqlValue::Text(t) => Box::new(t),
+                    SqlValue::Blob(b) => Box::new(b),
                 }
-                .map_err(db_err)?;
-                values.push(v.unwrap_or(SqlValue::Null));
-            }
-            out.push(values);
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = owned
+            .iter()
+            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        if stmt.columns().is_empty() {
+            let rows_affected = client.execute(&stmt, &refs).await.map_err(db_err)?;
+            return Ok(Executed {
+                rows_affected,
+                rows: Vec::new(),
+            });
         }
-        Ok(out)
+        let rows = client.query(&stmt, &refs).await.map_err(db_err)?;
+        let rows = rows
+            .iter()
+            .map(row_values)
+            .collect::<IndexResult<Vec<_>>>()?;
+        Ok(Executed {
+            rows_affected: rows.len() as u64,
+            rows,
+        })
     }
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
@@ -468,4 +477,35 @@ impl Index for PostgresIndex {
             instances: row.get(3),
         })
     }
+}
+
+/// A result row as [`SqlValue`]s (integers of any width, bytea, everything else as text).
+fn row_values(row: &Row) -> IndexResult<Vec<SqlValue>> {
+    use tokio_postgres::types::Type;
+    let mut values = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let t = column.type_();
+        let v = if *t == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i)
+                .map(|v| v.map(SqlValue::Int))
+        } else if *t == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)
+                .map(|v| v.map(|v| SqlValue::Int(v as i64)))
+        } else if *t == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i)
+                .map(|v| v.map(|v| SqlValue::Int(v as i64)))
+        } else if *t == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)
+                .map(|v| v.map(|v| SqlValue::Int(v as i64)))
+        } else if *t == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i)
+                .map(|v| v.map(SqlValue::Blob))
+        } else {
+            row.try_get::<_, Option<String>>(i)
+                .map(|v| v.map(SqlValue::Text))
+        }
+        .map_err(db_err)?;
+        values.push(v.unwrap_or(SqlValue::Null));
+    }
+    Ok(values)
 }

@@ -147,6 +147,27 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE INDEX studies_patient_id_prefix ON studies (patient_id text_pattern_ops)",
         "CREATE INDEX studies_accession_prefix ON studies (accession_number text_pattern_ops)",
     ],
+},
+Migration {
+    version: 2,
+    description: "registry of remote AEs",
+    statements: &[
+        // `allow` is a comma-separated list of operations (echo,store,find,move,get);
+        // `source` says who last wrote the row: 'config' rows follow the configuration file
+        // at startup, 'api' rows were changed by an administrator and are left alone.
+        "CREATE TABLE remote_aes (
+            title TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            port {big} NOT NULL,
+            description TEXT NOT NULL,
+            allow TEXT NOT NULL,
+            move_destination {big} NOT NULL,
+            check_host {big} NOT NULL,
+            source TEXT NOT NULL,
+            updated_at_ms {big} NOT NULL
+        )",
+    ],
+    postgres_only: &[],
 }];
 
 pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -15,14 +15,19 @@ use tokio::sync::oneshot;
 
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::{
-    normalize_name, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord,
-    SqlValue, StoredInstance,
+    normalize_name, Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome,
+    InstanceRecord, SqlValue, StoredInstance,
 };
 
 /// Largest number of writes committed together.
 const MAX_GROUP: usize = 256;
 
 enum WriteJob {
+    Execute(
+        String,
+        Vec<SqlValue>,
+        oneshot::Sender<IndexResult<Executed>>,
+    ),
     Insert(InstanceRecord, oneshot::Sender<IndexResult<InsertOutcome>>),
     Replace(
         InstanceRecord,
@@ -161,6 +166,10 @@ fn writer_loop(mut conn: Connection, rx: mpsc::Receiver<WriteJob>) {
 }
 
 enum Done {
+    Execute(
+        oneshot::Sender<IndexResult<Executed>>,
+        IndexResult<Executed>,
+    ),
     Insert(
         oneshot::Sender<IndexResult<InsertOutcome>>,
         IndexResult<InsertOutcome>,
@@ -178,6 +187,7 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
             let err = db_err(e);
             for job in batch {
                 match job {
+                    WriteJob::Execute(_, _, reply) => drop(reply.send(Err(clone_err(&err)))),
                     WriteJob::Insert(_, reply) => drop(reply.send(Err(clone_err(&err)))),
                     WriteJob::Replace(_, reply) => drop(reply.send(Err(clone_err(&err)))),
                 }
@@ -191,6 +201,10 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
         let name = format!("w{n}");
         let _ = tx.execute_batch(&format!("SAVEPOINT {name}"));
         let (ok, item) = match job {
+            WriteJob::Execute(sql, params, reply) => {
+                let r = execute(&tx, &sql, &params);
+                (r.is_ok(), Done::Execute(reply, r))
+            }
             WriteJob::Insert(record, reply) => {
                 let r = insert(&tx, &record);
                 (r.is_ok(), Done::Insert(reply, r))
@@ -210,6 +224,13 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
     let committed = tx.commit().map_err(db_err);
     for item in done {
         match item {
+            Done::Execute(reply, r) => {
+                let r = match &committed {
+                    Ok(()) => r,
+                    Err(e) => Err(clone_err(e)),
+                };
+                let _ = reply.send(r);
+            }
             Done::Insert(reply, r) => {
                 let r = match &committed {
                     Ok(()) => r,
@@ -226,6 +247,53 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
             }
         }
     }
+}
+
+fn value_of(v: rusqlite::types::ValueRef<'_>) -> SqlValue {
+    match v {
+        rusqlite::types::ValueRef::Null => SqlValue::Null,
+        rusqlite::types::ValueRef::Integer(v) => SqlValue::Int(v),
+        rusqlite::types::ValueRef::Real(v) => SqlValue::Int(v as i64),
+        rusqlite::types::ValueRef::Text(t) => {
+            SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+        }
+        rusqlite::types::ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+    }
+}
+
+fn param_of(v: &SqlValue) -> rusqlite::types::Value {
+    match v {
+        SqlValue::Null => rusqlite::types::Value::Null,
+        SqlValue::Int(i) => rusqlite::types::Value::Integer(*i),
+        SqlValue::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        SqlValue::Blob(b) => rusqlite::types::Value::Blob(b.clone()),
+    }
+}
+
+fn execute(conn: &Connection, sql: &str, params: &[SqlValue]) -> IndexResult<Executed> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let params = rusqlite::params_from_iter(params.iter().map(param_of));
+    let n = stmt.column_count();
+    if n == 0 {
+        let rows_affected = stmt.execute(params).map_err(db_err)? as u64;
+        return Ok(Executed {
+            rows_affected,
+            rows: Vec::new(),
+        });
+    }
+    let rows = stmt
+        .query_map(params, |row| {
+            (0..n)
+                .map(|i| Ok(value_of(row.get_ref(i)?)))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db_err)?;
+    Ok(Executed {
+        rows_affected: rows.len() as u64,
+        rows,
+    })
 }
 
 fn clone_err(e: &IndexError) -> IndexError {
@@ -397,23 +465,20 @@ impl Index for SqliteIndex {
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(params.iter()), |row| {
                     (0..n)
-                        .map(|i| {
-                            Ok(match row.get_ref(i)? {
-                                rusqlite::types::ValueRef::Null => SqlValue::Null,
-                                rusqlite::types::ValueRef::Integer(v) => SqlValue::Int(v),
-                                rusqlite::types::ValueRef::Real(v) => SqlValue::Int(v as i64),
-                                rusqlite::types::ValueRef::Text(t) => {
-                                    SqlValue::Text(String::from_utf8_lossy(t).into_owned())
-                                }
-                                rusqlite::types::ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
-                            })
-                        })
+                        .map(|i| Ok(value_of(row.get_ref(i)?)))
                         .collect::<rusqlite::Result<Vec<_>>>()
                 })
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
         .await
+    }
+
+    async fn execute(&self, sql: &str, params: Vec<SqlValue>) -> IndexResult<Executed> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteJob::Execute(sql.to_string(), params, tx))?;
+        rx.await
+            .map_err(|_| IndexError::Unavailable("SQLite writer thread has stopped".into()))?
     }
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {

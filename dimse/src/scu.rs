@@ -1,0 +1,518 @@
+//! The node as an association requestor: C-ECHO and the storage SCU that C-MOVE and the
+//! administrators' "send to AE" use.
+//!
+//! The storage SCU opens up to `associations` associations to the destination, each taking the
+//! next instance from a shared queue, so a slow instance never holds up the others. An instance
+//! whose association broke is sent again on a new association, up to `retries` times; a
+//! refusal by the receiver (a DIMSE failure status) is final. Every instance gets exactly one
+//! [`InstanceResult`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dicom_ul::association::{Association, AsyncAssociation};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated};
+use dicom_ul::{ClientAssociationOptions, Pdu};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::command::{field, status, Command, Request};
+use crate::service::{InstanceSource, OutgoingInstance, RemoteAe};
+
+/// Uncompressed transfer syntaxes every storage SCP accepts (PS3.5 10.1, A.2).
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..=255.
+const MAX_PRESENTATION_CONTEXTS: usize = 128;
+
+/// How the storage SCU behaves.
+#[derive(Debug, Clone)]
+pub struct StoreScuOptions {
+    /// This node's AE title, sent as the calling AE title.
+    pub calling_ae_title: String,
+    /// Largest PDU this node receives.
+    pub max_pdu_length: u32,
+    /// Associations used at once.
+    pub associations: usize,
+    /// How many times an instance is sent again after its association failed.
+    pub retries: u32,
+    /// Time allowed to connect, and to wait for each response.
+    pub timeout: Duration,
+    /// Set for the sub-operations of a C-MOVE: the mover's AE title and message ID.
+    pub move_originator: Option<(String, u16)>,
+}
+
+impl StoreScuOptions {
+    pub fn new(calling_ae_title: impl Into<String>) -> Self {
+        StoreScuOptions {
+            calling_ae_title: calling_ae_title.into(),
+            max_pdu_length: 116_794,
+            associations: 1,
+            retries: 2,
+            timeout: Duration::from_secs(30),
+            move_originator: None,
+        }
+    }
+}
+
+/// How one instance fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceResult {
+    pub sop_instance_uid: String,
+    pub sop_class_uid: String,
+    /// The receiver's C-STORE status, or None when the instance could not be sent at all.
+    pub status: Option<u16>,
+    /// What went wrong (the receiver's Error Comment, or why it could not be sent).
+    pub error: Option<String>,
+    /// Times it was sent (more than one after association failures).
+    pub attempts: u32,
+}
+
+/// The three kinds of sub-operation result that C-MOVE and C-GET count (PS3.4 C.4.2.1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubOperation {
+    Completed,
+    Warning,
+    Failed,
+}
+
+impl InstanceResult {
+    pub fn kind(&self) -> SubOperation {
+        match self.status {
+            Some(status::SUCCESS) => SubOperation::Completed,
+            Some(s) if status::is_warning(s) => SubOperation::Warning,
+            _ => SubOperation::Failed,
+        }
+    }
+}
+
+/// Runs a C-ECHO against a remote AE; returns the status and the round-trip time of the whole
+/// exchange (connect, associate, echo, release).
+pub async fn echo(
+    remote: &RemoteAe,
+    calling_ae_title: &str,
+    timeout: Duration,
+) -> Result<(u16, Duration), String> {
+    let started = Instant::now();
+    let work = async {
+        let options = ClientAssociationOptions::new()
+            .calling_ae_title(calling_ae_title)
+            .called_ae_title(remote.ae_title.as_str())
+            .with_abstract_syntax(VERIFICATION);
+        let mut association = options
+            .establish_async((remote.host.as_str(), remote.port))
+            .await
+            .map_err(|e| format!("association with {}: {e}", remote.ae_title))?;
+        let _ = association.inner_stream().set_nodelay(true);
+        let pc = association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| accepted(pc))
+            .map(|pc| pc.id)
+            .ok_or_else(|| format!("{} did not accept Verification", remote.ae_title))?;
+        let request = Request {
+            command_field: field::C_ECHO_RQ,
+            message_id: 1,
+            affected_sop_class_uid: VERIFICATION.into(),
+            affected_sop_instance_uid: None,
+            has_dataset: false,
+            move_originator: None,
+        };
+        send_message(&mut association, pc, request.encode(), None).await?;
+        let response = receive_command(&mut association).await?;
+        let _ = association.release().await;
+        Ok::<u16, String>(response.status.unwrap_or(status::PROCESSING_FAILURE))
+    };
+    let status = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("no answer from {} within {timeout:?}", remote.ae_title))??;
+    Ok((status, started.elapsed()))
+}
+
+fn accepted(pc: &PresentationContextNegotiated) -> bool {
+    pc.reason == dicom_ul::pdu::PresentationContextResultReason::Acceptance
+}
+
+fn trim(uid: &str) -> &str {
+    uid.trim_end_matches(['\0', ' '])
+}
+
+/// The accepted presentation context to send an instance on: the first of `transfer_syntaxes`
+/// (preferred first) that a context for the instance's SOP class accepted.
+pub fn choose_context(
+    contexts: &[PresentationContextNegotiated],
+    sop_class_uid: &str,
+    transfer_syntaxes: &[String],
+) -> Option<(u8, String)> {
+    transfer_syntaxes.iter().find_map(|ts| {
+        contexts
+            .iter()
+            .find(|pc| {
+                accepted(pc)
+                    && trim(&pc.abstract_syntax) == sop_class_uid
+                    && trim(&pc.transfer_syntax) == ts.as_str()
+            })
+            .map(|pc| (pc.id, ts.clone()))
+    })
+}
+
+/// Largest P-DATA value that fits the peer's maximum PDU length. dicom-ul counts the 6-byte
+/// PDU header against the limit, and a PDV item adds 6 more (length, context ID, header).
+pub fn max_fragment(peer_max_pdu_length: u32) -> usize {
+    let max = if peer_max_pdu_length == 0 {
+        // 0 means "no limit" (PS3.8 D.1); stay reasonable
+        1 << 20
+    } else {
+        peer_max_pdu_length
+    };
+    (max.saturating_sub(12) as usize).max(1024)
+}
+
+/// Sends a command and, when given, its data set, fragmented for the peer.
+pub async fn send_message<A>(
+    association: &mut A,
+    context_id: u8,
+    command: Vec<u8>,
+    data: Option<&[u8]>,
+) -> Result<(), String>
+where
+    A: AsyncAssociation<TcpStream> + Association + Send,
+{
+    let pdu = Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: context_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    };
+    AsyncAssociation::send(association, &pdu)
+        .await
+        .map_err(|e| format!("cannot send command: {e}"))?;
+    if let Some(data) = data {
+        let max = max_fragment(association.peer_max_pdu_length());
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![data]
+        } else {
+            data.chunks(max).collect()
+        };
+        let n = chunks.len();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let pdu = Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: context_id,
+                    value_type: PDataValueType::Data,
+                    is_last: i + 1 == n,
+                    data: chunk.to_vec(),
+                }],
+            };
+            AsyncAssociation::send(association, &pdu)
+                .await
+                .map_err(|e| format!("cannot send data set: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Receives the next command set (a response), skipping any data set fragments.
+async fn receive_command<A>(association: &mut A) -> Result<Command, String>
+where
+    A: AsyncAssociation<TcpStream> + Send,
+{
+    let mut bytes = Vec::new();
+    loop {
+        let pdu = AsyncAssociation::receive(association)
+            .await
+            .map_err(|e| format!("association broke: {e}"))?;
+        match pdu {
+            Pdu::PData { data } => {
+                for value in data {
+                    if value.value_type != PDataValueType::Command {
+                        continue;
+                    }
+                    bytes.extend_from_slice(&value.data);
+                    if value.is_last {
+                        return Command::decode(&bytes).map_err(|e| e.to_string());
+                    }
+                }
+            }
+            Pdu::AbortRQ { .. } => return Err("association aborted by the receiver".into()),
+            Pdu::ReleaseRQ => return Err("the receiver released the association".into()),
+            _ => return Err("unexpected PDU from the receiver".into()),
+        }
+    }
+}
+
+/// The presentation contexts to propose for a set of instances: per SOP class, one context
+/// per compressed transfer syntax they are stored in, and one with the uncompressed syntaxes
+/// (which every instance that can be decoded can be sent in).
+fn proposed_contexts(
+    instances: &[OutgoingInstance],
+    source: &dyn InstanceSource,
+) -> Vec<(String, Vec<String>)> {
+    let mut by_class: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for instance in instances {
+        let entry = by_class.entry(&instance.sop_class_uid).or_default();
+        for ts in source.transfer_syntaxes(instance) {
+            if !entry.contains(&ts) {
+                entry.push(ts);
+            }
+        }
+    }
+    let mut contexts = Vec::new();
+    // uncompressed contexts first, so that every SOP class gets one within the limit
+    for (class, syntaxes) in &by_class {
+        let plain: Vec<String> = [EXPLICIT_VR_LE, IMPLICIT_VR_LE]
+            .iter()
+            .filter(|ts| syntaxes.iter().any(|s| s == *ts))
+            .map(|s| s.to_string())
+            .collect();
+        if !plain.is_empty() {
+            contexts.push((class.to_string(), plain));
+        }
+    }
+    for (class, syntaxes) in &by_class {
+        for ts in syntaxes {
+            if ts != EXPLICIT_VR_LE && ts != IMPLICIT_VR_LE {
+                contexts.push((class.to_string(), vec![ts.clone()]));
+            }
+        }
+    }
+    contexts.truncate(MAX_PRESENTATION_CONTEXTS);
+    contexts
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<(OutgoingInstance, u32)>>,
+    alive: AtomicUsize,
+    cancel: Arc<AtomicBool>,
+    results: mpsc::UnboundedSender<InstanceResult>,
+    contexts: Vec<(String, Vec<String>)>,
+    destination: RemoteAe,
+    options: StoreScuOptions,
+    source: Arc<dyn InstanceSource>,
+    message_ids: std::sync::atomic::AtomicU16,
+}
+
+impl Shared {
+    fn pop(&self) -> Option<(OutgoingInstance, u32)> {
+        self.queue.lock().expect("queue lock").pop_front()
+    }
+
+    fn give_back(&self, item: (OutgoingInstance, u32)) {
+        self.queue.lock().expect("queue lock").push_front(item);
+    }
+
+    fn report(
+        &self,
+        instance: &OutgoingInstance,
+        status: Option<u16>,
+        error: Option<String>,
+        attempts: u32,
+    ) {
+        let _ = self.results.send(InstanceResult {
+            sop_instance_uid: instance.sop_instance_uid.clone(),
+            sop_class_uid: instance.sop_class_uid.clone(),
+            status,
+            error,
+            attempts,
+        });
+    }
+}
+
+/// Sends instances to `destination` and reports one [`InstanceResult`] per instance on
+/// `results`. Stops taking new instances once `cancel` is set; the instances not sent by then
+/// get no result (the caller counts them as remaining).
+pub async fn send_instances(
+    destination: RemoteAe,
+    options: StoreScuOptions,
+    instances: Vec<OutgoingInstance>,
+    source: Arc<dyn InstanceSource>,
+    results: mpsc::UnboundedSender<InstanceResult>,
+    cancel: Arc<AtomicBool>,
+) {
+    if instances.is_empty() {
+        return;
+    }
+    let contexts = proposed_contexts(&instances, source.as_ref());
+    let workers = options.associations.clamp(1, instances.len());
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(instances.into_iter().map(|i| (i, 0)).collect()),
+        alive: AtomicUsize::new(workers),
+        cancel,
+        results,
+        contexts,
+        destination,
+        options,
+        source,
+        message_ids: std::sync::atomic::AtomicU16::new(1),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        tasks.spawn(worker(shared.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn connect(
+    shared: &Shared,
+) -> Result<dicom_ul::association::AsyncClientAssociation<TcpStream>, String> {
+    let mut options = ClientAssociationOptions::new()
+        .calling_ae_title(shared.options.calling_ae_title.as_str())
+        .called_ae_title(shared.destination.ae_title.as_str())
+        .max_pdu_length(shared.options.max_pdu_length);
+    for (class, syntaxes) in &shared.contexts {
+        options = options.with_presentation_context(
+            class.as_str(),
+            syntaxes.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+    }
+    let address = (shared.destination.host.as_str(), shared.destination.port);
+    let association =
+        tokio::time::timeout(shared.options.timeout, options.establish_async(address))
+            .await
+            .map_err(|_| {
+                format!(
+                    "no association with {} within {:?}",
+                    shared.destination.ae_title, shared.options.timeout
+                )
+            })?
+            .map_err(|e| {
+                format!(
+                    "association with {} failed: {e}",
+                    shared.destination.ae_title
+                )
+            })?;
+    Ok(association)
+}
+
+async fn worker(shared: Arc<Shared>) {
+    let mut failures = 0u32;
+    'associations: loop {
+        if shared.cancel.load(Ordering::SeqCst)
+            || shared.queue.lock().expect("queue lock").is_empty()
+        {
+            break;
+        }
+        let mut association = match connect(&shared).await {
+            Ok(a) => a,
+            Err(e) => {
+                failures += 1;
+                if failures > shared.options.retries {
+                    warn!(destination = %shared.destination.ae_title, error = %e, "storage SCU gives up");
+                    give_up(&shared, &e);
+                    return;
+                }
+                warn!(destination = %shared.destination.ae_title, error = %e, attempt = failures, "cannot associate; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(failures))).await;
+                continue;
+            }
+        };
+        let _ = association.inner_stream().set_nodelay(true);
+        debug!(destination = %shared.destination.ae_title, "storage association established");
+        loop {
+            if shared.cancel.load(Ordering::SeqCst) {
+                let _ = association.release().await;
+                break 'associations;
+            }
+            let Some((instance, attempts)) = shared.pop() else {
+                let _ = association.release().await;
+                break 'associations;
+            };
+            let syntaxes = shared.source.transfer_syntaxes(&instance);
+            let Some((context, ts)) = choose_context(
+                association.presentation_contexts(),
+                &instance.sop_class_uid,
+                &syntaxes,
+            ) else {
+                shared.report(
+                    &instance,
+                    None,
+                    Some(format!(
+                        "{} accepted no presentation context for SOP class {} in a transfer syntax this instance can be sent in",
+                        shared.destination.ae_title, instance.sop_class_uid
+                    )),
+                    attempts,
+                );
+                continue;
+            };
+            let data = match shared.source.load(&instance, &ts).await {
+                Ok(d) => d,
+                Err(e) => {
+                    shared.report(&instance, None, Some(e), attempts);
+                    continue;
+                }
+            };
+            let message_id = shared.message_ids.fetch_add(1, Ordering::Relaxed);
+            let request = Request {
+                command_field: field::C_STORE_RQ,
+                message_id,
+                affected_sop_class_uid: instance.sop_class_uid.clone(),
+                affected_sop_instance_uid: Some(instance.sop_instance_uid.clone()),
+                has_dataset: true,
+                move_originator: shared.options.move_originator.clone(),
+            };
+            let exchange = async {
+                send_message(&mut association, context, request.encode(), Some(&data)).await?;
+                receive_command(&mut association).await
+            };
+            let outcome = tokio::time::timeout(shared.options.timeout, exchange)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no C-STORE response within {:?}",
+                        shared.options.timeout
+                    ))
+                });
+            match outcome {
+                Ok(response) => {
+                    let status = response.status.unwrap_or(status::PROCESSING_FAILURE);
+                    shared.report(&instance, Some(status), None, attempts + 1);
+                }
+                Err(e) => {
+                    let attempts = attempts + 1;
+                    if attempts > shared.options.retries {
+                        shared.report(&instance, None, Some(e.clone()), attempts);
+                    } else {
+                        warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "sending again on a new association");
+                        shared.give_back((instance, attempts));
+                    }
+                    let _ = association.abort().await;
+                    failures += 1;
+                    if failures > shared.options.retries * 4 + 4 {
+                        give_up(&shared, &e);
+                        return;
+                    }
+                    continue 'associations;
+                }
+            }
+        }
+    }
+    shared.alive.fetch_sub(1, Ordering::SeqCst);
+    info!(destination = %shared.destination.ae_title, "storage SCU worker done");
+}
+
+/// This worker stops; if it was the last one, nobody will send what is left, so it fails.
+fn give_up(shared: &Shared, why: &str) {
+    if shared.alive.fetch_sub(1, Ordering::SeqCst) == 1 {
+        while let Some((instance, attempts)) = shared.pop() {
+            shared.report(&instance, None, Some(why.to_string()), attempts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_fit_the_peer_limit() {
+        assert_eq!(max_fragment(16384), 16372);
+        assert_eq!(max_fragment(0), (1 << 20) - 12);
+        assert_eq!(max_fragment(100), 1024);
+    }
+}

@@ -1,0 +1,368 @@
+//! The admin HTTP API under `/api`: the AE registry (`/api/aes`), C-ECHO to a remote AE and
+//! "send this study/series to AE X".
+//!
+//! Access: with no admin token configured, only loopback clients are answered; with a token,
+//! every call needs `Authorization: Bearer <token>`, from anywhere. Every refusal is logged
+//! with the peer's address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pacs_dimse::scu::{InstanceResult, StoreScuOptions, SubOperation};
+use pacs_dimse::InstanceSource;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::ae_registry::{AeRegistry, RegistryError};
+use crate::config::RemoteAe;
+use crate::index::Index;
+
+/// What the admin API works with.
+pub struct AdminState {
+    pub registry: Arc<AeRegistry>,
+    pub index: Arc<dyn Index>,
+    pub source: Arc<dyn InstanceSource>,
+    /// This node's AE title (the calling AE of C-ECHO and sends).
+    pub ae_title: String,
+    pub admin_token: Option<String>,
+    pub scu_timeout: Duration,
+}
+
+/// The `/api` routes other than the public statistics, with their access check.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/api/aes", get(list_aes).post(create_ae))
+        .route(
+            "/api/aes/{title}",
+            get(get_ae).put(update_ae).delete(delete_ae),
+        )
+        .route("/api/aes/{title}/echo", post(echo_ae))
+        .route("/api/aes/{title}/send", post(send_to_ae))
+        .layer(middleware::from_fn_with_state(state.clone(), admin_access))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The access rule of the admin API (see the module documentation).
+async fn admin_access(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let path = request.uri().path().to_string();
+    match &state.admin_token {
+        Some(token) => {
+            let presented = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            // compare digests, so that the time taken says nothing about the token
+            let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+            let ok = presented.is_some_and(|p| digest(p).as_ref() == digest(token).as_ref());
+            if !ok {
+                warn!(peer = ?peer, %path, "admin API call refused: missing or wrong bearer token");
+                let mut rsp = error(StatusCode::UNAUTHORIZED, "admin token required");
+                rsp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                return rsp;
+            }
+        }
+        None => {
+            if !peer.is_some_and(|p| p.ip().is_loopback()) {
+                warn!(peer = ?peer, %path, "admin API call refused: not from loopback and no admin token configured");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "the admin API answers loopback clients only unless an admin token is configured",
+                );
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn registry_error(e: RegistryError) -> Response {
+    match e {
+        RegistryError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        RegistryError::Exists(_) => error(StatusCode::CONFLICT, e.to_string()),
+        RegistryError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        RegistryError::Index(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// Parses a JSON body into an AE, with a 400 that says what is wrong.
+fn parse_ae(body: &[u8]) -> Result<RemoteAe, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid AE: {e}")))
+}
+
+async fn list_aes(State(state): State<Arc<AdminState>>) -> Response {
+    if let Err(e) = state.registry.refresh().await {
+        return registry_error(e);
+    }
+    Json(state.registry.snapshot().as_ref().clone()).into_response()
+}
+
+async fn get_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>) -> Response {
+    match state.registry.get(&title) {
+        Some(ae) => Json(ae).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no AE {title}")),
+    }
+}
+
+async fn create_ae(State(state): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    let ae = match parse_ae(&body) {
+        Ok(ae) => ae,
+        Err(r) => return r,
+    };
+    match state.registry.create(ae).await {
+        Ok(ae) => (StatusCode::CREATED, Json(ae)).into_response(),
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn update_ae(
+    State(state): State<Arc<AdminState>>,
+    Path(title): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let ae = match parse_ae(&body) {
+        Ok(ae) => ae,
+        Err(r) => return r,
+    };
+    match state.registry.update(&title, ae).await {
+        Ok(ae) => Json(ae).into_response(),
+        Err(e) => registry_error(e),
+    }
+}
+
+async fn delete_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>) -> Response {
+    match state.registry.delete(&title).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => registry_error(e),
+    }
+}
+
+/// The network address of a registered AE, or the response saying why there is none.
+fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::RemoteAe, Response> {
+    let ae = state
+        .registry
+        .get(title)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no AE {title}")))?;
+    match (ae.host, ae.port) {
+        (Some(host), Some(port)) => Ok(pacs_dimse::service::RemoteAe {
+            ae_title: ae.title,
+            host,
+            port,
+        }),
+        _ => Err(error(
+            StatusCode::CONFLICT,
+            format!("AE {title} has no host and port"),
+        )),
+    }
+}
+
+/// `POST /api/aes/{title}/echo`: a C-ECHO to the AE; 200 with the round-trip time when it
+/// answers Success, 502 with the reason otherwise.
+async fn echo_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>) -> Response {
+    let remote = match address_of(&state, &title) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match pacs_dimse::scu::echo(&remote, &state.ae_title, state.scu_timeout).await {
+        Ok((status, rtt)) => {
+            let success = status == 0;
+            let body = json!({
+                "title": remote.ae_title,
+                "success": success,
+                "status": status,
+                "round_trip_ms": rtt.as_secs_f64() * 1000.0,
+            });
+            info!(title = %remote.ae_title, status, rtt_ms = rtt.as_millis() as u64, "C-ECHO");
+            let code = if success {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            (code, Json(body)).into_response()
+        }
+        Err(e) => {
+            warn!(title = %remote.ae_title, error = %e, "C-ECHO failed");
+            (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({ "title": remote.ae_title, "success": false, "error": e })),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Body of `POST /api/aes/{title}/send`: what to send (one of them), and how.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    #[serde(default)]
+    pub study: Option<String>,
+    #[serde(default)]
+    pub series: Option<String>,
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// Associations used at once (default 2, at most 8).
+    #[serde(default)]
+    pub associations: Option<usize>,
+    /// Times an instance is sent again after its association failed (default 2).
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct SendResult {
+    sop_instance_uid: String,
+    sop_class_uid: String,
+    /// completed, warning or failed
+    result: &'static str,
+    status: Option<u16>,
+    error: Option<String>,
+    attempts: u32,
+}
+
+/// `POST /api/aes/{title}/send`: sends a study, a series or instances to the AE with C-STORE,
+/// and answers when done with one result per instance. 200 when every instance was stored,
+/// 207-like partial results come back as 502 with the same body.
+async fn send_to_ae(
+    State(state): State<Arc<AdminState>>,
+    Path(title): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let remote = match address_of(&state, &title) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let request: SendRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    let mut identifier = dicom_object::InMemDicomObject::new_empty();
+    let put = |obj: &mut dicom_object::InMemDicomObject, tag, value: String| {
+        obj.put(dicom_core::DataElement::new(
+            tag,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(value),
+        ));
+    };
+    use dicom_dictionary_std::tags;
+    let level = match (
+        &request.study,
+        &request.series,
+        request.instances.is_empty(),
+    ) {
+        (Some(study), None, true) => {
+            put(&mut identifier, tags::STUDY_INSTANCE_UID, study.clone());
+            "STUDY"
+        }
+        (None, Some(series), true) => {
+            put(&mut identifier, tags::SERIES_INSTANCE_UID, series.clone());
+            "SERIES"
+        }
+        (None, None, false) => {
+            put(
+                &mut identifier,
+                tags::SOP_INSTANCE_UID,
+                request.instances.join("\\"),
+            );
+            "IMAGE"
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of study, series or instances",
+            )
+        }
+    };
+    identifier.put(dicom_core::DataElement::new(
+        tags::QUERY_RETRIEVE_LEVEL,
+        dicom_core::VR::CS,
+        dicom_core::PrimitiveValue::from(level),
+    ));
+    const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+    let instances =
+        match crate::retrieve::resolve(state.index.as_ref(), STUDY_ROOT_MOVE, &identifier).await {
+            Ok(i) => i,
+            Err((_, comment)) => return error(StatusCode::BAD_REQUEST, comment),
+        };
+    if instances.is_empty() {
+        return error(StatusCode::NOT_FOUND, "nothing stored matches");
+    }
+    let mut options = StoreScuOptions::new(state.ae_title.clone());
+    options.associations = request.associations.unwrap_or(2).clamp(1, 8);
+    options.retries = request.retries.unwrap_or(2).min(10);
+    options.timeout = state.scu_timeout;
+    let total = instances.len();
+    let started = std::time::Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = tokio::spawn(pacs_dimse::scu::send_instances(
+        remote.clone(),
+        options,
+        instances,
+        state.source.clone(),
+        tx,
+        cancel,
+    ));
+    let mut results: Vec<InstanceResult> = Vec::with_capacity(total);
+    while let Some(r) = rx.recv().await {
+        results.push(r);
+    }
+    let _ = sender.await;
+    let count = |kind| results.iter().filter(|r| r.kind() == kind).count();
+    let (completed, warning, failed) = (
+        count(SubOperation::Completed),
+        count(SubOperation::Warning),
+        count(SubOperation::Failed),
+    );
+    info!(destination = %remote.ae_title, total, completed, warning, failed, ms = started.elapsed().as_millis() as u64, "send finished");
+    let body = json!({
+        "destination": remote.ae_title,
+        "total": total,
+        "completed": completed,
+        "warning": warning,
+        "failed": failed,
+        "seconds": started.elapsed().as_secs_f64(),
+        "results": results.iter().map(|r| SendResult {
+            sop_instance_uid: r.sop_instance_uid.clone(),
+            sop_class_uid: r.sop_class_uid.clone(),
+            result: match r.kind() {
+                SubOperation::Completed => "completed",
+                SubOperation::Warning => "warning",
+                SubOperation::Failed => "failed",
+            },
+            status: r.status,
+            error: r.error.clone(),
+            attempts: r.attempts,
+        }).collect::<Vec<_>>(),
+    });
+    let code = if failed == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    (code, Json(body)).into_response()
+}

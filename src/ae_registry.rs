@@ -1,0 +1,239 @@
+//! The registry of remote AEs: who may associate, what each may do, and where C-MOVE may send.
+//!
+//! It lives in the index (table `remote_aes`), so that every node sharing the database sees
+//! the same registry, and a copy is kept in memory for the association check, which must not
+//! wait on the database. The copy is reloaded after every change made through this node and
+//! every few seconds (changes made through another node).
+//!
+//! The configuration file seeds it: at startup, each `[[ae]]` entry is written unless an
+//! administrator has since changed that AE through the API.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::{validate_ae_title, RemoteAe};
+use crate::index::{Index, IndexError, SqlValue};
+
+/// Operations an AE may be allowed.
+pub const OPERATIONS: &[&str] = &["echo", "store", "find", "move", "get"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("AE {0} already exists")]
+    Exists(String),
+    #[error("no AE {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+pub struct AeRegistry {
+    index: Arc<dyn Index>,
+    snapshot: RwLock<Arc<Vec<RemoteAe>>>,
+}
+
+const COLUMNS: &str =
+    "title, host, port, description, allow, move_destination, check_host, source, updated_at_ms";
+
+/// Checks an AE before it is stored, and normalises it (title without trailing spaces,
+/// operations lower-case and deduplicated).
+pub fn validate(ae: &mut RemoteAe) -> Result<(), RegistryError> {
+    ae.title = ae.title.trim_end().to_string();
+    validate_ae_title(&ae.title).map_err(RegistryError::Invalid)?;
+    let mut allow: Vec<String> = Vec::new();
+    for op in &ae.allow {
+        let op = op.trim().to_ascii_lowercase();
+        if !OPERATIONS.contains(&op.as_str()) {
+            return Err(RegistryError::Invalid(format!(
+                "unknown operation {op:?} (allowed: {})",
+                OPERATIONS.join(", ")
+            )));
+        }
+        if !allow.contains(&op) {
+            allow.push(op);
+        }
+    }
+    ae.allow = allow;
+    if let Some(host) = &ae.host {
+        if host.trim().is_empty() {
+            ae.host = None;
+        }
+    }
+    if ae.port == Some(0) {
+        return Err(RegistryError::Invalid("port must be 1 to 65535".into()));
+    }
+    if ae.move_destination && (ae.host.is_none() || ae.port.is_none()) {
+        return Err(RegistryError::Invalid(
+            "a move destination needs a host and a port".into(),
+        ));
+    }
+    if ae.check_host && ae.host.is_none() {
+        return Err(RegistryError::Invalid("check_host needs a host".into()));
+    }
+    Ok(())
+}
+
+fn params(ae: &RemoteAe, source: &str) -> Vec<SqlValue> {
+    vec![
+        SqlValue::Text(ae.title.clone()),
+        SqlValue::Text(ae.host.clone().unwrap_or_default()),
+        SqlValue::Int(ae.port.unwrap_or(0) as i64),
+        SqlValue::Text(ae.description.clone()),
+        SqlValue::Text(ae.allow.join(",")),
+        SqlValue::Int(ae.move_destination as i64),
+        SqlValue::Int(ae.check_host as i64),
+        SqlValue::Text(source.to_string()),
+        SqlValue::Int(crate::index::sqlite::now_ms()),
+    ]
+}
+
+fn from_row(row: &[SqlValue]) -> RemoteAe {
+    let text = |i: usize| row[i].as_str().unwrap_or_default().to_string();
+    let int = |i: usize| row[i].as_i64().unwrap_or(0);
+    let host = text(1);
+    let port = int(2);
+    RemoteAe {
+        title: text(0),
+        host: (!host.is_empty()).then_some(host),
+        port: (port > 0).then_some(port as u16),
+        description: text(3),
+        allow: text(4)
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        move_destination: int(5) != 0,
+        check_host: int(6) != 0,
+    }
+}
+
+impl AeRegistry {
+    /// Opens the registry, writing the configuration file's AEs first.
+    pub async fn open(
+        index: Arc<dyn Index>,
+        seed: &[RemoteAe],
+    ) -> Result<Arc<AeRegistry>, RegistryError> {
+        let registry = Arc::new(AeRegistry {
+            index,
+            snapshot: RwLock::new(Arc::new(Vec::new())),
+        });
+        let d = registry.index.dialect();
+        let upsert = d.render(&format!(
+            "INSERT INTO remote_aes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (title) DO UPDATE SET host = excluded.host, port = excluded.port,
+               description = excluded.description, allow = excluded.allow,
+               move_destination = excluded.move_destination, check_host = excluded.check_host,
+               updated_at_ms = excluded.updated_at_ms
+             WHERE remote_aes.source = 'config'"
+        ));
+        for ae in seed {
+            let mut ae = ae.clone();
+            validate(&mut ae)?;
+            registry
+                .index
+                .execute(&upsert, params(&ae, "config"))
+                .await?;
+        }
+        registry.refresh().await?;
+        info!(aes = registry.snapshot().len(), "AE registry loaded");
+        Ok(registry)
+    }
+
+    /// The AEs as last loaded.
+    pub fn snapshot(&self) -> Arc<Vec<RemoteAe>> {
+        self.snapshot.read().expect("registry lock").clone()
+    }
+
+    pub fn get(&self, title: &str) -> Option<RemoteAe> {
+        let title = title.trim_end();
+        self.snapshot().iter().find(|ae| ae.title == title).cloned()
+    }
+
+    /// Reloads the in-memory copy from the index.
+    pub async fn refresh(&self) -> Result<(), RegistryError> {
+        let sql = self
+            .index
+            .dialect()
+            .render(&format!("SELECT {COLUMNS} FROM remote_aes ORDER BY title"));
+        let rows = self.index.select(&sql, &[]).await?;
+        let aes: Vec<RemoteAe> = rows.iter().map(|r| from_row(r)).collect();
+        *self.snapshot.write().expect("registry lock") = Arc::new(aes);
+        Ok(())
+    }
+
+    /// Reloads every `every`, so that changes made through another node sharing the index
+    /// apply here too.
+    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) {
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                if let Err(e) = registry.refresh().await {
+                    warn!(error = %e, "cannot reload the AE registry");
+                }
+            }
+        });
+    }
+
+    pub async fn create(&self, mut ae: RemoteAe) -> Result<RemoteAe, RegistryError> {
+        validate(&mut ae)?;
+        let sql = self.index.dialect().render(&format!(
+            "INSERT INTO remote_aes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (title) DO NOTHING RETURNING title"
+        ));
+        let done = self.index.execute(&sql, params(&ae, "api")).await?;
+        if done.rows.is_empty() {
+            return Err(RegistryError::Exists(ae.title));
+        }
+        self.refresh().await?;
+        info!(title = %ae.title, "AE added");
+        Ok(ae)
+    }
+
+    pub async fn update(&self, title: &str, mut ae: RemoteAe) -> Result<RemoteAe, RegistryError> {
+        validate(&mut ae)?;
+        if ae.title != title.trim_end() {
+            return Err(RegistryError::Invalid(format!(
+                "the title in the body ({}) differs from the one in the path ({title})",
+                ae.title
+            )));
+        }
+        let sql = self.index.dialect().render(
+            "UPDATE remote_aes SET host = ?2, port = ?3, description = ?4, allow = ?5,
+               move_destination = ?6, check_host = ?7, source = ?8, updated_at_ms = ?9
+             WHERE title = ?1",
+        );
+        let done = self.index.execute(&sql, params(&ae, "api")).await?;
+        if done.rows_affected == 0 {
+            return Err(RegistryError::NotFound(ae.title));
+        }
+        self.refresh().await?;
+        info!(title = %ae.title, "AE updated");
+        Ok(ae)
+    }
+
+    pub async fn delete(&self, title: &str) -> Result<(), RegistryError> {
+        let title = title.trim_end().to_string();
+        let sql = self
+            .index
+            .dialect()
+            .render("DELETE FROM remote_aes WHERE title = ?1");
+        let done = self
+            .index
+            .execute(&sql, vec![SqlValue::Text(title.clone())])
+            .await?;
+        if done.rows_affected == 0 {
+            return Err(RegistryError::NotFound(title));
+        }
+        self.refresh().await?;
+        info!(%title, "AE removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! C-MOVE and C-GET in the archive: which instances an identifier selects (PS3.4 C.4.2.2.1,
+//! C.6), and reading them back in a transfer syntax the receiver accepted.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use pacs_dimse::command::status;
+use pacs_dimse::scu::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+use pacs_dimse::{InstanceSource, OutgoingInstance};
+
+use crate::index::Index;
+use crate::storage::Storage;
+
+const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
+const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+
+/// Native (uncompressed) transfer syntaxes other than the two little endian ones: the
+/// objects can be re-encoded without decoding pixels.
+const OTHER_NATIVE: &[&str] = &[
+    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian
+    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
+];
+
+fn text(identifier: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<String> {
+    identifier
+        .get(tag)
+        .and_then(|e| e.to_str().ok())
+        .map(|s| {
+            s.split('\\')
+                .map(|v| v.trim_matches(['\0', ' ']).to_string())
+                .filter(|v| !v.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The instances a C-MOVE or C-GET identifier selects, in series and instance order. Errors
+/// are (status, comment): A900 for an identifier that does not fit the information model,
+/// C000 when the index fails.
+pub async fn resolve(
+    index: &dyn Index,
+    sop_class_uid: &str,
+    identifier: &InMemDicomObject,
+) -> Result<Vec<OutgoingInstance>, (u16, String)> {
+    let mismatch = |why: String| (status::IDENTIFIER_DOES_NOT_MATCH, why);
+    let level = text(identifier, tags::QUERY_RETRIEVE_LEVEL)
+        .into_iter()
+        .next()
+        .ok_or_else(|| mismatch("Query/Retrieve Level (0008,0052) is missing".into()))?;
+    let patient_root = sop_class_uid == PATIENT_ROOT_MOVE || sop_class_uid == PATIENT_ROOT_GET;
+    let patient_ids = text(identifier, tags::PATIENT_ID);
+    let studies = text(identifier, tags::STUDY_INSTANCE_UID);
+    let series = text(identifier, tags::SERIES_INSTANCE_UID);
+    let instances = text(identifier, tags::SOP_INSTANCE_UID);
+    // PS3.4 C.4.2.2.1: the unique key of the retrieve level is required (a list of UIDs is
+    // allowed); keys of the levels above narrow it; keys below the level are not allowed.
+    let (required, name, below): (&Vec<String>, &str, &[&Vec<String>]) = match level.as_str() {
+        "PATIENT" if patient_root => (&patient_ids, "Patient ID", &[&studies, &series, &instances]),
+        "PATIENT" => return Err(mismatch("the Study Root model has no PATIENT level".into())),
+        "STUDY" => (&studies, "Study Instance UID", &[&series, &instances]),
+        "SERIES" => (&series, "Series Instance UID", &[&instances]),
+        "IMAGE" => (&instances, "SOP Instance UID", &[]),
+        other => return Err(mismatch(format!("unknown Query/Retrieve Level {other:?}"))),
+    };
+    if required.is_empty() {
+        return Err(mismatch(format!("{name} is required at the {level} level")));
+    }
+    if below.iter().any(|keys| !keys.is_empty()) {
+        return Err(mismatch(format!(
+            "keys below the {level} level are not allowed"
+        )));
+    }
+    if level == "PATIENT" && patient_ids.len() > 1 {
+        return Err(mismatch("Patient ID must have a single value".into()));
+    }
+    let mut conditions = Vec::new();
+    let mut params: Vec<String> = Vec::new();
+    let mut add = |column: &str, values: &[String]| {
+        if values.is_empty() {
+            return;
+        }
+        let placeholders: Vec<String> = values
+            .iter()
+            .map(|v| {
+                params.push(v.clone());
+                format!("?{}", params.len())
+            })
+            .collect();
+        conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
+    };
+    add("st.patient_id", &patient_ids);
+    add("st.study_instance_uid", &studies);
+    add("se.series_instance_uid", &series);
+    add("i.sop_instance_uid", &instances);
+    let sql = format!(
+        "SELECT i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.object_key,
+                i.size_bytes
+         FROM instances i
+         JOIN series se ON se.pk = i.series_pk
+         JOIN studies st ON st.pk = i.study_pk
+         WHERE {}
+         ORDER BY st.pk, se.series_number, se.pk, i.instance_number, i.pk",
+        conditions.join(" AND ")
+    );
+    let sql = index.dialect().render(&sql);
+    let rows = index
+        .select(&sql, &params)
+        .await
+        .map_err(|e| (status::UNABLE_TO_PROCESS, e.to_string()))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let s = |i: usize| row[i].as_str().unwrap_or_default().to_string();
+            OutgoingInstance {
+                sop_class_uid: s(0),
+                sop_instance_uid: s(1),
+                transfer_syntax_uid: s(2),
+                handle: s(3),
+                size_bytes: row[4].as_i64().unwrap_or(0).max(0) as u64,
+            }
+        })
+        .collect())
+}
+
+/// Reads stored instances for C-STORE sub-operations, converting them when the receiver did
+/// not accept the stored transfer syntax.
+pub struct ArchiveSource {
+    pub storage: Storage,
+}
+
+impl ArchiveSource {
+    pub fn new(storage: Storage) -> Arc<Self> {
+        Arc::new(ArchiveSource { storage })
+    }
+}
+
+#[async_trait::async_trait]
+impl InstanceSource for ArchiveSource {
+    fn transfer_syntaxes(&self, instance: &OutgoingInstance) -> Vec<String> {
+        let stored = instance.transfer_syntax_uid.as_str();
+        let mut out = vec![stored.to_string()];
+        let convertible = stored == EXPLICIT_VR_LE
+            || stored == IMPLICIT_VR_LE
+            || OTHER_NATIVE.contains(&stored)
+            || crate::pixels::can_decode(stored);
+        if convertible {
+            for ts in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
+                if ts != stored {
+                    out.push(ts.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    async fn load(
+        &self,
+        instance: &OutgoingInstance,
+        transfer_syntax_uid: &str,
+    ) -> Result<Bytes, String> {
+        let part10 = self
+            .storage
+            .get(&instance.handle)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", instance.sop_instance_uid))?;
+        if transfer_syntax_uid == instance.transfer_syntax_uid {
+            let start = dataset_offset(&part10).ok_or_else(|| {
+                format!(
+                    "stored object of {} is not a Part 10 file",
+                    instance.sop_instance_uid
+                )
+            })?;
+            return Ok(part10.slice(start..));
+        }
+        let target = transfer_syntax_uid.to_string();
+        let uid = instance.sop_instance_uid.clone();
+        tokio::task::spawn_blocking(move || convert(&part10, &target))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot convert {uid} to {transfer_syntax_uid}: {e}"))
+    }
+}
+
+/// Re-encodes a Part 10 object's data set in Explicit or Implicit VR Little Endian, decoding
+/// compressed pixel data.
+fn convert(part10: &[u8], target: &str) -> Result<Bytes, String> {
+    let explicit = crate::pixels::transcode_to_explicit_le(part10).map_err(|e| e.to_string())?;
+    let start = dataset_offset(&explicit).ok_or("transcoded object lacks its meta group")?;
+    if target == EXPLICIT_VR_LE {
+        return Ok(Bytes::from(explicit).slice(start..));
+    }
+    if target != IMPLICIT_VR_LE {
+        return Err(format!("cannot convert to {target}"));
+    }
+    use dicom_transfer_syntax_registry::entries::{
+        EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
+    };
+    let obj = InMemDicomObject::read_dataset_with_ts(
+        &explicit[start..],
+        &EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(explicit.len() - start);
+    obj.write_dataset_with_ts(&mut out, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| e.to_string())?;
+    Ok(Bytes::from(out))
+}
+
+/// Where the data set starts in a Part 10 file: after the 128-byte preamble, "DICM" and the
+/// File Meta group, whose length (0002,0000) is its first element (PS3.10 7.1).
+pub fn dataset_offset(part10: &[u8]) -> Option<usize> {
+    let meta = if part10.get(128..132) == Some(b"DICM".as_slice()) {
+        132
+    } else if part10.starts_with(&[0x02, 0x00, 0x00, 0x00, b'U', b'L']) {
+        0
+    } else {
+        return None;
+    };
+    let header = part10.get(meta..meta + 12)?;
+    if header[..6] != [0x02, 0x00, 0x00, 0x00, b'U', b'L'] {
+        return None;
+    }
+    let group_length = u32::from_le_bytes(header[8..12].try_into().ok()?) as usize;
+    let start = meta + 12 + group_length;
+    (start <= part10.len()).then_some(start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_data_set_after_the_meta_group() {
+        let mut file = vec![0u8; 128];
+        file.extend_from_slice(b"DICM");
+        file.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        file.extend_from_slice(&10u32.to_le_bytes());
+        file.extend_from_slice(&[0u8; 10]);
+        file.extend_from_slice(b"DATA");
+        let start = dataset_offset(&file).unwrap();
+        assert_eq!(&file[start..], b"DATA");
+        assert_eq!(dataset_offset(b"not dicom"), None);
+    }
+}
