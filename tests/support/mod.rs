@@ -211,6 +211,64 @@ pub fn storescu(node: &Node, calling_aet: &str, args: &[&str], files: &[&Path]) 
     run_with_timeout(&mut cmd, TOOL_TIMEOUT)
 }
 
+/// A DCMTK `storescp` receiving into a temporary directory; killed on drop.
+pub struct StoreScp {
+    child: Child,
+    pub port: u16,
+    pub aet: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl StoreScp {
+    /// `storescp -aet <aet> -od <dir> [args] <free port>`, ready when it accepts TCP.
+    pub fn start(aet: &str, args: &[&str]) -> StoreScp {
+        let dir = tempfile::Builder::new()
+            .prefix("storescp-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let child = dcmtk_command("storescp")
+            .args(["-aet", aet, "-od"])
+            .arg(dir.path())
+            .args(args)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start storescp");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "storescp did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        StoreScp {
+            child,
+            port,
+            aet: aet.to_string(),
+            dir,
+        }
+    }
+
+    /// The files received so far, sorted by name.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        files
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Python / pydicom
 // ---------------------------------------------------------------------------
@@ -825,6 +883,8 @@ pub struct NodeOptions {
     pub database_url: Option<String>,
     /// Defaults to `STARTUP_TIMEOUT` when `None`.
     pub startup_timeout: Option<Duration>,
+    /// Address to bind instead of 127.0.0.1.
+    pub bind: Option<String>,
 }
 
 impl NodeOptions {
@@ -908,7 +968,8 @@ impl Node {
         let log = File::create(&log_path).expect("create node log");
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacs"));
-        cmd.args(["serve", "--bind", "127.0.0.1", "--aet", &aet])
+        let bind = opts.bind.clone().unwrap_or_else(|| "127.0.0.1".into());
+        cmd.args(["serve", "--bind", &bind, "--aet", &aet])
             .arg("--dimse-port")
             .arg(dimse_port.to_string())
             .arg("--http-port")
