@@ -51,7 +51,16 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    ApiError(status, message.into()).into_response()
+}
+
+/// An error answer: its status and a JSON body `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
 /// The access rule of the admin API (see the module documentation).
@@ -109,9 +118,9 @@ fn registry_error(e: RegistryError) -> Response {
 }
 
 /// Parses a JSON body into an AE, with a 400 that says what is wrong.
-fn parse_ae(body: &[u8]) -> Result<RemoteAe, Response> {
+fn parse_ae(body: &[u8]) -> Result<RemoteAe, ApiError> {
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid AE: {e}")))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid AE: {e}")))
 }
 
 async fn list_aes(State(state): State<Arc<AdminState>>) -> Response {
@@ -131,7 +140,7 @@ async fn get_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>)
 async fn create_ae(State(state): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
     let ae = match parse_ae(&body) {
         Ok(ae) => ae,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match state.registry.create(ae).await {
         Ok(ae) => (StatusCode::CREATED, Json(ae)).into_response(),
@@ -146,7 +155,7 @@ async fn update_ae(
 ) -> Response {
     let ae = match parse_ae(&body) {
         Ok(ae) => ae,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match state.registry.update(&title, ae).await {
         Ok(ae) => Json(ae).into_response(),
@@ -162,18 +171,18 @@ async fn delete_ae(State(state): State<Arc<AdminState>>, Path(title): Path<Strin
 }
 
 /// The network address of a registered AE, or the response saying why there is none.
-fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::RemoteAe, Response> {
+fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::RemoteAe, ApiError> {
     let ae = state
         .registry
         .get(title)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no AE {title}")))?;
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no AE {title}")))?;
     match (ae.host, ae.port) {
         (Some(host), Some(port)) => Ok(pacs_dimse::service::RemoteAe {
             ae_title: ae.title,
             host,
             port,
         }),
-        _ => Err(error(
+        _ => Err(ApiError(
             StatusCode::CONFLICT,
             format!("AE {title} has no host and port"),
         )),
@@ -185,7 +194,7 @@ fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::Re
 async fn echo_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>) -> Response {
     let remote = match address_of(&state, &title) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match pacs_dimse::scu::echo(&remote, &state.ae_title, state.scu_timeout).await {
         Ok((status, rtt)) => {
@@ -254,7 +263,7 @@ async fn send_to_ae(
 ) -> Response {
     let remote = match address_of(&state, &title) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let request: SendRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,

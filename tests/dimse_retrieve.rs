@@ -125,7 +125,7 @@ async fn dcmtk_move_and_get_return_what_was_stored(backend: Backend) {
     let synth_files = support::synth_paths(&synth);
     let samples = support::pydicom_test_files();
     // JPEG 2000: storescp accepts only uncompressed syntaxes, so the node must decode it
-    let others = vec![samples.join("CT_small.dcm"), samples.join("JPEG2000.dcm")];
+    let others = [samples.join("CT_small.dcm"), samples.join("JPEG2000.dcm")];
     store(&node, &synth_files, &[]);
     store(&node, &others[..1], &[]);
     // propose JPEG 2000 so that it is stored as it is
