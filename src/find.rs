@@ -105,8 +105,37 @@ pub async fn find(
     Ok(result
         .datasets
         .into_iter()
-        .map(|dataset| response_identifier(&dataset, &requested, &unique, &level_value))
+        .map(|dataset| {
+            let mut response = response_identifier(&dataset, &requested, &unique, &level_value);
+            answer_in_latin1_if_asked(identifier, &mut response);
+            response
+        })
         .collect())
+}
+
+/// Responses are UTF-8 (ISO_IR 192). A requester that asked in ISO_IR 100 (Latin-1) gets its
+/// own character set back when every value fits in it, since older workstations do not all
+/// read UTF-8 (PS3.4 C.4.1.1.3.1 leaves the response's character set to the SCP; PS3.5 6.1.2.3).
+fn answer_in_latin1_if_asked(request: &InMemDicomObject, response: &mut InMemDicomObject) {
+    let asked = request
+        .get(tags::SPECIFIC_CHARACTER_SET)
+        .and_then(|e| e.to_str().ok())
+        .is_some_and(|cs| cs.trim() == "ISO_IR 100");
+    if !asked {
+        return;
+    }
+    let fits = response.iter().all(|e| {
+        e.to_str()
+            .map(|s| s.chars().all(|c| (c as u32) <= 0xFF))
+            .unwrap_or(true)
+    });
+    if fits {
+        response.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::from("ISO_IR 100"),
+        ));
+    }
 }
 
 /// A response identifier: the requested attributes (empty when unknown) and the unique keys,

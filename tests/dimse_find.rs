@@ -241,3 +241,44 @@ async fn pynetdicom_queries_too(backend: Backend) {
     assert_eq!(responses[2].0, 0x0000);
 }
 both_backends!(pynetdicom_queries_too);
+
+/// A Latin-1 name stored in ISO_IR 100 is found by queries in ISO_IR 100 and ISO_IR 192, and
+/// each gets its answer in its own character set (the raw bytes are checked, not only pydicom's
+/// decoding).
+async fn character_sets_in_and_out(backend: Backend) {
+    let node = Node::start(backend);
+    let script = "import json, sys\n\
+        import pydicom\n\
+        from pydicom.data import get_testdata_file\n\
+        from pydicom.dataset import Dataset\n\
+        from pynetdicom import AE\n\
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as M, CTImageStorage\n\
+        ds = pydicom.dcmread(get_testdata_file('CT_small.dcm'))\n\
+        ds.SpecificCharacterSet = 'ISO_IR 100'; ds.PatientName = 'M\\u00fcller^J\\u00f6rg'; ds.PatientID = 'LATIN1'\n\
+        ae = AE(ae_title='CHARSET'); ae.add_requested_context(CTImageStorage, ds.file_meta.TransferSyntaxUID); ae.add_requested_context(M)\n\
+        a = ae.associate('127.0.0.1', int(sys.argv[1]), ae_title='PACS')\n\
+        out = {'store': a.send_c_store(ds).Status}\n\
+        for cs in ['ISO_IR 100', 'ISO_IR 192']:\n    \
+            q = Dataset(); q.SpecificCharacterSet = cs; q.QueryRetrieveLevel = 'STUDY'\n    \
+            q.PatientName = 'M\\u00fcller*'; q.PatientID = ''\n    \
+            for status, ident in a.send_c_find(q, M):\n        \
+                if ident is not None:\n            \
+                    out[cs] = [ident.SpecificCharacterSet, str(ident.PatientName), ident['PatientName'].value.original_string.hex()]\n\
+        a.release(); print(json.dumps(out))";
+    let stdout = support::python_stdout(["-c", script, &node.dimse_port().to_string()]);
+    let out: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(out["store"], 0, "{out}");
+    let latin1 = &out["ISO_IR 100"];
+    assert_eq!(latin1[0], "ISO_IR 100", "{out}");
+    assert_eq!(latin1[1], "Müller^Jörg");
+    // ü is FC and ö is F6 in Latin-1
+    assert_eq!(latin1[2], "4dfc6c6c65725e4af67267", "{out}");
+    let utf8 = &out["ISO_IR 192"];
+    assert_eq!(utf8[0], "ISO_IR 192", "{out}");
+    assert_eq!(utf8[1], "Müller^Jörg");
+    assert!(
+        utf8[2].as_str().unwrap().starts_with("4dc3bc6c6c6572"),
+        "{out}"
+    );
+}
+both_backends!(character_sets_in_and_out);
