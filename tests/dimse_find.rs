@@ -282,3 +282,119 @@ async fn character_sets_in_and_out(backend: Backend) {
     );
 }
 both_backends!(character_sets_in_and_out);
+
+/// A C-CANCEL sent right behind the C-FIND stops it: the node answers Cancel (FE00) after at most
+/// the responses already on their way, not all the matches. (The mechanism is the same for both
+/// backends.)
+#[test]
+fn c_cancel_stops_a_c_find() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+    use dicom_ul::pdu::{PDataValue, PDataValueType};
+    use dicom_ul::Pdu;
+    const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
+
+    let node = Node::start(Backend::Sqlite);
+    let (_dir, synth) = support::synth_ct(30, 43);
+    let paths = support::synth_paths(&synth);
+    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    assert!(support::storescu(&node, "MODALITY", &[], &refs)
+        .status
+        .success());
+    let mut assoc =
+        support::raw_client::associate(node.dimse_port(), "CANCELLER", "PACS", STUDY_ROOT_FIND)
+            .unwrap();
+    let pc = assoc.presentation_contexts()[0].id;
+    let request = pacs_dimse::command::Request {
+        command_field: pacs_dimse::command::field::C_FIND_RQ,
+        message_id: 5,
+        affected_sop_class_uid: STUDY_ROOT_FIND.into(),
+        affected_sop_instance_uid: None,
+        has_dataset: true,
+        move_originator: None,
+    };
+    let mut identifier = dicom_object::InMemDicomObject::new_empty();
+    identifier.put(DataElement::new(
+        tags::QUERY_RETRIEVE_LEVEL,
+        VR::CS,
+        PrimitiveValue::from("IMAGE"),
+    ));
+    identifier.put(DataElement::new(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from(synth.instances[0].series_instance_uid.as_str()),
+    ));
+    identifier.put(DataElement::new(
+        tags::SOP_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::Empty,
+    ));
+    // C-CANCEL-RQ: Command Field 0FFF, Message ID Being Responded To, no data set (PS3.7 9.3.2.3)
+    let mut cancel = dicom_object::InMemDicomObject::new_empty();
+    cancel.put(DataElement::new(
+        tags::COMMAND_FIELD,
+        VR::US,
+        PrimitiveValue::from(0x0FFFu16),
+    ));
+    cancel.put(DataElement::new(
+        tags::MESSAGE_ID_BEING_RESPONDED_TO,
+        VR::US,
+        PrimitiveValue::from(5u16),
+    ));
+    cancel.put(DataElement::new(
+        tags::COMMAND_DATA_SET_TYPE,
+        VR::US,
+        PrimitiveValue::from(0x0101u16),
+    ));
+    let mut cancel_bytes = Vec::new();
+    cancel
+        .write_dataset_with_ts(&mut cancel_bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .unwrap();
+    let pdv = |value_type, data| Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type,
+            is_last: true,
+            data,
+        }],
+    };
+    assoc
+        .send(&pdv(PDataValueType::Command, request.encode()))
+        .unwrap();
+    assoc
+        .send(&pdv(
+            PDataValueType::Data,
+            support::raw_client::dataset_bytes(&identifier),
+        ))
+        .unwrap();
+    assoc
+        .send(&pdv(PDataValueType::Command, cancel_bytes))
+        .unwrap();
+    let mut pending = 0;
+    let final_status = loop {
+        let Pdu::PData { data } = assoc.receive().unwrap() else {
+            panic!("expected responses")
+        };
+        let mut done = None;
+        for value in data
+            .into_iter()
+            .filter(|v| v.value_type == PDataValueType::Command)
+        {
+            let command = pacs_dimse::command::Command::decode(&value.data).unwrap();
+            match command.status {
+                Some(0xFF00) => pending += 1,
+                other => done = other,
+            }
+        }
+        if let Some(status) = done {
+            break status;
+        }
+    };
+    assert_eq!(final_status, 0xFE00, "after {pending} pending responses");
+    assert!(
+        pending < 30,
+        "{pending} of 30 matches sent despite the cancel"
+    );
+    let _ = assoc.release();
+    assert!(node.log().contains("C-FIND cancelled by the peer"));
+}

@@ -287,7 +287,10 @@ impl Request {
             VR::US,
             PrimitiveValue::from(self.message_id),
         ));
-        if self.command_field == field::C_STORE_RQ {
+        if matches!(
+            self.command_field,
+            field::C_STORE_RQ | field::C_FIND_RQ | field::C_MOVE_RQ | field::C_GET_RQ
+        ) {
             // Priority: MEDIUM
             obj.put(DataElement::new(
                 tags::PRIORITY,
@@ -381,5 +384,25 @@ mod tests {
             decoded.affected_sop_instance_uid.as_deref(),
             Some("1.2.3.4")
         );
+    }
+
+    #[test]
+    fn request_round_trips_through_decoder() {
+        let rq = Request {
+            command_field: field::C_STORE_RQ,
+            message_id: 12,
+            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            affected_sop_instance_uid: Some("1.2.3".into()),
+            has_dataset: true,
+            move_originator: Some(("MOVER".into(), 77)),
+        };
+        let decoded = Command::decode(&rq.encode()).unwrap();
+        assert_eq!(decoded.command_field, field::C_STORE_RQ);
+        assert_eq!(decoded.message_id, 12);
+        assert!(decoded.has_dataset);
+        // odd-length UIDs are padded with NUL, which the decoder trims
+        assert_eq!(decoded.affected_sop_instance_uid.as_deref(), Some("1.2.3"));
+        assert_eq!(decoded.move_originator_ae.as_deref(), Some("MOVER"));
+        assert_eq!(decoded.move_originator_message_id, Some(77));
     }
 }
