@@ -36,9 +36,10 @@ pub struct AdminState {
     pub scu_timeout: Duration,
 }
 
-/// The `/api` routes other than the public statistics, with their access check.
-pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+/// The `/api` routes other than the public statistics, plus `extra` administrators' routes
+/// (the AI jobs), all behind the admin access check.
+pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
+    let mut router = Router::new()
         .route("/api/aes", get(list_aes).post(create_ae))
         .route(
             "/api/aes/{title}",
@@ -46,8 +47,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/api/aes/{title}/echo", post(echo_ae))
         .route("/api/aes/{title}/send", post(send_to_ae))
-        .layer(middleware::from_fn_with_state(state.clone(), admin_access))
-        .with_state(state)
+        .with_state(state.clone());
+    if let Some(extra) = extra {
+        router = router.merge(extra);
+    }
+    router.layer(middleware::from_fn_with_state(state, admin_access))
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -104,6 +104,19 @@ pub struct ServeArgs {
     /// Associations a C-MOVE opens to its destination at once.
     #[arg(long, env = "PACS_MOVE_ASSOCIATIONS")]
     pub move_associations: Option<usize>,
+    /// Enables the AI job queue: AI workers authenticate with this token.
+    #[arg(long, env = "PACS_WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// A series is complete (and analysed) when no instance arrived for this many seconds.
+    #[arg(long, env = "PACS_SERIES_QUIET_SECS")]
+    pub series_quiet_secs: Option<f64>,
+    /// Folder of AI models (one sub-folder per model with its model.toml); default
+    /// ai-worker/models when it exists.
+    #[arg(long, env = "PACS_AI_MODELS_DIR")]
+    pub ai_models_dir: Option<PathBuf>,
+    /// Attempts of an AI job before it is dead.
+    #[arg(long, env = "PACS_AI_MAX_ATTEMPTS")]
+    pub ai_max_attempts: Option<i64>,
 }
 
 /// The TOML file's shape.
@@ -138,8 +151,15 @@ pub struct FileConfig {
     pub stow_max_request_mb: Option<u64>,
     pub admin_token: Option<String>,
     pub move_associations: Option<usize>,
+    pub worker_token: Option<String>,
+    pub series_quiet_secs: Option<f64>,
+    pub ai_models_dir: Option<PathBuf>,
+    pub ai_max_attempts: Option<i64>,
     #[serde(default)]
     pub ae: Vec<RemoteAe>,
+    /// AI routing rules; none: the shipped models' defaults.
+    #[serde(default)]
+    pub ai_route: Vec<crate::ai::routing::Route>,
 }
 
 /// A remote application entity this node knows.
@@ -192,6 +212,8 @@ pub struct Settings {
     pub remote_aes: Vec<RemoteAe>,
     pub admin_token: Option<String>,
     pub move_associations: usize,
+    /// The AI job queue, when a worker token is set.
+    pub ai: Option<crate::ai::AiSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +345,35 @@ impl Settings {
                 .filter(|t| !t.is_empty()),
             move_associations: pick(&args.move_associations, &file.move_associations, 1)
                 .clamp(1, 16),
+            ai: match args
+                .worker_token
+                .clone()
+                .or(file.worker_token.clone())
+                .filter(|t| !t.is_empty())
+            {
+                None => None,
+                Some(worker_token) => {
+                    let quiet = pick(&args.series_quiet_secs, &file.series_quiet_secs, 30.0);
+                    if !(0.0..=86_400.0).contains(&quiet) {
+                        return Err(ConfigError::Invalid(
+                            "series_quiet_secs must be 0 to 86400".into(),
+                        ));
+                    }
+                    let models_dir = args
+                        .ai_models_dir
+                        .clone()
+                        .or(file.ai_models_dir.clone())
+                        .unwrap_or_else(|| PathBuf::from("ai-worker/models"));
+                    Some(crate::ai::AiSettings {
+                        worker_token,
+                        quiet: Duration::from_secs_f64(quiet),
+                        routes: (!file.ai_route.is_empty()).then(|| file.ai_route.clone()),
+                        model_versions: crate::ai::read_model_versions(&models_dir),
+                        max_attempts: pick(&args.ai_max_attempts, &file.ai_max_attempts, 3)
+                            .clamp(1, 100),
+                    })
+                }
+            },
         })
     }
 }

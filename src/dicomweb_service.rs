@@ -513,8 +513,18 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         .await
     }
 
-    async fn store(&self, object: Bytes, study: Option<&str>) -> StoreResult {
-        let mut incoming = match Incoming::from_part10(object, "") {
+    async fn store(
+        &self,
+        object: Bytes,
+        study: Option<&str>,
+        identity: &pacs_dicomweb::Identity,
+    ) -> StoreResult {
+        // AI output is marked, so that it never triggers AI work itself
+        let source = match identity {
+            pacs_dicomweb::Identity::AiWorker => crate::ai::routing::AI_SOURCE_AE,
+            pacs_dicomweb::Identity::Anonymous => "",
+        };
+        let mut incoming = match Incoming::from_part10(object, source) {
             Ok(i) => i,
             Err(e) => {
                 return StoreResult::Failed {

@@ -3,6 +3,7 @@
 
 pub mod admin_api;
 pub mod ae_registry;
+pub mod ai;
 pub mod config;
 pub mod dicomweb_service;
 pub mod dimse_service;

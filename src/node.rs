@@ -18,6 +18,8 @@ pub enum NodeError {
     Index(#[from] crate::index::IndexError),
     #[error("storage: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("AI jobs: {0}")]
+    Ai(String),
     #[error("AE registry: {0}")]
     Registry(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -104,17 +106,34 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             static_dir: settings.viewer_dir.clone(),
             public_url: settings.public_url.clone(),
             listen_port: settings.http_port,
+            worker_token: settings.ai.as_ref().map(|a| a.worker_token.clone()),
         },
     );
-    let admin = crate::admin_api::router(Arc::new(crate::admin_api::AdminState {
-        registry,
-        index: index.clone(),
-        source,
-        ae_title: settings.aet.clone(),
-        admin_token: settings.admin_token.clone(),
-        scu_timeout: std::time::Duration::from_secs(30),
-    }));
-    let router = admin.merge(router);
+    let ai = match &settings.ai {
+        Some(ai_settings) => {
+            let ai = crate::ai::AiService::open(index.clone(), ai_settings.clone())
+                .await
+                .map_err(NodeError::Ai)?;
+            ai.spawn_scanner();
+            Some(ai)
+        }
+        None => None,
+    };
+    let admin = crate::admin_api::router(
+        Arc::new(crate::admin_api::AdminState {
+            registry,
+            index: index.clone(),
+            source,
+            ae_title: settings.aet.clone(),
+            admin_token: settings.admin_token.clone(),
+            scu_timeout: std::time::Duration::from_secs(30),
+        }),
+        ai.clone().map(crate::ai::api::admin_router),
+    );
+    let mut router = admin.merge(router);
+    if let Some(ai) = ai {
+        router = router.merge(crate::ai::api::worker_router(ai));
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));

@@ -185,5 +185,10 @@ pub trait Archive: Send + Sync + 'static {
 
     /// Stores one Part 10 object received by STOW-RS; `study` is the study in the request URL,
     /// which the instance must belong to.
-    async fn store(&self, object: Bytes, study: Option<&str>) -> StoreResult;
+    async fn store(
+        &self,
+        object: Bytes,
+        study: Option<&str>,
+        identity: &crate::Identity,
+    ) -> StoreResult;
 }

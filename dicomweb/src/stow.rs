@@ -21,19 +21,23 @@ const OUT_OF_RESOURCES: u16 = 0xA700;
 
 pub async fn store_studies(
     State(state): State<Arc<AppState>>,
+    identity: Option<axum::Extension<crate::Identity>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store(state, headers, body, None).await
+    let identity = identity.map(|e| e.0).unwrap_or(crate::Identity::Anonymous);
+    store(state, headers, body, None, identity).await
 }
 
 pub async fn store_study(
     State(state): State<Arc<AppState>>,
+    identity: Option<axum::Extension<crate::Identity>>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store(state, headers, body, Some(study)).await
+    let identity = identity.map(|e| e.0).unwrap_or(crate::Identity::Anonymous);
+    store(state, headers, body, Some(study), identity).await
 }
 
 /// The boundary of a multipart/related body whose root type is application/dicom.
@@ -82,6 +86,7 @@ async fn store(
     headers: HeaderMap,
     body: Body,
     study: Option<String>,
+    identity: crate::Identity,
 ) -> Result<Response, HttpError> {
     let boundary = boundary(&headers)?;
     let limits = &state.config;
@@ -148,7 +153,11 @@ async fn store(
                 break;
             }
         };
-        match state.archive.store(bytes, study.as_deref()).await {
+        match state
+            .archive
+            .store(bytes, study.as_deref(), &identity)
+            .await
+        {
             StoreResult::Stored {
                 sop_class_uid,
                 sop_instance_uid,

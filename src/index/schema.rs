@@ -31,6 +31,12 @@ impl Dialect {
     }
 }
 
+/// `?n` as a 64-bit integer in a statement run by `Index::select`, whose parameters are text:
+/// PostgreSQL will not bind text to a BIGINT comparison, and both backends read this form.
+pub fn int_param(n: usize) -> String {
+    format!("CAST(CAST(?{n} AS TEXT) AS BIGINT)")
+}
+
 /// `?1` → `$1` (PostgreSQL's parameter syntax).
 fn question_to_dollar(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -165,6 +171,49 @@ Migration {
             check_host {big} NOT NULL,
             source TEXT NOT NULL,
             updated_at_ms {big} NOT NULL
+        )",
+    ],
+    postgres_only: &[],
+},
+Migration {
+    version: 3,
+    description: "AI: series completion watch and job queue",
+    statements: &[
+        // One row per series that received instances since AI was enabled: when the last one
+        // arrived, and whether its jobs were created for that state of the series.
+        "CREATE TABLE ai_series_watch (
+            series_pk {big} PRIMARY KEY REFERENCES series (pk),
+            last_received_ms {big} NOT NULL,
+            routed_at_ms {big} NOT NULL
+        )",
+        "CREATE INDEX ai_series_watch_pending ON ai_series_watch (routed_at_ms, last_received_ms)",
+        // The job queue. (series, model, model_version, run) is unique: analysing the same
+        // series with the same model again makes a new run (and a new SEG series), never a
+        // silent duplicate. state: queued, running, succeeded, failed, dead, cancelled.
+        "CREATE TABLE ai_jobs (
+            pk {pk},
+            study_instance_uid TEXT NOT NULL,
+            series_instance_uid TEXT NOT NULL,
+            model TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            run {big} NOT NULL,
+            state TEXT NOT NULL,
+            attempts {big} NOT NULL,
+            max_attempts {big} NOT NULL,
+            not_before_ms {big} NOT NULL,
+            lease_owner TEXT NOT NULL,
+            lease_expires_ms {big} NOT NULL,
+            error TEXT NOT NULL,
+            result_json TEXT NOT NULL,
+            created_at_ms {big} NOT NULL,
+            started_at_ms {big} NOT NULL,
+            finished_at_ms {big} NOT NULL,
+            UNIQUE (series_instance_uid, model, model_version, run)
+        )",
+        "CREATE INDEX ai_jobs_ready ON ai_jobs (state, not_before_ms, pk)",
+        "CREATE TABLE node_settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
         )",
     ],
     postgres_only: &[],

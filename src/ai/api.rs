@@ -1,0 +1,282 @@
+//! HTTP endpoints of the AI job queue.
+//!
+//! Workers (`Authorization: Bearer <worker token>`), under `/api/worker`:
+//! - `POST /api/worker/lease` `{"worker": id, "models": [names], "lease_secs": n}` → 200 with
+//!   the job, or 204 when nothing is ready;
+//! - `POST /api/worker/jobs/{id}/heartbeat` `{"worker": id, "lease_secs": n}`;
+//! - `POST /api/worker/jobs/{id}/complete` `{"worker": id, "result": {...}}`;
+//! - `POST /api/worker/jobs/{id}/fail` `{"worker": id, "error": text, "retryable": bool}`.
+//!   Each answers 200, or 409 when the worker no longer holds the job (its lease expired and
+//!   another worker has it, or an administrator cancelled it): the worker must drop the job.
+//!
+//! Administrators (the admin API's access rule), under `/api/ai`: `GET /api/ai/jobs` (filters
+//! `state`, `series`, `limit`), `GET /api/ai/jobs/{id}`, `POST /api/ai/jobs/{id}/retry`,
+//! `POST /api/ai/jobs/{id}/cancel`, `GET` and `PUT /api/ai/routes`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::warn;
+
+use super::routing::Route;
+use super::AiService;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn index_error(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// The worker endpoints, behind the worker token.
+pub fn worker_router(ai: Arc<AiService>) -> Router {
+    Router::new()
+        .route("/api/worker/lease", post(lease))
+        .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat))
+        .route("/api/worker/jobs/{id}/complete", post(complete))
+        .route("/api/worker/jobs/{id}/fail", post(fail))
+        .layer(middleware::from_fn_with_state(ai.clone(), worker_access))
+        .with_state(ai)
+}
+
+/// The administrators' endpoints (the caller wraps them in the admin access rule).
+pub fn admin_router(ai: Arc<AiService>) -> Router {
+    Router::new()
+        .route("/api/ai/jobs", get(list_jobs))
+        .route("/api/ai/jobs/{id}", get(get_job))
+        .route("/api/ai/jobs/{id}/retry", post(retry_job))
+        .route("/api/ai/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/ai/routes", get(get_routes).put(put_routes))
+        .with_state(ai)
+}
+
+/// Whether `presented` is the token, compared through digests so that timing tells nothing.
+pub fn token_matches(presented: Option<&str>, token: &str) -> bool {
+    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    presented.is_some_and(|p| digest(p).as_ref() == digest(token).as_ref())
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+async fn worker_access(State(ai): State<Arc<AiService>>, request: Request, next: Next) -> Response {
+    if !token_matches(bearer(&request), &ai.settings.worker_token) {
+        let peer = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        warn!(peer = ?peer, path = %request.uri().path(), "worker API call refused: missing or wrong worker token");
+        return error(StatusCode::UNAUTHORIZED, "worker token required");
+    }
+    next.run(request).await
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request: {e}"),
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct LeaseRequest {
+    worker: String,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default = "default_lease_secs")]
+    lease_secs: u64,
+}
+
+fn default_lease_secs() -> u64 {
+    60
+}
+
+fn lease_ms(secs: u64) -> i64 {
+    (secs.clamp(5, 3600) * 1000) as i64
+}
+
+async fn lease(State(ai): State<Arc<AiService>>, body: axum::body::Bytes) -> Response {
+    let rq: LeaseRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if rq.worker.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "worker id required");
+    }
+    match ai
+        .queue
+        .lease(&rq.worker, &rq.models, lease_ms(rq.lease_secs))
+        .await
+    {
+        Ok(Some(job)) => Json(job).into_response(),
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct HeartbeatRequest {
+    worker: String,
+    #[serde(default = "default_lease_secs")]
+    lease_secs: u64,
+}
+
+fn held(ok: bool) -> Response {
+    if ok {
+        Json(json!({ "ok": true })).into_response()
+    } else {
+        error(
+            StatusCode::CONFLICT,
+            "this worker no longer holds the job (lease expired or job cancelled)",
+        )
+    }
+}
+
+async fn heartbeat(
+    State(ai): State<Arc<AiService>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rq: HeartbeatRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match ai
+        .queue
+        .heartbeat(id, &rq.worker, lease_ms(rq.lease_secs))
+        .await
+    {
+        Ok(ok) => held(ok),
+        Err(e) => index_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CompleteRequest {
+    worker: String,
+    #[serde(default)]
+    result: serde_json::Value,
+}
+
+async fn complete(
+    State(ai): State<Arc<AiService>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rq: CompleteRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match ai.queue.complete(id, &rq.worker, &rq.result).await {
+        Ok(ok) => held(ok),
+        Err(e) => index_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct FailRequest {
+    worker: String,
+    error: String,
+    #[serde(default)]
+    retryable: bool,
+}
+
+async fn fail(
+    State(ai): State<Arc<AiService>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rq: FailRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    warn!(job = id, worker = %rq.worker, retryable = rq.retryable, error = %rq.error, "AI job failed");
+    match ai.queue.fail(id, &rq.worker, &rq.error, rq.retryable).await {
+        Ok(ok) => held(ok),
+        Err(e) => index_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    series: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_jobs(State(ai): State<Arc<AiService>>, Query(q): Query<ListQuery>) -> Response {
+    match ai
+        .queue
+        .list(
+            q.state.as_deref(),
+            q.series.as_deref(),
+            q.limit.unwrap_or(100),
+        )
+        .await
+    {
+        Ok(jobs) => Json(jobs).into_response(),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn get_job(State(ai): State<Arc<AiService>>, Path(id): Path<i64>) -> Response {
+    match ai.queue.get(id).await {
+        Ok(Some(job)) => Json(job).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn retry_job(State(ai): State<Arc<AiService>>, Path(id): Path<i64>) -> Response {
+    match ai.queue.retry(id).await {
+        Ok(true) => get_job(State(ai), Path(id)).await,
+        Ok(false) => error(
+            StatusCode::CONFLICT,
+            "only failed, dead or cancelled jobs can be retried",
+        ),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn cancel_job(State(ai): State<Arc<AiService>>, Path(id): Path<i64>) -> Response {
+    match ai.queue.cancel(id).await {
+        Ok(true) => get_job(State(ai), Path(id)).await,
+        Ok(false) => error(
+            StatusCode::CONFLICT,
+            "only queued or running jobs can be cancelled",
+        ),
+        Err(e) => index_error(e),
+    }
+}
+
+async fn get_routes(State(ai): State<Arc<AiService>>) -> Response {
+    Json(ai.routes()).into_response()
+}
+
+async fn put_routes(State(ai): State<Arc<AiService>>, body: axum::body::Bytes) -> Response {
+    let routes: Vec<Route> = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match ai.set_routes(routes).await {
+        Ok(()) => Json(ai.routes()).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}

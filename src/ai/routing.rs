@@ -1,0 +1,225 @@
+//! Which models run on which series.
+//!
+//! A route names a model and criteria on the series; every criterion given must match (a list
+//! matches when any of its values does), and several routes for one model match when any does.
+//! Objects the AI wrote (stored with the worker token, or Segmentation and SR objects) never
+//! match: AI output must not trigger AI work.
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+/// The calling AE recorded for objects stored by an AI worker (through STOW-RS with the worker
+/// token).
+pub const AI_SOURCE_AE: &str = "PACS-AI";
+
+/// SOP classes that are analysis results, never analysed themselves: Segmentation, and the SR
+/// family (PS3.4 B.5: 1.2.840.10008.5.1.4.1.1.88.*).
+fn is_result_class(sop_class_uid: &str) -> bool {
+    sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.4"
+        || sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.7"
+        || sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.88.")
+}
+
+/// One routing rule (`[[ai_route]]` in the configuration file, or the admin API).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The model's name (its folder's manifest `name`).
+    pub model: String,
+    /// Modality (0008,0060) values, e.g. ["CT"].
+    #[serde(default)]
+    pub modality: Vec<String>,
+    /// Body Part Examined (0018,0015) values, compared case-insensitively.
+    #[serde(default)]
+    pub body_part: Vec<String>,
+    /// A regular expression the Series Description must match (use `(?i)` for any case).
+    #[serde(default)]
+    pub series_description: Option<String>,
+    /// SOP Class UIDs; at least one instance of the series must have one.
+    #[serde(default)]
+    pub sop_class: Vec<String>,
+    /// Calling AE titles the series must have come from.
+    #[serde(default)]
+    pub calling_ae: Vec<String>,
+}
+
+/// What routing looks at in a complete series.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesFacts {
+    pub modality: String,
+    pub body_part: String,
+    pub series_description: String,
+    pub sop_classes: Vec<String>,
+    pub calling_aes: Vec<String>,
+}
+
+impl SeriesFacts {
+    /// Whether this series holds AI output (which must never be analysed).
+    pub fn is_ai_output(&self) -> bool {
+        self.calling_aes.iter().any(|ae| ae == AI_SOURCE_AE)
+            || self.sop_classes.iter().any(|c| is_result_class(c))
+    }
+}
+
+/// The shipped models' routes, used when none are configured: CT series to the classical CT
+/// model; MR series of the brain or head, or described as a T1 brain scan, to deepbrain.
+pub fn default_routes() -> Vec<Route> {
+    let route = |model: &str| Route {
+        model: model.into(),
+        ..Default::default()
+    };
+    vec![
+        Route {
+            modality: vec!["CT".into()],
+            ..route("ct-classical")
+        },
+        Route {
+            modality: vec!["MR".into()],
+            body_part: vec!["BRAIN".into(), "HEAD".into()],
+            ..route("deepbrain")
+        },
+        Route {
+            modality: vec!["MR".into()],
+            series_description: Some(
+                r"(?i)(\bt1\b|t1w|mprage|spgr).*(brain|head)|(brain|head).*(\bt1\b|t1w|mprage|spgr)|^\s*(t1\b|t1w|mprage)"
+                    .into(),
+            ),
+            ..route("deepbrain")
+        },
+    ]
+}
+
+/// Routes with their regular expressions compiled.
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: Vec<(Route, Option<Regex>)>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Result<Router, String> {
+        let routes = routes
+            .into_iter()
+            .map(|r| {
+                if r.model.trim().is_empty() {
+                    return Err("a route needs a model".to_string());
+                }
+                let re = match &r.series_description {
+                    Some(p) => Some(Regex::new(p).map_err(|e| {
+                        format!(
+                            "route for {}: invalid series_description regex: {e}",
+                            r.model
+                        )
+                    })?),
+                    None => None,
+                };
+                Ok((r, re))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Router { routes })
+    }
+
+    pub fn routes(&self) -> Vec<Route> {
+        self.routes.iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// The models that should run on a series, each once.
+    pub fn models_for(&self, facts: &SeriesFacts) -> Vec<String> {
+        if facts.is_ai_output() {
+            return Vec::new();
+        }
+        let mut out: Vec<String> = Vec::new();
+        for (route, re) in &self.routes {
+            if matches(route, re.as_ref(), facts) && !out.contains(&route.model) {
+                out.push(route.model.clone());
+            }
+        }
+        out
+    }
+}
+
+fn matches(route: &Route, re: Option<&Regex>, f: &SeriesFacts) -> bool {
+    let any_eq = |list: &[String], value: &str| {
+        list.is_empty()
+            || list
+                .iter()
+                .any(|v| v.trim().eq_ignore_ascii_case(value.trim()))
+    };
+    any_eq(&route.modality, &f.modality)
+        && any_eq(&route.body_part, &f.body_part)
+        && re.is_none_or(|re| re.is_match(&f.series_description))
+        && (route.sop_class.is_empty() || f.sop_classes.iter().any(|c| route.sop_class.contains(c)))
+        && (route.calling_ae.is_empty()
+            || f.calling_aes.iter().any(|a| route.calling_ae.contains(a)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(modality: &str, body: &str, desc: &str) -> SeriesFacts {
+        SeriesFacts {
+            modality: modality.into(),
+            body_part: body.into(),
+            series_description: desc.into(),
+            sop_classes: vec!["1.2.840.10008.5.1.4.1.1.2".into()],
+            calling_aes: vec!["CT1".into()],
+        }
+    }
+
+    #[test]
+    fn default_routes_send_ct_and_brain_mr() {
+        let r = Router::new(default_routes()).unwrap();
+        assert_eq!(
+            r.models_for(&facts("CT", "CHEST", "Thorax")),
+            ["ct-classical"]
+        );
+        assert_eq!(r.models_for(&facts("MR", "BRAIN", "")), ["deepbrain"]);
+        assert_eq!(r.models_for(&facts("MR", "head", "")), ["deepbrain"]);
+        assert_eq!(r.models_for(&facts("MR", "", "T1 MPRAGE")), ["deepbrain"]);
+        assert_eq!(
+            r.models_for(&facts("MR", "", "t1w brain sag")),
+            ["deepbrain"]
+        );
+        assert!(r.models_for(&facts("MR", "KNEE", "PD fat sat")).is_empty());
+        assert!(r.models_for(&facts("US", "", "")).is_empty());
+    }
+
+    #[test]
+    fn ai_output_never_routes() {
+        let r = Router::new(default_routes()).unwrap();
+        let mut f = facts("CT", "", "");
+        f.calling_aes = vec![AI_SOURCE_AE.into()];
+        assert!(r.models_for(&f).is_empty());
+        let mut f = facts("CT", "", "");
+        f.sop_classes = vec!["1.2.840.10008.5.1.4.1.1.66.4".into()];
+        assert!(r.models_for(&f).is_empty());
+        f.sop_classes = vec!["1.2.840.10008.5.1.4.1.1.88.34".into()];
+        assert!(r.models_for(&f).is_empty());
+    }
+
+    #[test]
+    fn every_given_criterion_must_match() {
+        let route = Route {
+            model: "m".into(),
+            modality: vec!["CT".into()],
+            body_part: vec![],
+            series_description: Some("(?i)lung".into()),
+            sop_class: vec![],
+            calling_ae: vec!["CT1".into()],
+        };
+        let r = Router::new(vec![route]).unwrap();
+        assert_eq!(r.models_for(&facts("CT", "", "LUNG 1mm")), ["m"]);
+        assert!(r.models_for(&facts("CT", "", "abdomen")).is_empty());
+        let mut f = facts("CT", "", "lung");
+        f.calling_aes = vec!["OTHER".into()];
+        assert!(r.models_for(&f).is_empty());
+        assert!(Router::new(vec![Route {
+            series_description: Some("(".into()),
+            ..Route {
+                model: "x".into(),
+                ..Default::default()
+            }
+        }])
+        .is_err());
+    }
+}
