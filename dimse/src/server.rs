@@ -818,45 +818,17 @@ impl Session {
         response: &Response,
         dataset: Option<Vec<u8>>,
     ) -> Flow {
-        let command = Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: context_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: response.encode(),
-            }],
-        };
-        if association.send(&command).await.is_err() {
-            return Flow::Abort("cannot send response");
+        match crate::scu::send_message(
+            association,
+            context_id,
+            response.encode(),
+            dataset.as_deref(),
+        )
+        .await
+        {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Abort("cannot send response"),
         }
-        if let Some(data) = dataset {
-            use dicom_ul::association::Association;
-            // a PDV item adds 6 bytes (length, context id, control header) to its fragment
-            let max = association
-                .peer_max_pdu_length()
-                .saturating_sub(6)
-                .max(1024) as usize;
-            let chunks: Vec<&[u8]> = if data.is_empty() {
-                vec![&data[..]]
-            } else {
-                data.chunks(max).collect()
-            };
-            let n = chunks.len();
-            for (i, chunk) in chunks.into_iter().enumerate() {
-                let pdu = Pdu::PData {
-                    data: vec![PDataValue {
-                        presentation_context_id: context_id,
-                        value_type: PDataValueType::Data,
-                        is_last: i + 1 == n,
-                        data: chunk.to_vec(),
-                    }],
-                };
-                if association.send(&pdu).await.is_err() {
-                    return Flow::Abort("cannot send response data set");
-                }
-            }
-        }
-        Flow::Continue
     }
 }
 
