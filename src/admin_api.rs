@@ -67,6 +67,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether `presented` is the token, compared through digests so that the time taken says
+/// nothing about the token.
+pub fn token_matches(presented: Option<&str>, token: &str) -> bool {
+    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    presented.is_some_and(|p| digest(p).as_ref() == digest(token).as_ref())
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// The access rule of the admin API (see the module documentation).
 async fn admin_access(
     State(state): State<Arc<AdminState>>,
@@ -80,15 +97,7 @@ async fn admin_access(
     let path = request.uri().path().to_string();
     match &state.admin_token {
         Some(token) => {
-            let presented = request
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            // compare digests, so that the time taken says nothing about the token
-            let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-            let ok = presented.is_some_and(|p| digest(p).as_ref() == digest(token).as_ref());
+            let ok = token_matches(bearer(&request), token);
             if !ok {
                 warn!(peer = ?peer, %path, "admin API call refused: missing or wrong bearer token");
                 let mut rsp = error(StatusCode::UNAUTHORIZED, "admin token required");

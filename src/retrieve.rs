@@ -208,39 +208,48 @@ fn convert(part10: &[u8], target: &str) -> Result<Bytes, String> {
     Ok(Bytes::from(out))
 }
 
-/// Where the data set starts in a Part 10 file: after the 128-byte preamble, "DICM" and the
-/// File Meta group, whose length (0002,0000) is its first element (PS3.10 7.1).
-pub fn dataset_offset(part10: &[u8]) -> Option<usize> {
-    let meta = if part10.get(128..132) == Some(b"DICM".as_slice()) {
-        132
-    } else if part10.starts_with(&[0x02, 0x00, 0x00, 0x00, b'U', b'L']) {
-        0
-    } else {
-        return None;
-    };
-    let header = part10.get(meta..meta + 12)?;
-    if header[..6] != [0x02, 0x00, 0x00, 0x00, b'U', b'L'] {
-        return None;
-    }
-    let group_length = u32::from_le_bytes(header[8..12].try_into().ok()?) as usize;
-    let start = meta + 12 + group_length;
-    (start <= part10.len()).then_some(start)
+/// Where the data set starts in a Part 10 file.
+fn dataset_offset(part10: &[u8]) -> Option<usize> {
+    crate::ingest::read_part10_meta(part10)
+        .ok()
+        .map(|(_, offset)| offset)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_object::meta::FileMetaTableBuilder;
 
     #[test]
     fn finds_the_data_set_after_the_meta_group() {
-        let mut file = vec![0u8; 128];
-        file.extend_from_slice(b"DICM");
-        file.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
-        file.extend_from_slice(&10u32.to_le_bytes());
-        file.extend_from_slice(&[0u8; 10]);
-        file.extend_from_slice(b"DATA");
+        let mut dataset = InMemDicomObject::new_empty();
+        dataset.put(DataElement::new(
+            tags::PATIENT_ID,
+            VR::LO,
+            PrimitiveValue::from("X"),
+        ));
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+            .media_storage_sop_instance_uid("1.2.3")
+            .transfer_syntax(EXPLICIT_VR_LE)
+            .build()
+            .unwrap();
+        let mut file = Vec::new();
+        dataset
+            .clone()
+            .with_exact_meta(meta)
+            .write_all(&mut file)
+            .unwrap();
+        let mut expected = Vec::new();
+        dataset
+            .write_dataset_with_ts(
+                &mut expected,
+                &dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .unwrap();
         let start = dataset_offset(&file).unwrap();
-        assert_eq!(&file[start..], b"DATA");
+        assert_eq!(&file[start..], &expected[..]);
         assert_eq!(dataset_offset(b"not dicom"), None);
     }
 }

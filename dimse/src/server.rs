@@ -619,19 +619,8 @@ impl Session {
                 rsp
             }
         };
-        let pdu = Pdu::PData {
-            data: vec![PDataValue {
-                presentation_context_id: context_id,
-                value_type: PDataValueType::Command,
-                is_last: true,
-                data: response.encode(),
-            }],
-        };
-        if let Err(e) = association.send(&pdu).await {
-            warn!(error = %e, "cannot send response");
-            return Flow::Abort("cannot send response");
-        }
-        Flow::Continue
+        self.send_response(association, context_id, &response, None)
+            .await
     }
 
     async fn store(

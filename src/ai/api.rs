@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,6 +27,7 @@ use tracing::warn;
 
 use super::routing::Route;
 use super::AiService;
+use crate::admin_api::{bearer, token_matches};
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
@@ -56,22 +57,6 @@ pub fn admin_router(ai: Arc<AiService>) -> Router {
         .route("/api/ai/jobs/{id}/cancel", post(cancel_job))
         .route("/api/ai/routes", get(get_routes).put(put_routes))
         .with_state(ai)
-}
-
-/// Whether `presented` is the token, compared through digests so that timing tells nothing.
-pub fn token_matches(presented: Option<&str>, token: &str) -> bool {
-    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    presented.is_some_and(|p| digest(p).as_ref() == digest(token).as_ref())
-}
-
-/// The bearer token of a request, if any.
-pub fn bearer(request: &Request) -> Option<&str> {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
 }
 
 async fn worker_access(State(ai): State<Arc<AiService>>, request: Request, next: Next) -> Response {

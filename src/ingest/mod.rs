@@ -63,18 +63,27 @@ pub struct Incoming {
     pub expected_study: Option<String>,
 }
 
+/// The File Meta Information of a Part 10 file (PS3.10 7.1: 128-byte preamble, "DICM", group
+/// 0002) and where its data set starts.
+pub fn read_part10_meta(
+    bytes: &[u8],
+) -> Result<(dicom_object::meta::FileMetaTable, usize), String> {
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Err("not a DICOM Part 10 file (no DICM prefix)".into());
+    }
+    let mut cursor = Cursor::new(&bytes[128..]);
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut cursor)
+        .map_err(|e| format!("file meta group: {e}"))?;
+    Ok((meta, 128 + cursor.position() as usize))
+}
+
 impl Incoming {
     /// An incoming Part 10 file: its identity and transfer syntax come from its file meta
     /// group (PS3.10 7.1), which must be there.
     pub fn from_part10(bytes: Bytes, source_ae: &str) -> Result<Incoming, IngestError> {
-        let bad = |why: String| IngestError::CannotUnderstand(why);
-        if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
-            return Err(bad("not a DICOM Part 10 file (no DICM prefix)".into()));
-        }
-        let mut cursor = Cursor::new(&bytes[128..]);
-        let meta = dicom_object::meta::FileMetaTable::from_reader(&mut cursor)
-            .map_err(|e| bad(format!("file meta group: {e}")))?;
-        let dataset_offset = 128 + cursor.position();
+        let (meta, dataset_offset) =
+            read_part10_meta(&bytes).map_err(IngestError::CannotUnderstand)?;
+        let dataset_offset = dataset_offset as u64;
         let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
         Ok(Incoming {
             sop_class_uid: trim(meta.media_storage_sop_class_uid()),
