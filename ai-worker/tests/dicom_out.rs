@@ -1,0 +1,761 @@
+//! The DICOM writers of the AI worker (`pacs_ai_worker::dicom_out`) on a synthetic source series:
+//! structure checked here, then by peers nobody here wrote: dciodvfy (dicom3tools) validates both
+//! objects against their IODs, and highdicom reads them back (tests/peers/check_outputs.py).
+//! A missing peer fails the test unless PACS_SKIP_EXTERNAL_PEERS=1.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, uids};
+use dicom_object::InMemDicomObject;
+use pacs_ai_worker::dicom_out::{
+    build_measurement_report, build_segmentation, srgb_to_dicom_lab, to_part10_bytes, Algorithm,
+    Equipment, OutputError, SegmentInput, SourceSeries, SourceSlice,
+};
+use pacs_ai_worker::measure::SegmentMeasurements;
+use pacs_ai_worker::model::{Code, LabelSpec};
+
+// 27 x 30 pixels: 810 bits per frame, so frames start in the middle of bytes (PS3.5 8.1.1).
+const SLICES: usize = 10;
+const ROWS: usize = 27;
+const COLUMNS: usize = 30;
+const PLANE: usize = ROWS * COLUMNS;
+const PIXEL_SPACING: [f64; 2] = [0.8, 0.7];
+const SLICE_SPACING: f64 = 1.25;
+const STUDY_UID: &str = "2.25.1234567890123456789";
+const SERIES_UID: &str = "2.25.1234567890123456790";
+const FRAME_OF_REFERENCE_UID: &str = "2.25.1234567890123456791";
+
+fn code(value: &str, scheme: &str, meaning: &str) -> Code {
+    Code {
+        value: value.into(),
+        scheme: scheme.into(),
+        meaning: meaning.into(),
+    }
+}
+
+fn source() -> SourceSeries {
+    let mut instance = InMemDicomObject::new_empty();
+    let mut put = |tag: Tag, vr: VR, value: &str| {
+        instance.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+    };
+    put(tags::PATIENT_NAME, VR::PN, "Müller^Jürgen");
+    put(tags::PATIENT_ID, VR::LO, "PAT-0042");
+    put(tags::PATIENT_BIRTH_DATE, VR::DA, "19700101");
+    put(tags::PATIENT_SEX, VR::CS, "M");
+    put(tags::STUDY_INSTANCE_UID, VR::UI, STUDY_UID);
+    put(tags::STUDY_DATE, VR::DA, "20240301");
+    put(tags::STUDY_TIME, VR::TM, "101500");
+    put(tags::STUDY_ID, VR::SH, "S1");
+    put(tags::ACCESSION_NUMBER, VR::SH, "ACC1");
+    put(tags::STUDY_DESCRIPTION, VR::LO, "CT phantom");
+    put(tags::SERIES_INSTANCE_UID, VR::UI, SERIES_UID);
+    put(tags::MODALITY, VR::CS, "CT");
+    // ReferringPhysicianName absent: written empty (Type 2).
+    let origin = [-10.5, -12.0, 40.0];
+    SourceSeries {
+        instance,
+        series_instance_uid: SERIES_UID.into(),
+        frame_of_reference_uid: FRAME_OF_REFERENCE_UID.into(),
+        modality: "CT".into(),
+        rows: ROWS,
+        columns: COLUMNS,
+        pixel_spacing: PIXEL_SPACING,
+        image_orientation_patient: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],
+        slice_thickness: 1.5,
+        spacing_between_slices: SLICE_SPACING,
+        slices: (0..SLICES)
+            .map(|s| SourceSlice {
+                sop_class_uid: uids::CT_IMAGE_STORAGE.into(),
+                sop_instance_uid: format!("2.25.99000000000000000{s:02}"),
+                image_position_patient: [
+                    origin[0],
+                    origin[1],
+                    origin[2] + s as f64 * SLICE_SPACING,
+                ],
+            })
+            .collect(),
+    }
+}
+
+fn labels() -> Vec<LabelSpec> {
+    let tissue = code("85756007", "SCT", "Tissue");
+    vec![
+        LabelSpec {
+            value: 1,
+            name: "sphere".into(),
+            color: [255, 200, 80],
+            category: tissue.clone(),
+            property_type: code("39607008", "SCT", "Lung"),
+        },
+        LabelSpec {
+            value: 2,
+            name: "box".into(),
+            color: [40, 120, 255],
+            category: code("49755003", "SCT", "Morphologically Altered Structure"),
+            property_type: code("108369006", "SCT", "Tumor"),
+        },
+        LabelSpec {
+            value: 3,
+            name: "nothing".into(),
+            color: [0, 255, 0],
+            category: tissue,
+            property_type: code("71854001", "SCT", "Colon"),
+        },
+    ]
+}
+
+/// A sphere (slices 1..=7), a box overlapping it on slices 3..=6, and an empty mask.
+fn masks() -> Vec<Vec<bool>> {
+    let mut sphere = vec![false; SLICES * PLANE];
+    let mut boxed = vec![false; SLICES * PLANE];
+    for s in 0..SLICES {
+        for r in 0..ROWS {
+            for c in 0..COLUMNS {
+                let v = (s * ROWS + r) * COLUMNS + c;
+                let (ds, dr, dc) = (s as f64 - 4.0, r as f64 - 12.0, c as f64 - 10.0);
+                sphere[v] = ds * ds + dr * dr + dc * dc <= 9.5;
+                boxed[v] = (3..=8).contains(&s) && (13..20).contains(&r) && (11..26).contains(&c);
+            }
+        }
+    }
+    vec![sphere, boxed, vec![false; SLICES * PLANE]]
+}
+
+fn measurements(masks: &[Vec<bool>]) -> Vec<SegmentMeasurements> {
+    let voxel_ml = PIXEL_SPACING[0] * PIXEL_SPACING[1] * SLICE_SPACING / 1000.0;
+    masks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let n = m.iter().filter(|&&v| v).count() as u64;
+            let k = i as f64;
+            SegmentMeasurements {
+                volume_ml: n as f64 * voxel_ml,
+                voxel_count: n,
+                components: u32::from(n > 0),
+                max_diameter_3d_mm: 7.123456789 + k,
+                max_diameter_inplane_mm: 5.5 + k,
+                mean: -42.25 + 10.0 * k,
+                std_dev: 3.0 + 1.0 / 3.0,
+                min: -100.0,
+                max: 250.5,
+            }
+        })
+        .collect()
+}
+
+fn algorithm() -> Algorithm {
+    Algorithm {
+        name: "testnet".into(),
+        version: "0.1".into(),
+        family: Algorithm::artificial_intelligence(),
+        classical: false,
+    }
+}
+
+fn inputs<'a>(labels: &'a [LabelSpec], masks: &'a [Vec<bool>]) -> Vec<SegmentInput<'a>> {
+    labels
+        .iter()
+        .zip(masks)
+        .map(|(label, mask)| SegmentInput { label, mask })
+        .collect()
+}
+
+// Reading back.
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> String {
+    let v = obj
+        .get(tag)
+        .unwrap_or_else(|| panic!("{tag} missing"))
+        .to_str()
+        .unwrap();
+    v.trim_end_matches(['\0', ' ']).to_string()
+}
+
+fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
+    obj.get(tag)
+        .and_then(|e| e.items())
+        .unwrap_or_else(|| panic!("{tag} is not a sequence"))
+}
+
+fn int(obj: &InMemDicomObject, tag: Tag) -> i64 {
+    obj.get(tag)
+        .unwrap_or_else(|| panic!("{tag} missing"))
+        .to_int::<i64>()
+        .unwrap()
+}
+
+/// (CodeValue, CodingSchemeDesignator) of the first item of a code sequence.
+fn code_of(obj: &InMemDicomObject, tag: Tag) -> (String, String) {
+    let c = &items(obj, tag)[0];
+    (
+        text(c, tags::CODE_VALUE),
+        text(c, tags::CODING_SCHEME_DESIGNATOR),
+    )
+}
+
+fn concept(item: &InMemDicomObject) -> (String, String) {
+    code_of(item, tags::CONCEPT_NAME_CODE_SEQUENCE)
+}
+
+fn child<'a>(item: &'a InMemDicomObject, value: &str) -> &'a InMemDicomObject {
+    let found: Vec<_> = items(item, tags::CONTENT_SEQUENCE)
+        .iter()
+        .filter(|c| concept(c).0 == value)
+        .collect();
+    assert_eq!(found.len(), 1, "one content item {value}");
+    found[0]
+}
+
+fn expected_frames(masks: &[Vec<bool>]) -> Vec<(usize, usize)> {
+    let mut frames = Vec::new();
+    for (segment, m) in masks.iter().enumerate() {
+        for (slice, plane) in m.chunks(PLANE).enumerate() {
+            if plane.iter().any(|&p| p) {
+                frames.push((segment + 1, slice));
+            }
+        }
+    }
+    frames
+}
+
+#[test]
+fn segmentation_and_report_are_valid_and_read_back() {
+    let source = source();
+    let labels = labels();
+    let masks = masks();
+    let equipment = Equipment::worker("worker-7");
+    let seg = build_segmentation(
+        &source,
+        &algorithm(),
+        &equipment,
+        901,
+        &inputs(&labels, &masks),
+    )
+    .unwrap();
+
+    // Identity, Study and Frame of Reference of the source.
+    assert_eq!(text(&seg, tags::SOP_CLASS_UID), uids::SEGMENTATION_STORAGE);
+    assert_eq!(
+        seg.meta().transfer_syntax(),
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    );
+    assert_eq!(
+        seg.meta().media_storage_sop_instance_uid(),
+        text(&seg, tags::SOP_INSTANCE_UID)
+    );
+    assert_eq!(text(&seg, tags::MODALITY), "SEG");
+    assert_eq!(text(&seg, tags::STUDY_INSTANCE_UID), STUDY_UID);
+    assert_eq!(text(&seg, tags::PATIENT_NAME), "Müller^Jürgen");
+    assert_eq!(
+        text(&seg, tags::FRAME_OF_REFERENCE_UID),
+        FRAME_OF_REFERENCE_UID
+    );
+    assert_ne!(text(&seg, tags::SERIES_INSTANCE_UID), SERIES_UID);
+    assert!(text(&seg, tags::SERIES_INSTANCE_UID).starts_with("2.25."));
+    assert_eq!(text(&seg, tags::SERIES_DESCRIPTION), "AI SEG testnet 0.1");
+    assert_eq!(int(&seg, tags::SERIES_NUMBER), 901);
+    assert_eq!(text(&seg, tags::SEGMENTATION_TYPE), "BINARY");
+    assert_eq!(text(&seg, tags::SEGMENTS_OVERLAP), "YES");
+    for (tag, value) in [
+        (tags::BITS_ALLOCATED, 1),
+        (tags::BITS_STORED, 1),
+        (tags::HIGH_BIT, 0),
+        (tags::ROWS, ROWS as i64),
+        (tags::COLUMNS, COLUMNS as i64),
+    ] {
+        assert_eq!(int(&seg, tag), value, "{tag}");
+    }
+
+    // Segments: numbered from 1 in input order, with their codes and colours.
+    let segments = items(&seg, tags::SEGMENT_SEQUENCE);
+    assert_eq!(segments.len(), 3);
+    for (i, (s, l)) in segments.iter().zip(&labels).enumerate() {
+        assert_eq!(int(s, tags::SEGMENT_NUMBER), i as i64 + 1);
+        assert_eq!(text(s, tags::SEGMENT_LABEL), l.name);
+        assert_eq!(text(s, tags::SEGMENT_ALGORITHM_TYPE), "AUTOMATIC");
+        assert_eq!(
+            code_of(s, tags::SEGMENTED_PROPERTY_TYPE_CODE_SEQUENCE),
+            (
+                l.property_type.value.clone(),
+                l.property_type.scheme.clone()
+            )
+        );
+        assert_eq!(
+            code_of(s, tags::SEGMENTED_PROPERTY_CATEGORY_CODE_SEQUENCE),
+            (l.category.value.clone(), l.category.scheme.clone())
+        );
+        let lab: Vec<u16> = s
+            .get(tags::RECOMMENDED_DISPLAY_CIE_LAB_VALUE)
+            .unwrap()
+            .to_multi_int()
+            .unwrap();
+        assert_eq!(lab, srgb_to_dicom_lab(l.color).to_vec());
+        let id = &items(s, tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE)[0];
+        assert_eq!(
+            code_of(id, tags::ALGORITHM_FAMILY_CODE_SEQUENCE),
+            ("123110".into(), "DCM".into())
+        );
+        assert_eq!(text(id, tags::ALGORITHM_VERSION), "0.1");
+    }
+
+    // Frames: only slices where a segment has pixels, packed without per-frame padding.
+    let frames = expected_frames(&masks);
+    assert_eq!(
+        frames.len(),
+        7 + 6,
+        "7 sphere slices, 6 box slices, none for the empty mask"
+    );
+    assert_eq!(int(&seg, tags::NUMBER_OF_FRAMES), frames.len() as i64);
+    let pixel_data = seg.get(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();
+    let packed_len = (frames.len() * PLANE).div_ceil(8);
+    assert_eq!(
+        pixel_data.len(),
+        packed_len + packed_len % 2,
+        "ceil(frames*rows*cols/8), padded to even"
+    );
+    let per_frame = items(&seg, tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
+    assert_eq!(per_frame.len(), frames.len());
+    let slice_of: HashMap<String, usize> = source
+        .slices
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.sop_instance_uid.clone(), i))
+        .collect();
+    let mut seen = Vec::new();
+    for (f, groups) in per_frame.iter().enumerate() {
+        let segment = int(
+            &items(groups, tags::SEGMENT_IDENTIFICATION_SEQUENCE)[0],
+            tags::REFERENCED_SEGMENT_NUMBER,
+        ) as usize;
+        let derivation = &items(groups, tags::DERIVATION_IMAGE_SEQUENCE)[0];
+        let source_image = &items(derivation, tags::SOURCE_IMAGE_SEQUENCE)[0];
+        assert_eq!(
+            code_of(source_image, tags::PURPOSE_OF_REFERENCE_CODE_SEQUENCE),
+            ("121322".into(), "DCM".into())
+        );
+        assert_eq!(
+            text(source_image, tags::REFERENCED_SOP_CLASS_UID),
+            uids::CT_IMAGE_STORAGE
+        );
+        let slice = slice_of[&text(source_image, tags::REFERENCED_SOP_INSTANCE_UID)];
+        let position: Vec<f64> = items(groups, tags::PLANE_POSITION_SEQUENCE)[0]
+            .get(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap();
+        assert_eq!(
+            position,
+            source.slices[slice].image_position_patient.to_vec()
+        );
+        let index: Vec<u32> = items(groups, tags::FRAME_CONTENT_SEQUENCE)[0]
+            .get(tags::DIMENSION_INDEX_VALUES)
+            .unwrap()
+            .to_multi_int()
+            .unwrap();
+        assert_eq!(index[0] as usize, segment);
+        for p in 0..PLANE {
+            let bit = f * PLANE + p;
+            let set = pixel_data[bit / 8] >> (bit % 8) & 1 == 1;
+            assert_eq!(
+                set,
+                masks[segment - 1][slice * PLANE + p],
+                "frame {f} pixel {p}"
+            );
+        }
+        seen.push((segment, slice));
+    }
+    assert_eq!(seen, frames);
+    let dimensions = items(&seg, tags::DIMENSION_INDEX_SEQUENCE);
+    let pointer = |i: usize| {
+        dimensions[i]
+            .get(tags::DIMENSION_INDEX_POINTER)
+            .unwrap()
+            .value()
+            .to_tag()
+            .unwrap()
+    };
+    assert_eq!(
+        (pointer(0), pointer(1)),
+        (
+            tags::REFERENCED_SEGMENT_NUMBER,
+            tags::IMAGE_POSITION_PATIENT
+        )
+    );
+
+    // Common Instance Reference: the source series with every instance.
+    let referenced = &items(&seg, tags::REFERENCED_SERIES_SEQUENCE)[0];
+    assert_eq!(text(referenced, tags::SERIES_INSTANCE_UID), SERIES_UID);
+    let instances: Vec<String> = items(referenced, tags::REFERENCED_INSTANCE_SEQUENCE)
+        .iter()
+        .map(|i| text(i, tags::REFERENCED_SOP_INSTANCE_UID))
+        .collect();
+    assert_eq!(
+        instances,
+        source
+            .slices
+            .iter()
+            .map(|s| s.sop_instance_uid.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // The report.
+    let measured = measurements(&masks);
+    let sr =
+        build_measurement_report(&source, &algorithm(), &equipment, 902, &seg, &measured).unwrap();
+    let seg_uid = text(&seg, tags::SOP_INSTANCE_UID);
+    assert_eq!(
+        text(&sr, tags::SOP_CLASS_UID),
+        uids::COMPREHENSIVE3_DSR_STORAGE
+    );
+    assert_eq!(text(&sr, tags::STUDY_INSTANCE_UID), STUDY_UID);
+    assert_eq!(text(&sr, tags::SERIES_DESCRIPTION), "AI SR testnet 0.1");
+    assert_eq!(concept(&sr), ("126000".into(), "DCM".into()));
+    assert_eq!(
+        text(
+            &items(&sr, tags::CONTENT_TEMPLATE_SEQUENCE)[0],
+            tags::TEMPLATE_IDENTIFIER
+        ),
+        "1500"
+    );
+    let library = child(child(&sr, "111028"), "126200");
+    assert_eq!(
+        items(library, tags::CONTENT_SEQUENCE)
+            .iter()
+            .filter(|i| text(i, tags::VALUE_TYPE) == "IMAGE")
+            .count(),
+        SLICES
+    );
+    let groups = items(child(&sr, "126010"), tags::CONTENT_SEQUENCE);
+    assert_eq!(groups.len(), 3);
+    for (i, g) in groups.iter().enumerate() {
+        assert_eq!(concept(g), ("125007".into(), "DCM".into()));
+        assert_eq!(text(child(g, "112039"), tags::TEXT_VALUE), labels[i].name);
+        assert_eq!(
+            text(child(g, "112040"), tags::UID),
+            text(&segments[i], tags::TRACKING_UID)
+        );
+        assert_eq!(
+            code_of(child(g, "121071"), tags::CONCEPT_CODE_SEQUENCE).0,
+            labels[i].property_type.value
+        );
+        let reference = &items(child(g, "121191"), tags::REFERENCED_SOP_SEQUENCE)[0];
+        assert_eq!(text(reference, tags::REFERENCED_SOP_INSTANCE_UID), seg_uid);
+        assert_eq!(
+            int(reference, tags::REFERENCED_SEGMENT_NUMBER),
+            i as i64 + 1
+        );
+        assert_eq!(text(child(g, "121232"), tags::UID), SERIES_UID);
+        let volume = &items(child(g, "118565006"), tags::MEASURED_VALUE_SEQUENCE)[0];
+        let value: f64 = text(volume, tags::NUMERIC_VALUE).parse().unwrap();
+        assert!((value - measured[i].volume_ml).abs() < 1e-9, "{value}");
+        assert_eq!(
+            code_of(volume, tags::MEASUREMENT_UNITS_CODE_SEQUENCE),
+            ("ml".into(), "UCUM".into())
+        );
+    }
+    let evidence: Vec<String> = items(
+        &items(&sr, tags::CURRENT_REQUESTED_PROCEDURE_EVIDENCE_SEQUENCE)[0],
+        tags::REFERENCED_SERIES_SEQUENCE,
+    )
+    .iter()
+    .flat_map(|s| {
+        items(s, tags::REFERENCED_SOP_SEQUENCE)
+            .iter()
+            .map(|i| text(i, tags::REFERENCED_SOP_INSTANCE_UID))
+    })
+    .collect();
+    assert!(evidence.contains(&seg_uid) && evidence.len() == SLICES + 1);
+
+    // Part 10 files, read back by dicom-rs and by the peers.
+    let dir = tempfile::tempdir().unwrap();
+    let seg_path = dir.path().join("seg.dcm");
+    let sr_path = dir.path().join("sr.dcm");
+    std::fs::write(&seg_path, to_part10_bytes(&seg).unwrap()).unwrap();
+    std::fs::write(&sr_path, to_part10_bytes(&sr).unwrap()).unwrap();
+    let reread = dicom_object::open_file(&seg_path).unwrap();
+    assert_eq!(text(&reread, tags::PATIENT_NAME), "Müller^Jürgen");
+    assert_eq!(
+        reread.get(tags::PIXEL_DATA).unwrap().to_bytes().unwrap(),
+        pixel_data
+    );
+    let expected_path = dir.path().join("expected.json");
+    std::fs::write(
+        &expected_path,
+        expected_json(&source, &labels, &masks, &measured).to_string(),
+    )
+    .unwrap();
+
+    // PACS_KEEP_TEST_OUTPUTS=DIR keeps the files for a look with other tools.
+    if let Ok(keep) = std::env::var("PACS_KEEP_TEST_OUTPUTS") {
+        std::fs::create_dir_all(&keep).unwrap();
+        for p in [&seg_path, &sr_path, &expected_path] {
+            std::fs::copy(p, Path::new(&keep).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+
+    run_dciodvfy(&seg_path);
+    run_dciodvfy(&sr_path);
+    run_highdicom(&seg_path, &sr_path, &expected_path);
+}
+
+/// What check_outputs.py compares the objects with.
+fn expected_json(
+    source: &SourceSeries,
+    labels: &[LabelSpec],
+    masks: &[Vec<bool>],
+    measured: &[SegmentMeasurements],
+) -> serde_json::Value {
+    use serde_json::json;
+    let key = |c: &Code| json!([c.value, c.scheme]);
+    let ucum = |v: &str| json!([v, "UCUM"]);
+    let derivation = |v: &str| json!([v, "SCT"]);
+    let segments: Vec<_> = labels
+        .iter()
+        .zip(masks)
+        .enumerate()
+        .map(|(i, (l, m))| {
+            json!({
+                "number": i + 1,
+                "label": l.name,
+                "category": key(&l.category),
+                "property_type": key(&l.property_type),
+                "color": l.color,
+                "cielab": srgb_to_dicom_lab(l.color),
+                "mask": m.chunks(PLANE).map(|p| p.iter().map(|&b| if b { '1' } else { '0' }).collect::<String>()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (i, m) in measured.iter().enumerate() {
+        let n = i + 1;
+        let mut add = |name: serde_json::Value, value: f64, unit, derivation, method| {
+            rows.push(json!({"number": n, "name": name, "value": value, "unit": unit, "derivation": derivation, "method": method}));
+        };
+        add(
+            json!(["118565006", "SCT"]),
+            m.volume_ml,
+            ucum("ml"),
+            json!(null),
+            json!(["126030", "DCM"]),
+        );
+        add(
+            json!(["VOXELCOUNT", "99PACS"]),
+            m.voxel_count as f64,
+            ucum("{voxels}"),
+            json!(null),
+            json!(null),
+        );
+        add(
+            json!(["COMPONENTS", "99PACS"]),
+            f64::from(m.components),
+            ucum("1"),
+            json!(null),
+            json!(null),
+        );
+        if m.voxel_count == 0 {
+            continue;
+        }
+        add(
+            json!(["81827009", "SCT"]),
+            m.max_diameter_3d_mm,
+            ucum("mm"),
+            derivation("56851009"),
+            json!(null),
+        );
+        add(
+            json!(["103339001", "SCT"]),
+            m.max_diameter_inplane_mm,
+            ucum("mm"),
+            json!(null),
+            json!(null),
+        );
+        for (value, d) in [
+            (m.mean, "373098007"),
+            (m.std_dev, "386136009"),
+            (m.min, "255605001"),
+            (m.max, "56851009"),
+        ] {
+            add(
+                json!(["112031", "DCM"]),
+                value,
+                ucum("[hnsf'U]"),
+                derivation(d),
+                json!(null),
+            );
+        }
+    }
+    json!({
+        "source_series_instance_uid": source.series_instance_uid,
+        "source_sop_instance_uids": source.slices.iter().map(|s| s.sop_instance_uid.clone()).collect::<Vec<_>>(),
+        "rows": ROWS,
+        "columns": COLUMNS,
+        "segments": segments,
+        "measurements": rows,
+    })
+}
+
+fn skip_external_peers() -> bool {
+    std::env::var("PACS_SKIP_EXTERNAL_PEERS").as_deref() == Ok("1")
+}
+
+/// dciodvfy (dicom3tools) on one file: any "Error" line fails, warnings are printed.
+fn run_dciodvfy(path: &Path) {
+    let out = match Command::new("dciodvfy").arg(path).output() {
+        Ok(out) => out,
+        Err(e) if skip_external_peers() => {
+            eprintln!("PACS_SKIP_EXTERNAL_PEERS=1: dciodvfy not run ({e})");
+            return;
+        }
+        Err(e) => panic!(
+            "dciodvfy not found ({e}): install dicom3tools (`apt-get install -y dicom3tools`), or set \
+             PACS_SKIP_EXTERNAL_PEERS=1 to skip the external peers"
+        ),
+    };
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: Vec<&str> = report.lines().filter(|l| l.contains("Error")).collect();
+    for line in report.lines().filter(|l| l.contains("Warning")) {
+        eprintln!("dciodvfy {}: {line}", path.display());
+    }
+    assert!(errors.is_empty(), "dciodvfy {}:\n{report}", path.display());
+}
+
+/// highdicom reads both objects back and compares them with the expectations.
+fn run_highdicom(seg: &Path, sr: &Path, expected: &Path) {
+    let has_highdicom = Command::new("python3")
+        .args(["-c", "import highdicom"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_highdicom {
+        if skip_external_peers() {
+            eprintln!("PACS_SKIP_EXTERNAL_PEERS=1: highdicom check not run");
+            return;
+        }
+        panic!(
+            "python3 with highdicom is required: `python3 -m pip install -r tests/requirements.txt`, or \
+             set PACS_SKIP_EXTERNAL_PEERS=1 to skip the external peers"
+        );
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/check_outputs.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(seg)
+        .arg(sr)
+        .arg(expected)
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "check_outputs.py failed:\n{stdout}\n{stderr}"
+    );
+    eprintln!("{}", stdout.trim());
+}
+
+#[test]
+fn a_classical_model_is_not_called_ai() {
+    let labels = labels();
+    let masks = masks();
+    let mut a = algorithm();
+    a.classical = true;
+    a.family = Algorithm::histogram_analysis();
+    let seg = build_segmentation(
+        &source(),
+        &a,
+        &Equipment::worker("w"),
+        5,
+        &inputs(&labels[..1], &masks[..1]),
+    )
+    .unwrap();
+    assert_eq!(text(&seg, tags::SERIES_DESCRIPTION), "SEG testnet 0.1");
+    assert_eq!(text(&seg, tags::SEGMENTS_OVERLAP), "NO");
+    let id = &items(
+        &items(&seg, tags::SEGMENT_SEQUENCE)[0],
+        tags::SEGMENTATION_ALGORITHM_IDENTIFICATION_SEQUENCE,
+    )[0];
+    assert_eq!(
+        code_of(id, tags::ALGORITHM_FAMILY_CODE_SEQUENCE),
+        ("123105".into(), "DCM".into())
+    );
+}
+
+#[test]
+fn bad_inputs_are_refused() {
+    let source = source();
+    let labels = labels();
+    let masks = masks();
+    let eq = Equipment::worker("w");
+
+    let short = vec![true; PLANE];
+    let err = build_segmentation(
+        &source,
+        &algorithm(),
+        &eq,
+        1,
+        &[SegmentInput {
+            label: &labels[0],
+            mask: &short,
+        }],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OutputError::MaskSize {
+                number: 1,
+                found: PLANE,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let err = build_segmentation(
+        &source,
+        &algorithm(),
+        &eq,
+        1,
+        &inputs(&labels[2..], &masks[2..]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, OutputError::EmptySegmentation), "{err}");
+
+    let err = build_segmentation(&source, &algorithm(), &eq, 1, &[]).unwrap_err();
+    assert!(matches!(err, OutputError::NoSegments), "{err}");
+
+    let mut no_study = source.clone();
+    no_study.instance.remove_element(tags::STUDY_INSTANCE_UID);
+    let err =
+        build_segmentation(&no_study, &algorithm(), &eq, 1, &inputs(&labels, &masks)).unwrap_err();
+    assert!(
+        matches!(err, OutputError::MissingAttribute("StudyInstanceUID")),
+        "{err}"
+    );
+
+    let seg = build_segmentation(&source, &algorithm(), &eq, 1, &inputs(&labels, &masks)).unwrap();
+    let measured = measurements(&masks);
+    let err =
+        build_measurement_report(&source, &algorithm(), &eq, 2, &seg, &measured[..2]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OutputError::MeasurementCount {
+                measurements: 2,
+                segments: 3
+            }
+        ),
+        "{err}"
+    );
+    let err = build_measurement_report(&source, &algorithm(), &eq, 2, &source.instance, &measured)
+        .unwrap_err();
+    assert!(matches!(err, OutputError::BadSegmentation(_)), "{err}");
+}
