@@ -6,6 +6,9 @@
 //! - `POST /api/worker/jobs/{id}/heartbeat` `{"worker": id, "lease_secs": n}`;
 //! - `POST /api/worker/jobs/{id}/complete` `{"worker": id, "result": {...}}`;
 //! - `POST /api/worker/jobs/{id}/fail` `{"worker": id, "error": text, "retryable": bool}`.
+//! - `POST /api/worker/jobs/{id}/release` `{"worker": id}`: gives the job back unfinished (the
+//!   worker is shutting down); the attempt does not count.
+//!
 //!   Each answers 200, or 409 when the worker no longer holds the job (its lease expired and
 //!   another worker has it, or an administrator cancelled it): the worker must drop the job.
 //!
@@ -44,6 +47,7 @@ pub fn worker_router(ai: Arc<AiService>) -> Router {
         .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat))
         .route("/api/worker/jobs/{id}/complete", post(complete))
         .route("/api/worker/jobs/{id}/fail", post(fail))
+        .route("/api/worker/jobs/{id}/release", post(release))
         .layer(middleware::from_fn_with_state(ai.clone(), worker_access))
         .with_state(ai)
 }
@@ -194,6 +198,26 @@ async fn fail(
     };
     warn!(job = id, worker = %rq.worker, retryable = rq.retryable, error = %rq.error, "AI job failed");
     match ai.queue.fail(id, &rq.worker, &rq.error, rq.retryable).await {
+        Ok(ok) => held(ok),
+        Err(e) => index_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReleaseRequest {
+    worker: String,
+}
+
+async fn release(
+    State(ai): State<Arc<AiService>>,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let rq: ReleaseRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match ai.queue.release(id, &rq.worker).await {
         Ok(ok) => held(ok),
         Err(e) => index_error(e),
     }

