@@ -1,7 +1,7 @@
 //! The DICOM writers of the AI worker (`pacs_ai_worker::dicom_out`) on a synthetic source series:
 //! structure checked here, then by peers nobody here wrote: dciodvfy (dicom3tools) validates both
 //! objects against their IODs, and highdicom reads them back (tests/peers/check_outputs.py).
-//! A missing peer fails the test unless PACS_SKIP_EXTERNAL_PEERS=1.
+//! A missing peer fails the test; nothing is skipped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -598,21 +598,12 @@ fn expected_json(
     })
 }
 
-fn skip_external_peers() -> bool {
-    std::env::var("PACS_SKIP_EXTERNAL_PEERS").as_deref() == Ok("1")
-}
-
 /// dciodvfy (dicom3tools) on one file: any "Error" line fails, warnings are printed.
 fn run_dciodvfy(path: &Path) {
     let out = match Command::new("dciodvfy").arg(path).output() {
         Ok(out) => out,
-        Err(e) if skip_external_peers() => {
-            eprintln!("PACS_SKIP_EXTERNAL_PEERS=1: dciodvfy not run ({e})");
-            return;
-        }
         Err(e) => panic!(
-            "dciodvfy not found ({e}): install dicom3tools (`apt-get install -y dicom3tools`), or set \
-             PACS_SKIP_EXTERNAL_PEERS=1 to skip the external peers"
+            "dciodvfy not found ({e}): install dicom3tools (`apt-get install -y dicom3tools`)"
         ),
     };
     let report = format!(
@@ -634,16 +625,10 @@ fn run_highdicom(seg: &Path, sr: &Path, expected: &Path) {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !has_highdicom {
-        if skip_external_peers() {
-            eprintln!("PACS_SKIP_EXTERNAL_PEERS=1: highdicom check not run");
-            return;
-        }
-        panic!(
-            "python3 with highdicom is required: `python3 -m pip install -r tests/requirements.txt`, or \
-             set PACS_SKIP_EXTERNAL_PEERS=1 to skip the external peers"
-        );
-    }
+    assert!(
+        has_highdicom,
+        "python3 with highdicom is required: `python3 -m pip install -r tests/requirements.txt`"
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/check_outputs.py");
     let out = Command::new("python3")
         .arg(script)
