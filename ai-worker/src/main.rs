@@ -212,6 +212,9 @@ fn main() -> ExitCode {
         tokio::spawn(watch_signals(tx));
         run(settings, rx).await
     });
+    // A job given back at shutdown may still be computing on a blocking thread: do not wait
+    // for it (dropping the runtime would).
+    runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
