@@ -232,6 +232,20 @@ fn dciodvfy(path: &Path) {
     );
 }
 
+/// The Modality of every series in the study (QIDO-RS).
+fn series_modalities(node: &Node, study: &str) -> Vec<String> {
+    get_json(node, &format!("/dicom-web/studies/{study}/series"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["00080060"]["Value"][0].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn count(items: &[String], value: &str) -> usize {
+    items.iter().filter(|x| *x == value).count()
+}
+
 fn measurement(group: &Value, name: &str) -> f64 {
     group["measurements"]
         .as_array()
@@ -461,15 +475,12 @@ async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
     assert_eq!(done[0]["attempts"], 2, "{:#?}", done[0]);
     assert_eq!(done[0]["result"]["worker"], "w-c");
     // stored once: one SEG and one SR series in the study
-    let series = get_json(&node, &format!("/dicom-web/studies/{study}/series"));
-    let modalities: Vec<&str> = series
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["00080060"]["Value"][0].as_str().unwrap())
-        .collect();
-    let count = |m: &str| modalities.iter().filter(|x| **x == m).count();
-    assert_eq!((count("SEG"), count("SR")), (1, 1), "{modalities:?}");
+    let modalities = series_modalities(&node, &study);
+    assert_eq!(
+        (count(&modalities, "SEG"), count(&modalities, "SR")),
+        (1, 1),
+        "{modalities:?}"
+    );
 }
 
 /// A series with a missing slice fails for good, with the reason in the job record.
@@ -520,15 +531,9 @@ async fn two_workers_ten_series_each_analysed_once(backend: Backend) {
         let w = j["result"]["worker"].as_str().unwrap();
         assert!(w == "w-1" || w == "w-2", "{w}");
     }
-    let series = get_json(&node, &format!("/dicom-web/studies/{study}/series"));
-    let descriptions: Vec<String> = series
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["00080060"]["Value"][0].as_str().unwrap().to_string())
-        .collect();
-    let count = |m: &str| descriptions.iter().filter(|x| *x == m).count();
-    assert_eq!((count("CT"), count("SEG"), count("SR")), (10, 10, 10));
+    let modalities = series_modalities(&node, &study);
+    let counts = ["CT", "SEG", "SR"].map(|m| count(&modalities, m));
+    assert_eq!(counts, [10, 10, 10], "{modalities:?}");
 }
 
 both_backends!(

@@ -258,6 +258,15 @@ fn pynetdicom(args: &[String]) -> Value {
     serde_json::from_slice(&support::python_stdout(all)).unwrap()
 }
 
+/// A JSON array of UID strings as a set.
+fn uids(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
 fn last(v: &Value) -> &Value {
     v["responses"].as_array().unwrap().last().unwrap()
 }
@@ -290,13 +299,7 @@ async fn pynetdicom_counts_failures_and_cancel(backend: Backend) {
     }
     assert_eq!(last(&v)["status"], 0);
     assert_eq!(last(&v)["NumberOfCompletedSuboperations"], 12);
-    let received: BTreeSet<String> = v["received"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(received, all);
+    assert_eq!(uids(&v["received"]), all);
 
     // the destination refuses every third instance: B000 with exactly those in the list
     let v = pynetdicom(&[
@@ -319,13 +322,7 @@ async fn pynetdicom_counts_failures_and_cancel(backend: Backend) {
         .filter(|(i, _)| (i + 1) % 3 == 0)
         .map(|(_, s)| s.as_str().unwrap().to_string())
         .collect();
-    let listed: BTreeSet<String> = fin["failed_uids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(listed, refused);
+    assert_eq!(uids(&fin["failed_uids"]), refused);
 
     // C-CANCEL stops a move: final status Cancel, the rest counted as remaining, not sent
     let v = pynetdicom(&[

@@ -23,6 +23,15 @@ pub struct JobFailure {
     pub retryable: bool,
 }
 
+impl From<crate::node_client::ClientError> for JobFailure {
+    fn from(e: crate::node_client::ClientError) -> JobFailure {
+        JobFailure {
+            retryable: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
+
 impl JobFailure {
     pub fn permanent(message: impl Into<String>) -> JobFailure {
         JobFailure {
@@ -97,7 +106,8 @@ pub struct Outputs {
     pub timings: StepTimings,
 }
 
-fn ms(d: Duration) -> f64 {
+/// Milliseconds with microsecond precision, for the job's result record.
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 

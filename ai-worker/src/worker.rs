@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::analysis::{analyse, JobFailure, OutputIdentity};
+use crate::analysis::{analyse, ms, JobFailure, OutputIdentity};
 use crate::dicom_out::Equipment;
 use crate::inference::{init_runtime, Runner, RuntimeOptions};
 use crate::model;
@@ -211,10 +211,6 @@ async fn run_job(shared: &Arc<Shared>, slot: usize, job: Job, shutdown: watch::R
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 /// Fetch, analyse, store: the job's result record, or why it failed.
 async fn process(
     shared: &Arc<Shared>,
@@ -233,11 +229,7 @@ async fn process(
     let instances = shared
         .client
         .fetch_series(&job.study_instance_uid, &job.series_instance_uid)
-        .await
-        .map_err(|e| JobFailure {
-            message: e.to_string(),
-            retryable: e.is_transient(),
-        })?;
+        .await?;
     let fetch = start.elapsed();
     let fetched_bytes: usize = instances.iter().map(|b| b.len()).sum();
 
@@ -262,11 +254,7 @@ async fn process(
         shared
             .client
             .store(&job.study_instance_uid, &outputs.objects)
-            .await
-            .map_err(|e| JobFailure {
-                message: e.to_string(),
-                retryable: e.is_transient(),
-            })?;
+            .await?;
     }
     let store = start.elapsed();
 

@@ -88,6 +88,13 @@ impl JobQueue {
         self.index.dialect().render(sql)
     }
 
+    /// Runs an UPDATE of one job (`sql` in `?n` form); true when it applied, false when the
+    /// job was not in the state the statement requires (e.g. no longer held by the worker).
+    async fn update_one(&self, sql: &str, params: Vec<SqlValue>) -> Result<bool, IndexError> {
+        let done = self.index.execute(&self.render(sql), params).await?;
+        Ok(done.rows_affected == 1)
+    }
+
     /// Queues a run of `model` on a series unless one is already queued or running; the run
     /// number follows the last one. Returns the new job's id.
     pub async fn enqueue(
@@ -194,22 +201,16 @@ impl JobQueue {
         worker: &str,
         lease_ms: i64,
     ) -> Result<bool, IndexError> {
-        let sql = self.render(
+        self.update_one(
             "UPDATE ai_jobs SET lease_expires_ms = ?3
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
-        );
-        let done = self
-            .index
-            .execute(
-                &sql,
-                vec![
-                    SqlValue::Int(id),
-                    SqlValue::Text(worker.into()),
-                    SqlValue::Int(now_ms() + lease_ms),
-                ],
-            )
-            .await?;
-        Ok(done.rows_affected == 1)
+            vec![
+                SqlValue::Int(id),
+                SqlValue::Text(worker.into()),
+                SqlValue::Int(now_ms() + lease_ms),
+            ],
+        )
+        .await
     }
 
     /// Records success with the worker's result (what it stored, its timings).
@@ -219,24 +220,18 @@ impl JobQueue {
         worker: &str,
         result: &serde_json::Value,
     ) -> Result<bool, IndexError> {
-        let sql = self.render(
+        self.update_one(
             "UPDATE ai_jobs SET state = 'succeeded', result_json = ?3, finished_at_ms = ?4,
                 error = '', lease_expires_ms = 0
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
-        );
-        let done = self
-            .index
-            .execute(
-                &sql,
-                vec![
-                    SqlValue::Int(id),
-                    SqlValue::Text(worker.into()),
-                    SqlValue::Text(result.to_string()),
-                    SqlValue::Int(now_ms()),
-                ],
-            )
-            .await?;
-        Ok(done.rows_affected == 1)
+            vec![
+                SqlValue::Int(id),
+                SqlValue::Text(worker.into()),
+                SqlValue::Text(result.to_string()),
+                SqlValue::Int(now_ms()),
+            ],
+        )
+        .await
     }
 
     /// Records a failure. A retryable one (network, a node restart) goes back to the queue
@@ -250,7 +245,7 @@ impl JobQueue {
         retryable: bool,
     ) -> Result<bool, IndexError> {
         let now = now_ms();
-        let sql = self.render(
+        self.update_one(
             "UPDATE ai_jobs SET
                 state = CASE WHEN CAST(?4 AS BIGINT) = 0 THEN 'failed'
                              WHEN attempts >= max_attempts THEN 'dead'
@@ -262,62 +257,50 @@ impl JobQueue {
                                       THEN CAST(?5 AS BIGINT) ELSE 0 END,
                 error = ?3, lease_owner = '', lease_expires_ms = 0
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
-        );
-        let done = self
-            .index
-            .execute(
-                &sql,
-                vec![
-                    SqlValue::Int(id),
-                    SqlValue::Text(worker.into()),
-                    SqlValue::Text(error.chars().take(4000).collect()),
-                    SqlValue::Int(retryable as i64),
-                    SqlValue::Int(now),
-                ],
-            )
-            .await?;
-        Ok(done.rows_affected == 1)
+            vec![
+                SqlValue::Int(id),
+                SqlValue::Text(worker.into()),
+                SqlValue::Text(error.chars().take(4000).collect()),
+                SqlValue::Int(retryable as i64),
+                SqlValue::Int(now),
+            ],
+        )
+        .await
     }
 
     /// Gives a running job back without counting the attempt (a worker shutting down before
     /// it could finish): it is queued again for any worker at once.
     pub async fn release(&self, id: i64, worker: &str) -> Result<bool, IndexError> {
-        let sql = self.render(
+        self.update_one(
             "UPDATE ai_jobs SET state = 'queued', attempts = attempts - 1, not_before_ms = 0,
                 error = 'given back by ' || lease_owner || ' (shutting down)', lease_owner = '',
                 lease_expires_ms = 0
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
-        );
-        let done = self
-            .index
-            .execute(&sql, vec![SqlValue::Int(id), SqlValue::Text(worker.into())])
-            .await?;
-        Ok(done.rows_affected == 1)
+            vec![SqlValue::Int(id), SqlValue::Text(worker.into())],
+        )
+        .await
     }
 
     /// Cancels a queued or running job (its worker learns at its next heartbeat).
     pub async fn cancel(&self, id: i64) -> Result<bool, IndexError> {
-        let sql = self.render(
+        self.update_one(
             "UPDATE ai_jobs SET state = 'cancelled', finished_at_ms = ?2, lease_owner = '',
                 lease_expires_ms = 0, error = 'cancelled by an administrator'
              WHERE pk = ?1 AND state IN ('queued', 'running')",
-        );
-        let done = self
-            .index
-            .execute(&sql, vec![SqlValue::Int(id), SqlValue::Int(now_ms())])
-            .await?;
-        Ok(done.rows_affected == 1)
+            vec![SqlValue::Int(id), SqlValue::Int(now_ms())],
+        )
+        .await
     }
 
     /// Puts a failed, dead or cancelled job back in the queue with a fresh set of attempts.
     pub async fn retry(&self, id: i64) -> Result<bool, IndexError> {
-        let sql = self.render(
+        self.update_one(
             "UPDATE ai_jobs SET state = 'queued', attempts = 0, not_before_ms = 0,
                 finished_at_ms = 0, lease_owner = '', lease_expires_ms = 0
              WHERE pk = ?1 AND state IN ('failed', 'dead', 'cancelled')",
-        );
-        let done = self.index.execute(&sql, vec![SqlValue::Int(id)]).await?;
-        Ok(done.rows_affected == 1)
+            vec![SqlValue::Int(id)],
+        )
+        .await
     }
 
     pub async fn get(&self, id: i64) -> Result<Option<Job>, IndexError> {
