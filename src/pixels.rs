@@ -2,6 +2,7 @@
 //! transfer syntax, transcoding whole Part 10 objects to Explicit VR Little Endian, extracting
 //! single frames as native pixel data, and rendering frames to JPEG or PNG (dicom-rs based).
 
+use dicom_dictionary_std::uids;
 use std::borrow::Cow;
 
 use dicom_core::{DataElement, DicomValue, Length, PrimitiveValue, Tag, VR};
@@ -19,9 +20,6 @@ mod rle;
 mod tests;
 
 pub use render::{render, ImageFormat, RenderOptions};
-
-const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
 
 /// Why a pixel data operation failed. The messages are meant to be sent to clients as the body
 /// of an HTTP error response; [`PixelError::http_status`] suggests the status code.
@@ -109,10 +107,10 @@ fn trim_uid(uid: &str) -> &str {
 fn is_jpip(uid: &str) -> bool {
     matches!(
         uid,
-        "1.2.840.10008.1.2.4.94"
-            | "1.2.840.10008.1.2.4.95"
-            | "1.2.840.10008.1.2.4.204"
-            | "1.2.840.10008.1.2.4.205"
+        uids::JPIP_REFERENCED
+            | uids::JPIP_REFERENCED_DEFLATE
+            | uids::JPIPHTJ2K_REFERENCED
+            | uids::JPIPHTJ2K_REFERENCED_DEFLATE
     )
 }
 
@@ -286,8 +284,8 @@ fn is_encapsulated(obj: &DefaultDicomObject) -> bool {
 fn own_decoder(obj: &DefaultDicomObject, info: &ImageInfo) -> bool {
     is_encapsulated(obj)
         && match transfer_syntax(obj).as_str() {
-            JPEG_EXTENDED => info.bits_allocated == 16,
-            RLE_LOSSLESS => info.bits_allocated == 32,
+            uids::JPEG_EXTENDED12_BIT => info.bits_allocated == 16,
+            uids::RLE_LOSSLESS => info.bits_allocated == 32,
             _ => false,
         }
 }
@@ -406,7 +404,7 @@ pub fn transcode_to_explicit_le(part10: &[u8]) -> Result<Vec<u8>, PixelError> {
 fn keeps_stored_colour(transfer_syntax_uid: &str) -> bool {
     matches!(
         transfer_syntax_uid,
-        RLE_LOSSLESS | "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81"
+        uids::RLE_LOSSLESS | uids::JPEGLS_LOSSLESS | uids::JPEGLS_NEAR_LOSSLESS
     )
 }
 
@@ -519,7 +517,7 @@ fn tidy_after_decoding(
     // JPEG baseline / extended are always lossy: keep that fact once the data is native
     let always_lossy = matches!(
         source_ts,
-        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51"
+        uids::JPEG_BASELINE8_BIT | uids::JPEG_EXTENDED12_BIT
     );
     if always_lossy && obj.get(tags::LOSSY_IMAGE_COMPRESSION).is_none() {
         obj.put(DataElement::new(
@@ -605,7 +603,7 @@ fn decode_frame_bytes(
     }
     ensure_decodable(obj)?;
     let mut data = if own_decoder(obj, info) {
-        if transfer_syntax(obj) == RLE_LOSSLESS {
+        if transfer_syntax(obj) == uids::RLE_LOSSLESS {
             rle::decode_frame(obj, info, index)?
         } else {
             jpeg12::decode(&encapsulated_frame(obj, info.frames, index)?, info)?

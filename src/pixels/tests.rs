@@ -3,11 +3,10 @@
 
 use super::*;
 use dicom_core::value::PixelFragmentSequence;
+use dicom_dictionary_std::uids;
 use dicom_pixeldata::image::{self, DynamicImage, ImageFormat as Fmt};
 use std::path::PathBuf;
 use std::sync::OnceLock;
-
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 
 /// pydicom's `data/test_files` directory.
 fn test_files() -> &'static PathBuf {
@@ -56,7 +55,7 @@ fn ts_of(part10: &[u8]) -> String {
 fn native_pixels(part10: &[u8]) -> Vec<u8> {
     assert_eq!(&part10[128..132], b"DICM", "no Part 10 preamble + magic");
     let obj = open(part10).unwrap();
-    assert_eq!(transfer_syntax(&obj), EXPLICIT_LE);
+    assert_eq!(transfer_syntax(&obj), uids::EXPLICIT_VR_LITTLE_ENDIAN);
     native_pixel_bytes(&obj).unwrap().into_owned()
 }
 
@@ -135,7 +134,7 @@ fn htj2k_object() -> Vec<u8> {
             Length::UNDEFINED,
             PixelFragmentSequence::new(vec![0], vec![codestream]),
         ));
-        obj.update_meta(|m| m.transfer_syntax = "1.2.840.10008.1.2.4.201".to_string());
+        obj.update_meta(|m| m.transfer_syntax = uids::HTJ2K_LOSSLESS.to_string());
     })
 }
 
@@ -144,30 +143,30 @@ fn htj2k_object() -> Vec<u8> {
 #[test]
 fn can_decode_reports_the_compiled_codecs() {
     for uid in [
-        "1.2.840.10008.1.2",
-        "1.2.840.10008.1.2.1",
-        "1.2.840.10008.1.2.2",
-        "1.2.840.10008.1.2.1.99",
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.57",
-        "1.2.840.10008.1.2.4.70",
-        "1.2.840.10008.1.2.4.80",
-        "1.2.840.10008.1.2.4.81",
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.201",
-        "1.2.840.10008.1.2.4.202",
-        "1.2.840.10008.1.2.4.203",
-        "1.2.840.10008.1.2.5",
+        uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        "1.2.840.10008.1.2.2", // Explicit VR Big Endian: retired, so its constant is deprecated
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        uids::JPEG_BASELINE8_BIT,
+        uids::JPEG_EXTENDED12_BIT,
+        uids::JPEG_LOSSLESS,
+        uids::JPEG_LOSSLESS_SV1,
+        uids::JPEGLS_LOSSLESS,
+        uids::JPEGLS_NEAR_LOSSLESS,
+        uids::JPEG2000_LOSSLESS,
+        uids::JPEG2000,
+        uids::HTJ2K_LOSSLESS,
+        uids::HTJ2K_LOSSLESS_RPCL,
+        uids::HTJ2K,
+        uids::RLE_LOSSLESS,
         "1.2.840.10008.1.2.4.50\0",
     ] {
         assert!(can_decode(uid), "{uid} should decode");
     }
     for uid in [
-        "1.2.840.10008.1.2.4.94",
-        "1.2.840.10008.1.2.4.100",
-        "1.2.840.10008.1.2.4.110",
+        uids::JPIP_REFERENCED,
+        uids::MPEG2MPML,
+        uids::JPEGXL_LOSSLESS,
         "1.2.3.4",
         "",
     ] {
@@ -190,7 +189,7 @@ fn transcoding_mr_small_from_every_lossless_syntax_gives_the_same_pixels() {
         "MR_small_jpeg_ls_lossless.dcm",
     ] {
         let input = file(name);
-        assert_ne!(ts_of(&input), EXPLICIT_LE);
+        assert_ne!(ts_of(&input), uids::EXPLICIT_VR_LITTLE_ENDIAN);
         let out = transcode_to_explicit_le(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_same(&native_pixels(&out), &reference, name);
         let obj = open(&out).unwrap();
@@ -214,7 +213,7 @@ fn transcoding_explicit_le_returns_the_input() {
 #[test]
 fn transcoding_deflated_inflates_the_data_set() {
     let input = file("image_dfl.dcm");
-    assert_eq!(ts_of(&input), "1.2.840.10008.1.2.1.99");
+    assert_eq!(ts_of(&input), uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN);
     let out = transcode_to_explicit_le(&input).unwrap();
     let pixels = native_pixels(&out);
     assert_eq!(pixels.len(), 512 * 512);
@@ -349,7 +348,7 @@ fn palette_colour_survives_compression_and_transcoding() {
             "PALETTE COLOR",
         ));
     });
-    assert_eq!(ts_of(&jls), "1.2.840.10008.1.2.4.80");
+    assert_eq!(ts_of(&jls), uids::JPEGLS_LOSSLESS);
     let out = transcode_to_explicit_le(&jls).unwrap();
     let obj = open(&out).unwrap();
     let pi = obj.element(tags::PHOTOMETRIC_INTERPRETATION).unwrap();
@@ -850,7 +849,7 @@ fn errors_are_reported_readably() {
 
     // a transfer syntax without a decoder here (JPEG XL)
     let jxl = modified(&file("MR_small_RLE.dcm"), |obj| {
-        obj.update_meta(|m| m.transfer_syntax = "1.2.840.10008.1.2.4.110".to_string());
+        obj.update_meta(|m| m.transfer_syntax = uids::JPEGXL_LOSSLESS.to_string());
     });
     for err in [
         decode_frame(&jxl, 1).unwrap_err(),
@@ -858,7 +857,7 @@ fn errors_are_reported_readably() {
         render(&jxl, &RenderOptions::default()).unwrap_err(),
     ] {
         assert!(
-            matches!(err, PixelError::UnsupportedTransferSyntax(ref ts) if ts.contains("1.2.840.10008.1.2.4.110")),
+            matches!(err, PixelError::UnsupportedTransferSyntax(ref ts) if ts.contains(uids::JPEGXL_LOSSLESS)),
             "{err:?}"
         );
         assert_eq!(err.http_status(), 406);
