@@ -81,7 +81,7 @@ struct SynthArgs {
     slices: usize,
     /// CT or MR.
     #[arg(long, default_value = "CT")]
-    modality: pacs::synth::SynthModality,
+    modality: pacs_synth::SynthModality,
     /// Seed all UIDs and names derive from.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -128,14 +128,14 @@ fn run_serve(
 }
 
 fn run_synth(args: SynthArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut opts = pacs::synth::SynthOptions::new(args.modality);
+    let mut opts = pacs_synth::SynthOptions::new(args.modality);
     opts.studies = args.studies;
     opts.series_per_study = args.series;
     opts.slices = args.slices;
     opts.seed = args.seed;
     opts.out = args.out;
     let started = std::time::Instant::now();
-    let summary = pacs::synth::synthesise(&opts)?;
+    let summary = pacs_synth::synthesise(&opts)?;
     println!(
         "wrote {} instances ({} bytes) to {} in {:.1} s",
         summary.instances.len(),
