@@ -1,36 +1,52 @@
-//! Node configuration: command-line options, `PACS_*` environment variables and an optional
-//! TOML file, in that order of precedence, over built-in defaults that make `pacs` with no
-//! arguments a working node (SQLite index and objects under `./data`).
+//! Node configuration: command-line options over `PACS_*` environment variables over an
+//! optional TOML file over built-in defaults, which make `pacs` with no arguments a working node
+//! (SQLite index and objects under `./data`).
+//!
+//! Each option is declared once, as a field of [`ServeArgs`]: its option (`--dimse-port`), its
+//! environment variable (`PACS_DIMSE_PORT`) and its TOML key (`dimse_port`) all come from that
+//! field, clap reading the first two and serde the file. The layers are merged by clap itself:
+//! the file is read into a `ServeArgs`, then [`clap::FromArgMatches::update_from_arg_matches`]
+//! overwrites exactly the fields the command line or the environment gave. [`Settings::resolve`]
+//! then applies each default, once, where it turns the option into the setting the node reads.
 
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use clap::{ArgMatches, Args, FromArgMatches};
 use serde::Deserialize;
 
 use crate::ingest::DuplicatePolicy;
 use crate::storage::StorageConfig;
 
-/// Options of `pacs serve`. Every option can also be given in the TOML file (same name with
-/// underscores) or as an environment variable (`PACS_` + upper-case name).
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Options of `pacs serve`, and the shape of its TOML file: every field is an option
+/// `--<name-with-dashes>`, an environment variable `PACS_<NAME>` and a TOML key `<name>`,
+/// except `config` (command line and environment only) and the `[[ae]]` / `[[ai_route]]`
+/// tables (file only). `None`: not given in any layer, the default applies.
+///
+/// Booleans are flags: `--require-known-ae` alone means true, `--require-known-ae=false` (or
+/// `--require-known-ae false`) false; their variables take `true` or `false`.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServeArgs {
     /// TOML configuration file (see conf/pacs.toml).
     #[arg(long, env = "PACS_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// This node's AE title.
+    /// This node's AE title [default: PACS].
     #[arg(long, env = "PACS_AET")]
     pub aet: Option<String>,
-    /// DIMSE port.
+    /// DIMSE port [default: 11112].
     #[arg(long, env = "PACS_DIMSE_PORT")]
     pub dimse_port: Option<u16>,
-    /// HTTP port (DICOMweb and the admin API).
+    /// HTTP port (DICOMweb and the admin API) [default: 8080].
     #[arg(long, env = "PACS_HTTP_PORT")]
     pub http_port: Option<u16>,
-    /// Address the DIMSE and HTTP listeners bind to.
+    /// Address the DIMSE and HTTP listeners bind to [default: 0.0.0.0].
     #[arg(long, env = "PACS_BIND")]
     pub bind: Option<IpAddr>,
-    /// Directory for the embedded index, local objects and temporary files.
+    /// Directory for the embedded index, local objects and temporary files [default: ./data].
     #[arg(long, env = "PACS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Index database: a postgres:// URL, or a SQLite file path (default <data-dir>/index.sqlite).
@@ -42,7 +58,7 @@ pub struct ServeArgs {
     /// S3 endpoint URL (MinIO and other S3-compatible stores).
     #[arg(long, env = "PACS_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
-    /// S3 region.
+    /// S3 region [default: us-east-1].
     #[arg(long, env = "PACS_S3_REGION")]
     pub s3_region: Option<String>,
     /// S3 access key id (AWS_ACCESS_KEY_ID is also read).
@@ -51,34 +67,47 @@ pub struct ServeArgs {
     /// S3 secret access key (AWS_SECRET_ACCESS_KEY is also read).
     #[arg(long, env = "PACS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
-    /// Allow plain-HTTP S3 endpoints.
-    #[arg(long, env = "PACS_S3_ALLOW_HTTP")]
+    /// Allow plain-HTTP S3 endpoints [default: false].
+    #[arg(
+        long,
+        env = "PACS_S3_ALLOW_HTTP",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub s3_allow_http: Option<bool>,
-    /// A different object under a stored SOP Instance UID: keep (warning status) or overwrite.
+    /// A different object under a stored SOP Instance UID: keep (warning status) or overwrite
+    /// [default: keep].
     #[arg(long, env = "PACS_DUPLICATE_POLICY")]
     pub duplicate_policy: Option<DuplicatePolicy>,
-    /// Refuse associations from calling AE titles that are not configured.
-    #[arg(long, env = "PACS_REQUIRE_KNOWN_AE")]
+    /// Refuse associations from calling AE titles that are not registered [default: false].
+    #[arg(
+        long,
+        env = "PACS_REQUIRE_KNOWN_AE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub require_known_ae: Option<bool>,
-    /// Largest PDU this node receives, in bytes.
+    /// Largest PDU this node receives, in bytes, 4096 to 16 MiB [default: 262144].
     #[arg(long, env = "PACS_MAX_PDU")]
     pub max_pdu: Option<u32>,
-    /// Associations served at once.
+    /// Associations served at once [default: 64].
     #[arg(long, env = "PACS_MAX_ASSOCIATIONS")]
     pub max_associations: Option<usize>,
-    /// Seconds an association may stay silent before it is aborted.
+    /// Seconds an association may stay silent before it is aborted [default: 300].
     #[arg(long, env = "PACS_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
-    /// ARTIM timeout: seconds between TCP connect and the association request.
+    /// ARTIM timeout: seconds between TCP connect and the association request [default: 30].
     #[arg(long, env = "PACS_ARTIM_TIMEOUT_SECS")]
     pub artim_timeout_secs: Option<u64>,
-    /// Seconds in-flight associations get to finish on shutdown.
+    /// Seconds in-flight associations get to finish on shutdown [default: 30].
     #[arg(long, env = "PACS_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
-    /// URL path under which DICOMweb is served.
+    /// URL path under which DICOMweb is served [default: /dicom-web].
     #[arg(long, env = "PACS_DICOMWEB_ROOT")]
     pub dicomweb_root: Option<String>,
-    /// Origins allowed by CORS, comma-separated; `*` for any.
+    /// Origins allowed by CORS, comma-separated; `*` for any [default: *].
     #[arg(long, env = "PACS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
     /// Public base URL (scheme://host:port) for Retrieve URLs and BulkDataURIs, when clients
@@ -88,78 +117,109 @@ pub struct ServeArgs {
     /// A static web viewer (an OHIF build directory) served at / on the HTTP port.
     #[arg(long, env = "PACS_VIEWER_DIR")]
     pub viewer_dir: Option<PathBuf>,
-    /// Most results a QIDO-RS search returns.
+    /// Most results a QIDO-RS search returns [default: 1000].
     #[arg(long, env = "PACS_QIDO_MAX_RESULTS")]
     pub qido_max_results: Option<usize>,
-    /// Largest instance STOW-RS accepts, in MiB.
+    /// Largest instance STOW-RS accepts, in MiB [default: 2048].
     #[arg(long, env = "PACS_STOW_MAX_INSTANCE_MB")]
     pub stow_max_instance_mb: Option<u64>,
-    /// Largest STOW-RS request, in MiB.
+    /// Largest STOW-RS request, in MiB [default: 8192].
     #[arg(long, env = "PACS_STOW_MAX_REQUEST_MB")]
     pub stow_max_request_mb: Option<u64>,
     /// Token the admin API (/api/aes...) requires as `Authorization: Bearer`; without one,
     /// the admin API answers loopback clients only.
     #[arg(long, env = "PACS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Associations a C-MOVE opens to its destination at once.
+    /// Associations a C-MOVE opens to its destination at once, 1 to 16 [default: 1].
     #[arg(long, env = "PACS_MOVE_ASSOCIATIONS")]
     pub move_associations: Option<usize>,
     /// Enables the AI job queue: AI workers authenticate with this token.
     #[arg(long, env = "PACS_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
-    /// A series is complete (and analysed) when no instance arrived for this many seconds.
+    /// A series is complete (and analysed) when no instance arrived for this many seconds
+    /// [default: 30].
     #[arg(long, env = "PACS_SERIES_QUIET_SECS")]
     pub series_quiet_secs: Option<f64>,
-    /// Folder of AI models (one sub-folder per model with its model.toml); default
-    /// ai-worker/models when it exists.
+    /// Folder of AI models (one sub-folder per model with its model.toml) [default:
+    /// ai-worker/models].
     #[arg(long, env = "PACS_AI_MODELS_DIR")]
     pub ai_models_dir: Option<PathBuf>,
-    /// Attempts of an AI job before it is dead.
+    /// Attempts of an AI job before it is dead, 1 to 100 [default: 3].
     #[arg(long, env = "PACS_AI_MAX_ATTEMPTS")]
     pub ai_max_attempts: Option<i64>,
-}
-
-/// The TOML file's shape.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub aet: Option<String>,
-    pub dimse_port: Option<u16>,
-    pub http_port: Option<u16>,
-    pub bind: Option<IpAddr>,
-    pub data_dir: Option<PathBuf>,
-    pub database_url: Option<String>,
-    pub storage: Option<String>,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_access_key_id: Option<String>,
-    pub s3_secret_access_key: Option<String>,
-    pub s3_allow_http: Option<bool>,
-    pub duplicate_policy: Option<DuplicatePolicy>,
-    pub require_known_ae: Option<bool>,
-    pub max_pdu: Option<u32>,
-    pub max_associations: Option<usize>,
-    pub idle_timeout_secs: Option<u64>,
-    pub artim_timeout_secs: Option<u64>,
-    pub shutdown_grace_secs: Option<u64>,
-    pub dicomweb_root: Option<String>,
-    pub cors_origins: Option<Vec<String>>,
-    pub public_url: Option<String>,
-    pub viewer_dir: Option<PathBuf>,
-    pub qido_max_results: Option<usize>,
-    pub stow_max_instance_mb: Option<u64>,
-    pub stow_max_request_mb: Option<u64>,
-    pub admin_token: Option<String>,
-    pub move_associations: Option<usize>,
-    pub worker_token: Option<String>,
-    pub series_quiet_secs: Option<f64>,
-    pub ai_models_dir: Option<PathBuf>,
-    pub ai_max_attempts: Option<i64>,
+    /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
+    #[arg(skip)]
     #[serde(default)]
     pub ae: Vec<RemoteAe>,
-    /// AI routing rules; none: the shipped models' defaults.
+    /// AI routing rules (`[[ai_route]]` tables; file only); none: the shipped models' defaults.
+    #[arg(skip)]
     #[serde(default)]
     pub ai_route: Vec<crate::ai::routing::Route>,
+}
+
+impl ServeArgs {
+    /// The `pacs serve` command alone (its options and their environment variables).
+    pub fn command() -> clap::Command {
+        ServeArgs::augment_args(clap::Command::new("pacs"))
+    }
+
+    /// The layered options from the matches of `pacs serve`: what the command line or the
+    /// environment gave (clap puts the command line over the environment) over the TOML file
+    /// that `--config` / `PACS_CONFIG` names, if any.
+    pub fn from_matches(matches: &ArgMatches) -> Result<ServeArgs, ConfigError> {
+        let given = ServeArgs::from_arg_matches(matches).map_err(ConfigError::Cli)?;
+        let mut layered = match &given.config {
+            Some(path) => load_file(path)?,
+            None => ServeArgs::default(),
+        };
+        layered
+            .update_from_arg_matches(matches)
+            .map_err(ConfigError::Cli)?;
+        Ok(layered)
+    }
+
+    /// Parses a `pacs serve` command line (`argv[0]` first) with the process environment, then
+    /// the file; errors name the option or key and the bad value.
+    pub fn try_parse_from<I, T>(argv: I) -> Result<ServeArgs, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = ServeArgs::command()
+            .try_get_matches_from(argv)
+            .map_err(|e| ConfigError::Cli(name_the_variable(e)))?;
+        ServeArgs::from_matches(&matches)
+    }
+}
+
+/// clap's error for a bad value names the option and the value but not the environment
+/// variable it may have come from; this adds a tip naming the variable when it holds that value.
+pub fn name_the_variable(mut error: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return error;
+    };
+    let long = arg.split_whitespace().next().unwrap_or_default();
+    let long = long.trim_start_matches("--");
+    let command = ServeArgs::command();
+    let Some(variable) = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+    else {
+        return error;
+    };
+    if std::env::var_os(variable).is_some_and(|v| v == value.as_str()) {
+        let tip = format!("the value is {}'s", variable.to_string_lossy());
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![tip.into()]),
+        );
+    }
+    error
 }
 
 /// A remote application entity this node knows.
@@ -218,6 +278,9 @@ pub struct Settings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A bad option or environment variable; clap's message names the option and the value.
+    #[error("{}", .0.to_string().trim_end())]
+    Cli(clap::Error),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -230,40 +293,32 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// The settings from layered options ([`ServeArgs::from_matches`]): each default applies
+    /// here, where no layer gave the option.
     pub fn resolve(args: &ServeArgs) -> Result<Settings, ConfigError> {
-        let file = match &args.config {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
-        };
-        fn pick<T: Clone>(cli: &Option<T>, file: &Option<T>, default: T) -> T {
-            cli.clone().or_else(|| file.clone()).unwrap_or(default)
-        }
-        let data_dir = pick(&args.data_dir, &file.data_dir, PathBuf::from("./data"));
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./data"));
         let database_url = args
             .database_url
             .clone()
-            .or(file.database_url.clone())
             .unwrap_or_else(|| data_dir.join("index.sqlite").to_string_lossy().into_owned());
         let storage_url = args
             .storage
             .clone()
-            .or(file.storage.clone())
             .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
         let storage = parse_storage(
             &storage_url,
-            args.s3_endpoint.clone().or(file.s3_endpoint.clone()),
-            pick(&args.s3_region, &file.s3_region, "us-east-1".to_string()),
-            args.s3_access_key_id
-                .clone()
-                .or(file.s3_access_key_id.clone()),
-            args.s3_secret_access_key
-                .clone()
-                .or(file.s3_secret_access_key.clone()),
-            pick(&args.s3_allow_http, &file.s3_allow_http, false),
+            args.s3_endpoint.clone(),
+            args.s3_region.clone().unwrap_or_else(|| "us-east-1".into()),
+            args.s3_access_key_id.clone(),
+            args.s3_secret_access_key.clone(),
+            args.s3_allow_http.unwrap_or(false),
         )?;
-        let aet = pick(&args.aet, &file.aet, "PACS".to_string());
+        let aet = args.aet.clone().unwrap_or_else(|| "PACS".into());
         validate_ae_title(&aet).map_err(ConfigError::Invalid)?;
-        for ae in &file.ae {
+        for ae in &args.ae {
             validate_ae_title(&ae.title).map_err(ConfigError::Invalid)?;
             for op in &ae.allow {
                 if !matches!(op.as_str(), "echo" | "store" | "find" | "move" | "get") {
@@ -274,111 +329,81 @@ impl Settings {
                 }
             }
         }
+        let dicomweb_root = format!(
+            "/{}",
+            args.dicomweb_root
+                .as_deref()
+                .unwrap_or("/dicom-web")
+                .trim_matches('/')
+        );
+        if dicomweb_root == "/" {
+            return Err(ConfigError::Invalid("dicomweb_root must not be /".into()));
+        }
+        const MIB: u64 = 1024 * 1024;
+        let ai = match args.worker_token.clone().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(worker_token) => {
+                let quiet = args.series_quiet_secs.unwrap_or(30.0);
+                if !(0.0..=86_400.0).contains(&quiet) {
+                    return Err(ConfigError::Invalid(format!(
+                        "series_quiet_secs must be 0 to 86400, not {quiet}"
+                    )));
+                }
+                let models_dir = args
+                    .ai_models_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("ai-worker/models"));
+                Some(crate::ai::AiSettings {
+                    worker_token,
+                    quiet: Duration::from_secs_f64(quiet),
+                    routes: (!args.ai_route.is_empty()).then(|| args.ai_route.clone()),
+                    model_versions: crate::ai::read_model_versions(&models_dir),
+                    max_attempts: args.ai_max_attempts.unwrap_or(3).clamp(1, 100),
+                })
+            }
+        };
         Ok(Settings {
             aet,
-            dimse_port: pick(&args.dimse_port, &file.dimse_port, 11112),
-            http_port: pick(&args.http_port, &file.http_port, 8080),
-            bind: pick(&args.bind, &file.bind, IpAddr::from([0, 0, 0, 0])),
+            dimse_port: args.dimse_port.unwrap_or(11112),
+            http_port: args.http_port.unwrap_or(8080),
+            bind: args.bind.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             data_dir,
             database_url,
             storage,
-            duplicate_policy: pick(
-                &args.duplicate_policy,
-                &file.duplicate_policy,
-                DuplicatePolicy::Keep,
-            ),
-            require_known_ae: pick(&args.require_known_ae, &file.require_known_ae, false),
-            max_pdu: pick(&args.max_pdu, &file.max_pdu, 262_144).clamp(4096, 16 * 1024 * 1024),
-            max_associations: pick(&args.max_associations, &file.max_associations, 64).max(1),
-            idle_timeout: Duration::from_secs(pick(
-                &args.idle_timeout_secs,
-                &file.idle_timeout_secs,
-                300,
-            )),
-            artim_timeout: Duration::from_secs(pick(
-                &args.artim_timeout_secs,
-                &file.artim_timeout_secs,
-                30,
-            )),
-            shutdown_grace: Duration::from_secs(pick(
-                &args.shutdown_grace_secs,
-                &file.shutdown_grace_secs,
-                30,
-            )),
-            dicomweb_root: {
-                let root = pick(
-                    &args.dicomweb_root,
-                    &file.dicomweb_root,
-                    "/dicom-web".to_string(),
-                );
-                let root = format!("/{}", root.trim_matches('/'));
-                if root == "/" {
-                    return Err(ConfigError::Invalid("dicomweb_root must not be /".into()));
-                }
-                root
-            },
-            cors_origins: pick(
-                &args.cors_origins,
-                &file.cors_origins,
-                vec!["*".to_string()],
-            ),
-            public_url: args.public_url.clone().or(file.public_url.clone()),
-            viewer_dir: args.viewer_dir.clone().or(file.viewer_dir.clone()),
-            qido_max_results: pick(&args.qido_max_results, &file.qido_max_results, 1000).max(1),
-            stow_max_instance_bytes: pick(
-                &args.stow_max_instance_mb,
-                &file.stow_max_instance_mb,
-                2048,
-            ) * 1024
-                * 1024,
-            stow_max_request_bytes: pick(
-                &args.stow_max_request_mb,
-                &file.stow_max_request_mb,
-                8192,
-            ) * 1024
-                * 1024,
-            remote_aes: file.ae,
-            admin_token: args
-                .admin_token
+            duplicate_policy: args.duplicate_policy.unwrap_or(DuplicatePolicy::Keep),
+            require_known_ae: args.require_known_ae.unwrap_or(false),
+            max_pdu: args
+                .max_pdu
+                .unwrap_or(262_144)
+                .clamp(4096, 16 * 1024 * 1024),
+            max_associations: args.max_associations.unwrap_or(64).max(1),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs.unwrap_or(300)),
+            artim_timeout: Duration::from_secs(args.artim_timeout_secs.unwrap_or(30)),
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(30)),
+            dicomweb_root,
+            cors_origins: args
+                .cors_origins
                 .clone()
-                .or(file.admin_token.clone())
-                .filter(|t| !t.is_empty()),
-            move_associations: pick(&args.move_associations, &file.move_associations, 1)
-                .clamp(1, 16),
-            ai: match args
-                .worker_token
-                .clone()
-                .or(file.worker_token.clone())
-                .filter(|t| !t.is_empty())
-            {
-                None => None,
-                Some(worker_token) => {
-                    let quiet = pick(&args.series_quiet_secs, &file.series_quiet_secs, 30.0);
-                    if !(0.0..=86_400.0).contains(&quiet) {
-                        return Err(ConfigError::Invalid(
-                            "series_quiet_secs must be 0 to 86400".into(),
-                        ));
-                    }
-                    let models_dir = args
-                        .ai_models_dir
-                        .clone()
-                        .or(file.ai_models_dir.clone())
-                        .unwrap_or_else(|| PathBuf::from("ai-worker/models"));
-                    Some(crate::ai::AiSettings {
-                        worker_token,
-                        quiet: Duration::from_secs_f64(quiet),
-                        routes: (!file.ai_route.is_empty()).then(|| file.ai_route.clone()),
-                        model_versions: crate::ai::read_model_versions(&models_dir),
-                        max_attempts: pick(&args.ai_max_attempts, &file.ai_max_attempts, 3)
-                            .clamp(1, 100),
-                    })
-                }
-            },
+                .unwrap_or_else(|| vec!["*".into()]),
+            public_url: args.public_url.clone(),
+            viewer_dir: args.viewer_dir.clone(),
+            qido_max_results: args.qido_max_results.unwrap_or(1000).max(1),
+            stow_max_instance_bytes: args
+                .stow_max_instance_mb
+                .unwrap_or(2048)
+                .saturating_mul(MIB),
+            stow_max_request_bytes: args.stow_max_request_mb.unwrap_or(8192).saturating_mul(MIB),
+            remote_aes: args.ae.clone(),
+            admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+            move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
+            ai,
         })
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The TOML file as a layer: keys are the options' names with underscores; unknown keys and
+/// values of the wrong type are errors naming the key.
+fn load_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -443,21 +468,381 @@ pub fn validate_ae_title(title: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl ServeArgs {
-    /// The options as `pacs serve` with no arguments would see them (environment only).
-    pub fn default_from_env() -> ServeArgs {
-        #[derive(clap::Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            args: ServeArgs,
-        }
-        <Wrapper as clap::Parser>::parse_from(["pacs"]).args
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+    use std::ffi::OsStr;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    /// Held by every test that parses options: clap reads the process environment, so these
+    /// tests set and clear `PACS_*` variables one at a time.
+    static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+    /// The environment of `pacs serve` for one test: every variable of its options cleared
+    /// (so the developer's own `PACS_*` do not leak in), then `vars` set; all restored on drop.
+    struct Env {
+        saved: Vec<(OsString, Option<OsString>)>,
+        _lock: MutexGuard<'static, ()>,
+    }
+
+    impl Env {
+        fn set(vars: &[(&str, &str)]) -> Env {
+            let lock = ENV_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+            let names: Vec<OsString> = ServeArgs::command()
+                .get_arguments()
+                .filter_map(|a| a.get_env().map(OsStr::to_owned))
+                .collect();
+            let saved = names
+                .iter()
+                .map(|n| (n.clone(), std::env::var_os(n)))
+                .collect();
+            for name in &names {
+                std::env::remove_var(name);
+            }
+            for (name, value) in vars {
+                assert!(names.iter().any(|n| n == name), "{name} is no option's");
+                std::env::set_var(name, value);
+            }
+            Env { saved, _lock: lock }
+        }
+    }
+
+    impl Drop for Env {
+        fn drop(&mut self) {
+            for (name, value) in &self.saved {
+                match value {
+                    Some(v) => std::env::set_var(name, v),
+                    None => std::env::remove_var(name),
+                }
+            }
+        }
+    }
+
+    /// `pacs serve <cli>` with exactly the `env` variables and, when given, a --config file
+    /// holding `file`.
+    fn layered(
+        cli: &[&str],
+        env: &[(&str, &str)],
+        file: Option<&str>,
+    ) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut argv: Vec<OsString> = vec!["pacs".into()];
+        if let Some(text) = file {
+            let path = dir.path().join("pacs.toml");
+            std::fs::write(&path, text).unwrap();
+            argv.push("--config".into());
+            argv.push(path.into());
+        }
+        argv.extend(cli.iter().map(OsString::from));
+        let _env = Env::set(env);
+        Settings::resolve(&ServeArgs::try_parse_from(argv)?)
+    }
+
+    fn error_of(cli: &[&str], env: &[(&str, &str)], file: Option<&str>) -> String {
+        match layered(cli, env, file) {
+            Ok(s) => panic!("{cli:?} {env:?} {file:?} accepted: {s:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// One setting through the four layers: the default alone, then the file, then the
+    /// environment over the file, then the command line over both.
+    fn check_layers(
+        key: &str,
+        file_value: &str,
+        env_value: &str,
+        cli: &[&str],
+        get: impl Fn(&Settings) -> String,
+        [default, from_file, from_env, from_cli]: [&str; 4],
+    ) {
+        let var = format!("PACS_{}", key.to_uppercase());
+        let file = format!("{key} = {file_value}\n");
+        let env = [(var.as_str(), env_value)];
+        let check = |cli: &[&str], env: &[(&str, &str)], file: Option<&str>, expected: &str| {
+            let s = layered(cli, env, file).unwrap();
+            assert_eq!(
+                get(&s),
+                expected,
+                "{key}: cli {cli:?}, env {env:?}, file {file:?}"
+            );
+        };
+        check(&[], &[], None, default);
+        check(&[], &[], Some(&file), from_file);
+        check(&[], &env, None, from_env);
+        check(&[], &env, Some(&file), from_env);
+        check(cli, &[], Some(&file), from_cli);
+        check(cli, &env, Some(&file), from_cli);
+    }
+
+    #[test]
+    fn command_line_over_environment_over_file_over_default() {
+        check_layers(
+            "aet",
+            r#""FILE_AE""#,
+            "ENV_AE",
+            &["--aet", "CLI_AE"],
+            |s| s.aet.clone(),
+            ["PACS", "FILE_AE", "ENV_AE", "CLI_AE"],
+        );
+        check_layers(
+            "dimse_port",
+            "104",
+            "4242",
+            &["--dimse-port=11113"],
+            |s| s.dimse_port.to_string(),
+            ["11112", "104", "4242", "11113"],
+        );
+        check_layers(
+            "idle_timeout_secs",
+            "10",
+            "20",
+            &["--idle-timeout-secs", "30"],
+            |s| format!("{:?}", s.idle_timeout),
+            ["300s", "10s", "20s", "30s"],
+        );
+        check_layers(
+            "require_known_ae",
+            "true",
+            "false",
+            &["--require-known-ae"],
+            |s| s.require_known_ae.to_string(),
+            ["false", "true", "false", "true"],
+        );
+        check_layers(
+            "cors_origins",
+            r#"["https://file.example"]"#,
+            "https://a.example,https://b.example",
+            &["--cors-origins", "https://cli.example"],
+            |s| s.cors_origins.join(" "),
+            [
+                "*",
+                "https://file.example",
+                "https://a.example https://b.example",
+                "https://cli.example",
+            ],
+        );
+    }
+
+    #[test]
+    fn booleans_are_flags_with_an_optional_value() {
+        let known = |cli: &[&str], env: &[(&str, &str)], file: Option<&str>| {
+            layered(cli, env, file).unwrap().require_known_ae
+        };
+        assert!(known(&["--require-known-ae"], &[], None));
+        assert!(known(&["--require-known-ae=true"], &[], None));
+        assert!(!known(&["--require-known-ae=false"], &[], None));
+        assert!(known(&["--require-known-ae", "true"], &[], None));
+        assert!(!known(&["--require-known-ae", "false"], &[], None));
+        // a flag without a value does not swallow the next option
+        let s = layered(&["--require-known-ae", "--aet", "NEXT"], &[], None).unwrap();
+        assert!(s.require_known_ae);
+        assert_eq!(s.aet, "NEXT");
+        assert!(known(&[], &[("PACS_REQUIRE_KNOWN_AE", "true")], None));
+        assert!(!known(&[], &[("PACS_REQUIRE_KNOWN_AE", "false")], None));
+        // =false turns off what a lower layer turned on
+        let on = Some("require_known_ae = true");
+        assert!(!known(
+            &["--require-known-ae=false"],
+            &[("PACS_REQUIRE_KNOWN_AE", "true")],
+            on
+        ));
+        assert!(!known(&[], &[("PACS_REQUIRE_KNOWN_AE", "false")], on));
+
+        let allow_http = |cli: &[&str], env: &[(&str, &str)]| {
+            let mut argv = vec!["--storage", "s3://bucket"];
+            argv.extend_from_slice(cli);
+            match layered(&argv, env, None).unwrap().storage {
+                StorageConfig::S3 { allow_http, .. } => allow_http,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(!allow_http(&[], &[]));
+        assert!(allow_http(&["--s3-allow-http"], &[]));
+        assert!(allow_http(&["--s3-allow-http", "true"], &[]));
+        assert!(!allow_http(
+            &["--s3-allow-http=false"],
+            &[("PACS_S3_ALLOW_HTTP", "true")]
+        ));
+        assert!(allow_http(&[], &[("PACS_S3_ALLOW_HTTP", "true")]));
+    }
+
+    #[test]
+    fn bad_values_are_named_with_their_option() {
+        let named = |error: String, parts: &[&str]| {
+            for part in parts {
+                assert!(error.contains(part), "{part:?} not in {error:?}");
+            }
+        };
+        named(
+            error_of(&["--dimse-port", "abc"], &[], None),
+            &["--dimse-port", "'abc'"],
+        );
+        named(
+            error_of(&["--dimse-port", "70000"], &[], None),
+            &["--dimse-port", "70000"],
+        );
+        named(
+            error_of(&[], &[("PACS_MAX_PDU", "big")], None),
+            &["--max-pdu", "'big'"],
+        );
+        named(
+            error_of(&["--require-known-ae=maybe"], &[], None),
+            &["--require-known-ae", "'maybe'"],
+        );
+        named(
+            error_of(&[], &[("PACS_REQUIRE_KNOWN_AE", "yes")], None),
+            &["--require-known-ae", "'yes'", "PACS_REQUIRE_KNOWN_AE"],
+        );
+        named(
+            error_of(&["--duplicate-policy", "drop"], &[], None),
+            &["--duplicate-policy", "drop"],
+        );
+        named(
+            error_of(&["--bind", "localhost"], &[], None),
+            &["--bind", "'localhost'"],
+        );
+        named(
+            error_of(&[], &[], Some(r#"dimse_port = "abc""#)),
+            &["pacs.toml", "dimse_port", "\"abc\"", "expected u16"],
+        );
+        named(
+            error_of(&[], &[], Some("require_known_ae = \"yes\"")),
+            &["require_known_ae", "\"yes\"", "expected a boolean"],
+        );
+        named(
+            error_of(&[], &[], Some("dimse_prot = 104")),
+            &["unknown field", "dimse_prot"],
+        );
+        // --config is not a file key
+        named(
+            error_of(&[], &[], Some(r#"config = "other.toml""#)),
+            &["unknown field", "config"],
+        );
+        named(
+            error_of(&["--aet", "SEVENTEEN_CHARS_X"], &[], None),
+            &["SEVENTEEN_CHARS_X"],
+        );
+        named(
+            error_of(&["--storage", "ftp://host/x"], &[], None),
+            &["storage", "ftp://host/x"],
+        );
+        named(
+            error_of(
+                &["--worker-token", "t", "--series-quiet-secs", "100000"],
+                &[],
+                None,
+            ),
+            &["series_quiet_secs", "100000"],
+        );
+        named(
+            error_of(
+                &[],
+                &[],
+                Some("[[ae]]\ntitle = \"CT1\"\nallow = [\"delete\"]\n"),
+            ),
+            &["CT1", "delete"],
+        );
+    }
+
+    /// The names administrators' scripts use: every option `--name-with-dashes`, its variable
+    /// `PACS_NAME`, its TOML key `name_with_underscores`.
+    #[test]
+    fn option_variable_and_key_names_are_kept() {
+        const NAMES: &[&str] = &[
+            "config",
+            "aet",
+            "dimse_port",
+            "http_port",
+            "bind",
+            "data_dir",
+            "database_url",
+            "storage",
+            "s3_endpoint",
+            "s3_region",
+            "s3_access_key_id",
+            "s3_secret_access_key",
+            "s3_allow_http",
+            "duplicate_policy",
+            "require_known_ae",
+            "max_pdu",
+            "max_associations",
+            "idle_timeout_secs",
+            "artim_timeout_secs",
+            "shutdown_grace_secs",
+            "dicomweb_root",
+            "cors_origins",
+            "public_url",
+            "viewer_dir",
+            "qido_max_results",
+            "stow_max_instance_mb",
+            "stow_max_request_mb",
+            "admin_token",
+            "move_associations",
+            "worker_token",
+            "series_quiet_secs",
+            "ai_models_dir",
+            "ai_max_attempts",
+        ];
+        let command = ServeArgs::command();
+        let ids: Vec<&str> = command
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .collect();
+        assert_eq!(ids, NAMES);
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert_eq!(arg.get_long(), Some(id.replace('_', "-").as_str()));
+            let env = format!("PACS_{}", id.to_uppercase());
+            assert_eq!(arg.get_env(), Some(OsStr::new(&env)));
+            if id != "config" {
+                // the key is known to the file: a value of the wrong type, not an unknown key
+                let error = toml::from_str::<ServeArgs>(&format!("{id} = {{}}"))
+                    .unwrap_err()
+                    .to_string();
+                assert!(!error.contains("unknown field"), "{id}: {error}");
+            }
+        }
+    }
+
+    /// Settings in a form two resolutions can be compared by (model versions sorted).
+    fn comparable(mut s: Settings) -> String {
+        let versions: BTreeMap<String, String> =
+            s.ai.as_mut()
+                .map(|ai| ai.model_versions.drain().collect())
+                .unwrap_or_default();
+        format!("{s:?} {versions:?}")
+    }
+
+    /// The `[default: ...]` in each option's help is the default `Settings::resolve` applies.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let token = ["--worker-token", "t"];
+        let defaults = comparable(layered(&token, &[], None).unwrap());
+        let mut checked = 0;
+        for arg in ServeArgs::command().get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some((_, rest)) = help.split_once("[default: ") else {
+                continue;
+            };
+            let value = &rest[..rest.find(']').unwrap()];
+            let option = format!("--{}={value}", arg.get_long().unwrap());
+            let given = comparable(layered(&[&token[..], &[&option]].concat(), &[], None).unwrap());
+            assert_eq!(given, defaults, "{option}");
+            checked += 1;
+        }
+        assert!(checked >= 20, "{checked} documented defaults");
+    }
+
+    /// conf/pacs.toml, the documented example, holds the built-in defaults.
+    #[test]
+    fn the_example_file_holds_the_defaults() {
+        let example =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/pacs.toml"))
+                .unwrap();
+        let from_file = comparable(layered(&[], &[], Some(&example)).unwrap());
+        assert_eq!(from_file, comparable(layered(&[], &[], None).unwrap()));
+    }
 
     #[test]
     fn defaults_make_an_embedded_node() {
@@ -467,15 +852,13 @@ mod tests {
         assert_eq!(s.http_port, 8080);
         assert!(s.database_url.ends_with("index.sqlite"));
         assert!(matches!(s.storage, StorageConfig::Local { .. }));
+        assert!(!s.require_known_ae);
+        assert!(s.ai.is_none());
     }
 
     #[test]
-    fn file_values_apply_and_command_line_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pacs.toml");
-        std::fs::write(
-            &path,
-            r#"
+    fn file_tables_survive_the_command_line() {
+        let file = r#"
             aet = "FROMFILE"
             dimse_port = 104
             storage = "s3://bucket"
@@ -486,20 +869,26 @@ mod tests {
             port = 104
             allow = ["echo", "store"]
             check_host = true
-            "#,
+            [[ai_route]]
+            model = "ct-classical"
+            modality = ["CT"]
+            "#;
+        let s = layered(
+            &["--dimse-port", "4242"],
+            &[("PACS_WORKER_TOKEN", "secret")],
+            Some(file),
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            dimse_port: Some(4242),
-            ..Default::default()
-        };
-        let s = Settings::resolve(&args).unwrap();
         assert_eq!(s.aet, "FROMFILE");
         assert_eq!(s.dimse_port, 4242);
         assert!(matches!(s.storage, StorageConfig::S3 { ref bucket, .. } if bucket == "bucket"));
         assert_eq!(s.remote_aes.len(), 1);
         assert!(s.remote_aes[0].check_host);
+        let ai = s.ai.expect("the worker token enables the AI queue");
+        assert_eq!(ai.worker_token, "secret");
+        let routes = ai.routes.expect("the file's routes");
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].model, "ct-classical");
     }
 
     #[test]

@@ -15,5 +15,4 @@ pub mod pixels;
 pub mod query;
 pub mod retrieve;
 pub mod storage;
-pub mod synth;
 pub mod uid;

@@ -1,6 +1,6 @@
 //! `pacs`: the node's command line. `pacs` alone (or `pacs serve`) runs the node.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -15,7 +15,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node (the default).
+    /// Run the node (the default). Each option may also be given as a PACS_* environment
+    /// variable or in the --config file (same name with underscores); the command line wins
+    /// over the environment, the environment over the file.
     Serve(Box<pacs::config::ServeArgs>),
     /// Administer the remote AEs of a running node through its admin API.
     Ae(AeArgs),
@@ -81,7 +83,7 @@ struct SynthArgs {
     slices: usize,
     /// CT or MR.
     #[arg(long, default_value = "CT")]
-    modality: pacs::synth::SynthModality,
+    modality: pacs_synth::SynthModality,
     /// Seed all UIDs and names derive from.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -98,14 +100,26 @@ fn main() -> std::process::ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| pacs::config::name_the_variable(e).exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let result = match cli.command {
-        None => run_serve(&runtime, pacs::config::ServeArgs::default_from_env()),
-        Some(Command::Serve(args)) => run_serve(&runtime, *args),
+        // `pacs` alone: `pacs serve` with no options (the environment and its file still apply)
+        None => run_serve(
+            &runtime,
+            &pacs::config::ServeArgs::command()
+                .try_get_matches_from(["pacs"])
+                .unwrap_or_else(|e| pacs::config::name_the_variable(e).exit()),
+        ),
+        Some(Command::Serve(_)) => run_serve(
+            &runtime,
+            matches.subcommand_matches("serve").expect("serve matches"),
+        ),
         Some(Command::Synth(args)) => run_synth(args),
         Some(Command::Ae(args)) => runtime.block_on(run_ae(args)),
     };
@@ -120,22 +134,23 @@ fn main() -> std::process::ExitCode {
 
 fn run_serve(
     runtime: &tokio::runtime::Runtime,
-    args: pacs::config::ServeArgs,
+    matches: &clap::ArgMatches,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let args = pacs::config::ServeArgs::from_matches(matches)?;
     let settings = pacs::config::Settings::resolve(&args)?;
     runtime.block_on(pacs::node::serve(settings))?;
     Ok(())
 }
 
 fn run_synth(args: SynthArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut opts = pacs::synth::SynthOptions::new(args.modality);
+    let mut opts = pacs_synth::SynthOptions::new(args.modality);
     opts.studies = args.studies;
     opts.series_per_study = args.series;
     opts.slices = args.slices;
     opts.seed = args.seed;
     opts.out = args.out;
     let started = std::time::Instant::now();
-    let summary = pacs::synth::synthesise(&opts)?;
+    let summary = pacs_synth::synthesise(&opts)?;
     println!(
         "wrote {} instances ({} bytes) to {} in {:.1} s",
         summary.instances.len(),

@@ -87,7 +87,7 @@ fn lease(node: &Node, worker: &str, lease_secs: u64) -> (u16, Value) {
     )
 }
 
-fn push_ct(node: &Node, slices: usize, seed: u64) -> pacs::synth::SynthSummary {
+fn push_ct(node: &Node, slices: usize, seed: u64) -> pacs_synth::SynthSummary {
     let (dir, synth) = support::synth_ct(slices, seed);
     let paths = support::synth_paths(&synth);
     let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();

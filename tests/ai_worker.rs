@@ -164,7 +164,7 @@ fn push(node: &Node, files: &[PathBuf]) {
     );
 }
 
-/// A synthetic CT (pacs::synth) of `rows` x `rows` x `slices`; the options give the phantom.
+/// A synthetic CT (pacs_synth) of `rows` x `rows` x `slices`; the options give the phantom.
 fn synth_ct(
     rows: u16,
     slices: usize,
@@ -172,18 +172,18 @@ fn synth_ct(
     seed: u64,
 ) -> (
     tempfile::TempDir,
-    pacs::synth::SynthOptions,
-    pacs::synth::SynthSummary,
+    pacs_synth::SynthOptions,
+    pacs_synth::SynthSummary,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = pacs::synth::SynthOptions::new(pacs::synth::SynthModality::Ct);
+    let mut opts = pacs_synth::SynthOptions::new(pacs_synth::SynthModality::Ct);
     opts.rows = rows;
     opts.columns = rows;
     opts.slices = slices;
     opts.series_per_study = series;
     opts.seed = seed;
     opts.out = dir.path().to_path_buf();
-    let summary = pacs::synth::synthesise(&opts).unwrap();
+    let summary = pacs_synth::synthesise(&opts).unwrap();
     (dir, opts, summary)
 }
 

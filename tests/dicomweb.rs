@@ -17,7 +17,7 @@ const MR_SMALL_STUDY: &str = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457";
 /// A node holding CT_small, MR_small and a 10-slice synthetic CT.
 struct Fixture {
     node: Node,
-    synth: pacs::synth::SynthSummary,
+    synth: pacs_synth::SynthSummary,
     _synth_dir: tempfile::TempDir,
 }
 

@@ -47,7 +47,7 @@ fn text(obj: &dicom_object::DefaultDicomObject, tag: dicom_core::Tag) -> String 
         .unwrap_or_default()
 }
 
-fn store_fixture(node: &Node) -> (tempfile::TempDir, pacs::synth::SynthSummary) {
+fn store_fixture(node: &Node) -> (tempfile::TempDir, pacs_synth::SynthSummary) {
     let dir = support::pydicom_test_files();
     let files = [dir.join("CT_small.dcm"), dir.join("MR_small.dcm")];
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();

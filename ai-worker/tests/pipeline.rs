@@ -12,11 +12,11 @@ use dicom_core::value::{PixelFragmentSequence, Value};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{open_file, FileDicomObject, FileMetaTableBuilder, InMemDicomObject};
-use pacs::synth::{synthesise, CtTissue, SynthModality, SynthOptions};
 use pacs_ai_worker::inference::{locate_onnxruntime, Runner, RuntimeOptions};
 use pacs_ai_worker::measure::measure;
 use pacs_ai_worker::model::{load_all, Model, Orientation};
 use pacs_ai_worker::volume::{DecodedSlice, Volume, VolumeError};
+use pacs_synth::{synthesise, CtTissue, SynthModality, SynthOptions};
 
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")

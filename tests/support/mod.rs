@@ -1201,20 +1201,20 @@ impl Drop for Node {
 // Synthetic data
 // ---------------------------------------------------------------------------
 
-/// Writes a synthetic CT series (`pacs::synth`) into a temporary directory, which lives as long
+/// Writes a synthetic CT series (`pacs_synth`) into a temporary directory, which lives as long
 /// as the returned value.
-pub fn synth_ct(slices: usize, seed: u64) -> (tempfile::TempDir, pacs::synth::SynthSummary) {
+pub fn synth_ct(slices: usize, seed: u64) -> (tempfile::TempDir, pacs_synth::SynthSummary) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut opts = pacs::synth::SynthOptions::new(pacs::synth::SynthModality::Ct);
+    let mut opts = pacs_synth::SynthOptions::new(pacs_synth::SynthModality::Ct);
     opts.slices = slices;
     opts.seed = seed;
     opts.out = dir.path().to_path_buf();
-    let summary = pacs::synth::synthesise(&opts).expect("synthesise CT series");
+    let summary = pacs_synth::synthesise(&opts).expect("synthesise CT series");
     (dir, summary)
 }
 
 /// The files of a synthetic series, in instance order.
-pub fn synth_paths(summary: &pacs::synth::SynthSummary) -> Vec<PathBuf> {
+pub fn synth_paths(summary: &pacs_synth::SynthSummary) -> Vec<PathBuf> {
     summary.instances.iter().map(|i| i.path.clone()).collect()
 }
 
