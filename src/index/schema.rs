@@ -447,6 +447,45 @@ pub const SELECT_COUNTS: &str = "SELECT
 mod tests {
     use super::*;
 
+    /// The tables of migration 1 as released, before the attribute declaration: what the
+    /// declaration expands to must not change the schema of existing databases.
+    const RELEASED_TABLES: &[&str] = &[
+        "CREATE TABLE patients ( pk {pk}, patient_id TEXT NOT NULL, issuer_of_patient_id TEXT NOT NULL, patient_name TEXT NOT NULL, patient_name_norm TEXT NOT NULL, patient_birth_date TEXT NOT NULL, patient_sex TEXT NOT NULL, UNIQUE (patient_id, issuer_of_patient_id) )",
+        "CREATE TABLE studies ( pk {pk}, patient_pk {big} NOT NULL REFERENCES patients (pk), study_instance_uid TEXT NOT NULL UNIQUE, study_date TEXT NOT NULL, study_time TEXT NOT NULL, accession_number TEXT NOT NULL, referring_physician_name TEXT NOT NULL, study_description TEXT NOT NULL, study_id TEXT NOT NULL, patient_id TEXT NOT NULL, patient_name TEXT NOT NULL, patient_name_norm TEXT NOT NULL, patient_birth_date TEXT NOT NULL, patient_sex TEXT NOT NULL, created_at_ms {big} NOT NULL )",
+        "CREATE TABLE series ( pk {pk}, study_pk {big} NOT NULL REFERENCES studies (pk), series_instance_uid TEXT NOT NULL UNIQUE, modality TEXT NOT NULL, series_number INTEGER, series_description TEXT NOT NULL, series_date TEXT NOT NULL, series_time TEXT NOT NULL, body_part_examined TEXT NOT NULL, created_at_ms {big} NOT NULL )",
+        "CREATE TABLE instances ( pk {pk}, series_pk {big} NOT NULL REFERENCES series (pk), study_pk {big} NOT NULL REFERENCES studies (pk), sop_instance_uid TEXT NOT NULL UNIQUE, sop_class_uid TEXT NOT NULL, instance_number INTEGER, transfer_syntax_uid TEXT NOT NULL, rows_ INTEGER, columns_ INTEGER, number_of_frames INTEGER, bits_allocated INTEGER, object_key TEXT NOT NULL, size_bytes {big} NOT NULL, sha256 TEXT NOT NULL, received_at_ms {big} NOT NULL, source_ae TEXT NOT NULL )",
+    ];
+
+    #[test]
+    fn declared_columns_expand_to_the_released_schema() {
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let generated = migration_statements(&MIGRATIONS[0], dialect);
+            for released in RELEASED_TABLES {
+                let expected = words(&dialect.render(released));
+                assert!(
+                    generated.iter().any(|g| words(g) == expected),
+                    "{dialect:?}: no statement matches {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn inserts_bind_one_value_per_column() {
+        let r = InstanceRecord::default();
+        let v = InsertValues::new(&r);
+        for (sql, n) in [
+            (&*INSERT_PATIENT, v.patient().len()),
+            (&*INSERT_STUDY, v.study(1, 2).len()),
+            (&*INSERT_SERIES, v.series(1, 2).len()),
+            (&*INSERT_INSTANCE, v.instance(1, 2).len()),
+        ] {
+            assert!(sql.contains(&format!("?{n})")), "{sql}");
+            assert!(!sql.contains(&format!("?{}", n + 1)), "{sql}");
+        }
+    }
+
     #[test]
     fn renders_parameters_and_types_per_dialect() {
         let sql = "INSERT INTO t (a {big}) VALUES (?1, ?12) -- ? alone";
