@@ -219,3 +219,110 @@ async fn reopening_keeps_data_and_schema(backend: Backend) {
     }
 }
 both_backends!(reopening_keeps_data_and_schema);
+
+/// Values for every declared attribute, distinct per `n`, in the form its VR takes.
+struct Values(std::collections::HashMap<u32, String>);
+
+impl pacs::index::attributes::AttributeSource for Values {
+    fn text(&self, tag: u32) -> String {
+        self.0.get(&tag).cloned().unwrap_or_default()
+    }
+    fn int(&self, tag: u32) -> Option<i32> {
+        self.0.get(&tag).and_then(|v| v.parse().ok())
+    }
+}
+
+fn value_for(d: &pacs::index::attributes::Declared, n: u32) -> String {
+    match d.vr {
+        "UI" => format!("1.2.{}.{n}", d.tag),
+        "DA" => format!("2024010{n}"),
+        "TM" => format!("10300{n}"),
+        "PN" => format!("Doe{n}^Jane"),
+        "IS" | "US" => format!("{}", 10 + n),
+        _ => format!("V{n}"),
+    }
+}
+
+fn declared_record(n: u32) -> InstanceRecord {
+    use pacs::index::attributes::DECLARED;
+    let values = Values(DECLARED.iter().map(|d| (d.tag, value_for(d, n))).collect());
+    let mut r = InstanceRecord::default();
+    r.read_attributes(&values);
+    r.transfer_syntax_uid = dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.into();
+    r.object_key = format!("declared/{n}.dcm");
+    r.sha256 = "ef".repeat(32);
+    r.metadata_json = b"{}".to_vec();
+    r.frames_json = "[]".into();
+    r
+}
+
+/// Every attribute of the QIDO-RS/C-FIND table is stored, returned and matched.
+async fn every_query_attribute_is_stored_and_matched(backend: Backend) {
+    use pacs::query::attributes::{Source, INDEXED};
+    use pacs::query::{Include, Query};
+    let (index, _dir) = open(backend).await;
+    for n in [1, 2] {
+        assert_eq!(
+            index.insert_instance(declared_record(n)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+    }
+    let key = |tag: u32| format!("{tag:08X}");
+    for attribute in INDEXED.iter() {
+        let (wanted, value) = match attribute.source {
+            Source::Stored(d) => {
+                let v = value_for(d, 1);
+                // PN matching ignores case
+                let asked = if d.vr == "PN" {
+                    v.to_lowercase()
+                } else {
+                    v.clone()
+                };
+                (Some(v), asked)
+            }
+            Source::ModalitiesInStudy => (Some("V1".to_string()), "V1".to_string()),
+            _ => (None, String::new()),
+        };
+        if let Some(wanted) = wanted {
+            let query = Query::parse(
+                attribute.level,
+                &[(attribute.keyword.to_string(), value)],
+                Include::Defaults,
+                false,
+                10,
+                0,
+            )
+            .unwrap();
+            let result = query.run(&*index, None).await.unwrap();
+            assert_eq!(
+                result.datasets.len(),
+                1,
+                "{}: {:?}",
+                attribute.keyword,
+                result.datasets
+            );
+            let got = &result.datasets[0][key(attribute.tag)]["Value"][0];
+            let got = match attribute.vr {
+                "PN" => got["Alphabetic"].as_str().unwrap_or_default().to_string(),
+                "IS" | "US" => got.as_i64().map(|i| i.to_string()).unwrap_or_default(),
+                _ => got.as_str().unwrap_or_default().to_string(),
+            };
+            assert_eq!(got, wanted, "{} as returned", attribute.keyword);
+        } else {
+            // computed counts: one series, one instance in each study
+            let query =
+                Query::parse(attribute.level, &[], Include::Defaults, false, 10, 0).unwrap();
+            let result = query.run(&*index, None).await.unwrap();
+            assert_eq!(result.datasets.len(), 2, "{}", attribute.keyword);
+            for d in &result.datasets {
+                assert_eq!(
+                    d[key(attribute.tag)]["Value"][0],
+                    1,
+                    "{}",
+                    attribute.keyword
+                );
+            }
+        }
+    }
+}
+both_backends!(every_query_attribute_is_stored_and_matched);

@@ -35,8 +35,8 @@ struct Statements {
     insert_study: String,
     select_series: String,
     insert_series: String,
-    insert_instance: String,
-    insert_metadata: String,
+    select_parents: String,
+    insert_instance_and_metadata: String,
     delete_metadata_by_uid: String,
     delete_instance_by_uid: String,
     select_stored_by_uid: String,
@@ -55,8 +55,8 @@ impl Statements {
             insert_study: r(&schema::INSERT_STUDY),
             select_series: r(schema::SELECT_SERIES),
             insert_series: r(&schema::INSERT_SERIES),
-            insert_instance: r(&schema::INSERT_INSTANCE),
-            insert_metadata: r(schema::INSERT_METADATA),
+            select_parents: r(schema::SELECT_PARENTS),
+            insert_instance_and_metadata: r(&schema::INSERT_INSTANCE_AND_METADATA),
             delete_metadata_by_uid: r(schema::DELETE_METADATA_BY_UID),
             delete_instance_by_uid: r(schema::DELETE_INSTANCE_BY_UID),
             select_stored_by_uid: r(&schema::select_stored_instance_by_uid()),
@@ -218,17 +218,31 @@ impl PostgresIndex {
                 values.series(study_pk, now),
             )
             .await?;
+        self.insert_leaf(client, r, series_pk, study_pk).await
+    }
+
+    /// Inserts the instance row and its metadata in one statement (so, atomically, without a
+    /// transaction around it), under parents that exist.
+    async fn insert_leaf<C: GenericClient>(
+        &self,
+        client: &C,
+        r: &InstanceRecord,
+        series_pk: i64,
+        study_pk: i64,
+    ) -> IndexResult<InsertOutcome> {
         let insert = client
-            .prepare_cached(&self.sql.insert_instance)
+            .prepare_cached(&self.sql.insert_instance_and_metadata)
             .await
             .map_err(db_err)?;
-        let instance_values = values.instance(series_pk, study_pk);
+        let mut values = InsertValues::new(r).instance(series_pk, study_pk);
+        values.push(SqlValue::Blob(r.metadata_json.clone()));
+        values.push(SqlValue::Text(r.frames_json.clone()));
         let row = client
-            .query_opt(&insert, &refs(&instance_values))
+            .query_opt(&insert, &refs(&values))
             .await
             .map_err(db_err)?;
-        let Some(row) = row else {
-            // Lost a race with a concurrent store of the same SOP Instance UID.
+        if row.is_none() {
+            // Already indexed (or a concurrent store of the same SOP Instance UID won).
             let existing = self
                 .find_in(client, &r.sop_instance_uid)
                 .await?
@@ -236,19 +250,7 @@ impl PostgresIndex {
                     IndexError::Database("instance vanished during a concurrent insert".into())
                 })?;
             return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
-        };
-        let instance_pk: i64 = row.get(0);
-        let insert_md = client
-            .prepare_cached(&self.sql.insert_metadata)
-            .await
-            .map_err(db_err)?;
-        client
-            .execute(
-                &insert_md,
-                &[&instance_pk, &r.metadata_json, &r.frames_json],
-            )
-            .await
-            .map_err(db_err)?;
+        }
         Ok(InsertOutcome::Inserted)
     }
 
@@ -332,8 +334,32 @@ impl Index for PostgresIndex {
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        // No lookup first: the instance INSERT's ON CONFLICT tells whether it was there (ingest
-        // has already looked before writing the object).
+        // No lookup of the instance: its INSERT's ON CONFLICT tells whether it was there. The
+        // parents' keys in one statement; when all three exist (every instance of a series but
+        // its first) one more statement inserts the instance with its metadata: two round
+        // trips, and no transaction, which one statement does not need.
+        let parents = client
+            .prepare_cached(&self.sql.select_parents)
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_one(
+                &parents,
+                &[
+                    &record.patient_id,
+                    &record.issuer_of_patient_id,
+                    &record.study_instance_uid,
+                    &record.series_instance_uid,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let keys: (Option<i64>, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        if let (Some(_), Some(study_pk), Some(series_pk)) = keys {
+            return self
+                .insert_leaf(&client, &record, series_pk, study_pk)
+                .await;
+        }
         let tx = client.transaction().await.map_err(db_err)?;
         let outcome = self.insert_in(&tx, &record).await?;
         tx.commit().await.map_err(db_err)?;

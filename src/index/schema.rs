@@ -415,6 +415,26 @@ impl<'a> InsertValues<'a> {
     }
 }
 
+/// The keys of an instance's patient, study and series (NULL for those not indexed yet).
+pub const SELECT_PARENTS: &str = "SELECT
+    (SELECT pk FROM patients WHERE patient_id = ?1 AND issuer_of_patient_id = ?2),
+    (SELECT pk FROM studies WHERE study_instance_uid = ?3),
+    (SELECT pk FROM series WHERE series_instance_uid = ?4)";
+
+/// [`INSERT_INSTANCE`] and the metadata row in one statement, its parameters followed by the
+/// metadata's; no row when the instance was there. PostgreSQL only (SQLite has no INSERT in a
+/// WITH clause, and needs none: its writes are in-process).
+pub static INSERT_INSTANCE_AND_METADATA: LazyLock<String> = LazyLock::new(|| {
+    let n = insert_columns(Level::Instance).len();
+    format!(
+        "WITH inserted AS ({}) INSERT INTO instance_metadata (instance_pk, metadata_json, frames_json)
+         SELECT pk, CAST(?{} AS {{blob}}), CAST(?{} AS TEXT) FROM inserted RETURNING instance_pk",
+        *INSERT_INSTANCE,
+        n + 1,
+        n + 2
+    )
+});
+
 pub const INSERT_METADATA: &str =
     "INSERT INTO instance_metadata (instance_pk, metadata_json, frames_json) VALUES (?1, ?2, ?3)";
 

@@ -272,17 +272,21 @@ impl Ingest {
                 &existing.series_instance_uid,
             )
         };
-        if let Some(existing) = self.index.find_instance(sop_instance.as_str()).await? {
-            if existing.sha256 == rec.sha256 {
-                return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
-            }
-            if self.policy == DuplicatePolicy::Keep {
-                warn!(sop_instance_uid = %sop_instance, "different object under a stored SOP Instance UID; kept the stored one");
-                return Ok(at_existing(IngestOutcome::KeptExisting, &existing));
+        // Keep (the default): no lookup first, so that a new instance costs one index round
+        // trip; the insert says whether the SOP Instance UID was already there. The object key
+        // holds the content's hash, so the same object sent again is written over itself
+        // (atomically) and its row found; a different one is written beside it and removed.
+        // Overwrite looks first: the same content again must not replace the row.
+        if self.policy == DuplicatePolicy::Overwrite {
+            if let Some(existing) = self.index.find_instance(sop_instance.as_str()).await? {
+                if existing.sha256 == rec.sha256 {
+                    return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
+                }
             }
         }
 
         let key = rec.object_key.clone();
+        let sha256 = rec.sha256.clone();
         match data {
             IncomingData::Dataset(fragments) => {
                 let mut chunks = Vec::with_capacity(fragments.len() + 1);
@@ -304,12 +308,15 @@ impl Ingest {
             },
             DuplicatePolicy::Keep => match self.index.insert_instance(record).await {
                 Ok(InsertOutcome::Inserted) => Ok(IngestOutcome::Stored),
-                // A concurrent store of the same instance won the race.
+                // Stored before (or by a concurrent store that won the race).
                 Ok(InsertOutcome::AlreadyExists(existing)) => {
-                    if existing.object_key == key {
+                    if existing.object_key != key {
+                        self.delete_quietly(&key).await;
+                    }
+                    if existing.sha256 == sha256 {
                         return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
                     }
-                    self.delete_quietly(&key).await;
+                    warn!(sop_instance_uid = %sop_instance, "different object under a stored SOP Instance UID; kept the stored one");
                     return Ok(at_existing(IngestOutcome::KeptExisting, &existing));
                 }
                 Err(e) => Err(e),
