@@ -284,7 +284,9 @@ async fn queue_lifecycle(backend: Backend) {
     let (dir, spoof) = support::synth_ct(2, 77);
     let paths = support::synth_paths(&spoof);
     let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
-    assert!(support::storescu(&node, "PACS-AI", &[], &refs).status.success());
+    assert!(support::storescu(&node, "PACS-AI", &[], &refs)
+        .status
+        .success());
     drop(dir);
     let all = wait_jobs(&node, 3);
     assert_eq!(

@@ -105,7 +105,7 @@ pub fn parse_deflated<R: Read>(
         .map_err(|e| ParseError::Unreadable(format!("cannot inflate the data set: {e}")))?;
     let mut collector = DicomCollectorOptions::new()
         .read_preamble(ReadPreamble::Never)
-        .expected_ts("1.2.840.10008.1.2.1")
+        .expected_ts(dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN)
         .from_reader(BufReader::new(std::io::Cursor::new(inflated)));
     let mut obj = InMemDicomObject::new_empty();
     collector
