@@ -328,3 +328,60 @@ async fn every_query_attribute_is_stored_and_matched(backend: Backend) {
     }
 }
 both_backends!(every_query_attribute_is_stored_and_matched);
+
+/// A database made by the previous release (migrations 1 to 3) is brought up to date: its rows
+/// stay, and the instances the AI worker stored then (recorded under the calling AE `PACS-AI`)
+/// are AI output now, without that AE title.
+#[tokio::test]
+async fn a_database_of_the_previous_schema_is_migrated() {
+    use pacs::index::schema::{migration_statements, Dialect, MIGRATIONS};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&Dialect::Sqlite.render(pacs::index::schema::CREATE_MIGRATIONS_TABLE))
+            .unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 3) {
+            for statement in migration_statements(m, Dialect::Sqlite) {
+                conn.execute_batch(&statement).unwrap();
+            }
+            conn.execute(
+                pacs::index::schema::RECORD_MIGRATION,
+                rusqlite::params![m.version, m.description, 0],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name,
+                patient_name_norm, patient_birth_date, patient_sex) VALUES ('P', '', '', '', '', '');
+             INSERT INTO studies (patient_pk, study_instance_uid, study_date, study_time,
+                accession_number, referring_physician_name, study_description, study_id,
+                patient_id, patient_name, patient_name_norm, patient_birth_date, patient_sex,
+                created_at_ms) VALUES (1, '1.9', '', '', '', '', '', '', 'P', '', '', '', '', 0);
+             INSERT INTO series (study_pk, series_instance_uid, modality, series_description,
+                series_date, series_time, body_part_examined, created_at_ms)
+                VALUES (1, '1.9.1', 'SEG', '', '', '', '', 0);
+             INSERT INTO instances (series_pk, study_pk, sop_instance_uid, sop_class_uid,
+                transfer_syntax_uid, object_key, size_bytes, sha256, received_at_ms, source_ae)
+                VALUES (1, 1, '1.9.1.1', '1.2', '1.2', 'k1', 1, 'x', 0, 'PACS-AI'),
+                       (1, 1, '1.9.1.2', '1.2', '1.2', 'k2', 1, 'y', 0, 'CT1');",
+        )
+        .unwrap();
+    }
+    let index = pacs::index::open(path.to_str().unwrap()).await.unwrap();
+    let ai = index.find_instance("1.9.1.1").await.unwrap().unwrap();
+    assert!(ai.ai_output);
+    assert_eq!(ai.source_ae, "");
+    let ct = index.find_instance("1.9.1.2").await.unwrap().unwrap();
+    assert!(!ct.ai_output);
+    assert_eq!(ct.source_ae, "CT1");
+    // and new rows go in as usual
+    assert_eq!(
+        index
+            .insert_instance(record("1.9", "1.9.1", "1.9.1.3"))
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(index.counts().await.unwrap().instances, 3);
+}

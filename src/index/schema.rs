@@ -492,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn every_declared_attribute_has_its_migration() {
+        for d in attributes::DECLARED {
+            assert!(
+                MIGRATIONS.iter().any(|m| m.version == d.since),
+                "{} is declared since migration {}, which does not exist",
+                d.keyword(),
+                d.since
+            );
+        }
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(
+            versions.windows(2).all(|w| w[1] == w[0] + 1),
+            "{versions:?}"
+        );
+    }
+
+    #[test]
     fn inserts_bind_one_value_per_column() {
         let r = InstanceRecord::default();
         let v = InsertValues::new(&r);

@@ -179,7 +179,8 @@ pub struct Ingest {
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.94470164651386386541577462125155211471";
 pub const IMPLEMENTATION_VERSION_NAME: &str = "PACS_RS_0_1";
 
-const DEFLATED_EXPLICIT_VR_LE: &str = dicom_dictionary_std::uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
+const DEFLATED_EXPLICIT_VR_LE: &str =
+    dicom_dictionary_std::uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
 
 impl Ingest {
     pub fn new(index: Arc<dyn Index>, storage: Storage, policy: DuplicatePolicy) -> Self {
