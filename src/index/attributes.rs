@@ -1,6 +1,6 @@
 //! The indexed attributes, declared once.
 //!
-//! [`declare_indexed!`] below is the single list of the attributes the index stores in columns.
+//! `declare_indexed!` below is the single list of the attributes the index stores in columns.
 //! Everything else follows from it: the [`InstanceRecord`] fields, the columns of the
 //! `patients`, `studies`, `series` and `instances` tables (their DDL, see
 //! [`super::schema`]), the INSERT statements and their positional parameters on both backends,

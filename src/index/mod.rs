@@ -1,7 +1,13 @@
 //! The index: patients, studies, series and instances with the attributes that QIDO-RS and
 //! C-FIND match and return, each instance's metadata and frame positions, and where its object
-//! lives. One interface, [`Index`], with a PostgreSQL and an embedded SQLite implementation; the
-//! SQL they share lives in [`schema`].
+//! lives. One interface, [`Index`], with a PostgreSQL and an embedded SQLite implementation.
+//!
+//! All the node's SQL is here: the schema and its migrations and the statements both backends
+//! share ([`schema`]), the attributes declared once ([`attributes`]), the SQL of queries
+//! (`query_sql`), the job queue's statements ([`jobs`]) and the rest (`catalog`: retrieval,
+//! node settings, the AI watch, the AE registry), all typed methods on `dyn Index`. Their
+//! statements run through [`Index::fetch`] and [`Index::write`], which take a [`Sql`] that only
+//! this module can make.
 
 pub mod attributes;
 mod catalog;

@@ -7,8 +7,8 @@ use super::{Index, IndexResult, Sql, SqlValue};
 use crate::query::{Attribute, Matcher, Query, Source};
 
 impl dyn Index {
-    /// The rows of a query: one value per [`Query::columns`] attribute, then the stored
-    /// metadata when [`Query::needs_metadata`]; at most `limit + 1` rows, from `offset`.
+    /// The rows of a query: one value per `Query::columns` attribute, then the stored
+    /// metadata when `Query::needs_metadata`; at most `limit + 1` rows, from `offset`.
     pub async fn query_rows(&self, query: &Query) -> IndexResult<Vec<Vec<SqlValue>>> {
         let (sql, params) = statement(query, self.dialect());
         self.fetch(Sql::new(&sql), params).await

@@ -1,5 +1,5 @@
 //! Ingest: the one path every received instance takes, whichever front-end received it
-//! (C-STORE today, STOW-RS next). Validate, parse, hash, store the object durably, then commit
+//! (C-STORE or STOW-RS). Validate, parse, hash, store the object durably, then commit
 //! its index row; only then is the sender told it succeeded.
 
 pub mod parse;
