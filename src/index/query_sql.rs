@@ -53,12 +53,12 @@ pub(crate) fn statement(query: &Query, dialect: Dialect) -> (String, Vec<SqlValu
         page.push_str(" WHERE ");
         page.push_str(&wheres.join(" AND "));
     }
-    params.push(SqlValue::Int(query.limit.saturating_add(1) as i64));
-    let limit = params.len();
-    params.push(SqlValue::Int(query.offset as i64));
-    let offset = params.len();
+    // Limit and offset are numbers, not text from the request: inlined, so that PostgreSQL
+    // plans every page with its real size (a generic plan guesses a parameter's).
     page.push_str(&format!(
-        " ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset}"
+        " ORDER BY {order} LIMIT {} OFFSET {}",
+        query.limit.saturating_add(1),
+        query.offset
     ));
     let sql = format!(
         "SELECT {} FROM {from} JOIN ({page}) page ON page.page_key = {key} ORDER BY {order}",
