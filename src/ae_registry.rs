@@ -14,7 +14,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::config::{validate_ae_title, RemoteAe};
-use crate::index::{Index, IndexError, SqlValue};
+use crate::index::{Index, IndexError};
 
 /// Operations an AE may be allowed.
 pub const OPERATIONS: &[&str] = &["echo", "store", "find", "move", "get"];
@@ -35,9 +35,6 @@ pub struct AeRegistry {
     index: Arc<dyn Index>,
     snapshot: RwLock<Arc<Vec<RemoteAe>>>,
 }
-
-const COLUMNS: &str =
-    "title, host, port, description, allow, move_destination, check_host, source, updated_at_ms";
 
 /// Checks an AE before it is stored, and normalises it (title without trailing spaces,
 /// operations lower-case and deduplicated).
@@ -77,38 +74,8 @@ pub fn validate(ae: &mut RemoteAe) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn params(ae: &RemoteAe, source: &str) -> Vec<SqlValue> {
-    vec![
-        SqlValue::Text(ae.title.clone()),
-        SqlValue::Text(ae.host.clone().unwrap_or_default()),
-        SqlValue::Int(ae.port.unwrap_or(0) as i64),
-        SqlValue::Text(ae.description.clone()),
-        SqlValue::Text(ae.allow.join(",")),
-        SqlValue::Int(ae.move_destination as i64),
-        SqlValue::Int(ae.check_host as i64),
-        SqlValue::Text(source.to_string()),
-        SqlValue::Int(crate::index::sqlite::now_ms()),
-    ]
-}
-
-fn from_row(row: &[SqlValue]) -> RemoteAe {
-    let text = |i: usize| row[i].as_str().unwrap_or_default().to_string();
-    let int = |i: usize| row[i].as_i64().unwrap_or(0);
-    let host = text(1);
-    let port = int(2);
-    RemoteAe {
-        title: text(0),
-        host: (!host.is_empty()).then_some(host),
-        port: (port > 0).then_some(port as u16),
-        description: text(3),
-        allow: text(4)
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        move_destination: int(5) != 0,
-        check_host: int(6) != 0,
-    }
+fn now_ms() -> i64 {
+    crate::index::sqlite::now_ms()
 }
 
 impl AeRegistry {
@@ -121,22 +88,10 @@ impl AeRegistry {
             index,
             snapshot: RwLock::new(Arc::new(Vec::new())),
         });
-        let d = registry.index.dialect();
-        let upsert = d.render(&format!(
-            "INSERT INTO remote_aes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (title) DO UPDATE SET host = excluded.host, port = excluded.port,
-               description = excluded.description, allow = excluded.allow,
-               move_destination = excluded.move_destination, check_host = excluded.check_host,
-               updated_at_ms = excluded.updated_at_ms
-             WHERE remote_aes.source = 'config'"
-        ));
         for ae in seed {
             let mut ae = ae.clone();
             validate(&mut ae)?;
-            registry
-                .index
-                .execute(&upsert, params(&ae, "config"))
-                .await?;
+            registry.index.seed_remote_ae(&ae, now_ms()).await?;
         }
         registry.refresh().await?;
         info!(aes = registry.snapshot().len(), "AE registry loaded");
@@ -155,12 +110,7 @@ impl AeRegistry {
 
     /// Reloads the in-memory copy from the index.
     pub async fn refresh(&self) -> Result<(), RegistryError> {
-        let sql = self
-            .index
-            .dialect()
-            .render(&format!("SELECT {COLUMNS} FROM remote_aes ORDER BY title"));
-        let rows = self.index.select(&sql, &[]).await?;
-        let aes: Vec<RemoteAe> = rows.iter().map(|r| from_row(r)).collect();
+        let aes = self.index.remote_aes().await?;
         *self.snapshot.write().expect("registry lock") = Arc::new(aes);
         Ok(())
     }
@@ -184,12 +134,7 @@ impl AeRegistry {
 
     pub async fn create(&self, mut ae: RemoteAe) -> Result<RemoteAe, RegistryError> {
         validate(&mut ae)?;
-        let sql = self.index.dialect().render(&format!(
-            "INSERT INTO remote_aes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (title) DO NOTHING RETURNING title"
-        ));
-        let done = self.index.execute(&sql, params(&ae, "api")).await?;
-        if done.rows.is_empty() {
+        if !self.index.insert_remote_ae(&ae, now_ms()).await? {
             return Err(RegistryError::Exists(ae.title));
         }
         self.refresh().await?;
@@ -205,13 +150,7 @@ impl AeRegistry {
                 ae.title
             )));
         }
-        let sql = self.index.dialect().render(
-            "UPDATE remote_aes SET host = ?2, port = ?3, description = ?4, allow = ?5,
-               move_destination = ?6, check_host = ?7, source = ?8, updated_at_ms = ?9
-             WHERE title = ?1",
-        );
-        let done = self.index.execute(&sql, params(&ae, "api")).await?;
-        if done.rows_affected == 0 {
+        if !self.index.update_remote_ae(&ae, now_ms()).await? {
             return Err(RegistryError::NotFound(ae.title));
         }
         self.refresh().await?;
@@ -221,15 +160,7 @@ impl AeRegistry {
 
     pub async fn delete(&self, title: &str) -> Result<(), RegistryError> {
         let title = title.trim_end().to_string();
-        let sql = self
-            .index
-            .dialect()
-            .render("DELETE FROM remote_aes WHERE title = ?1");
-        let done = self
-            .index
-            .execute(&sql, vec![SqlValue::Text(title.clone())])
-            .await?;
-        if done.rows_affected == 0 {
+        if !self.index.delete_remote_ae(&title).await? {
             return Err(RegistryError::NotFound(title));
         }
         self.refresh().await?;

@@ -12,8 +12,8 @@ use pacs_dicomweb::archive::{
     SearchRequest, SearchResponse, StoreResult, StoredFrames,
 };
 
-use crate::index::{Index, IndexError, SqlValue};
-use crate::ingest::{Incoming, Ingest, IngestError, IngestOutcome};
+use crate::index::{Index, IndexError, InstanceFilter, LocatedInstance};
+use crate::ingest::{Incoming, Ingest, IngestError, IngestOutcome, Origin};
 use crate::query::{Include, Level, Query, QueryError};
 use crate::storage::{Storage, StorageError};
 use crate::uid::Uid;
@@ -76,29 +76,6 @@ fn check_scope(scope: &Scope) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-/// `WHERE` clause and parameters selecting the instances of a scope (tables `st`, `se`, `i`).
-fn scope_condition(scope: &Scope) -> (String, Vec<String>) {
-    let mut sql = String::from("st.study_instance_uid = ?1");
-    let mut params = vec![scope.study.clone()];
-    if let Some(series) = &scope.series {
-        params.push(series.clone());
-        sql.push_str(&format!(" AND se.series_instance_uid = ?{}", params.len()));
-    }
-    if let Some(instance) = &scope.instance {
-        params.push(instance.clone());
-        sql.push_str(&format!(" AND i.sop_instance_uid = ?{}", params.len()));
-    }
-    (sql, params)
-}
-
-const SCOPE_FROM: &str =
-    "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk";
-const SCOPE_ORDER: &str = "se.series_number, se.pk, i.instance_number, i.pk";
-
-fn text(v: &SqlValue) -> String {
-    v.as_str().unwrap_or_default().to_string()
-}
-
 impl DicomWebArchive {
     fn index(&self) -> &Arc<dyn Index> {
         self.ingest.index()
@@ -116,22 +93,23 @@ impl DicomWebArchive {
         })
     }
 
-    /// Rows of `columns` for each instance in scope, in series then instance order (tables `st`,
-    /// `se`, `i`, plus what `join` adds); NotFound when there are none.
+    /// Each instance in scope, in series then instance order, with its stored metadata when
+    /// `with_metadata`; NotFound when there are none.
     async fn select_scope(
         &self,
         scope: &Scope,
-        columns: &str,
-        join: &str,
-    ) -> Result<Vec<Vec<SqlValue>>, ArchiveError> {
+        with_metadata: bool,
+    ) -> Result<Vec<(LocatedInstance, Option<Vec<u8>>)>, ArchiveError> {
         check_scope(scope)?;
-        let (cond, params) = scope_condition(scope);
-        let sql = self.index().dialect().render(&format!(
-            "SELECT {columns} FROM {SCOPE_FROM} {join} WHERE {cond} ORDER BY {SCOPE_ORDER}"
-        ));
+        let filter = InstanceFilter {
+            studies: vec![scope.study.clone()],
+            series: scope.series.iter().cloned().collect(),
+            instances: scope.instance.iter().cloned().collect(),
+            ..Default::default()
+        };
         let rows = self
             .index()
-            .select(&sql, &params)
+            .instances_in(&filter, with_metadata)
             .await
             .map_err(index_err)?;
         if rows.is_empty() {
@@ -142,27 +120,20 @@ impl DicomWebArchive {
 
     /// (study, series, instance, transfer syntax, size, object key) of each instance in scope.
     async fn scope_rows(&self, scope: &Scope) -> Result<Vec<(InstanceInfo, String)>, ArchiveError> {
-        let rows = self
-            .select_scope(
-                scope,
-                "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, \
-                 i.transfer_syntax_uid, i.size_bytes, i.object_key",
-                "",
-            )
-            .await?;
+        let rows = self.select_scope(scope, false).await?;
         Ok(rows
             .into_iter()
-            .map(|r| {
+            .map(|(i, _)| {
                 (
                     InstanceInfo {
-                        study: text(&r[0]),
-                        series: text(&r[1]),
-                        instance: text(&r[2]),
-                        transfer_syntax_uid: text(&r[3]),
-                        size: r[4].as_i64().unwrap_or(0) as u64,
-                        handle: text(&r[5]),
+                        study: i.study_instance_uid,
+                        series: i.series_instance_uid,
+                        instance: i.sop_instance_uid,
+                        transfer_syntax_uid: i.transfer_syntax_uid,
+                        size: i.size_bytes as u64,
+                        handle: i.object_key.clone(),
                     },
-                    text(&r[5]),
+                    i.object_key,
                 )
             })
             .collect())
@@ -321,33 +292,26 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
     }
 
     async fn metadata(&self, scope: &Scope, base_url: &str) -> Result<Metadata, ArchiveError> {
-        let rows = self
-            .select_scope(
-                scope,
-                "st.study_instance_uid, se.series_instance_uid, i.sop_instance_uid, i.sha256, \
-                 m.metadata_json",
-                "JOIN instance_metadata m ON m.instance_pk = i.pk",
-            )
-            .await?;
+        let rows = self.select_scope(scope, true).await?;
         let mut etag = ring::digest::Context::new(&ring::digest::SHA256);
         let mut out = Vec::with_capacity(
             rows.iter()
-                .map(|r| r[4].as_bytes().map_or(0, |b| b.len()) + 200)
+                .map(|(_, m)| m.as_ref().map_or(0, |b| b.len()) + 200)
                 .sum(),
         );
         out.push(b'[');
-        for (n, row) in rows.into_iter().enumerate() {
-            let (study, series, sop) = (text(&row[0]), text(&row[1]), text(&row[2]));
+        for (n, (row, json)) in rows.into_iter().enumerate() {
+            let (study, series, sop) = (
+                row.study_instance_uid,
+                row.series_instance_uid,
+                row.sop_instance_uid,
+            );
             etag.update(sop.as_bytes());
-            etag.update(text(&row[3]).as_bytes());
+            etag.update(row.sha256.as_bytes());
             if n > 0 {
                 out.push(b',');
             }
-            let json = row
-                .into_iter()
-                .nth(4)
-                .and_then(|v| v.into_bytes())
-                .unwrap_or_default();
+            let json = json.unwrap_or_default();
             // BulkDataURIs are stored relative to the instance (see ingest): make them absolute.
             let absolute = format!(
                 "\"BulkDataURI\":\"{base_url}/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
@@ -519,12 +483,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         study: Option<&str>,
         identity: &pacs_dicomweb::Identity,
     ) -> StoreResult {
-        // AI output is marked, so that it never triggers AI work itself
-        let source = match identity {
-            pacs_dicomweb::Identity::AiWorker => crate::ai::routing::AI_SOURCE_AE,
-            pacs_dicomweb::Identity::Anonymous => "",
-        };
-        let mut incoming = match Incoming::from_part10(object, source) {
+        let mut incoming = match Incoming::from_part10(object, Origin::from(identity)) {
             Ok(i) => i,
             Err(e) => {
                 return StoreResult::Failed {

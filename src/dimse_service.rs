@@ -91,7 +91,9 @@ impl DimseService for NodeDimseService {
             sop_class_uid: request.sop_class_uid,
             sop_instance_uid: request.sop_instance_uid.clone(),
             transfer_syntax_uid: request.transfer_syntax_uid,
-            source_ae: request.calling_ae_title,
+            origin: crate::ingest::Origin::Dimse {
+                calling_ae_title: request.calling_ae_title,
+            },
             data,
             expected_study: None,
         };

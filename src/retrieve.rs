@@ -75,51 +75,24 @@ pub async fn resolve(
     if level == "PATIENT" && patient_ids.len() > 1 {
         return Err(mismatch("Patient ID must have a single value".into()));
     }
-    let mut conditions = Vec::new();
-    let mut params: Vec<String> = Vec::new();
-    let mut add = |column: &str, values: &[String]| {
-        if values.is_empty() {
-            return;
-        }
-        let placeholders: Vec<String> = values
-            .iter()
-            .map(|v| {
-                params.push(v.clone());
-                format!("?{}", params.len())
-            })
-            .collect();
-        conditions.push(format!("{column} IN ({})", placeholders.join(", ")));
+    let filter = crate::index::InstanceFilter {
+        patient_ids,
+        studies,
+        series,
+        instances,
     };
-    add("st.patient_id", &patient_ids);
-    add("st.study_instance_uid", &studies);
-    add("se.series_instance_uid", &series);
-    add("i.sop_instance_uid", &instances);
-    let sql = format!(
-        "SELECT i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.object_key,
-                i.size_bytes
-         FROM instances i
-         JOIN series se ON se.pk = i.series_pk
-         JOIN studies st ON st.pk = i.study_pk
-         WHERE {}
-         ORDER BY st.pk, se.series_number, se.pk, i.instance_number, i.pk",
-        conditions.join(" AND ")
-    );
-    let sql = index.dialect().render(&sql);
     let rows = index
-        .select(&sql, &params)
+        .instances_in(&filter, false)
         .await
         .map_err(|e| (status::UNABLE_TO_PROCESS, e.to_string()))?;
     Ok(rows
         .into_iter()
-        .map(|row| {
-            let s = |i: usize| row[i].as_str().unwrap_or_default().to_string();
-            OutgoingInstance {
-                sop_class_uid: s(0),
-                sop_instance_uid: s(1),
-                transfer_syntax_uid: s(2),
-                handle: s(3),
-                size_bytes: row[4].as_i64().unwrap_or(0).max(0) as u64,
-            }
+        .map(|(i, _)| OutgoingInstance {
+            sop_class_uid: i.sop_class_uid,
+            sop_instance_uid: i.sop_instance_uid,
+            transfer_syntax_uid: i.transfer_syntax_uid,
+            handle: i.object_key,
+            size_bytes: i.size_bytes.max(0) as u64,
         })
         .collect())
 }

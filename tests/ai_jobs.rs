@@ -278,6 +278,22 @@ async fn queue_lifecycle(backend: Backend) {
     assert_eq!(rsp.status, 200, "{}", rsp.text());
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(jobs(&node, "").len(), 2, "AI output must not be analysed");
+
+    // a DIMSE peer calling itself what the AI worker's stores were once marked with is a peer
+    // like any other: its series is analysed
+    let (dir, spoof) = support::synth_ct(2, 77);
+    let paths = support::synth_paths(&spoof);
+    let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
+    assert!(support::storescu(&node, "PACS-AI", &[], &refs)
+        .status
+        .success());
+    drop(dir);
+    let all = wait_jobs(&node, 3);
+    assert_eq!(
+        all[0]["series_instance_uid"], spoof.instances[0].series_instance_uid,
+        "{all:?}"
+    );
+    assert_eq!(all[0]["model"], "ct-classical");
 }
 both_backends!(queue_lifecycle);
 

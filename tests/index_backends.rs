@@ -4,6 +4,8 @@ mod support;
 
 use std::sync::Arc;
 
+use dicom_dictionary_std::uids;
+
 use pacs::index::{Index, InsertOutcome, InstanceRecord};
 use support::{both_backends, Backend};
 
@@ -33,9 +35,9 @@ fn record(study: &str, series: &str, sop: &str) -> InstanceRecord {
         modality: "CT".into(),
         series_number: Some(2),
         sop_instance_uid: sop.into(),
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        sop_class_uid: uids::CT_IMAGE_STORAGE.into(),
         instance_number: Some(1),
-        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        transfer_syntax_uid: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
         rows: Some(512),
         columns: Some(512),
         object_key: format!("{study}/{series}/{sop}.dcm"),
@@ -219,3 +221,167 @@ async fn reopening_keeps_data_and_schema(backend: Backend) {
     }
 }
 both_backends!(reopening_keeps_data_and_schema);
+
+/// Values for every declared attribute, distinct per `n`, in the form its VR takes.
+struct Values(std::collections::HashMap<u32, String>);
+
+impl pacs::index::attributes::AttributeSource for Values {
+    fn text(&self, tag: u32) -> String {
+        self.0.get(&tag).cloned().unwrap_or_default()
+    }
+    fn int(&self, tag: u32) -> Option<i32> {
+        self.0.get(&tag).and_then(|v| v.parse().ok())
+    }
+}
+
+fn value_for(d: &pacs::index::attributes::Declared, n: u32) -> String {
+    match d.vr {
+        "UI" => format!("1.2.{}.{n}", d.tag),
+        "DA" => format!("2024010{n}"),
+        "TM" => format!("10300{n}"),
+        "PN" => format!("Doe{n}^Jane"),
+        "IS" | "US" => format!("{}", 10 + n),
+        _ => format!("V{n}"),
+    }
+}
+
+fn declared_record(n: u32) -> InstanceRecord {
+    use pacs::index::attributes::DECLARED;
+    let values = Values(DECLARED.iter().map(|d| (d.tag, value_for(d, n))).collect());
+    let mut r = InstanceRecord::default();
+    r.read_attributes(&values);
+    r.transfer_syntax_uid = uids::EXPLICIT_VR_LITTLE_ENDIAN.into();
+    r.object_key = format!("declared/{n}.dcm");
+    r.sha256 = "ef".repeat(32);
+    r.metadata_json = b"{}".to_vec();
+    r.frames_json = "[]".into();
+    r
+}
+
+/// Every attribute of the QIDO-RS/C-FIND table is stored, returned and matched.
+async fn every_query_attribute_is_stored_and_matched(backend: Backend) {
+    use pacs::query::attributes::{Source, INDEXED};
+    use pacs::query::{Include, Query};
+    let (index, _dir) = open(backend).await;
+    for n in [1, 2] {
+        assert_eq!(
+            index.insert_instance(declared_record(n)).await.unwrap(),
+            InsertOutcome::Inserted
+        );
+    }
+    let key = |tag: u32| format!("{tag:08X}");
+    for attribute in INDEXED.iter() {
+        let (wanted, value) = match attribute.source {
+            Source::Stored(d) => {
+                let v = value_for(d, 1);
+                // PN matching ignores case
+                let asked = if d.vr == "PN" {
+                    v.to_lowercase()
+                } else {
+                    v.clone()
+                };
+                (Some(v), asked)
+            }
+            Source::ModalitiesInStudy => (Some("V1".to_string()), "V1".to_string()),
+            _ => (None, String::new()),
+        };
+        if let Some(wanted) = wanted {
+            let query = Query::parse(
+                attribute.level,
+                &[(attribute.keyword.to_string(), value)],
+                Include::Defaults,
+                false,
+                10,
+                0,
+            )
+            .unwrap();
+            let result = query.run(&*index, None).await.unwrap();
+            assert_eq!(
+                result.datasets.len(),
+                1,
+                "{}: {:?}",
+                attribute.keyword,
+                result.datasets
+            );
+            let got = &result.datasets[0][key(attribute.tag)]["Value"][0];
+            let got = match attribute.vr {
+                "PN" => got["Alphabetic"].as_str().unwrap_or_default().to_string(),
+                "IS" | "US" => got.as_i64().map(|i| i.to_string()).unwrap_or_default(),
+                _ => got.as_str().unwrap_or_default().to_string(),
+            };
+            assert_eq!(got, wanted, "{} as returned", attribute.keyword);
+        } else {
+            // computed counts: one series, one instance in each study
+            let query =
+                Query::parse(attribute.level, &[], Include::Defaults, false, 10, 0).unwrap();
+            let result = query.run(&*index, None).await.unwrap();
+            assert_eq!(result.datasets.len(), 2, "{}", attribute.keyword);
+            for d in &result.datasets {
+                assert_eq!(
+                    d[key(attribute.tag)]["Value"][0],
+                    1,
+                    "{}",
+                    attribute.keyword
+                );
+            }
+        }
+    }
+}
+both_backends!(every_query_attribute_is_stored_and_matched);
+
+/// A database made by the previous release (migrations 1 to 3) is brought up to date: its rows
+/// stay, and the instances the AI worker stored then (recorded under the calling AE `PACS-AI`)
+/// are AI output now, without that AE title.
+#[tokio::test]
+async fn a_database_of_the_previous_schema_is_migrated() {
+    use pacs::index::schema::{migration_statements, Dialect, MIGRATIONS};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&Dialect::Sqlite.render(pacs::index::schema::CREATE_MIGRATIONS_TABLE))
+            .unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 3) {
+            for statement in migration_statements(m, Dialect::Sqlite) {
+                conn.execute_batch(&statement).unwrap();
+            }
+            conn.execute(
+                pacs::index::schema::RECORD_MIGRATION,
+                rusqlite::params![m.version, m.description, 0],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO patients (patient_id, issuer_of_patient_id, patient_name,
+                patient_name_norm, patient_birth_date, patient_sex) VALUES ('P', '', '', '', '', '');
+             INSERT INTO studies (patient_pk, study_instance_uid, study_date, study_time,
+                accession_number, referring_physician_name, study_description, study_id,
+                patient_id, patient_name, patient_name_norm, patient_birth_date, patient_sex,
+                created_at_ms) VALUES (1, '1.9', '', '', '', '', '', '', 'P', '', '', '', '', 0);
+             INSERT INTO series (study_pk, series_instance_uid, modality, series_description,
+                series_date, series_time, body_part_examined, created_at_ms)
+                VALUES (1, '1.9.1', 'SEG', '', '', '', '', 0);
+             INSERT INTO instances (series_pk, study_pk, sop_instance_uid, sop_class_uid,
+                transfer_syntax_uid, object_key, size_bytes, sha256, received_at_ms, source_ae)
+                VALUES (1, 1, '1.9.1.1', '1.2', '1.2', 'k1', 1, 'x', 0, 'PACS-AI'),
+                       (1, 1, '1.9.1.2', '1.2', '1.2', 'k2', 1, 'y', 0, 'CT1');",
+        )
+        .unwrap();
+    }
+    let index = pacs::index::open(path.to_str().unwrap()).await.unwrap();
+    let ai = index.find_instance("1.9.1.1").await.unwrap().unwrap();
+    assert!(ai.ai_output);
+    assert_eq!(ai.source_ae, "");
+    let ct = index.find_instance("1.9.1.2").await.unwrap().unwrap();
+    assert!(!ct.ai_output);
+    assert_eq!(ct.source_ae, "CT1");
+    // and new rows go in as usual
+    assert_eq!(
+        index
+            .insert_instance(record("1.9", "1.9.1", "1.9.1.3"))
+            .await
+            .unwrap(),
+        InsertOutcome::Inserted
+    );
+    assert_eq!(index.counts().await.unwrap().instances, 3);
+}

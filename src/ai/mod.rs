@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::index::schema::int_param;
-use crate::index::{Index, IndexError, SqlValue};
+use crate::index::{Index, IndexError};
 use jobs::{now_ms, JobQueue};
 use routing::{Route, Router, SeriesFacts};
 
@@ -78,18 +77,10 @@ impl AiService {
         index: Arc<dyn Index>,
         settings: AiSettings,
     ) -> Result<Arc<AiService>, String> {
-        let saved = index
-            .select(
-                &index
-                    .dialect()
-                    .render("SELECT value FROM node_settings WHERE key = ?1"),
-                &[ROUTES_KEY.to_string()],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        let routes = match saved.first().and_then(|r| r[0].as_str()) {
+        let saved = index.setting(ROUTES_KEY).await.map_err(|e| e.to_string())?;
+        let routes = match saved {
             Some(json) => {
-                serde_json::from_str(json).map_err(|e| format!("saved AI routes: {e}"))?
+                serde_json::from_str(&json).map_err(|e| format!("saved AI routes: {e}"))?
             }
             None => settings
                 .routes
@@ -119,15 +110,8 @@ impl AiService {
     pub async fn set_routes(&self, routes: Vec<Route>) -> Result<(), String> {
         let router = Router::new(routes.clone())?;
         let json = serde_json::to_string(&routes).map_err(|e| e.to_string())?;
-        let sql = self.index.dialect().render(
-            "INSERT INTO node_settings (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        );
         self.index
-            .execute(
-                &sql,
-                vec![SqlValue::Text(ROUTES_KEY.into()), SqlValue::Text(json)],
-            )
+            .set_setting(ROUTES_KEY, &json)
             .await
             .map_err(|e| e.to_string())?;
         *self.router.write().expect("router lock") = router;
@@ -164,47 +148,21 @@ impl AiService {
     /// One pass: note the series that received instances since the last pass, then route the
     /// ones that have been quiet long enough. Returns the number of jobs queued.
     pub async fn scan(&self, cursor: &mut Option<i64>) -> Result<usize, IndexError> {
-        let d = self.index.dialect();
         // A margin for instances whose transaction committed after a later one's (their
         // arrival time is taken before the object is written) and for clocks of other nodes.
         const MARGIN_MS: i64 = 60_000;
         let since = match *cursor {
             Some(c) => c,
             None => {
-                let rows = self
-                    .index
-                    .select(
-                        &d.render("SELECT MAX(last_received_ms) FROM ai_series_watch"),
-                        &[],
-                    )
-                    .await?;
-                rows.first()
-                    .and_then(|r| r[0].as_i64())
+                self.index
+                    .latest_watched_arrival()
+                    .await?
                     .unwrap_or_else(now_ms)
                     - MARGIN_MS
             }
         };
-        let track = d.render(
-            "INSERT INTO ai_series_watch (series_pk, last_received_ms, routed_at_ms)
-             SELECT series_pk, MAX(received_at_ms), 0 FROM instances
-             WHERE received_at_ms > ?1 GROUP BY series_pk
-             ON CONFLICT (series_pk) DO UPDATE SET last_received_ms = excluded.last_received_ms
-             WHERE excluded.last_received_ms > ai_series_watch.last_received_ms",
-        );
-        self.index
-            .execute(&track, vec![SqlValue::Int(since)])
-            .await?;
-        let latest = self
-            .index
-            .select(
-                &d.render(&format!(
-                    "SELECT MAX(received_at_ms) FROM instances WHERE received_at_ms > {}",
-                    int_param(1)
-                )),
-                &[since.to_string()],
-            )
-            .await?;
-        if let Some(max) = latest.first().and_then(|r| r[0].as_i64()) {
+        let latest = self.index.watch_series_since(since).await?;
+        if let Some(max) = latest {
             *cursor = Some(max - MARGIN_MS);
         } else if cursor.is_none() {
             *cursor = Some(since);
@@ -212,39 +170,15 @@ impl AiService {
 
         let now = now_ms();
         let quiet_ms = self.settings.quiet.as_millis() as i64;
-        let due = self
-            .index
-            .select(
-                &d.render(&format!(
-                    "SELECT w.series_pk, w.last_received_ms FROM ai_series_watch w
-                     WHERE w.routed_at_ms < w.last_received_ms AND w.last_received_ms < {}",
-                    int_param(1)
-                )),
-                &[(now - quiet_ms).to_string()],
-            )
-            .await?;
+        let due = self.index.quiet_series(now - quiet_ms).await?;
         let mut queued = 0;
-        for row in due {
-            let (Some(series_pk), Some(last)) = (row[0].as_i64(), row[1].as_i64()) else {
-                continue;
-            };
+        for (series_pk, last) in due {
             // claim it: of the nodes scanning, one wins
-            let claim = d.render(
-                "UPDATE ai_series_watch SET routed_at_ms = ?3
-                 WHERE series_pk = ?1 AND last_received_ms = ?2 AND routed_at_ms < last_received_ms",
-            );
-            let done = self
+            if !self
                 .index
-                .execute(
-                    &claim,
-                    vec![
-                        SqlValue::Int(series_pk),
-                        SqlValue::Int(last),
-                        SqlValue::Int(last.max(now)),
-                    ],
-                )
-                .await?;
-            if done.rows_affected != 1 {
+                .claim_series(series_pk, last, last.max(now))
+                .await?
+            {
                 continue;
             }
             queued += self.route(series_pk).await?;
@@ -254,50 +188,21 @@ impl AiService {
 
     /// Queues the models the routes select for a complete series.
     async fn route(&self, series_pk: i64) -> Result<usize, IndexError> {
-        let d = self.index.dialect();
-        let rows = self
-            .index
-            .select(
-                &d.render(&format!(
-                    "SELECT se.series_instance_uid, st.study_instance_uid, se.modality,
-                            se.body_part_examined, se.series_description
-                     FROM series se JOIN studies st ON st.pk = se.study_pk WHERE se.pk = {}",
-                    int_param(1)
-                )),
-                &[series_pk.to_string()],
-            )
-            .await?;
-        let Some(row) = rows.first() else {
+        let Some(summary) = self.index.series_facts(series_pk).await? else {
             return Ok(0);
         };
-        let t = |i: usize| row[i].as_str().unwrap_or_default().to_string();
-        let (series, study) = (t(0), t(1));
-        let distinct = self
-            .index
-            .select(
-                &d.render(&format!(
-                    "SELECT DISTINCT sop_class_uid, source_ae FROM instances WHERE series_pk = {}",
-                    int_param(1)
-                )),
-                &[series_pk.to_string()],
-            )
-            .await?;
-        let mut facts = SeriesFacts {
-            modality: t(2),
-            body_part: t(3),
-            series_description: t(4),
-            ..Default::default()
+        let (series, study) = (
+            summary.series_instance_uid.clone(),
+            summary.study_instance_uid.clone(),
+        );
+        let facts = SeriesFacts {
+            modality: summary.modality,
+            body_part: summary.body_part,
+            series_description: summary.series_description,
+            sop_classes: summary.sop_classes,
+            calling_aes: summary.calling_aes,
+            ai_output: summary.ai_output,
         };
-        for r in &distinct {
-            let class = r[0].as_str().unwrap_or_default().to_string();
-            let ae = r[1].as_str().unwrap_or_default().to_string();
-            if !facts.sop_classes.contains(&class) {
-                facts.sop_classes.push(class);
-            }
-            if !facts.calling_aes.contains(&ae) {
-                facts.calling_aes.push(ae);
-            }
-        }
         let models = self.router.read().expect("router lock").models_for(&facts);
         let mut queued = 0;
         for model in models {

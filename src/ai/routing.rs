@@ -2,15 +2,11 @@
 //!
 //! A route names a model and criteria on the series; every criterion given must match (a list
 //! matches when any of its values does), and several routes for one model match when any does.
-//! Objects the AI wrote (stored with the worker token, or Segmentation and SR objects) never
-//! match: AI output must not trigger AI work.
+//! Objects the AI wrote (stored by an authenticated AI worker, or Segmentation and SR objects)
+//! never match: AI output must not trigger AI work.
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-
-/// The calling AE recorded for objects stored by an AI worker (through STOW-RS with the worker
-/// token).
-pub const AI_SOURCE_AE: &str = "PACS-AI";
 
 /// SOP classes that are analysis results, never analysed themselves: Segmentation, and the SR
 /// family (PS3.4 B.5: 1.2.840.10008.5.1.4.1.1.88.*).
@@ -51,13 +47,15 @@ pub struct SeriesFacts {
     pub series_description: String,
     pub sop_classes: Vec<String>,
     pub calling_aes: Vec<String>,
+    /// Some instance was stored by an authenticated AI worker (never told by an AE title,
+    /// which any DIMSE peer can choose).
+    pub ai_output: bool,
 }
 
 impl SeriesFacts {
     /// Whether this series holds AI output (which must never be analysed).
     pub fn is_ai_output(&self) -> bool {
-        self.calling_aes.iter().any(|ae| ae == AI_SOURCE_AE)
-            || self.sop_classes.iter().any(|c| is_result_class(c))
+        self.ai_output || self.sop_classes.iter().any(|c| is_result_class(c))
     }
 }
 
@@ -163,6 +161,7 @@ mod tests {
             series_description: desc.into(),
             sop_classes: vec!["1.2.840.10008.5.1.4.1.1.2".into()],
             calling_aes: vec!["CT1".into()],
+            ai_output: false,
         }
     }
 
@@ -188,8 +187,12 @@ mod tests {
     fn ai_output_never_routes() {
         let r = Router::new(default_routes()).unwrap();
         let mut f = facts("CT", "", "");
-        f.calling_aes = vec![AI_SOURCE_AE.into()];
+        f.ai_output = true;
         assert!(r.models_for(&f).is_empty());
+        // an AE title proves nothing: a peer calling itself what the AI once was is analysed
+        let mut f = facts("CT", "", "");
+        f.calling_aes = vec!["PACS-AI".into()];
+        assert_eq!(r.models_for(&f), ["ct-classical"]);
         let mut f = facts("CT", "", "");
         f.sop_classes = vec!["1.2.840.10008.5.1.4.1.1.66.4".into()];
         assert!(r.models_for(&f).is_empty());

@@ -1,9 +1,19 @@
 //! The index: patients, studies, series and instances with the attributes that QIDO-RS and
 //! C-FIND match and return, each instance's metadata and frame positions, and where its object
-//! lives. One interface, [`Index`], with a PostgreSQL and an embedded SQLite implementation; the
-//! SQL they share lives in [`schema`].
+//! lives. One interface, [`Index`], with a PostgreSQL and an embedded SQLite implementation.
+//!
+//! All the node's SQL is here: the schema and its migrations and the statements both backends
+//! share ([`schema`]), the attributes declared once ([`attributes`]), the SQL of queries
+//! (`query_sql`), the job queue's statements ([`jobs`]) and the rest (`catalog`: retrieval,
+//! node settings, the AI watch, the AE registry), all typed methods on `dyn Index`. Their
+//! statements run through [`Index::fetch`] and [`Index::write`], which take a [`Sql`] that only
+//! this module can make.
 
+pub mod attributes;
+mod catalog;
+pub mod jobs;
 pub mod postgres;
+mod query_sql;
 pub mod schema;
 pub mod sqlite;
 
@@ -11,53 +21,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-/// Everything ingest knows about an instance, written in one transaction.
-#[derive(Debug, Clone, Default)]
-pub struct InstanceRecord {
-    // patient
-    pub patient_id: String,
-    pub issuer_of_patient_id: String,
-    pub patient_name: String,
-    pub patient_birth_date: String,
-    pub patient_sex: String,
-    // study
-    pub study_instance_uid: String,
-    pub study_date: String,
-    pub study_time: String,
-    pub accession_number: String,
-    pub referring_physician_name: String,
-    pub study_description: String,
-    pub study_id: String,
-    // series
-    pub series_instance_uid: String,
-    pub modality: String,
-    pub series_number: Option<i32>,
-    pub series_description: String,
-    pub series_date: String,
-    pub series_time: String,
-    pub body_part_examined: String,
-    // instance
-    pub sop_instance_uid: String,
-    pub sop_class_uid: String,
-    pub instance_number: Option<i32>,
-    pub transfer_syntax_uid: String,
-    pub rows: Option<i32>,
-    pub columns: Option<i32>,
-    pub number_of_frames: Option<i32>,
-    pub bits_allocated: Option<i32>,
-    // storage
-    pub object_key: String,
-    pub size_bytes: i64,
-    pub sha256: String,
-    pub received_at_ms: i64,
-    pub source_ae: String,
-    /// DICOM JSON (PS3.18 Annex F) of everything but bulk data, which is referenced by
-    /// `BulkDataURI`s relative to the instance's URL.
-    pub metadata_json: Vec<u8>,
-    /// JSON array, one entry per frame, each a list of `[offset, length]` byte ranges in the
-    /// stored object (several for a frame split into fragments). Empty when not known.
-    pub frames_json: String,
-}
+pub use attributes::InstanceRecord;
+pub use catalog::{AeOrigin, InstanceFilter, LocatedInstance, SeriesSummary};
 
 /// What the index holds about a stored instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +37,8 @@ pub struct StoredInstance {
     pub sha256: String,
     pub source_ae: String,
     pub received_at_ms: i64,
+    /// Stored by an authenticated AI worker.
+    pub ai_output: bool,
 }
 
 /// Result of trying to insert an instance.
@@ -105,7 +72,8 @@ pub enum IndexError {
 
 pub type IndexResult<T> = Result<T, IndexError>;
 
-/// A value read by [`Index::select`].
+/// A value bound to or read from a statement. Integers bind as integers on both backends
+/// (PostgreSQL: as the width the statement's parameter has).
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
     Null,
@@ -146,7 +114,7 @@ impl SqlValue {
     }
 }
 
-/// What a write statement run by [`Index::execute`] did.
+/// What a write statement run by [`Index::write`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Executed {
     pub rows_affected: u64,
@@ -154,24 +122,37 @@ pub struct Executed {
     pub rows: Vec<Vec<SqlValue>>,
 }
 
+/// A statement in the shared form (`?n` parameters, `{big}`...; see [`schema::Dialect`]).
+/// Only the index module can make one: no SQL is written outside it.
+#[derive(Debug, Clone, Copy)]
+pub struct Sql<'a>(&'a str);
+
+impl<'a> Sql<'a> {
+    pub(in crate::index) fn new(sql: &'a str) -> Sql<'a> {
+        Sql(sql)
+    }
+
+    pub(in crate::index) fn text(self) -> &'a str {
+        self.0
+    }
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// A short name of the backend, for logs.
     fn backend(&self) -> &'static str;
 
-    /// The SQL dialect [`Index::select`] expects.
+    /// The SQL dialect statements are rendered for.
     fn dialect(&self) -> schema::Dialect;
 
-    /// Runs a read-only statement rendered for [`Index::dialect`], with text parameters, and
-    /// returns its rows. The query engine builds its SQL once for both backends and runs it
-    /// through this.
-    async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>>;
+    /// Runs a read-only statement made by this module and returns its rows. The typed methods
+    /// (`impl dyn Index` in `catalog`, `jobs`, `query_sql`) are built on this.
+    async fn fetch(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Vec<Vec<SqlValue>>>;
 
-    /// Runs one write statement (INSERT, UPDATE or DELETE, with or without RETURNING) rendered
-    /// for [`Index::dialect`], with typed parameters, and commits it durably before returning.
-    /// One statement is atomic on both backends, which the AE registry and the job queue rely
-    /// on. Integers bind as 64-bit: columns they compare with must be `{big}`.
-    async fn execute(&self, sql: &str, params: Vec<SqlValue>) -> IndexResult<Executed>;
+    /// Runs one write statement (INSERT, UPDATE or DELETE, with or without RETURNING) made by
+    /// this module, and commits it durably before returning. One statement is atomic on both
+    /// backends, which the AE registry and the job queue rely on.
+    async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed>;
 
     /// Inserts an instance (and its patient, study and series when new) in one durable
     /// transaction. Does nothing and says so if the SOP Instance UID is already indexed.

@@ -11,11 +11,12 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::schema::InsertValues;
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::sqlite::now_ms;
 use super::{
-    normalize_name, Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome,
-    InstanceRecord, SqlValue, StoredInstance,
+    Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord, Sql,
+    SqlValue, StoredInstance,
 };
 
 /// Any constant shared by every node: the advisory lock taken while migrating.
@@ -23,19 +24,19 @@ const MIGRATION_LOCK: i64 = 0x5041_4353_4D49_4752; // "PACSMIGR"
 
 pub struct PostgresIndex {
     pool: Pool,
-    sql: Sql,
+    sql: Statements,
 }
 
 /// The shared statements, rendered once for PostgreSQL.
-struct Sql {
+struct Statements {
     select_patient: String,
     insert_patient: String,
     select_study: String,
     insert_study: String,
     select_series: String,
     insert_series: String,
-    insert_instance: String,
-    insert_metadata: String,
+    select_parents: String,
+    insert_instance_and_metadata: String,
     delete_metadata_by_uid: String,
     delete_instance_by_uid: String,
     select_stored_by_uid: String,
@@ -44,18 +45,18 @@ struct Sql {
     select_frames_by_uid: String,
 }
 
-impl Sql {
-    fn new() -> Sql {
+impl Statements {
+    fn new() -> Statements {
         let r = |s: &str| Dialect::Postgres.render(s);
-        Sql {
+        Statements {
             select_patient: r(schema::SELECT_PATIENT),
-            insert_patient: r(schema::INSERT_PATIENT),
+            insert_patient: r(&schema::INSERT_PATIENT),
             select_study: r(schema::SELECT_STUDY),
-            insert_study: r(schema::INSERT_STUDY),
+            insert_study: r(&schema::INSERT_STUDY),
             select_series: r(schema::SELECT_SERIES),
-            insert_series: r(schema::INSERT_SERIES),
-            insert_instance: r(schema::INSERT_INSTANCE),
-            insert_metadata: r(schema::INSERT_METADATA),
+            insert_series: r(&schema::INSERT_SERIES),
+            select_parents: r(schema::SELECT_PARENTS),
+            insert_instance_and_metadata: r(&schema::INSERT_INSTANCE_AND_METADATA),
             delete_metadata_by_uid: r(schema::DELETE_METADATA_BY_UID),
             delete_instance_by_uid: r(schema::DELETE_INSTANCE_BY_UID),
             select_stored_by_uid: r(&schema::select_stored_instance_by_uid()),
@@ -95,7 +96,7 @@ impl PostgresIndex {
             .map_err(|e| IndexError::Unavailable(e.to_string()))?;
         let index = PostgresIndex {
             pool,
-            sql: Sql::new(),
+            sql: Statements::new(),
         };
         index.migrate().await?;
         Ok(index)
@@ -127,10 +128,8 @@ impl PostgresIndex {
             }
             for m in MIGRATIONS.iter().filter(|m| m.version > current) {
                 let tx = client.transaction().await.map_err(db_err)?;
-                for statement in m.statements.iter().chain(m.postgres_only) {
-                    tx.batch_execute(&d.render(statement))
-                        .await
-                        .map_err(db_err)?;
+                for statement in schema::migration_statements(m, d) {
+                    tx.batch_execute(&statement).await.map_err(db_err)?;
                 }
                 tx.execute(
                     &d.render(schema::RECORD_MIGRATION),
@@ -157,8 +156,10 @@ impl PostgresIndex {
         select: &str,
         select_params: &[&(dyn ToSql + Sync)],
         insert: &str,
-        insert_params: &[&(dyn ToSql + Sync)],
+        insert_params: Vec<SqlValue>,
     ) -> IndexResult<i64> {
+        let insert_params = refs(&insert_params);
+        let insert_params = &insert_params[..];
         let select = client.prepare_cached(select).await.map_err(db_err)?;
         if let Some(row) = client
             .query_opt(&select, select_params)
@@ -189,21 +190,14 @@ impl PostgresIndex {
         r: &InstanceRecord,
     ) -> IndexResult<InsertOutcome> {
         let now = now_ms();
-        let name_norm = normalize_name(&r.patient_name);
+        let values = InsertValues::new(r);
         let patient_pk = self
             .get_or_insert(
                 client,
                 &self.sql.select_patient,
                 &[&r.patient_id, &r.issuer_of_patient_id],
                 &self.sql.insert_patient,
-                &[
-                    &r.patient_id,
-                    &r.issuer_of_patient_id,
-                    &r.patient_name,
-                    &r.patient_birth_date,
-                    &r.patient_sex,
-                    &name_norm,
-                ],
+                values.patient(),
             )
             .await?;
         let study_pk = self
@@ -212,22 +206,7 @@ impl PostgresIndex {
                 &self.sql.select_study,
                 &[&r.study_instance_uid],
                 &self.sql.insert_study,
-                &[
-                    &patient_pk,
-                    &r.study_instance_uid,
-                    &r.study_date,
-                    &r.study_time,
-                    &r.accession_number,
-                    &r.referring_physician_name,
-                    &r.study_description,
-                    &r.study_id,
-                    &r.patient_id,
-                    &r.patient_name,
-                    &name_norm,
-                    &r.patient_birth_date,
-                    &r.patient_sex,
-                    &now,
-                ],
+                values.study(patient_pk, now),
             )
             .await?;
         let series_pk = self
@@ -236,48 +215,34 @@ impl PostgresIndex {
                 &self.sql.select_series,
                 &[&r.series_instance_uid],
                 &self.sql.insert_series,
-                &[
-                    &study_pk,
-                    &r.series_instance_uid,
-                    &r.modality,
-                    &r.series_number,
-                    &r.series_description,
-                    &r.series_date,
-                    &r.series_time,
-                    &r.body_part_examined,
-                    &now,
-                ],
+                values.series(study_pk, now),
             )
             .await?;
+        self.insert_leaf(client, r, series_pk, study_pk).await
+    }
+
+    /// Inserts the instance row and its metadata in one statement (so, atomically, without a
+    /// transaction around it), under parents that exist.
+    async fn insert_leaf<C: GenericClient>(
+        &self,
+        client: &C,
+        r: &InstanceRecord,
+        series_pk: i64,
+        study_pk: i64,
+    ) -> IndexResult<InsertOutcome> {
         let insert = client
-            .prepare_cached(&self.sql.insert_instance)
+            .prepare_cached(&self.sql.insert_instance_and_metadata)
             .await
             .map_err(db_err)?;
+        let mut values = InsertValues::new(r).instance(series_pk, study_pk);
+        values.push(SqlValue::Blob(r.metadata_json.clone()));
+        values.push(SqlValue::Text(r.frames_json.clone()));
         let row = client
-            .query_opt(
-                &insert,
-                &[
-                    &series_pk,
-                    &study_pk,
-                    &r.sop_instance_uid,
-                    &r.sop_class_uid,
-                    &r.instance_number,
-                    &r.transfer_syntax_uid,
-                    &r.rows,
-                    &r.columns,
-                    &r.number_of_frames,
-                    &r.bits_allocated,
-                    &r.object_key,
-                    &r.size_bytes,
-                    &r.sha256,
-                    &r.received_at_ms,
-                    &r.source_ae,
-                ],
-            )
+            .query_opt(&insert, &refs(&values))
             .await
             .map_err(db_err)?;
-        let Some(row) = row else {
-            // Lost a race with a concurrent store of the same SOP Instance UID.
+        if row.is_none() {
+            // Already indexed (or a concurrent store of the same SOP Instance UID won).
             let existing = self
                 .find_in(client, &r.sop_instance_uid)
                 .await?
@@ -285,19 +250,7 @@ impl PostgresIndex {
                     IndexError::Database("instance vanished during a concurrent insert".into())
                 })?;
             return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
-        };
-        let instance_pk: i64 = row.get(0);
-        let insert_md = client
-            .prepare_cached(&self.sql.insert_metadata)
-            .await
-            .map_err(db_err)?;
-        client
-            .execute(
-                &insert_md,
-                &[&instance_pk, &r.metadata_json, &r.frames_json],
-            )
-            .await
-            .map_err(db_err)?;
+        }
         Ok(InsertOutcome::Inserted)
     }
 
@@ -330,6 +283,7 @@ fn stored_from_row(row: &Row) -> StoredInstance {
         sha256: row.get(7),
         source_ae: row.get(8),
         received_at_ms: row.get(9),
+        ai_output: row.get::<_, i64>(10) != 0,
     }
 }
 
@@ -343,33 +297,23 @@ impl Index for PostgresIndex {
         Dialect::Postgres
     }
 
-    async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>> {
+    async fn fetch(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Vec<Vec<SqlValue>>> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
-        let params: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        let rows = client.query(&stmt, &params).await.map_err(db_err)?;
+        let stmt = client
+            .prepare_cached(&Dialect::Postgres.render(sql.text()))
+            .await
+            .map_err(db_err)?;
+        let rows = client.query(&stmt, &refs(&params)).await.map_err(db_err)?;
         rows.iter().map(row_values).collect()
     }
 
-    async fn execute(&self, sql: &str, params: Vec<SqlValue>) -> IndexResult<Executed> {
+    async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed> {
         let client = self.pool.get().await.map_err(pool_err)?;
-        let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
-        let owned: Vec<Box<dyn ToSql + Sync + Send>> = params
-            .into_iter()
-            .map(|p| -> Box<dyn ToSql + Sync + Send> {
-                match p {
-                    SqlValue::Null => Box::new(None::<String>),
-                    SqlValue::Int(i) => Box::new(i),
-                    SqlValue::Text(t) => Box::new(t),
-                    SqlValue::Blob(b) => Box::new(b),
-                }
-            })
-            .collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = owned
-            .iter()
-            .map(|b| b.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let stmt = client
+            .prepare_cached(&Dialect::Postgres.render(sql.text()))
+            .await
+            .map_err(db_err)?;
+        let refs = refs(&params);
         if stmt.columns().is_empty() {
             let rows_affected = client.execute(&stmt, &refs).await.map_err(db_err)?;
             return Ok(Executed {
@@ -390,8 +334,32 @@ impl Index for PostgresIndex {
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
-        // No lookup first: the instance INSERT's ON CONFLICT tells whether it was there (ingest
-        // has already looked before writing the object).
+        // No lookup of the instance: its INSERT's ON CONFLICT tells whether it was there. The
+        // parents' keys in one statement; when all three exist (every instance of a series but
+        // its first) one more statement inserts the instance with its metadata: two round
+        // trips, and no transaction, which one statement does not need.
+        let parents = client
+            .prepare_cached(&self.sql.select_parents)
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_one(
+                &parents,
+                &[
+                    &record.patient_id,
+                    &record.issuer_of_patient_id,
+                    &record.study_instance_uid,
+                    &record.series_instance_uid,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let keys: (Option<i64>, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        if let (Some(_), Some(study_pk), Some(series_pk)) = keys {
+            return self
+                .insert_leaf(&client, &record, series_pk, study_pk)
+                .await;
+        }
         let tx = client.transaction().await.map_err(db_err)?;
         let outcome = self.insert_in(&tx, &record).await?;
         tx.commit().await.map_err(db_err)?;
@@ -508,4 +476,38 @@ fn row_values(row: &Row) -> IndexResult<Vec<SqlValue>> {
         values.push(v.unwrap_or(SqlValue::Null));
     }
     Ok(values)
+}
+
+fn refs(params: &[SqlValue]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+/// Binds as the type PostgreSQL gave the parameter: an integer as INT8, INT4 or INT2 (out of
+/// range is an error, never a silent truncation), text as text, bytes as BYTEA.
+impl ToSql for SqlValue {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use tokio_postgres::types::{IsNull, Type};
+        match self {
+            SqlValue::Null => Ok(IsNull::Yes),
+            SqlValue::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                _ => Err(format!("cannot bind an integer as {ty}").into()),
+            },
+            SqlValue::Text(t) => t.to_sql(ty, out),
+            SqlValue::Blob(b) => b.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }

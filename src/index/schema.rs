@@ -3,6 +3,11 @@
 //! Statements are written once, with `?1`-style parameters and a few dialect placeholders
 //! (`{pk}`, `{blob}`, `{big}`); [`Dialect::render`] turns them into SQLite or PostgreSQL.
 
+use std::sync::LazyLock;
+
+use super::attributes::{self, Declared, Kind, Level};
+use super::{normalize_name, InstanceRecord, SqlValue};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -29,12 +34,6 @@ impl Dialect {
             Dialect::Postgres => question_to_dollar(&sql),
         }
     }
-}
-
-/// `?n` as a 64-bit integer in a statement run by `Index::select`, whose parameters are text:
-/// PostgreSQL will not bind text to a BIGINT comparison, and both backends read this form.
-pub fn int_param(n: usize) -> String {
-    format!("CAST(CAST(?{n} AS TEXT) AS BIGINT)")
 }
 
 /// `?1` → `$1` (PostgreSQL's parameter syntax).
@@ -67,12 +66,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     statements: &[
         "CREATE TABLE patients (
             pk {pk},
-            patient_id TEXT NOT NULL,
-            issuer_of_patient_id TEXT NOT NULL,
-            patient_name TEXT NOT NULL,
-            patient_name_norm TEXT NOT NULL,
-            patient_birth_date TEXT NOT NULL,
-            patient_sex TEXT NOT NULL,
+            {declared:patient},
             UNIQUE (patient_id, issuer_of_patient_id)
         )",
         // Patient attributes are copied into the study row so that the study list (the query
@@ -80,44 +74,21 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         "CREATE TABLE studies (
             pk {pk},
             patient_pk {big} NOT NULL REFERENCES patients (pk),
-            study_instance_uid TEXT NOT NULL UNIQUE,
-            study_date TEXT NOT NULL,
-            study_time TEXT NOT NULL,
-            accession_number TEXT NOT NULL,
-            referring_physician_name TEXT NOT NULL,
-            study_description TEXT NOT NULL,
-            study_id TEXT NOT NULL,
-            patient_id TEXT NOT NULL,
-            patient_name TEXT NOT NULL,
-            patient_name_norm TEXT NOT NULL,
-            patient_birth_date TEXT NOT NULL,
-            patient_sex TEXT NOT NULL,
+            {declared:study},
+            {declared:patient_copy},
             created_at_ms {big} NOT NULL
         )",
         "CREATE TABLE series (
             pk {pk},
             study_pk {big} NOT NULL REFERENCES studies (pk),
-            series_instance_uid TEXT NOT NULL UNIQUE,
-            modality TEXT NOT NULL,
-            series_number INTEGER,
-            series_description TEXT NOT NULL,
-            series_date TEXT NOT NULL,
-            series_time TEXT NOT NULL,
-            body_part_examined TEXT NOT NULL,
+            {declared:series},
             created_at_ms {big} NOT NULL
         )",
         "CREATE TABLE instances (
             pk {pk},
             series_pk {big} NOT NULL REFERENCES series (pk),
             study_pk {big} NOT NULL REFERENCES studies (pk),
-            sop_instance_uid TEXT NOT NULL UNIQUE,
-            sop_class_uid TEXT NOT NULL,
-            instance_number INTEGER,
-            transfer_syntax_uid TEXT NOT NULL,
-            rows_ INTEGER,
-            columns_ INTEGER,
-            number_of_frames INTEGER,
-            bits_allocated INTEGER,
+            {declared:instance},
             object_key TEXT NOT NULL,
             size_bytes {big} NOT NULL,
             sha256 TEXT NOT NULL,
@@ -217,7 +188,74 @@ Migration {
         )",
     ],
     postgres_only: &[],
+},
+Migration {
+    version: 4,
+    description: "instances stored by an authenticated AI worker",
+    statements: &[
+        "ALTER TABLE instances ADD COLUMN ai_output {big} NOT NULL DEFAULT 0",
+        // Until now AI output was told by the calling AE recorded for the worker's stores.
+        "UPDATE instances SET ai_output = 1 WHERE source_ae = 'PACS-AI'",
+        "UPDATE instances SET source_ae = '' WHERE ai_output = 1",
+    ],
+    postgres_only: &[],
 }];
+
+/// The statements of a migration for `dialect`: its own (with the declared columns of the
+/// tables it creates expanded, see [`super::attributes`]), then an `ALTER TABLE` for each
+/// attribute declared `since` this migration in a table an earlier one created.
+pub fn migration_statements(m: &Migration, dialect: Dialect) -> Vec<String> {
+    let expand = |sql: &str| -> String {
+        let mut sql = sql.to_string();
+        for (placeholder, level, copies) in [
+            ("{declared:patient}", Level::Patient, false),
+            ("{declared:patient_copy}", Level::Patient, true),
+            ("{declared:study}", Level::Study, false),
+            ("{declared:series}", Level::Series, false),
+            ("{declared:instance}", Level::Instance, false),
+        ] {
+            if sql.contains(placeholder) {
+                let columns: Vec<String> = attributes::of_level(level)
+                    .filter(|(_, d)| d.since <= m.version && (!copies || d.queryable))
+                    .flat_map(|(_, d)| d.column_definitions())
+                    .collect();
+                sql = sql.replace(placeholder, &columns.join(",\n            "));
+            }
+        }
+        dialect.render(&sql)
+    };
+    let mut out: Vec<String> = m.statements.iter().map(|s| expand(s)).collect();
+    if dialect == Dialect::Postgres {
+        out.extend(m.postgres_only.iter().map(|s| expand(s)));
+    }
+    if m.version > 1 {
+        for d in attributes::DECLARED.iter().filter(|d| d.since == m.version) {
+            for table in tables_of(d) {
+                for def in d.column_definitions() {
+                    // rows indexed before have no value: empty text, NULL integers
+                    let default = if def.ends_with("NOT NULL") {
+                        " DEFAULT ''"
+                    } else {
+                        ""
+                    };
+                    out.push(format!("ALTER TABLE {table} ADD COLUMN {def}{default}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The tables holding a declared attribute's column(s).
+fn tables_of(d: &Declared) -> Vec<&'static str> {
+    match d.level {
+        Level::Patient if d.queryable => vec!["patients", "studies"],
+        Level::Patient => vec!["patients"],
+        Level::Study => vec!["studies"],
+        Level::Series => vec!["series"],
+        Level::Instance => vec!["instances"],
+    }
+}
 
 pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version {big} PRIMARY KEY,
@@ -229,34 +267,173 @@ pub const SELECT_SCHEMA_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM s
 pub const RECORD_MIGRATION: &str =
     "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?1, ?2, ?3)";
 
+/// The FROM clause of everything selected per instance: an instance with its series and
+/// study (aliases `i`, `se`, `st`).
+pub const INSTANCE_SCOPE: &str =
+    "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk";
+
 pub const SELECT_PATIENT: &str =
     "SELECT pk FROM patients WHERE patient_id = ?1 AND issuer_of_patient_id = ?2";
-pub const INSERT_PATIENT: &str = "INSERT INTO patients
-    (patient_id, issuer_of_patient_id, patient_name, patient_birth_date, patient_sex, patient_name_norm)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-    ON CONFLICT (patient_id, issuer_of_patient_id) DO NOTHING RETURNING pk";
-
 pub const SELECT_STUDY: &str = "SELECT pk FROM studies WHERE study_instance_uid = ?1";
-pub const INSERT_STUDY: &str = "INSERT INTO studies
-    (patient_pk, study_instance_uid, study_date, study_time, accession_number,
-     referring_physician_name, study_description, study_id, patient_id, patient_name,
-     patient_name_norm, patient_birth_date, patient_sex, created_at_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-    ON CONFLICT (study_instance_uid) DO NOTHING RETURNING pk";
-
 pub const SELECT_SERIES: &str = "SELECT pk FROM series WHERE series_instance_uid = ?1";
-pub const INSERT_SERIES: &str = "INSERT INTO series
-    (study_pk, series_instance_uid, modality, series_number, series_description, series_date,
-     series_time, body_part_examined, created_at_ms)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-    ON CONFLICT (series_instance_uid) DO NOTHING RETURNING pk";
 
-pub const INSERT_INSTANCE: &str = "INSERT INTO instances
-    (series_pk, study_pk, sop_instance_uid, sop_class_uid, instance_number,
-     transfer_syntax_uid, rows_, columns_, number_of_frames, bits_allocated, object_key,
-     size_bytes, sha256, received_at_ms, source_ae)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-    ON CONFLICT (sop_instance_uid) DO NOTHING RETURNING pk";
+/// Columns written by an INSERT of one level's row: the fixed ones around the declared ones.
+fn insert_columns(level: Level) -> Vec<String> {
+    let declared = |level: Level, copies: bool| -> Vec<String> {
+        attributes::of_level(level)
+            .filter(|(_, d)| !copies || d.queryable)
+            .flat_map(|(_, d)| d.column_names())
+            .collect()
+    };
+    let fixed = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match level {
+        Level::Patient => declared(Level::Patient, false),
+        Level::Study => [
+            fixed(&["patient_pk"]),
+            declared(Level::Study, false),
+            declared(Level::Patient, true),
+            fixed(&["created_at_ms"]),
+        ]
+        .concat(),
+        Level::Series => [
+            fixed(&["study_pk"]),
+            declared(Level::Series, false),
+            fixed(&["created_at_ms"]),
+        ]
+        .concat(),
+        Level::Instance => [
+            fixed(&["series_pk", "study_pk"]),
+            declared(Level::Instance, false),
+            fixed(&[
+                "object_key",
+                "size_bytes",
+                "sha256",
+                "received_at_ms",
+                "source_ae",
+                "ai_output",
+            ]),
+        ]
+        .concat(),
+    }
+}
+
+fn insert_sql(level: Level) -> String {
+    let (table, key) = match level {
+        Level::Patient => ("patients", "patient_id, issuer_of_patient_id"),
+        Level::Study => ("studies", "study_instance_uid"),
+        Level::Series => ("series", "series_instance_uid"),
+        Level::Instance => ("instances", "sop_instance_uid"),
+    };
+    let columns = insert_columns(level);
+    let params: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({key}) DO NOTHING RETURNING pk",
+        columns.join(", "),
+        params.join(", ")
+    )
+}
+
+/// The INSERT of each level's row (shared form), built from the declaration.
+pub static INSERT_PATIENT: LazyLock<String> = LazyLock::new(|| insert_sql(Level::Patient));
+pub static INSERT_STUDY: LazyLock<String> = LazyLock::new(|| insert_sql(Level::Study));
+pub static INSERT_SERIES: LazyLock<String> = LazyLock::new(|| insert_sql(Level::Series));
+pub static INSERT_INSTANCE: LazyLock<String> = LazyLock::new(|| insert_sql(Level::Instance));
+
+/// The declared values of one level, with the upper-cased form after each normalised PN.
+fn declared_values(values: &[SqlValue], level: Level, copies: bool) -> Vec<SqlValue> {
+    let mut out = Vec::new();
+    for (i, d) in attributes::of_level(level) {
+        if copies && !d.queryable {
+            continue;
+        }
+        out.push(values[i].clone());
+        if d.kind == (Kind::PersonName { normalized: true }) {
+            let norm = match &values[i] {
+                SqlValue::Text(t) => normalize_name(t),
+                _ => String::new(),
+            };
+            out.push(SqlValue::Text(norm));
+        }
+    }
+    out
+}
+
+/// The parameters of [`INSERT_PATIENT`], [`INSERT_STUDY`], [`INSERT_SERIES`] and
+/// [`INSERT_INSTANCE`] for a record, given the keys of the rows above it: both backends bind
+/// these.
+pub struct InsertValues<'a> {
+    r: &'a InstanceRecord,
+    values: Vec<SqlValue>,
+}
+
+impl<'a> InsertValues<'a> {
+    pub fn new(r: &'a InstanceRecord) -> InsertValues<'a> {
+        InsertValues {
+            r,
+            values: r.attribute_values(),
+        }
+    }
+
+    pub fn patient(&self) -> Vec<SqlValue> {
+        declared_values(&self.values, Level::Patient, false)
+    }
+
+    pub fn study(&self, patient_pk: i64, now: i64) -> Vec<SqlValue> {
+        [
+            vec![SqlValue::Int(patient_pk)],
+            declared_values(&self.values, Level::Study, false),
+            declared_values(&self.values, Level::Patient, true),
+            vec![SqlValue::Int(now)],
+        ]
+        .concat()
+    }
+
+    pub fn series(&self, study_pk: i64, now: i64) -> Vec<SqlValue> {
+        [
+            vec![SqlValue::Int(study_pk)],
+            declared_values(&self.values, Level::Series, false),
+            vec![SqlValue::Int(now)],
+        ]
+        .concat()
+    }
+
+    pub fn instance(&self, series_pk: i64, study_pk: i64) -> Vec<SqlValue> {
+        let r = self.r;
+        [
+            vec![SqlValue::Int(series_pk), SqlValue::Int(study_pk)],
+            declared_values(&self.values, Level::Instance, false),
+            vec![
+                SqlValue::Text(r.object_key.clone()),
+                SqlValue::Int(r.size_bytes),
+                SqlValue::Text(r.sha256.clone()),
+                SqlValue::Int(r.received_at_ms),
+                SqlValue::Text(r.source_ae.clone()),
+                SqlValue::Int(r.ai_output as i64),
+            ],
+        ]
+        .concat()
+    }
+}
+
+/// The keys of an instance's patient, study and series (NULL for those not indexed yet).
+pub const SELECT_PARENTS: &str = "SELECT
+    (SELECT pk FROM patients WHERE patient_id = ?1 AND issuer_of_patient_id = ?2),
+    (SELECT pk FROM studies WHERE study_instance_uid = ?3),
+    (SELECT pk FROM series WHERE series_instance_uid = ?4)";
+
+/// [`INSERT_INSTANCE`] and the metadata row in one statement, its parameters followed by the
+/// metadata's; no row when the instance was there. PostgreSQL only (SQLite has no INSERT in a
+/// WITH clause, and needs none: its writes are in-process).
+pub static INSERT_INSTANCE_AND_METADATA: LazyLock<String> = LazyLock::new(|| {
+    let n = insert_columns(Level::Instance).len();
+    format!(
+        "WITH inserted AS ({}) INSERT INTO instance_metadata (instance_pk, metadata_json, frames_json)
+         SELECT pk, CAST(?{} AS {{blob}}), CAST(?{} AS TEXT) FROM inserted RETURNING instance_pk",
+        *INSERT_INSTANCE,
+        n + 1,
+        n + 2
+    )
+});
 
 pub const INSERT_METADATA: &str =
     "INSERT INTO instance_metadata (instance_pk, metadata_json, frames_json) VALUES (?1, ?2, ?3)";
@@ -267,22 +444,14 @@ pub const DELETE_METADATA_BY_UID: &str = "DELETE FROM instance_metadata WHERE in
 
 const STORED_INSTANCE_COLUMNS: &str = "i.sop_instance_uid, i.sop_class_uid,
     st.study_instance_uid, se.series_instance_uid, i.transfer_syntax_uid, i.object_key,
-    i.size_bytes, i.sha256, i.source_ae, i.received_at_ms";
+    i.size_bytes, i.sha256, i.source_ae, i.received_at_ms, i.ai_output";
 
 pub fn select_stored_instance_by_uid() -> String {
-    format!(
-        "SELECT {STORED_INSTANCE_COLUMNS} FROM instances i
-         JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk
-         WHERE i.sop_instance_uid = ?1"
-    )
+    format!("SELECT {STORED_INSTANCE_COLUMNS} FROM {INSTANCE_SCOPE} WHERE i.sop_instance_uid = ?1")
 }
 
 pub fn select_all_stored_instances() -> String {
-    format!(
-        "SELECT {STORED_INSTANCE_COLUMNS} FROM instances i
-         JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk
-         ORDER BY i.sop_instance_uid"
-    )
+    format!("SELECT {STORED_INSTANCE_COLUMNS} FROM {INSTANCE_SCOPE} ORDER BY i.sop_instance_uid")
 }
 
 pub const SELECT_METADATA_BY_UID: &str = "SELECT m.metadata_json FROM instance_metadata m
@@ -297,6 +466,62 @@ pub const SELECT_COUNTS: &str = "SELECT
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tables of migration 1 as released, before the attribute declaration: what the
+    /// declaration expands to must not change the schema of existing databases.
+    const RELEASED_TABLES: &[&str] = &[
+        "CREATE TABLE patients ( pk {pk}, patient_id TEXT NOT NULL, issuer_of_patient_id TEXT NOT NULL, patient_name TEXT NOT NULL, patient_name_norm TEXT NOT NULL, patient_birth_date TEXT NOT NULL, patient_sex TEXT NOT NULL, UNIQUE (patient_id, issuer_of_patient_id) )",
+        "CREATE TABLE studies ( pk {pk}, patient_pk {big} NOT NULL REFERENCES patients (pk), study_instance_uid TEXT NOT NULL UNIQUE, study_date TEXT NOT NULL, study_time TEXT NOT NULL, accession_number TEXT NOT NULL, referring_physician_name TEXT NOT NULL, study_description TEXT NOT NULL, study_id TEXT NOT NULL, patient_id TEXT NOT NULL, patient_name TEXT NOT NULL, patient_name_norm TEXT NOT NULL, patient_birth_date TEXT NOT NULL, patient_sex TEXT NOT NULL, created_at_ms {big} NOT NULL )",
+        "CREATE TABLE series ( pk {pk}, study_pk {big} NOT NULL REFERENCES studies (pk), series_instance_uid TEXT NOT NULL UNIQUE, modality TEXT NOT NULL, series_number INTEGER, series_description TEXT NOT NULL, series_date TEXT NOT NULL, series_time TEXT NOT NULL, body_part_examined TEXT NOT NULL, created_at_ms {big} NOT NULL )",
+        "CREATE TABLE instances ( pk {pk}, series_pk {big} NOT NULL REFERENCES series (pk), study_pk {big} NOT NULL REFERENCES studies (pk), sop_instance_uid TEXT NOT NULL UNIQUE, sop_class_uid TEXT NOT NULL, instance_number INTEGER, transfer_syntax_uid TEXT NOT NULL, rows_ INTEGER, columns_ INTEGER, number_of_frames INTEGER, bits_allocated INTEGER, object_key TEXT NOT NULL, size_bytes {big} NOT NULL, sha256 TEXT NOT NULL, received_at_ms {big} NOT NULL, source_ae TEXT NOT NULL )",
+    ];
+
+    #[test]
+    fn declared_columns_expand_to_the_released_schema() {
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let generated = migration_statements(&MIGRATIONS[0], dialect);
+            for released in RELEASED_TABLES {
+                let expected = words(&dialect.render(released));
+                assert!(
+                    generated.iter().any(|g| words(g) == expected),
+                    "{dialect:?}: no statement matches {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_declared_attribute_has_its_migration() {
+        for d in attributes::DECLARED {
+            assert!(
+                MIGRATIONS.iter().any(|m| m.version == d.since),
+                "{} is declared since migration {}, which does not exist",
+                d.keyword(),
+                d.since
+            );
+        }
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert!(
+            versions.windows(2).all(|w| w[1] == w[0] + 1),
+            "{versions:?}"
+        );
+    }
+
+    #[test]
+    fn inserts_bind_one_value_per_column() {
+        let r = InstanceRecord::default();
+        let v = InsertValues::new(&r);
+        for (sql, n) in [
+            (&*INSERT_PATIENT, v.patient().len()),
+            (&*INSERT_STUDY, v.study(1, 2).len()),
+            (&*INSERT_SERIES, v.series(1, 2).len()),
+            (&*INSERT_INSTANCE, v.instance(1, 2).len()),
+        ] {
+            assert!(sql.contains(&format!("?{n})")), "{sql}");
+            assert!(!sql.contains(&format!("?{}", n + 1)), "{sql}");
+        }
+    }
 
     #[test]
     fn renders_parameters_and_types_per_dialect() {

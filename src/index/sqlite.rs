@@ -13,10 +13,11 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
+use super::schema::InsertValues;
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::{
-    normalize_name, Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome,
-    InstanceRecord, SqlValue, StoredInstance,
+    Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord, Sql,
+    SqlValue, StoredInstance,
 };
 
 /// Largest number of writes committed together.
@@ -131,8 +132,8 @@ fn migrate(conn: &mut Connection) -> IndexResult<()> {
     }
     for m in MIGRATIONS.iter().filter(|m| m.version > current) {
         let tx = conn.transaction().map_err(db_err)?;
-        for statement in m.statements {
-            tx.execute_batch(&d.render(statement)).map_err(db_err)?;
+        for statement in schema::migration_statements(m, d) {
+            tx.execute_batch(&statement).map_err(db_err)?;
         }
         tx.execute(
             schema::RECORD_MIGRATION,
@@ -305,7 +306,7 @@ fn get_or_insert(
     select: &str,
     select_params: &[&dyn rusqlite::ToSql],
     insert: &str,
-    insert_params: &[&dyn rusqlite::ToSql],
+    insert_params: Vec<SqlValue>,
 ) -> IndexResult<i64> {
     if let Some(pk) = conn
         .prepare_cached(select)
@@ -318,7 +319,10 @@ fn get_or_insert(
     }
     conn.prepare_cached(insert)
         .map_err(db_err)?
-        .query_row(insert_params, |r| r.get(0))
+        .query_row(
+            rusqlite::params_from_iter(insert_params.iter().map(param_of)),
+            |r| r.get(0),
+        )
         .map_err(db_err)
 }
 
@@ -327,80 +331,33 @@ fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
         return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
     }
     let now = now_ms();
+    let values = InsertValues::new(r);
     let patient_pk = get_or_insert(
         conn,
         schema::SELECT_PATIENT,
         params![r.patient_id, r.issuer_of_patient_id],
-        schema::INSERT_PATIENT,
-        params![
-            r.patient_id,
-            r.issuer_of_patient_id,
-            r.patient_name,
-            r.patient_birth_date,
-            r.patient_sex,
-            normalize_name(&r.patient_name)
-        ],
+        &schema::INSERT_PATIENT,
+        values.patient(),
     )?;
     let study_pk = get_or_insert(
         conn,
         schema::SELECT_STUDY,
         params![r.study_instance_uid],
-        schema::INSERT_STUDY,
-        params![
-            patient_pk,
-            r.study_instance_uid,
-            r.study_date,
-            r.study_time,
-            r.accession_number,
-            r.referring_physician_name,
-            r.study_description,
-            r.study_id,
-            r.patient_id,
-            r.patient_name,
-            normalize_name(&r.patient_name),
-            r.patient_birth_date,
-            r.patient_sex,
-            now
-        ],
+        &schema::INSERT_STUDY,
+        values.study(patient_pk, now),
     )?;
     let series_pk = get_or_insert(
         conn,
         schema::SELECT_SERIES,
         params![r.series_instance_uid],
-        schema::INSERT_SERIES,
-        params![
-            study_pk,
-            r.series_instance_uid,
-            r.modality,
-            r.series_number,
-            r.series_description,
-            r.series_date,
-            r.series_time,
-            r.body_part_examined,
-            now
-        ],
+        &schema::INSERT_SERIES,
+        values.series(study_pk, now),
     )?;
     let instance_pk: i64 = conn
-        .prepare_cached(schema::INSERT_INSTANCE)
+        .prepare_cached(&schema::INSERT_INSTANCE)
         .map_err(db_err)?
         .query_row(
-            params![
-                series_pk,
-                study_pk,
-                r.sop_instance_uid,
-                r.sop_class_uid,
-                r.instance_number,
-                r.transfer_syntax_uid,
-                r.rows,
-                r.columns,
-                r.number_of_frames,
-                r.bits_allocated,
-                r.object_key,
-                r.size_bytes,
-                r.sha256,
-                r.received_at_ms,
-                r.source_ae
-            ],
+            rusqlite::params_from_iter(values.instance(series_pk, study_pk).iter().map(param_of)),
             |row| row.get(0),
         )
         .map_err(db_err)?;
@@ -435,6 +392,7 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> 
         sha256: row.get(7)?,
         source_ae: row.get(8)?,
         received_at_ms: row.get(9)?,
+        ai_output: row.get::<_, i64>(10)? != 0,
     })
 }
 
@@ -456,27 +414,33 @@ impl Index for SqliteIndex {
         Dialect::Sqlite
     }
 
-    async fn select(&self, sql: &str, params: &[String]) -> IndexResult<Vec<Vec<SqlValue>>> {
-        let sql = sql.to_string();
-        let params = params.to_vec();
+    async fn fetch(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Vec<Vec<SqlValue>>> {
+        let sql = Dialect::Sqlite.render(sql.text());
         self.read(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(db_err)?;
             let n = stmt.column_count();
             let rows = stmt
-                .query_map(rusqlite::params_from_iter(params.iter()), |row| {
-                    (0..n)
-                        .map(|i| Ok(value_of(row.get_ref(i)?)))
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
+                .query_map(
+                    rusqlite::params_from_iter(params.iter().map(param_of)),
+                    |row| {
+                        (0..n)
+                            .map(|i| Ok(value_of(row.get_ref(i)?)))
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    },
+                )
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
         })
         .await
     }
 
-    async fn execute(&self, sql: &str, params: Vec<SqlValue>) -> IndexResult<Executed> {
+    async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed> {
         let (tx, rx) = oneshot::channel();
-        self.send(WriteJob::Execute(sql.to_string(), params, tx))?;
+        self.send(WriteJob::Execute(
+            Dialect::Sqlite.render(sql.text()),
+            params,
+            tx,
+        ))?;
         rx.await
             .map_err(|_| IndexError::Unavailable("SQLite writer thread has stopped".into()))?
     }

@@ -1,5 +1,5 @@
 //! Ingest: the one path every received instance takes, whichever front-end received it
-//! (C-STORE today, STOW-RS next). Validate, parse, hash, store the object durably, then commit
+//! (C-STORE or STOW-RS). Validate, parse, hash, store the object durably, then commit
 //! its index row; only then is the sender told it succeeded.
 
 pub mod parse;
@@ -52,12 +52,49 @@ pub enum IncomingData {
     Part10 { bytes: Bytes, dataset_offset: u64 },
 }
 
+/// Who stored an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A DIMSE peer, by the calling AE title it gave in its A-ASSOCIATE-RQ (PS3.8 9.3.2):
+    /// chosen by the peer, so never proof of anything. Recorded as Source Application Entity
+    /// Title in the stored file meta (PS3.10 7.1).
+    Dimse { calling_ae_title: String },
+    /// An HTTP request (STOW-RS) without an identity that means something to ingest.
+    Http,
+    /// An authenticated AI worker (it presented the worker token): what it stores is AI
+    /// output, which never triggers AI work itself.
+    AiWorker,
+}
+
+impl Origin {
+    /// The calling AE title of a DIMSE sender; empty otherwise.
+    pub fn source_ae(&self) -> &str {
+        match self {
+            Origin::Dimse { calling_ae_title } => calling_ae_title,
+            Origin::Http | Origin::AiWorker => "",
+        }
+    }
+
+    pub fn is_ai_output(&self) -> bool {
+        matches!(self, Origin::AiWorker)
+    }
+}
+
+impl From<&pacs_dicomweb::Identity> for Origin {
+    fn from(identity: &pacs_dicomweb::Identity) -> Origin {
+        match identity {
+            pacs_dicomweb::Identity::AiWorker => Origin::AiWorker,
+            _ => Origin::Http,
+        }
+    }
+}
+
 pub struct Incoming {
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub transfer_syntax_uid: String,
-    /// The AE title that sent it (Source Application Entity Title in the stored file meta).
-    pub source_ae: String,
+    /// Who sent it.
+    pub origin: Origin,
     pub data: IncomingData,
     /// The study the instance must belong to (STOW-RS to /studies/{study}).
     pub expected_study: Option<String>,
@@ -80,7 +117,7 @@ pub fn read_part10_meta(
 impl Incoming {
     /// An incoming Part 10 file: its identity and transfer syntax come from its file meta
     /// group (PS3.10 7.1), which must be there.
-    pub fn from_part10(bytes: Bytes, source_ae: &str) -> Result<Incoming, IngestError> {
+    pub fn from_part10(bytes: Bytes, origin: Origin) -> Result<Incoming, IngestError> {
         let (meta, dataset_offset) =
             read_part10_meta(&bytes).map_err(IngestError::CannotUnderstand)?;
         let dataset_offset = dataset_offset as u64;
@@ -89,7 +126,7 @@ impl Incoming {
             sop_class_uid: trim(meta.media_storage_sop_class_uid()),
             sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
             transfer_syntax_uid: trim(meta.transfer_syntax()),
-            source_ae: source_ae.to_string(),
+            origin,
             data: IncomingData::Part10 {
                 bytes,
                 dataset_offset,
@@ -142,7 +179,8 @@ pub struct Ingest {
 pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.94470164651386386541577462125155211471";
 pub const IMPLEMENTATION_VERSION_NAME: &str = "PACS_RS_0_1";
 
-const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+const DEFLATED_EXPLICIT_VR_LE: &str =
+    dicom_dictionary_std::uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
 
 impl Ingest {
     pub fn new(index: Arc<dyn Index>, storage: Storage, policy: DuplicatePolicy) -> Self {
@@ -177,7 +215,7 @@ impl Ingest {
         };
 
         // Parsing and hashing are CPU work: keep them off the async workers.
-        let source_ae = incoming.source_ae.clone();
+        let origin = incoming.origin.clone();
         let incoming_expected_study = incoming.expected_study.clone();
         let ts = incoming.transfer_syntax_uid.clone();
         let (analysed, data) = tokio::task::spawn_blocking(move || {
@@ -218,7 +256,8 @@ impl Ingest {
         }
         let series = Uid::parse(&rec.series_instance_uid)
             .map_err(|e| IngestError::DoesNotMatch(format!("Series Instance UID: {e}")))?;
-        rec.source_ae = source_ae;
+        rec.source_ae = origin.source_ae().to_string();
+        rec.ai_output = origin.is_ai_output();
         rec.received_at_ms = crate::index::sqlite::now_ms();
         rec.object_key = Storage::instance_key(&study, &series, &sop_instance, &rec.sha256);
 
@@ -234,17 +273,21 @@ impl Ingest {
                 &existing.series_instance_uid,
             )
         };
-        if let Some(existing) = self.index.find_instance(sop_instance.as_str()).await? {
-            if existing.sha256 == rec.sha256 {
-                return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
-            }
-            if self.policy == DuplicatePolicy::Keep {
-                warn!(sop_instance_uid = %sop_instance, "different object under a stored SOP Instance UID; kept the stored one");
-                return Ok(at_existing(IngestOutcome::KeptExisting, &existing));
+        // Keep (the default): no lookup first, so that a new instance costs one index round
+        // trip; the insert says whether the SOP Instance UID was already there. The object key
+        // holds the content's hash, so the same object sent again is written over itself
+        // (atomically) and its row found; a different one is written beside it and removed.
+        // Overwrite looks first: the same content again must not replace the row.
+        if self.policy == DuplicatePolicy::Overwrite {
+            if let Some(existing) = self.index.find_instance(sop_instance.as_str()).await? {
+                if existing.sha256 == rec.sha256 {
+                    return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
+                }
             }
         }
 
         let key = rec.object_key.clone();
+        let sha256 = rec.sha256.clone();
         match data {
             IncomingData::Dataset(fragments) => {
                 let mut chunks = Vec::with_capacity(fragments.len() + 1);
@@ -266,12 +309,15 @@ impl Ingest {
             },
             DuplicatePolicy::Keep => match self.index.insert_instance(record).await {
                 Ok(InsertOutcome::Inserted) => Ok(IngestOutcome::Stored),
-                // A concurrent store of the same instance won the race.
+                // Stored before (or by a concurrent store that won the race).
                 Ok(InsertOutcome::AlreadyExists(existing)) => {
-                    if existing.object_key == key {
+                    if existing.object_key != key {
+                        self.delete_quietly(&key).await;
+                    }
+                    if existing.sha256 == sha256 {
                         return Ok(at_existing(IngestOutcome::AlreadyStored, &existing));
                     }
-                    self.delete_quietly(&key).await;
+                    warn!(sop_instance_uid = %sop_instance, "different object under a stored SOP Instance UID; kept the stored one");
                     return Ok(at_existing(IngestOutcome::KeptExisting, &existing));
                 }
                 Err(e) => Err(e),
@@ -333,7 +379,7 @@ fn part10_prefix(incoming: &Incoming) -> Result<Vec<u8>, IngestError> {
         .transfer_syntax(incoming.transfer_syntax_uid.as_str())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
-        .source_application_entity_title(incoming.source_ae.as_str())
+        .source_application_entity_title(incoming.origin.source_ae())
         .build()
         .map_err(|e| IngestError::CannotUnderstand(format!("file meta: {e}")))?;
     let mut out = vec![0u8; 128];

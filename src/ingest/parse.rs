@@ -15,6 +15,7 @@ use dicom_parser::stateful::decode::{StatefulDecode, StatefulDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde_json::Value;
 
+use crate::index::attributes::AttributeSource;
 use crate::index::InstanceRecord;
 
 /// Binary values longer than this are left out of the metadata and served as bulk data.
@@ -104,7 +105,7 @@ pub fn parse_deflated<R: Read>(
         .map_err(|e| ParseError::Unreadable(format!("cannot inflate the data set: {e}")))?;
     let mut collector = DicomCollectorOptions::new()
         .read_preamble(ReadPreamble::Never)
-        .expected_ts("1.2.840.10008.1.2.1")
+        .expected_ts(dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN)
         .from_reader(BufReader::new(std::io::Cursor::new(inflated)));
     let mut obj = InMemDicomObject::new_empty();
     collector
@@ -113,49 +114,38 @@ pub fn parse_deflated<R: Read>(
     parsed_from(obj, transfer_syntax_uid.to_string())
 }
 
-fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> {
-    let text = |tag: Tag| -> String {
-        obj.get(tag)
+fn tag_u32(t: Tag) -> u32 {
+    ((t.0 as u32) << 16) | t.1 as u32
+}
+
+/// The parsed data set, as the index's attribute declaration reads it.
+struct DataSet<'a>(&'a InMemDicomObject);
+
+impl AttributeSource for DataSet<'_> {
+    fn text(&self, tag: u32) -> String {
+        self.0
+            .get(Tag((tag >> 16) as u16, tag as u16))
             .and_then(|e| e.to_str().ok())
             .map(|s| s.trim_end_matches(['\0', ' ']).trim_start().to_string())
             .unwrap_or_default()
-    };
-    let int = |tag: Tag| -> Option<i32> {
-        obj.get(tag)
+    }
+
+    fn int(&self, tag: u32) -> Option<i32> {
+        self.0
+            .get(Tag((tag >> 16) as u16, tag as u16))
             .filter(|e| !e.is_empty())
             .and_then(|e| e.to_int::<i32>().ok())
-    };
-    let mut record = InstanceRecord {
-        patient_id: text(tags::PATIENT_ID),
-        issuer_of_patient_id: text(tags::ISSUER_OF_PATIENT_ID),
-        patient_name: text(tags::PATIENT_NAME),
-        patient_birth_date: text(tags::PATIENT_BIRTH_DATE),
-        patient_sex: text(tags::PATIENT_SEX),
-        study_instance_uid: text(tags::STUDY_INSTANCE_UID),
-        study_date: text(tags::STUDY_DATE),
-        study_time: text(tags::STUDY_TIME),
-        accession_number: text(tags::ACCESSION_NUMBER),
-        referring_physician_name: text(tags::REFERRING_PHYSICIAN_NAME),
-        study_description: text(tags::STUDY_DESCRIPTION),
-        study_id: text(tags::STUDY_ID),
-        series_instance_uid: text(tags::SERIES_INSTANCE_UID),
-        modality: text(tags::MODALITY),
-        series_number: int(tags::SERIES_NUMBER),
-        series_description: text(tags::SERIES_DESCRIPTION),
-        series_date: text(tags::SERIES_DATE),
-        series_time: text(tags::SERIES_TIME),
-        body_part_examined: text(tags::BODY_PART_EXAMINED),
-        sop_instance_uid: text(tags::SOP_INSTANCE_UID),
-        sop_class_uid: text(tags::SOP_CLASS_UID),
-        instance_number: int(tags::INSTANCE_NUMBER),
-        transfer_syntax_uid: ts,
-        rows: int(tags::ROWS),
-        columns: int(tags::COLUMNS),
-        number_of_frames: int(tags::NUMBER_OF_FRAMES),
-        ..Default::default()
-    };
-    let bits_allocated = int(tags::BITS_ALLOCATED);
-    record.bits_allocated = bits_allocated;
+    }
+}
+
+fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> {
+    let source = DataSet(&obj);
+    let mut record = InstanceRecord::default();
+    record.read_attributes(&source);
+    // the transfer syntax is the file meta group's (or the association's), not the data set's
+    record.transfer_syntax_uid = ts;
+    let int = |tag: Tag| source.int(tag_u32(tag));
+    let bits_allocated = record.bits_allocated;
     let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let native_frame_length = match (record.rows, record.columns, bits_allocated) {
         (Some(r), Some(c), Some(b)) if b > 0 && b % 8 == 0 && r > 0 && c > 0 => {

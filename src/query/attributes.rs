@@ -1,24 +1,15 @@
 //! The attributes the index can match and return, per query level, and where each lives.
 
-/// Query/retrieve levels (PS3.4 C.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    Patient,
-    Study,
-    Series,
-    Instance,
-}
+use std::sync::LazyLock;
+
+pub use crate::index::attributes::Level;
+use crate::index::attributes::{Declared, DECLARED};
 
 /// Where an attribute's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
-    /// A column; matching uses the same column.
-    Column(&'static str),
-    /// A Person Name: returned from the first column, matched case-insensitively against the
-    /// second (upper-cased at ingest, or `UPPER()` of the first when the same).
-    PersonName(&'static str, &'static str),
-    /// An integer column (IS).
-    Integer(&'static str),
+    /// A column of the index ([`crate::index::attributes`] declares them); matching uses it.
+    Stored(&'static Declared),
     /// Modalities in Study: the distinct modalities of the study's series.
     ModalitiesInStudy,
     NumberOfStudyRelatedSeries,
@@ -35,224 +26,63 @@ pub struct Attribute {
     pub source: Source,
 }
 
-const fn attr(
-    tag: u32,
-    keyword: &'static str,
-    vr: &'static str,
-    level: Level,
-    source: Source,
-) -> Attribute {
-    Attribute {
-        tag,
-        keyword,
-        vr,
-        level,
-        source,
-    }
-}
-
 use Level::*;
-use Source::*;
 
-/// Every attribute the index holds, in tag order.
-pub const INDEXED: &[Attribute] = &[
-    attr(
-        0x0008_0016,
-        "SOPClassUID",
-        "UI",
-        Instance,
-        Column("i.sop_class_uid"),
-    ),
-    attr(
-        0x0008_0018,
-        "SOPInstanceUID",
-        "UI",
-        Instance,
-        Column("i.sop_instance_uid"),
-    ),
-    attr(
-        0x0008_0020,
-        "StudyDate",
-        "DA",
-        Study,
-        Column("st.study_date"),
-    ),
-    attr(
-        0x0008_0021,
-        "SeriesDate",
-        "DA",
-        Series,
-        Column("se.series_date"),
-    ),
-    attr(
-        0x0008_0030,
-        "StudyTime",
-        "TM",
-        Study,
-        Column("st.study_time"),
-    ),
-    attr(
-        0x0008_0031,
-        "SeriesTime",
-        "TM",
-        Series,
-        Column("se.series_time"),
-    ),
-    attr(
-        0x0008_0050,
-        "AccessionNumber",
-        "SH",
-        Study,
-        Column("st.accession_number"),
-    ),
-    attr(0x0008_0060, "Modality", "CS", Series, Column("se.modality")),
-    attr(
-        0x0008_0061,
-        "ModalitiesInStudy",
-        "CS",
-        Study,
-        ModalitiesInStudy,
-    ),
-    attr(
-        0x0008_0090,
-        "ReferringPhysicianName",
-        "PN",
-        Study,
-        PersonName("st.referring_physician_name", "st.referring_physician_name"),
-    ),
-    attr(
-        0x0008_1030,
-        "StudyDescription",
-        "LO",
-        Study,
-        Column("st.study_description"),
-    ),
-    attr(
-        0x0008_103E,
-        "SeriesDescription",
-        "LO",
-        Series,
-        Column("se.series_description"),
-    ),
-    attr(
-        0x0010_0010,
-        "PatientName",
-        "PN",
-        Patient,
-        PersonName("st.patient_name", "st.patient_name_norm"),
-    ),
-    attr(
-        0x0010_0020,
-        "PatientID",
-        "LO",
-        Patient,
-        Column("st.patient_id"),
-    ),
-    attr(
-        0x0010_0030,
-        "PatientBirthDate",
-        "DA",
-        Patient,
-        Column("st.patient_birth_date"),
-    ),
-    attr(
-        0x0010_0040,
-        "PatientSex",
-        "CS",
-        Patient,
-        Column("st.patient_sex"),
-    ),
-    attr(
-        0x0018_0015,
-        "BodyPartExamined",
-        "CS",
-        Series,
-        Column("se.body_part_examined"),
-    ),
-    attr(
-        0x0020_000D,
-        "StudyInstanceUID",
-        "UI",
-        Study,
-        Column("st.study_instance_uid"),
-    ),
-    attr(
-        0x0020_000E,
-        "SeriesInstanceUID",
-        "UI",
-        Series,
-        Column("se.series_instance_uid"),
-    ),
-    attr(0x0020_0010, "StudyID", "SH", Study, Column("st.study_id")),
-    attr(
-        0x0020_0011,
-        "SeriesNumber",
-        "IS",
-        Series,
-        Integer("se.series_number"),
-    ),
-    attr(
-        0x0020_0013,
-        "InstanceNumber",
-        "IS",
-        Instance,
-        Integer("i.instance_number"),
-    ),
-    attr(
-        0x0020_1206,
-        "NumberOfStudyRelatedSeries",
-        "IS",
-        Study,
-        NumberOfStudyRelatedSeries,
-    ),
-    attr(
-        0x0020_1208,
-        "NumberOfStudyRelatedInstances",
-        "IS",
-        Study,
-        NumberOfStudyRelatedInstances,
-    ),
-    attr(
-        0x0020_1209,
-        "NumberOfSeriesRelatedInstances",
-        "IS",
-        Series,
-        NumberOfSeriesRelatedInstances,
-    ),
-    attr(
-        0x0028_0008,
-        "NumberOfFrames",
-        "IS",
-        Instance,
-        Integer("i.number_of_frames"),
-    ),
-    attr(0x0028_0010, "Rows", "US", Instance, Integer("i.rows_")),
-    attr(
-        0x0028_0011,
-        "Columns",
-        "US",
-        Instance,
-        Integer("i.columns_"),
-    ),
-    attr(
-        0x0028_0100,
-        "BitsAllocated",
-        "US",
-        Instance,
-        Integer("i.bits_allocated"),
-    ),
+/// Attributes computed by the query engine rather than stored.
+const COMPUTED: &[Attribute] = &[
+    Attribute {
+        tag: 0x0008_0061,
+        keyword: "ModalitiesInStudy",
+        vr: "CS",
+        level: Study,
+        source: Source::ModalitiesInStudy,
+    },
+    Attribute {
+        tag: 0x0020_1206,
+        keyword: "NumberOfStudyRelatedSeries",
+        vr: "IS",
+        level: Study,
+        source: Source::NumberOfStudyRelatedSeries,
+    },
+    Attribute {
+        tag: 0x0020_1208,
+        keyword: "NumberOfStudyRelatedInstances",
+        vr: "IS",
+        level: Study,
+        source: Source::NumberOfStudyRelatedInstances,
+    },
+    Attribute {
+        tag: 0x0020_1209,
+        keyword: "NumberOfSeriesRelatedInstances",
+        vr: "IS",
+        level: Series,
+        source: Source::NumberOfSeriesRelatedInstances,
+    },
 ];
+
+/// Every attribute QIDO-RS and C-FIND can match or return, in tag order: the queryable ones
+/// the index declares, and the computed ones.
+pub static INDEXED: LazyLock<Vec<Attribute>> = LazyLock::new(|| {
+    let mut all: Vec<Attribute> = DECLARED
+        .iter()
+        .filter(|d| d.queryable)
+        .map(|d| Attribute {
+            tag: d.tag,
+            keyword: d.keyword(),
+            vr: d.vr,
+            level: d.level,
+            source: Source::Stored(d),
+        })
+        .chain(COMPUTED.iter().copied())
+        .collect();
+    all.sort_by_key(|a| a.tag);
+    all
+});
 
 impl Attribute {
     /// Whether the attribute can be a matching key (computed ones cannot).
     pub fn is_matchable(&self) -> bool {
-        matches!(
-            self.source,
-            Source::Column(_)
-                | Source::PersonName(..)
-                | Source::Integer(_)
-                | Source::ModalitiesInStudy
-        )
+        matches!(self.source, Source::Stored(_) | Source::ModalitiesInStudy)
     }
 }
 

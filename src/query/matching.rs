@@ -1,6 +1,6 @@
 //! Attribute matching (PS3.4 C.2.2.2) and its SQL.
 
-use super::{Attribute, QueryError, Source};
+use super::{Attribute, QueryError};
 use crate::uid::Uid;
 
 /// How one matching key matches (PS3.4 C.2.2.2).
@@ -130,127 +130,6 @@ impl Matcher {
             }
         }
     }
-
-    /// The SQL condition for this matcher on `attribute`; pushes its parameters (`?N`).
-    pub fn to_sql(&self, attribute: &Attribute, fuzzy: bool, params: &mut Vec<String>) -> String {
-        let mut param = |params: &mut Vec<String>, v: String| {
-            params.push(v);
-            format!("?{}", params.len())
-        };
-        match attribute.source {
-            Source::ModalitiesInStudy => {
-                // any of the study's series has a matching modality
-                let inner = self.column_condition("x.modality", false, false, params, &mut param);
-                format!("EXISTS (SELECT 1 FROM series x WHERE x.study_pk = st.pk AND {inner})")
-            }
-            Source::PersonName(display, normalized) => {
-                // PN matching is case-insensitive here (PS3.4 C.2.2.2.1 leaves it to the SCP)
-                let column = if display == normalized {
-                    format!("UPPER({display})")
-                } else {
-                    normalized.to_string()
-                };
-                self.column_condition(&column, true, fuzzy, params, &mut param)
-            }
-            Source::Integer(column) => match self {
-                // validated integers: inlined, since the column is not text
-                Matcher::Single(n) => format!("{column} = {n}"),
-                _ => "1 = 1".into(),
-            },
-            Source::Column(column) => {
-                let padded_upper = matches!(attribute.vr, "TM" | "DT");
-                match self {
-                    Matcher::Range(lo, hi) => {
-                        let mut parts = Vec::new();
-                        if let Some(lo) = lo {
-                            parts.push(format!("{column} >= {}", param(params, lo.clone())));
-                        }
-                        if let Some(hi) = hi {
-                            // "-1200" includes 12:00:xx: compare against the bound followed by a
-                            // character above every digit
-                            let hi = if padded_upper {
-                                format!("{hi}~")
-                            } else {
-                                hi.clone()
-                            };
-                            parts.push(format!("{column} <= {}", param(params, hi)));
-                        }
-                        // an empty stored value never matches a range
-                        parts.push(format!("{column} <> ''"));
-                        format!("({})", parts.join(" AND "))
-                    }
-                    _ => self.column_condition(column, false, false, params, &mut param),
-                }
-            }
-            _ => "1 = 1".into(),
-        }
-    }
-
-    fn column_condition(
-        &self,
-        column: &str,
-        upper: bool,
-        fuzzy: bool,
-        params: &mut Vec<String>,
-        param: &mut impl FnMut(&mut Vec<String>, String) -> String,
-    ) -> String {
-        let norm = |s: &str| {
-            if upper {
-                s.to_uppercase()
-            } else {
-                s.to_string()
-            }
-        };
-        match self {
-            Matcher::Universal | Matcher::Range(..) => "1 = 1".into(),
-            Matcher::Single(v) if fuzzy && upper => {
-                // fuzzy PN: any name component starting with the value
-                let a = param(params, format!("{}%", like_escape(&norm(v))));
-                let b = param(params, format!("%^{}%", like_escape(&norm(v))));
-                let c = param(params, format!("% {}%", like_escape(&norm(v))));
-                format!("({column} LIKE {a} ESCAPE '!' OR {column} LIKE {b} ESCAPE '!' OR {column} LIKE {c} ESCAPE '!')")
-            }
-            Matcher::Single(v) => format!("{column} = {}", param(params, norm(v))),
-            Matcher::Wildcard(p) => {
-                let pattern = wildcard_to_like(&norm(p));
-                format!("{column} LIKE {} ESCAPE '!'", param(params, pattern))
-            }
-            Matcher::List(items) => {
-                let placeholders: Vec<String> =
-                    items.iter().map(|v| param(params, norm(v))).collect();
-                format!("{column} IN ({})", placeholders.join(", "))
-            }
-        }
-    }
-}
-
-/// Escapes LIKE's own wildcards (escape character `!`).
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '!') {
-            out.push('!');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// DICOM wildcards to a LIKE pattern: `*` → `%`, `?` → `_`, everything else literal.
-fn wildcard_to_like(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len());
-    for c in pattern.chars() {
-        match c {
-            '*' => out.push('%'),
-            '?' => out.push('_'),
-            '%' | '_' | '!' => {
-                out.push('!');
-                out.push(c);
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -302,22 +181,5 @@ mod tests {
         }
         assert!(Matcher::parse(attr(0x0008_0030), "0800-1230", false).is_ok());
         assert!(Matcher::parse(attr(0x0020_0011), "x", false).is_err());
-    }
-
-    #[test]
-    fn wildcards_become_escaped_like_patterns() {
-        assert_eq!(wildcard_to_like("DO?_*%"), "DO_!_%!%");
-        assert_eq!(like_escape("50%_!"), "50!%!_!!");
-    }
-
-    #[test]
-    fn person_names_match_case_insensitively() {
-        let name = attr(0x0010_0010);
-        let mut params = Vec::new();
-        let sql = Matcher::parse(name, "doe*", false)
-            .unwrap()
-            .to_sql(name, false, &mut params);
-        assert_eq!(sql, "st.patient_name_norm LIKE ?1 ESCAPE '!'");
-        assert_eq!(params, vec!["DOE%".to_string()]);
     }
 }

@@ -1,5 +1,6 @@
-//! The query engine shared by QIDO-RS and C-FIND: attribute matching per PS3.4 C.2.2.2 turned
-//! into one SQL statement (for either index backend), and its rows into DICOM JSON datasets.
+//! The query engine shared by QIDO-RS and C-FIND: matching keys parsed per PS3.4 C.2.2.2, run
+//! by the index as one statement (`crate::index::query_sql` writes its SQL), and its rows
+//! rendered as DICOM JSON datasets.
 
 pub mod attributes;
 mod matching;
@@ -8,7 +9,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
-use crate::index::schema::Dialect;
 use crate::index::{Index, IndexError, SqlValue};
 pub use attributes::{Attribute, Level, Source};
 pub use matching::Matcher;
@@ -129,23 +129,19 @@ impl Query {
 
     /// Attributes present in the result rows of this query: everything indexed at this level
     /// and above (patient and study attributes come with series and instances).
-    fn columns(&self) -> Vec<&'static Attribute> {
+    pub(crate) fn columns(&self) -> Vec<&'static Attribute> {
         attributes::INDEXED
             .iter()
             // computed attributes of the levels above are not repeated in every row
             .filter(|a| {
                 a.level == self.level
                     || (self.level == Level::Study && a.level == Level::Patient)
-                    || (a.level < self.level
-                        && matches!(
-                            a.source,
-                            Source::Column(_) | Source::PersonName(..) | Source::Integer(_)
-                        ))
+                    || (a.level < self.level && matches!(a.source, Source::Stored(_)))
             })
             .collect()
     }
 
-    fn needs_metadata(&self) -> bool {
+    pub(crate) fn needs_metadata(&self) -> bool {
         if self.level == Level::Patient {
             return false;
         }
@@ -160,59 +156,6 @@ impl Query {
         }
     }
 
-    /// The SQL of this query for `dialect`, and its parameters.
-    pub fn to_sql(&self, dialect: Dialect) -> (String, Vec<String>) {
-        let columns = self.columns();
-        let mut select: Vec<String> = columns.iter().map(|a| select_expr(a, dialect)).collect();
-        if self.needs_metadata() {
-            select.push(metadata_expr(self.level));
-        }
-        let from = match self.level {
-            // the patients table has the patient columns of the studies table, under the same
-            // names: aliased `st`, the same attribute registry serves both levels
-            Level::Patient => "patients st",
-            Level::Study => "studies st",
-            Level::Series => "series se JOIN studies st ON st.pk = se.study_pk",
-            Level::Instance => {
-                "instances i JOIN series se ON se.pk = i.series_pk JOIN studies st ON st.pk = i.study_pk"
-            }
-        };
-        let mut params = Vec::new();
-        let mut wheres = Vec::new();
-        for (attribute, matcher) in &self.conditions {
-            wheres.push(matcher.to_sql(attribute, self.fuzzy, &mut params));
-        }
-        let order = match self.level {
-            Level::Patient => "st.patient_name_norm, st.pk",
-            Level::Study => "st.study_date DESC, st.study_time DESC, st.pk DESC",
-            Level::Series => "se.series_number, se.pk",
-            Level::Instance => "i.instance_number, i.pk",
-        };
-        let key = match self.level {
-            Level::Patient | Level::Study => "st.pk",
-            Level::Series => "se.pk",
-            Level::Instance => "i.pk",
-        };
-        // The page of matches is chosen first, on indexed columns only; the computed attributes
-        // (counts, modalities) are then evaluated for the rows of that page alone.
-        let mut page = format!("SELECT {key} AS page_key FROM {from}");
-        if !wheres.is_empty() {
-            page.push_str(" WHERE ");
-            page.push_str(&wheres.join(" AND "));
-        }
-        // limit and offset are integers we parsed: inlined, so that every parameter is text
-        page.push_str(&format!(
-            " ORDER BY {order} LIMIT {} OFFSET {}",
-            self.limit.saturating_add(1),
-            self.offset
-        ));
-        let sql = format!(
-            "SELECT {} FROM {from} JOIN ({page}) page ON page.page_key = {key} ORDER BY {order}",
-            select.join(", ")
-        );
-        (dialect.render(&sql), params)
-    }
-
     /// Runs the query and renders DICOM JSON. `retrieve_base` is the WADO-RS root used for
     /// Retrieve URL (0008,1190), when there is one.
     pub async fn run(
@@ -220,8 +163,7 @@ impl Query {
         index: &dyn Index,
         retrieve_base: Option<&str>,
     ) -> Result<QueryResult, QueryError> {
-        let (sql, params) = self.to_sql(index.dialect());
-        let mut rows = index.select(&sql, &params).await?;
+        let mut rows = index.query_rows(self).await?;
         let truncated = rows.len() > self.limit;
         rows.truncate(self.limit);
         let columns = self.columns();
@@ -308,48 +250,6 @@ impl Query {
             map.insert(format!("{tag:08X}"), value);
         }
         Value::Object(map)
-    }
-}
-
-fn select_expr(a: &Attribute, dialect: Dialect) -> String {
-    match a.source {
-        Source::Column(c) | Source::Integer(c) | Source::PersonName(c, _) => c.to_string(),
-        Source::ModalitiesInStudy => match dialect {
-            Dialect::Sqlite => {
-                "(SELECT group_concat(m, '\\') FROM (SELECT DISTINCT x.modality AS m \
-                 FROM series x WHERE x.study_pk = st.pk AND x.modality <> '' ORDER BY 1))"
-                    .into()
-            }
-            Dialect::Postgres => "(SELECT string_agg(DISTINCT x.modality, '\\') FROM series x \
-                 WHERE x.study_pk = st.pk AND x.modality <> '')"
-                .into(),
-        },
-        Source::NumberOfStudyRelatedSeries => {
-            "(SELECT COUNT(*) FROM series x WHERE x.study_pk = st.pk)".into()
-        }
-        Source::NumberOfStudyRelatedInstances => {
-            "(SELECT COUNT(*) FROM instances x WHERE x.study_pk = st.pk)".into()
-        }
-        Source::NumberOfSeriesRelatedInstances => {
-            "(SELECT COUNT(*) FROM instances x WHERE x.series_pk = se.pk)".into()
-        }
-    }
-}
-
-/// The stored metadata of the row's instance, or of the first instance of its series/study.
-fn metadata_expr(level: Level) -> String {
-    match level {
-        Level::Instance => {
-            "(SELECT m.metadata_json FROM instance_metadata m WHERE m.instance_pk = i.pk)".into()
-        }
-        Level::Series => "(SELECT m.metadata_json FROM instances x JOIN instance_metadata m \
-             ON m.instance_pk = x.pk WHERE x.series_pk = se.pk ORDER BY x.pk LIMIT 1)"
-            .into(),
-        Level::Patient | Level::Study => {
-            "(SELECT m.metadata_json FROM instances x JOIN instance_metadata m \
-             ON m.instance_pk = x.pk WHERE x.study_pk = st.pk ORDER BY x.pk LIMIT 1)"
-                .into()
-        }
     }
 }
 
