@@ -29,6 +29,42 @@ pub enum NodeError {
     },
 }
 
+/// Settings of the HTTP front-end, from the node's settings.
+pub fn http_config(settings: &Settings) -> pacs_dicomweb::DicomWebConfig {
+    pacs_dicomweb::DicomWebConfig {
+        root: settings.dicomweb_root.clone(),
+        cors_origins: settings.cors_origins.clone(),
+        max_instance_bytes: settings.stow_max_instance_bytes,
+        max_request_bytes: settings.stow_max_request_bytes,
+        static_dir: settings.viewer_dir.clone(),
+        public_url: settings.public_url.clone(),
+        listen_port: settings.http_port,
+        access: pacs_dicomweb::Access {
+            admin_token: settings.admin_token.clone(),
+            worker_token: settings.ai.as_ref().map(|a| a.worker_token.clone()),
+        },
+    }
+}
+
+/// The node's HTTP application: DICOMweb, health and statistics (public), the admin API (with
+/// the AI jobs' administration) and the worker API, all under the one HTTP stack of
+/// [`pacs_dicomweb::app`].
+pub fn http_app(
+    config: pacs_dicomweb::DicomWebConfig,
+    archive: Arc<dyn pacs_dicomweb::Archive>,
+    admin: Arc<crate::admin_api::AdminState>,
+    ai: Option<Arc<crate::ai::AiService>>,
+) -> axum::Router {
+    let mut groups = vec![crate::admin_api::router(
+        admin,
+        ai.clone().map(crate::ai::api::admin_router),
+    )];
+    if let Some(ai) = ai {
+        groups.push(crate::ai::api::worker_router(ai));
+    }
+    pacs_dicomweb::app(archive, config, groups)
+}
+
 /// Runs the node until a shutdown signal.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     std::fs::create_dir_all(&settings.data_dir)
@@ -96,19 +132,6 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             max_results: settings.qido_max_results,
         },
     });
-    let router = pacs_dicomweb::router(
-        archive,
-        pacs_dicomweb::DicomWebConfig {
-            root: settings.dicomweb_root.clone(),
-            cors_origins: settings.cors_origins.clone(),
-            max_instance_bytes: settings.stow_max_instance_bytes,
-            max_request_bytes: settings.stow_max_request_bytes,
-            static_dir: settings.viewer_dir.clone(),
-            public_url: settings.public_url.clone(),
-            listen_port: settings.http_port,
-            worker_token: settings.ai.as_ref().map(|a| a.worker_token.clone()),
-        },
-    );
     let ai = match &settings.ai {
         Some(ai_settings) => {
             let ai = crate::ai::AiService::open(index.clone(), ai_settings.clone())
@@ -119,22 +142,14 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         }
         None => None,
     };
-    let admin = crate::admin_api::router(
-        Arc::new(crate::admin_api::AdminState {
-            registry,
-            index: index.clone(),
-            source,
-            ae_title: settings.aet.clone(),
-            admin_token: settings.admin_token.clone(),
-            scu_timeout: std::time::Duration::from_secs(30),
-        }),
-        ai.clone().map(crate::ai::api::admin_router),
-    );
-    let mut router = admin.merge(router);
-    if let Some(ai) = ai {
-        router = router.merge(crate::ai::api::worker_router(ai));
-    }
-
+    let admin = Arc::new(crate::admin_api::AdminState {
+        registry,
+        index: index.clone(),
+        source,
+        ae_title: settings.aet.clone(),
+        scu_timeout: std::time::Duration::from_secs(30),
+    });
+    let router = http_app(http_config(&settings), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
     let mut http_shutdown = shutdown_rx.clone();
