@@ -3,7 +3,7 @@
 //! (`application/json`). PS3.18 8.6.2 leaves the body of an error response to the origin
 //! server.
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::archive::ArchiveError;
@@ -14,7 +14,7 @@ use crate::archive::ArchiveError;
 pub struct HttpError {
     pub status: StatusCode,
     pub message: String,
-    pub headers: HeaderMap,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl HttpError {
@@ -22,12 +22,12 @@ impl HttpError {
         HttpError {
             status,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.headers.push((name, value));
         self
     }
 
@@ -85,7 +85,9 @@ impl IntoResponse for HttpError {
             body,
         )
             .into_response();
-        response.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            response.headers_mut().append(name, value);
+        }
         response
     }
 }

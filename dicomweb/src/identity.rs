@@ -99,7 +99,7 @@ impl Identity {
         self.principal == Principal::AiWorker
     }
 
-    fn from_loopback(&self) -> bool {
+    fn is_loopback(&self) -> bool {
         self.peer.is_some_and(|p| p.ip().is_loopback())
     }
 }
@@ -191,7 +191,7 @@ impl Access {
         }
         let peer = identity.peer;
         Err(match permission {
-            Permission::Administer if self.admin_token.is_some() || identity.from_loopback() => {
+            Permission::Administer if self.admin_token.is_some() || identity.is_loopback() => {
                 tracing::warn!(peer = ?peer, %path, "admin API call refused: missing or wrong bearer token");
                 HttpError::new(StatusCode::UNAUTHORIZED, "admin token required")
                     .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
@@ -316,7 +316,10 @@ mod tests {
             .check(&local, Permission::Administer, "/api/aes")
             .unwrap_err();
         assert_eq!(refusal.status, StatusCode::UNAUTHORIZED);
-        assert!(refusal.headers.contains_key(header::WWW_AUTHENTICATE));
+        assert!(refusal
+            .headers
+            .iter()
+            .any(|(name, _)| name == header::WWW_AUTHENTICATE));
         let admin = access.identify(&headers(Some("adm")), peer(OUTSIDE));
         assert_eq!(admin.principal, Principal::Administrator);
         assert_eq!(

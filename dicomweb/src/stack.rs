@@ -154,7 +154,11 @@ async fn error_body(response: Response) -> Response {
     parts.headers.remove(header::CONTENT_TYPE);
     parts.headers.remove(header::CONTENT_LENGTH);
     let mut error = HttpError::new(status, message);
-    error.headers = parts.headers;
+    error.headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
     error.into_response()
 }
 
