@@ -32,8 +32,6 @@ pub struct DicomWebArchive {
     pub config: DicomWebArchiveConfig,
 }
 
-const EXPLICIT_VR_LE: &str = dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
-
 fn index_err(e: IndexError) -> ArchiveError {
     match e {
         IndexError::Unavailable(m) => ArchiveError::Unavailable(m),
@@ -398,7 +396,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         if index.is_empty() {
             // no frame positions (deflated data set, or data ingest could not map): decode
             return Ok(StoredFrames {
-                transfer_syntax_uid: EXPLICIT_VR_LE.into(),
+                transfer_syntax_uid: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
                 frames: self.decoded_frames(scope, numbers, identity).await?,
             });
         }

@@ -2,12 +2,12 @@
 //! bodies (RFC 2387) as PS3.18 8.7 uses them.
 
 use bytes::Bytes;
+use dicom_dictionary_std::uids;
 
-pub const EXPLICIT_VR_LE: &str = dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
 /// Explicit VR Big Endian: retired (PS3.5 A.3, hence deprecated in the dictionary) but still
 /// received from old modalities; its native frames are not the little endian bytes.
 #[allow(deprecated)]
-pub const EXPLICIT_VR_BIG_ENDIAN: &str = dicom_dictionary_std::uids::EXPLICIT_VR_BIG_ENDIAN;
+pub const EXPLICIT_VR_BIG_ENDIAN: &str = uids::EXPLICIT_VR_BIG_ENDIAN;
 
 /// One media range of an Accept header.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,7 +123,7 @@ pub fn wanted_transfer_syntaxes(ranges: &[MediaRange], part: &str) -> Vec<String
         .map(|r| {
             r.transfer_syntax
                 .clone()
-                .unwrap_or_else(|| EXPLICIT_VR_LE.to_string())
+                .unwrap_or_else(|| uids::EXPLICIT_VR_LITTLE_ENDIAN.to_string())
         })
         .collect()
 }
@@ -196,7 +196,6 @@ impl Default for Multipart {
 mod tests {
     use super::*;
     use crate::frame_media_type;
-    use dicom_dictionary_std::uids;
 
     #[test]
     fn frame_media_types_follow_ps3_18() {
@@ -253,7 +252,7 @@ mod tests {
         let any = parse_accept(None);
         assert_eq!(
             wanted_transfer_syntaxes(&any, "application/dicom"),
-            vec![EXPLICIT_VR_LE.to_string()]
+            vec![uids::EXPLICIT_VR_LITTLE_ENDIAN.to_string()]
         );
         assert!(accepts(
             &parse_accept(Some("application/*")),

@@ -12,7 +12,9 @@ use futures::StreamExt;
 use crate::archive::{InstanceInfo, RenderRequest, Scope};
 use crate::error::HttpError;
 use crate::identity::Identity;
-use crate::media::{self, Multipart, EXPLICIT_VR_LE};
+use dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
+
+use crate::media::{self, Multipart};
 use crate::{base_url, AppState};
 
 fn accept_ranges(headers: &HeaderMap) -> Vec<media::MediaRange> {
@@ -57,7 +59,7 @@ async fn retrieve(
             .find_map(|ts| {
                 if ts == "*" || *ts == instance.transfer_syntax_uid {
                     Some(Delivery::AsStored)
-                } else if ts == EXPLICIT_VR_LE
+                } else if ts == EXPLICIT_VR_LITTLE_ENDIAN
                     && state.archive.can_transcode(&instance.transfer_syntax_uid)
                 {
                     Some(Delivery::ExplicitLe)
@@ -103,7 +105,7 @@ async fn retrieve(
                             .await
                             .map_err(std::io::Error::other)?;
                         (
-                            EXPLICIT_VR_LE.to_string(),
+                            EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
                             futures::stream::once(async { Ok(bytes) }).boxed(),
                         )
                     }
@@ -297,7 +299,7 @@ pub async fn frames(
                     let syntax = if big_endian {
                         ts.as_str()
                     } else {
-                        EXPLICIT_VR_LE
+                        EXPLICIT_VR_LITTLE_ENDIAN
                     };
                     let ct = format!("application/octet-stream; transfer-syntax={syntax}");
                     return Ok(multipart_response(
@@ -312,12 +314,14 @@ pub async fn frames(
                         stored.frames.into_iter().map(|f| (ct.clone(), f)).collect(),
                     ));
                 }
-                _ if want.is_none() || want == Some(EXPLICIT_VR_LE) => {
+                _ if want.is_none() || want == Some(EXPLICIT_VR_LITTLE_ENDIAN) => {
                     let decoded = state
                         .archive
                         .decoded_frames(&scope, &numbers, &identity)
                         .await?;
-                    let ct = format!("application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}");
+                    let ct = format!(
+                        "application/octet-stream; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
+                    );
                     return Ok(multipart_response(
                         "application/octet-stream",
                         decoded.into_iter().map(|f| (ct.clone(), f)).collect(),
