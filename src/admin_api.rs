@@ -1,20 +1,21 @@
 //! The admin HTTP API under `/api`: the AE registry (`/api/aes`), C-ECHO to a remote AE and
 //! "send this study/series to AE X".
 //!
-//! Access: with no admin token configured, only loopback clients are answered; with a token,
-//! every call needs `Authorization: Bearer <token>`, from anywhere. Every refusal is logged
-//! with the peer's address.
+//! Access ([`Permission::Administer`], decided from the request's identity by the HTTP stack,
+//! see `pacs_dicomweb::identity`): with no admin token configured, only loopback clients are
+//! answered; with a token, every call needs `Authorization: Bearer <token>`, from anywhere.
+//! Every refusal is logged with the peer's address. Errors are the stack's one format,
+//! `{"error": "..."}`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use pacs_dicomweb::{HttpError, Permission, RouteGroup};
 use pacs_dimse::scu::{InstanceResult, StoreScuOptions, SubOperation};
 use pacs_dimse::InstanceSource;
 use serde::{Deserialize, Serialize};
@@ -32,13 +33,13 @@ pub struct AdminState {
     pub source: Arc<dyn InstanceSource>,
     /// This node's AE title (the calling AE of C-ECHO and sends).
     pub ae_title: String,
-    pub admin_token: Option<String>,
     pub scu_timeout: Duration,
 }
 
 /// The `/api` routes other than the public statistics, plus `extra` administrators' routes
-/// (the AI jobs), all behind the admin access check.
-pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
+/// (the AI jobs): one route group that needs [`Permission::Administer`] (see the module
+/// documentation for who holds it).
+pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> RouteGroup {
     let mut router = Router::new()
         .route("/api/aes", get(list_aes).post(create_ae))
         .route(
@@ -47,78 +48,15 @@ pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
         )
         .route("/api/aes/{title}/echo", post(echo_ae))
         .route("/api/aes/{title}/send", post(send_to_ae))
-        .with_state(state.clone());
+        .with_state(state);
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
-    router.layer(middleware::from_fn_with_state(state, admin_access))
+    RouteGroup::requiring(Permission::Administer, router)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    ApiError(status, message.into()).into_response()
-}
-
-/// An error answer: its status and a JSON body `{"error": message}`.
-struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
-    }
-}
-
-/// Whether `presented` is the token, compared through digests so that the time taken says
-/// nothing about the token.
-pub fn token_matches(presented: Option<&str>, token: &str) -> bool {
-    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    presented.is_some_and(|p| digest(p).as_ref() == digest(token).as_ref())
-}
-
-/// The bearer token of a request, if any.
-pub fn bearer(request: &Request) -> Option<&str> {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-}
-
-/// The access rule of the admin API (see the module documentation).
-async fn admin_access(
-    State(state): State<Arc<AdminState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let path = request.uri().path().to_string();
-    match &state.admin_token {
-        Some(token) => {
-            let ok = token_matches(bearer(&request), token);
-            if !ok {
-                warn!(peer = ?peer, %path, "admin API call refused: missing or wrong bearer token");
-                let mut rsp = error(StatusCode::UNAUTHORIZED, "admin token required");
-                rsp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Bearer"),
-                );
-                return rsp;
-            }
-        }
-        None => {
-            if !peer.is_some_and(|p| p.ip().is_loopback()) {
-                warn!(peer = ?peer, %path, "admin API call refused: not from loopback and no admin token configured");
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "the admin API answers loopback clients only unless an admin token is configured",
-                );
-            }
-        }
-    }
-    next.run(request).await
+    HttpError::new(status, message).into_response()
 }
 
 fn registry_error(e: RegistryError) -> Response {
@@ -131,9 +69,8 @@ fn registry_error(e: RegistryError) -> Response {
 }
 
 /// Parses a JSON body into an AE, with a 400 that says what is wrong.
-fn parse_ae(body: &[u8]) -> Result<RemoteAe, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("invalid AE: {e}")))
+fn parse_ae(body: &[u8]) -> Result<RemoteAe, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("invalid AE: {e}")))
 }
 
 async fn list_aes(State(state): State<Arc<AdminState>>) -> Response {
@@ -184,21 +121,20 @@ async fn delete_ae(State(state): State<Arc<AdminState>>, Path(title): Path<Strin
 }
 
 /// The network address of a registered AE, or the response saying why there is none.
-fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::RemoteAe, ApiError> {
+fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::RemoteAe, HttpError> {
     let ae = state
         .registry
         .get(title)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no AE {title}")))?;
+        .ok_or_else(|| HttpError::not_found(format!("no AE {title}")))?;
     match (ae.host, ae.port) {
         (Some(host), Some(port)) => Ok(pacs_dimse::service::RemoteAe {
             ae_title: ae.title,
             host,
             port,
         }),
-        _ => Err(ApiError(
-            StatusCode::CONFLICT,
-            format!("AE {title} has no host and port"),
-        )),
+        _ => Err(HttpError::conflict(format!(
+            "AE {title} has no host and port"
+        ))),
     }
 }
 
@@ -324,7 +260,8 @@ async fn send_to_ae(
         dicom_core::VR::CS,
         dicom_core::PrimitiveValue::from(level),
     ));
-    const STUDY_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.2.2";
+    const STUDY_ROOT_MOVE: &str =
+        dicom_dictionary_std::uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
     let instances =
         match crate::retrieve::resolve(state.index.as_ref(), STUDY_ROOT_MOVE, &identifier).await {
             Ok(i) => i,

@@ -12,6 +12,8 @@ use pacs_dicomweb::archive::{
     SearchRequest, SearchResponse, StoreResult, StoredFrames,
 };
 
+use pacs_dicomweb::Identity;
+
 use crate::index::{Index, IndexError, InstanceFilter, LocatedInstance};
 use crate::ingest::{Incoming, Ingest, IngestError, IngestOutcome, Origin};
 use crate::query::{Include, Level, Query, QueryError};
@@ -29,8 +31,6 @@ pub struct DicomWebArchive {
     pub ingest: Arc<Ingest>,
     pub config: DicomWebArchiveConfig,
 }
-
-const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
 fn index_err(e: IndexError) -> ArchiveError {
     match e {
@@ -190,7 +190,7 @@ fn to_level(level: SearchLevel) -> Level {
 
 #[async_trait::async_trait]
 impl pacs_dicomweb::Archive for DicomWebArchive {
-    async fn statistics(&self) -> Result<serde_json::Value, ArchiveError> {
+    async fn statistics(&self, _identity: &Identity) -> Result<serde_json::Value, ArchiveError> {
         let counts = self.index().counts().await.map_err(index_err)?;
         Ok(serde_json::json!({
             "index": self.index().backend(),
@@ -202,7 +202,11 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         }))
     }
 
-    async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ArchiveError> {
+    async fn search(
+        &self,
+        request: SearchRequest,
+        _identity: &Identity,
+    ) -> Result<SearchResponse, ArchiveError> {
         let include = if request
             .include
             .iter()
@@ -246,7 +250,11 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         })
     }
 
-    async fn instances(&self, scope: &Scope) -> Result<Vec<InstanceInfo>, ArchiveError> {
+    async fn instances(
+        &self,
+        scope: &Scope,
+        _identity: &Identity,
+    ) -> Result<Vec<InstanceInfo>, ArchiveError> {
         Ok(self
             .scope_rows(scope)
             .await?
@@ -255,7 +263,11 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             .collect())
     }
 
-    async fn read_instance(&self, instance: &InstanceInfo) -> Result<ByteStream, ArchiveError> {
+    async fn read_instance(
+        &self,
+        instance: &InstanceInfo,
+        _identity: &Identity,
+    ) -> Result<ByteStream, ArchiveError> {
         // The handle is the object key the scope query already returned. Typical objects are
         // read with one ranged read of their known size; large ones as a stream of large chunks.
         if instance.size <= 64 * 1024 * 1024 {
@@ -281,6 +293,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
     async fn read_instance_explicit_le(
         &self,
         instance: &InstanceInfo,
+        _identity: &Identity,
     ) -> Result<Bytes, ArchiveError> {
         let bytes = self.object_bytes(&instance.handle).await?;
         Self::blocking(move || {
@@ -291,7 +304,12 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         .await
     }
 
-    async fn metadata(&self, scope: &Scope, base_url: &str) -> Result<Metadata, ArchiveError> {
+    async fn metadata(
+        &self,
+        scope: &Scope,
+        base_url: &str,
+        _identity: &Identity,
+    ) -> Result<Metadata, ArchiveError> {
         let rows = self.select_scope(scope, true).await?;
         let mut etag = ring::digest::Context::new(&ring::digest::SHA256);
         let mut out = Vec::with_capacity(
@@ -331,14 +349,19 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         })
     }
 
-    async fn frames(&self, scope: &Scope, numbers: &[u32]) -> Result<StoredFrames, ArchiveError> {
+    async fn frames(
+        &self,
+        scope: &Scope,
+        numbers: &[u32],
+        identity: &Identity,
+    ) -> Result<StoredFrames, ArchiveError> {
         let (info, key) = self.one_instance(scope).await?;
         let index = self.frame_index(&info.instance).await?;
         if index.is_empty() {
             // no frame positions (deflated data set, or data ingest could not map): decode
             return Ok(StoredFrames {
-                transfer_syntax_uid: EXPLICIT_VR_LE.into(),
-                frames: self.decoded_frames(scope, numbers).await?,
+                transfer_syntax_uid: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+                frames: self.decoded_frames(scope, numbers, identity).await?,
             });
         }
         let mut frames = Vec::with_capacity(numbers.len());
@@ -380,6 +403,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         &self,
         scope: &Scope,
         numbers: &[u32],
+        _identity: &Identity,
     ) -> Result<Vec<Bytes>, ArchiveError> {
         let (info, key) = self.one_instance(scope).await?;
         if !crate::pixels::can_decode(&info.transfer_syntax_uid) {
@@ -408,6 +432,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         scope: &Scope,
         path: &str,
         range: Option<Range<u64>>,
+        _identity: &Identity,
     ) -> Result<BulkData, ArchiveError> {
         let (info, key) = self.one_instance(scope).await?;
         let path = path.trim_matches('/').to_ascii_uppercase();
@@ -455,7 +480,12 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         })
     }
 
-    async fn render(&self, scope: &Scope, request: &RenderRequest) -> Result<Bytes, ArchiveError> {
+    async fn render(
+        &self,
+        scope: &Scope,
+        request: &RenderRequest,
+        _identity: &Identity,
+    ) -> Result<Bytes, ArchiveError> {
         let (_, key) = self.one_instance(scope).await?;
         let bytes = self.object_bytes(&key).await?;
         let options = crate::pixels::RenderOptions {
@@ -477,12 +507,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         .await
     }
 
-    async fn store(
-        &self,
-        object: Bytes,
-        study: Option<&str>,
-        identity: &pacs_dicomweb::Identity,
-    ) -> StoreResult {
+    async fn store(&self, object: Bytes, study: Option<&str>, identity: &Identity) -> StoreResult {
         let mut incoming = match Incoming::from_part10(object, Origin::from(identity)) {
             Ok(i) => i,
             Err(e) => {

@@ -29,6 +29,42 @@ pub enum NodeError {
     },
 }
 
+/// Settings of the HTTP front-end, from the node's settings.
+pub fn http_config(settings: &Settings) -> pacs_dicomweb::DicomWebConfig {
+    pacs_dicomweb::DicomWebConfig {
+        root: settings.dicomweb_root.clone(),
+        cors_origins: settings.cors_origins.clone(),
+        max_instance_bytes: settings.stow_max_instance_bytes,
+        max_request_bytes: settings.stow_max_request_bytes,
+        static_dir: settings.viewer_dir.clone(),
+        public_url: settings.public_url.clone(),
+        listen_port: settings.http_port,
+        access: pacs_dicomweb::Access {
+            admin_token: settings.admin_token.clone(),
+            worker_token: settings.ai.as_ref().map(|a| a.worker_token.clone()),
+        },
+    }
+}
+
+/// The node's HTTP application: DICOMweb, health and statistics (public), the admin API (with
+/// the AI jobs' administration) and the worker API, all under the one HTTP stack of
+/// [`pacs_dicomweb::app`].
+pub fn http_app(
+    config: pacs_dicomweb::DicomWebConfig,
+    archive: Arc<dyn pacs_dicomweb::Archive>,
+    admin: Arc<crate::admin_api::AdminState>,
+    ai: Option<Arc<crate::ai::AiService>>,
+) -> axum::Router {
+    let mut groups = vec![crate::admin_api::router(
+        admin,
+        ai.clone().map(crate::ai::api::admin_router),
+    )];
+    if let Some(ai) = ai {
+        groups.push(crate::ai::api::worker_router(ai));
+    }
+    pacs_dicomweb::app(archive, config, groups)
+}
+
 /// Runs the node until a shutdown signal.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     std::fs::create_dir_all(&settings.data_dir)
@@ -96,19 +132,6 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             max_results: settings.qido_max_results,
         },
     });
-    let router = pacs_dicomweb::router(
-        archive,
-        pacs_dicomweb::DicomWebConfig {
-            root: settings.dicomweb_root.clone(),
-            cors_origins: settings.cors_origins.clone(),
-            max_instance_bytes: settings.stow_max_instance_bytes,
-            max_request_bytes: settings.stow_max_request_bytes,
-            static_dir: settings.viewer_dir.clone(),
-            public_url: settings.public_url.clone(),
-            listen_port: settings.http_port,
-            worker_token: settings.ai.as_ref().map(|a| a.worker_token.clone()),
-        },
-    );
     let ai = match &settings.ai {
         Some(ai_settings) => {
             let ai = crate::ai::AiService::open(index.clone(), ai_settings.clone())
@@ -119,22 +142,14 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         }
         None => None,
     };
-    let admin = crate::admin_api::router(
-        Arc::new(crate::admin_api::AdminState {
-            registry,
-            index: index.clone(),
-            source,
-            ae_title: settings.aet.clone(),
-            admin_token: settings.admin_token.clone(),
-            scu_timeout: std::time::Duration::from_secs(30),
-        }),
-        ai.clone().map(crate::ai::api::admin_router),
-    );
-    let mut router = admin.merge(router);
-    if let Some(ai) = ai {
-        router = router.merge(crate::ai::api::worker_router(ai));
-    }
-
+    let admin = Arc::new(crate::admin_api::AdminState {
+        registry,
+        index: index.clone(),
+        source,
+        ae_title: settings.aet.clone(),
+        scu_timeout: std::time::Duration::from_secs(30),
+    });
+    let router = http_app(http_config(&settings), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
     let mut http_shutdown = shutdown_rx.clone();
@@ -183,5 +198,260 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::{HeaderMap, Method, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    const WORKER_TOKEN: &str = "worker-token";
+
+    /// The node's whole HTTP application over an empty SQLite index, called from `peer`.
+    async fn app(dir: &std::path::Path, admin_token: Option<&str>, peer: &str) -> axum::Router {
+        let index = crate::index::open(&dir.join("index.sqlite").to_string_lossy())
+            .await
+            .unwrap();
+        let storage = Storage::open(&crate::storage::StorageConfig::Local {
+            root: dir.join("objects"),
+        })
+        .unwrap();
+        let ingest = Arc::new(Ingest::new(
+            index.clone(),
+            storage.clone(),
+            crate::ingest::DuplicatePolicy::Keep,
+        ));
+        let registry = crate::ae_registry::AeRegistry::open(index.clone(), &[])
+            .await
+            .unwrap();
+        let ai = crate::ai::AiService::open(
+            index.clone(),
+            crate::ai::AiSettings {
+                worker_token: WORKER_TOKEN.into(),
+                quiet: std::time::Duration::from_secs(60),
+                routes: None,
+                model_versions: Default::default(),
+                max_attempts: 3,
+            },
+        )
+        .await
+        .unwrap();
+        let archive = Arc::new(crate::dicomweb_service::DicomWebArchive {
+            ingest,
+            config: crate::dicomweb_service::DicomWebArchiveConfig { max_results: 100 },
+        });
+        let admin = Arc::new(crate::admin_api::AdminState {
+            registry,
+            index,
+            source: crate::retrieve::ArchiveSource::new(storage),
+            ae_title: "PACS".into(),
+            scu_timeout: std::time::Duration::from_secs(5),
+        });
+        let config = pacs_dicomweb::DicomWebConfig {
+            access: pacs_dicomweb::Access {
+                admin_token: admin_token.map(str::to_string),
+                worker_token: Some(WORKER_TOKEN.into()),
+            },
+            ..Default::default()
+        };
+        http_app(config, archive, admin, Some(ai))
+            .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
+    }
+
+    async fn call(
+        app: &axum::Router,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, serde_json::Value) {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        (status, headers, json)
+    }
+
+    /// The one error body: `{"error": "<message>"}`, as JSON.
+    fn assert_error(what: &str, headers: &HeaderMap, body: &serde_json::Value) {
+        assert_eq!(headers["content-type"], "application/json", "{what}");
+        let object = body.as_object().unwrap_or_else(|| panic!("{what}: {body}"));
+        assert_eq!(object.len(), 1, "{what}: {body}");
+        assert!(
+            !body["error"].as_str().unwrap_or_default().is_empty(),
+            "{what}: {body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_stack_for_dicomweb_admin_and_worker_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path(), None, "127.0.0.1:50000").await;
+        let origin = ("origin", "https://viewer.example");
+        for uri in [
+            "/api/aes",
+            "/api/ai/jobs",
+            "/api/statistics",
+            "/dicom-web/studies",
+            "/healthz",
+        ] {
+            let (status, h, _) = call(&app, Method::GET, uri, &[origin], "").await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert_eq!(h["x-request-id"].len(), 32, "{uri}");
+            assert_eq!(h["access-control-allow-origin"], "*", "{uri}");
+            let (_, h, _) = call(
+                &app,
+                Method::GET,
+                uri,
+                &[("x-request-id", "trace-me-7")],
+                "",
+            )
+            .await;
+            assert_eq!(h["x-request-id"], "trace-me-7", "{uri}");
+        }
+        // the worker API too, refusal included
+        let (status, h, body) =
+            call(&app, Method::POST, "/api/worker/lease", &[origin], "{}").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(h.contains_key("x-request-id"));
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert_error("worker refusal", &h, &body);
+    }
+
+    /// What is asked (router, method, path, headers, body) and the status expected.
+    type Case<'a> = (
+        &'a str,
+        Method,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        StatusCode,
+    );
+
+    #[tokio::test]
+    async fn every_router_answers_errors_in_one_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = app(dir.path(), None, "127.0.0.1:50000").await;
+        let worker = [("authorization", "Bearer worker-token")];
+        let cases: [Case; 8] = [
+            (
+                "DICOMweb",
+                Method::GET,
+                "/dicom-web/studies/1.2.3/metadata",
+                &[],
+                "",
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "DICOMweb",
+                Method::GET,
+                "/dicom-web/studies/not-a-uid/series",
+                &[("accept", "text/html")],
+                "",
+                StatusCode::NOT_ACCEPTABLE,
+            ),
+            (
+                "admin",
+                Method::GET,
+                "/api/aes/NOSUCHAE",
+                &[],
+                "",
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "admin",
+                Method::POST,
+                "/api/aes",
+                &[],
+                "{not json",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "AI admin",
+                Method::GET,
+                "/api/ai/jobs/12345",
+                &[],
+                "",
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                "worker",
+                Method::POST,
+                "/api/worker/lease",
+                &worker,
+                "[]",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "worker",
+                Method::POST,
+                "/api/worker/jobs/abc/heartbeat",
+                &worker,
+                "{}",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                "worker",
+                Method::POST,
+                "/api/worker/jobs/1/heartbeat",
+                &worker,
+                r#"{"worker": "w"}"#,
+                StatusCode::CONFLICT,
+            ),
+        ];
+        for (what, method, uri, headers, body, expected) in cases {
+            let (status, h, json) = call(&local, method, uri, headers, body).await;
+            assert_eq!(status, expected, "{what} {uri}: {json}");
+            assert_error(&format!("{what} {uri}"), &h, &json);
+        }
+        // refusals: not loopback and no admin token; with an admin token, a missing one
+        let outside = app(dir.path(), None, "192.0.2.1:50000").await;
+        let (status, h, json) = call(&outside, Method::GET, "/api/aes", &[], "").await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_error("admin from outside", &h, &json);
+        let dir2 = tempfile::tempdir().unwrap();
+        let guarded = app(dir2.path(), Some("adm"), "127.0.0.1:50000").await;
+        let (status, h, json) = call(&guarded, Method::GET, "/api/ai/jobs", &[], "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(h["www-authenticate"], "Bearer");
+        assert_error("admin without token", &h, &json);
+        let (status, _, _) = call(
+            &guarded,
+            Method::GET,
+            "/api/ai/jobs",
+            &[("authorization", "Bearer adm")],
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        // the worker token is not the admin token, nor the other way round
+        let (status, ..) = call(&guarded, Method::GET, "/api/aes", &worker, "").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, ..) = call(
+            &guarded,
+            Method::POST,
+            "/api/worker/lease",
+            &[("authorization", "Bearer adm")],
+            r#"{"worker": "w"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
 }

@@ -6,6 +6,8 @@ use std::ops::Range;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use crate::identity::Identity;
+
 /// Errors the archive reports; [`crate::error`] maps each to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -132,18 +134,32 @@ pub enum StoreResult {
 
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
+/// Every method that reads or writes receives the caller's [`Identity`] (for the audit trail
+/// and per-caller permissions); an implementation may not need it yet, but it is always there.
 #[async_trait::async_trait]
 pub trait Archive: Send + Sync + 'static {
     /// Counts of what the archive holds, as JSON.
-    async fn statistics(&self) -> Result<serde_json::Value, ArchiveError>;
+    async fn statistics(&self, identity: &Identity) -> Result<serde_json::Value, ArchiveError>;
 
-    async fn search(&self, request: SearchRequest) -> Result<SearchResponse, ArchiveError>;
+    async fn search(
+        &self,
+        request: SearchRequest,
+        identity: &Identity,
+    ) -> Result<SearchResponse, ArchiveError>;
 
     /// Instances of a scope, in series then instance order. NotFound when there are none.
-    async fn instances(&self, scope: &Scope) -> Result<Vec<InstanceInfo>, ArchiveError>;
+    async fn instances(
+        &self,
+        scope: &Scope,
+        identity: &Identity,
+    ) -> Result<Vec<InstanceInfo>, ArchiveError>;
 
     /// The stored object of an instance, as a stream (a large object is never held whole).
-    async fn read_instance(&self, instance: &InstanceInfo) -> Result<ByteStream, ArchiveError>;
+    async fn read_instance(
+        &self,
+        instance: &InstanceInfo,
+        identity: &Identity,
+    ) -> Result<ByteStream, ArchiveError>;
 
     /// Whether an instance stored in `transfer_syntax_uid` can be converted to Explicit VR
     /// Little Endian.
@@ -153,21 +169,33 @@ pub trait Archive: Send + Sync + 'static {
     async fn read_instance_explicit_le(
         &self,
         instance: &InstanceInfo,
+        identity: &Identity,
     ) -> Result<Bytes, ArchiveError>;
 
     /// Metadata of a scope, from what ingest kept: never reads stored objects.
     /// `instance_base` is the URL prefix BulkDataURIs are made absolute with
     /// (`{base}/studies/{study}/series/{series}/instances/{instance}/` is appended per instance).
-    async fn metadata(&self, scope: &Scope, base_url: &str) -> Result<Metadata, ArchiveError>;
+    async fn metadata(
+        &self,
+        scope: &Scope,
+        base_url: &str,
+        identity: &Identity,
+    ) -> Result<Metadata, ArchiveError>;
 
     /// Frames (1-based numbers) as stored, read by ranges from the stored object.
-    async fn frames(&self, scope: &Scope, numbers: &[u32]) -> Result<StoredFrames, ArchiveError>;
+    async fn frames(
+        &self,
+        scope: &Scope,
+        numbers: &[u32],
+        identity: &Identity,
+    ) -> Result<StoredFrames, ArchiveError>;
 
     /// Frames decoded to native pixel data.
     async fn decoded_frames(
         &self,
         scope: &Scope,
         numbers: &[u32],
+        identity: &Identity,
     ) -> Result<Vec<Bytes>, ArchiveError>;
 
     /// A bulk data value of an instance (`path` as in its BulkDataURI, e.g. `7FE00010`), or the
@@ -177,18 +205,19 @@ pub trait Archive: Send + Sync + 'static {
         scope: &Scope,
         path: &str,
         range: Option<Range<u64>>,
+        identity: &Identity,
     ) -> Result<BulkData, ArchiveError>;
 
     /// Renders an instance (or, for a series or study scope, a representative instance) to an
     /// image; returns its bytes.
-    async fn render(&self, scope: &Scope, request: &RenderRequest) -> Result<Bytes, ArchiveError>;
+    async fn render(
+        &self,
+        scope: &Scope,
+        request: &RenderRequest,
+        identity: &Identity,
+    ) -> Result<Bytes, ArchiveError>;
 
     /// Stores one Part 10 object received by STOW-RS; `study` is the study in the request URL,
     /// which the instance must belong to.
-    async fn store(
-        &self,
-        object: Bytes,
-        study: Option<&str>,
-        identity: &crate::Identity,
-    ) -> StoreResult;
+    async fn store(&self, object: Bytes, study: Option<&str>, identity: &Identity) -> StoreResult;
 }

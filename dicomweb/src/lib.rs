@@ -4,25 +4,27 @@
 
 pub mod archive;
 pub mod error;
+pub mod identity;
 pub mod media;
 mod qido;
+mod stack;
 mod stow;
 mod wado;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method};
-use axum::middleware::{self, Next};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
-use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use dicom_dictionary_std::uids;
 
 pub use archive::{Archive, ArchiveError};
+pub use error::HttpError;
+pub use identity::{token_matches, Access, Identity, Permission, Principal};
+pub use stack::{app, RouteGroup};
 
 /// Settings of the HTTP front-end.
 #[derive(Debug, Clone)]
@@ -42,8 +44,8 @@ pub struct DicomWebConfig {
     pub public_url: Option<String>,
     /// The port the HTTP listener is bound to (completes a Host header that lacks a port).
     pub listen_port: u16,
-    /// Requests with `Authorization: Bearer <this>` come from an AI worker.
-    pub worker_token: Option<String>,
+    /// The credentials callers may present, and what each grants.
+    pub access: Access,
 }
 
 impl Default for DicomWebConfig {
@@ -56,7 +58,7 @@ impl Default for DicomWebConfig {
             static_dir: None,
             public_url: None,
             listen_port: 8080,
-            worker_token: None,
+            access: Access::default(),
         }
     }
 }
@@ -64,38 +66,6 @@ impl Default for DicomWebConfig {
 pub(crate) struct AppState {
     pub archive: Arc<dyn Archive>,
     pub config: DicomWebConfig,
-}
-
-/// Who is making a request. Every request gets one (anonymous today); authentication will set
-/// it in [`identify`], and handlers and the audit trail read it from the request extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    Anonymous,
-    /// An AI worker (it presented the worker token): what it stores is AI output.
-    AiWorker,
-}
-
-async fn identify(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    // compare digests, so that the time taken says nothing about the token
-    let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
-    let identity = match (&state.config.worker_token, presented) {
-        (Some(token), Some(p)) if digest(p).as_ref() == digest(token).as_ref() => {
-            Identity::AiWorker
-        }
-        _ => Identity::Anonymous,
-    };
-    request.extensions_mut().insert(identity);
-    next.run(request).await
 }
 
 /// The URL of the DICOMweb root as clients reach it.
@@ -129,39 +99,37 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     format!("{origin}{}", state.config.root)
 }
 
-/// Media type of an encapsulated transfer syntax's frames for WADO-RS (PS3.18 Table 8.7.3-5):
-/// image/jpeg (.50 .51 .57 .70), image/jls (.80 .81), image/jp2 (.90 .91), image/jpx (.92 .93),
-/// image/jphc (HTJ2K .201 .202 .203), image/dicom-rle (RLE), image/jxl (.110 .111 .112),
-/// video/mpeg (MPEG-2), video/mp4 (H.264, HEVC); application/octet-stream for the encapsulated
-/// but uncompressed/deflated frame syntaxes (1.2.840.10008.1.2.1.98, 1.2.840.10008.1.2.8.1),
-/// which are told apart by the `transfer-syntax` parameter. None for native (uncompressed)
-/// transfer syntaxes and for unknown UIDs.
+/// Media type of an encapsulated transfer syntax's frames for WADO-RS (PS3.18 Table 8.7.3-5).
+/// The encapsulated but uncompressed or deflated frame syntaxes are application/octet-stream,
+/// told apart by the `transfer-syntax` parameter. None for native (uncompressed) transfer
+/// syntaxes and for unknown UIDs.
 pub fn frame_media_type(transfer_syntax_uid: &str) -> Option<&'static str> {
-    let uid = transfer_syntax_uid.trim_end_matches(['\0', ' ']);
-    let suffix = uid.strip_prefix("1.2.840.10008.1.2.")?;
-    Some(match suffix {
-        "4.50" | "4.51" | "4.57" | "4.70" => "image/jpeg",
-        "4.80" | "4.81" => "image/jls",
-        "4.90" | "4.91" => "image/jp2",
-        "4.92" | "4.93" => "image/jpx",
-        "4.201" | "4.202" | "4.203" => "image/jphc",
-        "4.110" | "4.111" | "4.112" => "image/jxl",
-        "5" => "image/dicom-rle",
-        "4.100" | "4.100.1" | "4.101" | "4.101.1" => "video/mpeg",
-        "4.102" | "4.102.1" | "4.103" | "4.103.1" | "4.104" | "4.104.1" | "4.105" | "4.105.1"
-        | "4.106" | "4.106.1" | "4.107" | "4.108" => "video/mp4",
-        "1.98" | "8.1" => "application/octet-stream",
+    use uids::*;
+    Some(match transfer_syntax_uid.trim_end_matches(['\0', ' ']) {
+        JPEG_BASELINE8_BIT | JPEG_EXTENDED12_BIT | JPEG_LOSSLESS | JPEG_LOSSLESS_SV1 => {
+            "image/jpeg"
+        }
+        JPEGLS_LOSSLESS | JPEGLS_NEAR_LOSSLESS => "image/jls",
+        JPEG2000_LOSSLESS | JPEG2000 => "image/jp2",
+        JPEG2000MC_LOSSLESS | JPEG2000MC => "image/jpx",
+        HTJ2K_LOSSLESS | HTJ2K_LOSSLESS_RPCL | HTJ2K => "image/jphc",
+        JPEGXL_LOSSLESS | JPEGXLJPEG_RECOMPRESSION | JPEGXL => "image/jxl",
+        RLE_LOSSLESS => "image/dicom-rle",
+        MPEG2MPML | MPEG2MPMLF | MPEG2MPHL | MPEG2MPHLF => "video/mpeg",
+        MPEG4HP41 | MPEG4HP41F | MPEG4HP41BD | MPEG4HP41BDF | MPEG4HP422D | MPEG4HP422DF
+        | MPEG4HP423D | MPEG4HP423DF | MPEG4HP42STEREO | MPEG4HP42STEREOF | HEVCMP51
+        | HEVCM10P51 => "video/mp4",
+        ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN | DEFLATED_IMAGE_FRAME_COMPRESSION => {
+            "application/octet-stream"
+        }
         _ => return None,
     })
 }
 
-/// The router: DICOMweb under `config.root`, health and statistics, the static viewer; CORS,
-/// compression, tracing and the identity hook as layers around it.
-pub fn router(archive: Arc<dyn Archive>, config: DicomWebConfig) -> Router {
-    let root = config.root.trim_end_matches('/').to_string();
-    let cors = cors_layer(&config.cors_origins);
-    let static_dir = config.static_dir.clone();
-    let state = Arc::new(AppState { archive, config });
+/// The DICOMweb routes under `config.root`, health and statistics (no layers: [`app`] puts
+/// them under the one HTTP stack with the node's other route groups).
+pub(crate) fn routes(state: Arc<AppState>) -> Router {
+    let root = state.config.root.trim_end_matches('/').to_string();
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store_studies))
         .route("/series", get(qido::all_series))
@@ -236,65 +204,19 @@ pub fn router(archive: Arc<dyn Archive>, config: DicomWebConfig) -> Router {
         })
         // no request body limit here: STOW-RS enforces its own limits while streaming
         .layer(axum::extract::DefaultBodyLimit::disable());
-    let mut app = Router::new()
+    Router::new()
         .nest(&root, dicomweb)
         .route("/healthz", get(healthz))
-        .route("/api/statistics", get(statistics));
-    if let Some(dir) = static_dir {
-        // a single-page application: unknown paths get index.html
-        let index = dir.join("index.html");
-        app = app.fallback_service(
-            tower_http::services::ServeDir::new(&dir)
-                .fallback(tower_http::services::ServeFile::new(index)),
-        );
-    }
-    // Compress JSON, not DICOM, pixels or images (already dense, and costly to deflate).
-    let compress = SizeAbove::new(1024)
-        .and(NotForContentType::new("multipart/related"))
-        .and(NotForContentType::IMAGES)
-        .and(NotForContentType::new("application/octet-stream"));
-    app.with_state(state.clone())
-        .layer(middleware::from_fn_with_state(state, identify))
-        .layer(CompressionLayer::new().compress_when(compress))
-        .layer(cors)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-}
-
-fn cors_layer(origins: &[String]) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers(Any)
-        .expose_headers([
-            header::WARNING,
-            header::CONTENT_RANGE,
-            header::ETAG,
-            header::CONTENT_TYPE,
-            header::CONTENT_LENGTH,
-        ])
-        .max_age(std::time::Duration::from_secs(3600));
-    if origins.iter().any(|o| o == "*") {
-        layer.allow_origin(Any)
-    } else {
-        let list: Vec<HeaderValue> = origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
-        layer.allow_origin(AllowOrigin::list(list))
-    }
+        .route("/api/statistics", get(statistics))
+        .with_state(state)
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn statistics(State(state): State<Arc<AppState>>) -> Response {
-    match state.archive.statistics().await {
+async fn statistics(State(state): State<Arc<AppState>>, identity: Identity) -> Response {
+    match state.archive.statistics(&identity).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error::HttpError::from(e).into_response(),
     }

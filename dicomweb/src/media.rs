@@ -2,8 +2,12 @@
 //! bodies (RFC 2387) as PS3.18 8.7 uses them.
 
 use bytes::Bytes;
+use dicom_dictionary_std::uids;
 
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+/// Explicit VR Big Endian: retired (PS3.5 A.3, hence deprecated in the dictionary) but still
+/// received from old modalities; its native frames are not the little endian bytes.
+#[allow(deprecated)]
+pub const EXPLICIT_VR_BIG_ENDIAN: &str = uids::EXPLICIT_VR_BIG_ENDIAN;
 
 /// One media range of an Accept header.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +123,7 @@ pub fn wanted_transfer_syntaxes(ranges: &[MediaRange], part: &str) -> Vec<String
         .map(|r| {
             r.transfer_syntax
                 .clone()
-                .unwrap_or_else(|| EXPLICIT_VR_LE.to_string())
+                .unwrap_or_else(|| uids::EXPLICIT_VR_LITTLE_ENDIAN.to_string())
         })
         .collect()
 }
@@ -196,28 +200,38 @@ mod tests {
     #[test]
     fn frame_media_types_follow_ps3_18() {
         let cases = [
-            ("1.2.840.10008.1.2.4.50", Some("image/jpeg")),
-            ("1.2.840.10008.1.2.4.51", Some("image/jpeg")),
-            ("1.2.840.10008.1.2.4.57", Some("image/jpeg")),
-            ("1.2.840.10008.1.2.4.70", Some("image/jpeg")),
-            ("1.2.840.10008.1.2.4.80", Some("image/jls")),
-            ("1.2.840.10008.1.2.4.81", Some("image/jls")),
-            ("1.2.840.10008.1.2.4.90", Some("image/jp2")),
-            ("1.2.840.10008.1.2.4.91", Some("image/jp2")),
-            ("1.2.840.10008.1.2.4.201", Some("image/jphc")),
-            ("1.2.840.10008.1.2.4.202", Some("image/jphc")),
-            ("1.2.840.10008.1.2.4.203", Some("image/jphc")),
-            ("1.2.840.10008.1.2.5", Some("image/dicom-rle")),
-            ("1.2.840.10008.1.2.4.100", Some("video/mpeg")),
-            ("1.2.840.10008.1.2", None),
-            ("1.2.840.10008.1.2.1", None),
-            ("1.2.840.10008.1.2.2", None),
-            ("1.2.840.10008.1.2.1.99", None),
+            (uids::JPEG_BASELINE8_BIT, Some("image/jpeg")),
+            (uids::JPEG_EXTENDED12_BIT, Some("image/jpeg")),
+            (uids::JPEG_LOSSLESS, Some("image/jpeg")),
+            (uids::JPEG_LOSSLESS_SV1, Some("image/jpeg")),
+            (uids::JPEGLS_LOSSLESS, Some("image/jls")),
+            (uids::JPEGLS_NEAR_LOSSLESS, Some("image/jls")),
+            (uids::JPEG2000_LOSSLESS, Some("image/jp2")),
+            (uids::JPEG2000, Some("image/jp2")),
+            (uids::HTJ2K_LOSSLESS, Some("image/jphc")),
+            (uids::HTJ2K_LOSSLESS_RPCL, Some("image/jphc")),
+            (uids::HTJ2K, Some("image/jphc")),
+            (uids::RLE_LOSSLESS, Some("image/dicom-rle")),
+            (uids::MPEG2MPML, Some("video/mpeg")),
+            (uids::IMPLICIT_VR_LITTLE_ENDIAN, None),
+            (uids::EXPLICIT_VR_LITTLE_ENDIAN, None),
+            (EXPLICIT_VR_BIG_ENDIAN, None),
+            (uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, None),
+            (uids::JPEG2000MC, Some("image/jpx")),
+            (uids::JPEGXL, Some("image/jxl")),
+            (uids::HEVCMP51, Some("video/mp4")),
+            (
+                uids::ENCAPSULATED_UNCOMPRESSED_EXPLICIT_VR_LITTLE_ENDIAN,
+                Some("application/octet-stream"),
+            ),
             ("1.2.3", None),
         ];
         for (uid, media_type) in cases {
             assert_eq!(frame_media_type(uid), media_type, "{uid}");
         }
+        // UIDs padded to even length (PS3.5 9.1) are the same UID
+        let padded = format!("{}\0", uids::JPEG_BASELINE8_BIT);
+        assert_eq!(frame_media_type(&padded), Some("image/jpeg"));
     }
 
     #[test]
@@ -238,7 +252,7 @@ mod tests {
         let any = parse_accept(None);
         assert_eq!(
             wanted_transfer_syntaxes(&any, "application/dicom"),
-            vec![EXPLICIT_VR_LE.to_string()]
+            vec![uids::EXPLICIT_VR_LITTLE_ENDIAN.to_string()]
         );
         assert!(accepts(
             &parse_accept(Some("application/*")),

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::archive::{SearchLevel, SearchRequest};
 use crate::error::HttpError;
+use crate::identity::Identity;
 use crate::{base_url, AppState};
 
 /// Parameters that are not matching keys (PS3.18 8.3.4).
@@ -93,6 +94,7 @@ fn percent_decode(s: &str) -> String {
 
 async fn search(
     state: Arc<AppState>,
+    identity: Identity,
     headers: &HeaderMap,
     raw: Option<String>,
     level: SearchLevel,
@@ -117,7 +119,7 @@ async fn search(
         series,
         base_url(&state, headers),
     )?;
-    let result = state.archive.search(request).await?;
+    let result = state.archive.search(request, &identity).await?;
     let body = serde_json::to_vec(&result.datasets)
         .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, json_type)], body).into_response();
@@ -137,54 +139,79 @@ async fn search(
 
 pub async fn studies(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    search(s, &headers, q, SearchLevel::Study, None, None).await
+    search(s, identity, &headers, q, SearchLevel::Study, None, None).await
 }
 
 pub async fn all_series(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    search(s, &headers, q, SearchLevel::Series, None, None).await
+    search(s, identity, &headers, q, SearchLevel::Series, None, None).await
 }
 
 pub async fn all_instances(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    search(s, &headers, q, SearchLevel::Instance, None, None).await
+    search(s, identity, &headers, q, SearchLevel::Instance, None, None).await
 }
 
 pub async fn study_series(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    search(s, &headers, q, SearchLevel::Series, Some(study), None).await
+    search(
+        s,
+        identity,
+        &headers,
+        q,
+        SearchLevel::Series,
+        Some(study),
+        None,
+    )
+    .await
 }
 
 pub async fn study_instances(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
-    search(s, &headers, q, SearchLevel::Instance, Some(study), None).await
+    search(
+        s,
+        identity,
+        &headers,
+        q,
+        SearchLevel::Instance,
+        Some(study),
+        None,
+    )
+    .await
 }
 
 pub async fn series_instances(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, HttpError> {
     search(
         s,
+        identity,
         &headers,
         q,
         SearchLevel::Instance,

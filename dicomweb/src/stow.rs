@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::archive::StoreResult;
 use crate::error::HttpError;
+use crate::identity::Identity;
 use crate::{base_url, AppState};
 
 /// Failure reason for a part that could not even be read as a DICOM object (PS3.18 Table
@@ -21,22 +22,20 @@ const OUT_OF_RESOURCES: u16 = 0xA700;
 
 pub async fn store_studies(
     State(state): State<Arc<AppState>>,
-    identity: Option<axum::Extension<crate::Identity>>,
+    identity: Identity,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let identity = identity.map(|e| e.0).unwrap_or(crate::Identity::Anonymous);
     store(state, headers, body, None, identity).await
 }
 
 pub async fn store_study(
     State(state): State<Arc<AppState>>,
-    identity: Option<axum::Extension<crate::Identity>>,
+    identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    let identity = identity.map(|e| e.0).unwrap_or(crate::Identity::Anonymous);
     store(state, headers, body, Some(study), identity).await
 }
 
@@ -86,7 +85,7 @@ async fn store(
     headers: HeaderMap,
     body: Body,
     study: Option<String>,
-    identity: crate::Identity,
+    identity: Identity,
 ) -> Result<Response, HttpError> {
     let boundary = boundary(&headers)?;
     let limits = &state.config;

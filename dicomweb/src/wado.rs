@@ -11,7 +11,10 @@ use futures::StreamExt;
 
 use crate::archive::{InstanceInfo, RenderRequest, Scope};
 use crate::error::HttpError;
-use crate::media::{self, Multipart, EXPLICIT_VR_LE};
+use crate::identity::Identity;
+use dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
+
+use crate::media::{self, Multipart};
 use crate::{base_url, AppState};
 
 fn accept_ranges(headers: &HeaderMap) -> Vec<media::MediaRange> {
@@ -36,6 +39,7 @@ enum Delivery {
 
 async fn retrieve(
     state: Arc<AppState>,
+    identity: Identity,
     headers: HeaderMap,
     scope: Scope,
 ) -> Result<Response, HttpError> {
@@ -45,7 +49,7 @@ async fn retrieve(
             "instances are served as multipart/related; type=\"application/dicom\"",
         ));
     }
-    let instances = state.archive.instances(&scope).await?;
+    let instances = state.archive.instances(&scope, &identity).await?;
     // Decide every instance's delivery before sending anything: a 406 must come before the
     // first byte.
     let mut plan = Vec::with_capacity(instances.len());
@@ -55,7 +59,7 @@ async fn retrieve(
             .find_map(|ts| {
                 if ts == "*" || *ts == instance.transfer_syntax_uid {
                     Some(Delivery::AsStored)
-                } else if ts == EXPLICIT_VR_LE
+                } else if ts == EXPLICIT_VR_LITTLE_ENDIAN
                     && state.archive.can_transcode(&instance.transfer_syntax_uid)
                 {
                     Some(Delivery::ExplicitLe)
@@ -77,29 +81,31 @@ async fn retrieve(
     let multipart = Arc::new(Multipart::new());
     let content_type = multipart.content_type("application/dicom");
     let archive = state.archive.clone();
+    let identity = Arc::new(identity);
     let mp = multipart.clone();
     // Instances are read a few ahead of the one being sent (reads overlap the network), and
     // a large one arrives as a stream: a 2 GB study never needs 2 GB of memory.
     let body = futures::stream::iter(plan)
         .map(move |(instance, delivery): (InstanceInfo, Delivery)| {
             let archive = archive.clone();
+            let identity = identity.clone();
             let mp = mp.clone();
             async move {
                 let (ts, stream): (String, crate::archive::ByteStream) = match delivery {
                     Delivery::AsStored => {
                         let s = archive
-                            .read_instance(&instance)
+                            .read_instance(&instance, &identity)
                             .await
                             .map_err(std::io::Error::other)?;
                         (instance.transfer_syntax_uid.clone(), s)
                     }
                     Delivery::ExplicitLe => {
                         let bytes = archive
-                            .read_instance_explicit_le(&instance)
+                            .read_instance_explicit_le(&instance, &identity)
                             .await
                             .map_err(std::io::Error::other)?;
                         (
-                            EXPLICIT_VR_LE.to_string(),
+                            EXPLICIT_VR_LITTLE_ENDIAN.to_string(),
                             futures::stream::once(async { Ok(bytes) }).boxed(),
                         )
                     }
@@ -131,32 +137,42 @@ async fn retrieve(
 
 pub async fn retrieve_study(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    retrieve(s, headers, scope(study, None, None)).await
+    retrieve(s, identity, headers, scope(study, None, None)).await
 }
 
 pub async fn retrieve_series(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    retrieve(s, headers, scope(study, Some(series), None)).await
+    retrieve(s, identity, headers, scope(study, Some(series), None)).await
 }
 
 pub async fn retrieve_instance(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    retrieve(s, headers, scope(study, Some(series), Some(instance))).await
+    retrieve(
+        s,
+        identity,
+        headers,
+        scope(study, Some(series), Some(instance)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- metadata
 
 async fn metadata(
     state: Arc<AppState>,
+    identity: Identity,
     headers: HeaderMap,
     scope: Scope,
 ) -> Result<Response, HttpError> {
@@ -172,7 +188,7 @@ async fn metadata(
     };
     let metadata = state
         .archive
-        .metadata(&scope, &base_url(&state, &headers))
+        .metadata(&scope, &base_url(&state, &headers), &identity)
         .await?;
     let etag = format!("\"{}\"", metadata.etag);
     if headers
@@ -201,26 +217,35 @@ async fn metadata(
 
 pub async fn study_metadata(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    metadata(s, headers, scope(study, None, None)).await
+    metadata(s, identity, headers, scope(study, None, None)).await
 }
 
 pub async fn series_metadata(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    metadata(s, headers, scope(study, Some(series), None)).await
+    metadata(s, identity, headers, scope(study, Some(series), None)).await
 }
 
 pub async fn instance_metadata(
     State(s): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    metadata(s, headers, scope(study, Some(series), Some(instance))).await
+    metadata(
+        s,
+        identity,
+        headers,
+        scope(study, Some(series), Some(instance)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------- frames
@@ -243,16 +268,17 @@ fn parse_frame_list(list: &str) -> Result<Vec<u32>, HttpError> {
 
 pub async fn frames(
     State(state): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let numbers = parse_frame_list(&list)?;
     let scope = scope(study, Some(series), Some(instance));
     let ranges = accept_ranges(&headers);
-    let stored = state.archive.frames(&scope, &numbers).await?;
+    let stored = state.archive.frames(&scope, &numbers, &identity).await?;
     let ts = stored.transfer_syntax_uid.clone();
     let compressed_type = crate::frame_media_type(&ts);
-    let big_endian = ts == "1.2.840.10008.1.2.2";
+    let big_endian = ts == media::EXPLICIT_VR_BIG_ENDIAN;
     for range in ranges.iter().filter(|r| r.q > 0.0) {
         if !matches!(
             range.essence.as_str(),
@@ -273,7 +299,7 @@ pub async fn frames(
                     let syntax = if big_endian {
                         ts.as_str()
                     } else {
-                        EXPLICIT_VR_LE
+                        EXPLICIT_VR_LITTLE_ENDIAN
                     };
                     let ct = format!("application/octet-stream; transfer-syntax={syntax}");
                     return Ok(multipart_response(
@@ -288,9 +314,14 @@ pub async fn frames(
                         stored.frames.into_iter().map(|f| (ct.clone(), f)).collect(),
                     ));
                 }
-                _ if want.is_none() || want == Some(EXPLICIT_VR_LE) => {
-                    let decoded = state.archive.decoded_frames(&scope, &numbers).await?;
-                    let ct = format!("application/octet-stream; transfer-syntax={EXPLICIT_VR_LE}");
+                _ if want.is_none() || want == Some(EXPLICIT_VR_LITTLE_ENDIAN) => {
+                    let decoded = state
+                        .archive
+                        .decoded_frames(&scope, &numbers, &identity)
+                        .await?;
+                    let ct = format!(
+                        "application/octet-stream; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
+                    );
                     return Ok(multipart_response(
                         "application/octet-stream",
                         decoded.into_iter().map(|f| (ct.clone(), f)).collect(),
@@ -360,12 +391,16 @@ fn parse_range(headers: &HeaderMap) -> Result<Option<std::ops::Range<u64>>, Http
 
 pub async fn bulkdata(
     State(state): State<Arc<AppState>>,
+    identity: Identity,
     Path((study, series, instance, path)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let range = parse_range(&headers)?;
     let scope = scope(study, Some(series), Some(instance));
-    let bulk = state.archive.bulkdata(&scope, &path, range.clone()).await?;
+    let bulk = state
+        .archive
+        .bulkdata(&scope, &path, range.clone(), &identity)
+        .await?;
     let ranges = accept_ranges(&headers);
     let partial = range.is_some();
     let content_range = format!(
@@ -507,6 +542,7 @@ fn parse_render(
 
 async fn render(
     state: Arc<AppState>,
+    identity: Identity,
     headers: HeaderMap,
     raw: Option<String>,
     scope: Scope,
@@ -515,7 +551,7 @@ async fn render(
 ) -> Result<Response, HttpError> {
     let mut request = parse_render(raw.as_deref(), &headers, thumbnail)?;
     request.frame = frame;
-    let image = state.archive.render(&scope, &request).await?;
+    let image = state.archive.render(&scope, &request, &identity).await?;
     let ct = if request.png {
         "image/png"
     } else {
@@ -536,13 +572,14 @@ macro_rules! render_handlers {
     ($($name:ident, $thumb:expr, $frame:expr, ($($p:ident),*) => ($study:expr, $series:expr, $instance:expr, $fr:expr);)*) => {$(
         pub async fn $name(
             State(s): State<Arc<AppState>>,
+            identity: Identity,
             Path(($($p),*,)): Path<($(render_handlers!(@ty $p)),*,)>,
             headers: HeaderMap,
             RawQuery(q): RawQuery,
         ) -> Result<Response, HttpError> {
             let frame: Option<u32> = $fr;
             let _ = $frame;
-            render(s, headers, q, scope($study, $series, $instance), frame, $thumb).await
+            render(s, identity, headers, q, scope($study, $series, $instance), frame, $thumb).await
         }
     )*};
     (@ty $p:ident) => { String };

@@ -1,6 +1,7 @@
 //! HTTP endpoints of the AI job queue.
 //!
-//! Workers (`Authorization: Bearer <worker token>`), under `/api/worker`:
+//! Workers (`Authorization: Bearer <worker token>`: [`Permission::Work`], checked by the HTTP
+//! stack), under `/api/worker`:
 //! - `POST /api/worker/lease` `{"worker": id, "models": [names], "lease_secs": n}` → 200 with
 //!   the job, or 204 when nothing is ready;
 //! - `POST /api/worker/jobs/{id}/heartbeat` `{"worker": id, "lease_secs": n}`;
@@ -18,41 +19,39 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use pacs_dicomweb::{HttpError, Permission, RouteGroup};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
 use super::routing::Route;
 use super::AiService;
-use crate::admin_api::{bearer, token_matches};
-
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    HttpError::new(status, message).into_response()
 }
 
 fn index_error(e: impl std::fmt::Display) -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    HttpError::unavailable(e.to_string()).into_response()
 }
 
-/// The worker endpoints, behind the worker token.
-pub fn worker_router(ai: Arc<AiService>) -> Router {
-    Router::new()
+/// The worker endpoints: a route group that needs the worker token.
+pub fn worker_router(ai: Arc<AiService>) -> RouteGroup {
+    let routes = Router::new()
         .route("/api/worker/lease", post(lease))
         .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat))
         .route("/api/worker/jobs/{id}/complete", post(complete))
         .route("/api/worker/jobs/{id}/fail", post(fail))
         .route("/api/worker/jobs/{id}/release", post(release))
-        .layer(middleware::from_fn_with_state(ai.clone(), worker_access))
-        .with_state(ai)
+        .with_state(ai);
+    RouteGroup::requiring(Permission::Work, routes)
 }
 
-/// The administrators' endpoints (the caller wraps them in the admin access rule).
+/// The administrators' endpoints (the caller puts them in the admin route group).
 pub fn admin_router(ai: Arc<AiService>) -> Router {
     Router::new()
         .route("/api/ai/jobs", get(list_jobs))
@@ -61,18 +60,6 @@ pub fn admin_router(ai: Arc<AiService>) -> Router {
         .route("/api/ai/jobs/{id}/cancel", post(cancel_job))
         .route("/api/ai/routes", get(get_routes).put(put_routes))
         .with_state(ai)
-}
-
-async fn worker_access(State(ai): State<Arc<AiService>>, request: Request, next: Next) -> Response {
-    if !token_matches(bearer(&request), &ai.settings.worker_token) {
-        let peer = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0);
-        warn!(peer = ?peer, path = %request.uri().path(), "worker API call refused: missing or wrong worker token");
-        return error(StatusCode::UNAUTHORIZED, "worker token required");
-    }
-    next.run(request).await
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {

@@ -82,9 +82,11 @@ impl Origin {
 
 impl From<&pacs_dicomweb::Identity> for Origin {
     fn from(identity: &pacs_dicomweb::Identity) -> Origin {
-        match identity {
-            pacs_dicomweb::Identity::AiWorker => Origin::AiWorker,
-            _ => Origin::Http,
+        match identity.principal {
+            pacs_dicomweb::Principal::AiWorker => Origin::AiWorker,
+            pacs_dicomweb::Principal::Anonymous | pacs_dicomweb::Principal::Administrator => {
+                Origin::Http
+            }
         }
     }
 }
