@@ -5,15 +5,20 @@
 //! Objects the AI wrote (stored by an authenticated AI worker, or Segmentation and SR objects)
 //! never match: AI output must not trigger AI work.
 
+use dicom_dictionary_std::uids;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
+
+/// The SR storage SOP classes share this root (PS3.4 B.5); the dictionary has one constant per
+/// class, not one for the family.
+const SR_FAMILY_PREFIX: &str = "1.2.840.10008.5.1.4.1.1.88.";
 
 /// SOP classes that are analysis results, never analysed themselves: Segmentation, and the SR
 /// family (PS3.4 B.5: 1.2.840.10008.5.1.4.1.1.88.*).
 fn is_result_class(sop_class_uid: &str) -> bool {
-    sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.4"
-        || sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.7"
-        || sop_class_uid.starts_with("1.2.840.10008.5.1.4.1.1.88.")
+    sop_class_uid == uids::SEGMENTATION_STORAGE
+        || sop_class_uid == uids::LABEL_MAP_SEGMENTATION_STORAGE
+        || sop_class_uid.starts_with(SR_FAMILY_PREFIX)
 }
 
 /// One routing rule (`[[ai_route]]` in the configuration file, or the admin API).
@@ -159,7 +164,7 @@ mod tests {
             modality: modality.into(),
             body_part: body.into(),
             series_description: desc.into(),
-            sop_classes: vec!["1.2.840.10008.5.1.4.1.1.2".into()],
+            sop_classes: vec![uids::CT_IMAGE_STORAGE.into()],
             calling_aes: vec!["CT1".into()],
             ai_output: false,
         }
@@ -194,9 +199,9 @@ mod tests {
         f.calling_aes = vec!["PACS-AI".into()];
         assert_eq!(r.models_for(&f), ["ct-classical"]);
         let mut f = facts("CT", "", "");
-        f.sop_classes = vec!["1.2.840.10008.5.1.4.1.1.66.4".into()];
+        f.sop_classes = vec![uids::SEGMENTATION_STORAGE.into()];
         assert!(r.models_for(&f).is_empty());
-        f.sop_classes = vec!["1.2.840.10008.5.1.4.1.1.88.34".into()];
+        f.sop_classes = vec![uids::COMPREHENSIVE3_DSR_STORAGE.into()];
         assert!(r.models_for(&f).is_empty());
     }
 
