@@ -2,7 +2,7 @@
 //! limit/offset, includefield; WADO-RS instances, metadata, frames, bulk data; STOW-RS success,
 //! partial failure and rejection.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Bad input on the DIMSE port: every case gets a clear status or a clean end of the
 //! association, the node stays healthy, and nothing already stored is lost or changed.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

@@ -1,7 +1,7 @@
 //! C-FIND SCP (Patient Root and Study Root) against DCMTK's findscu and pynetdicom, on both
 //! index backends: the same query engine as QIDO-RS.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! C-MOVE and C-GET SCP, the storage SCU and the AE registry, against DCMTK's movescu, getscu
 //! and storescp and against pynetdicom, on both index backends.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! `pacs` binary, on both index backends. After each run the index and the object store must
 //! hold exactly what was sent.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

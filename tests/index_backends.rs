@@ -1,6 +1,6 @@
 //! The index interface behaves the same on SQLite and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 
