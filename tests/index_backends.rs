@@ -4,6 +4,7 @@ use crate::support;
 
 use std::sync::Arc;
 
+use dicom_dictionary_std::uids;
 use pacs::index::{Index, InsertOutcome, InstanceRecord};
 use support::{both_backends, Backend};
 
@@ -33,9 +34,9 @@ fn record(study: &str, series: &str, sop: &str) -> InstanceRecord {
         modality: "CT".into(),
         series_number: Some(2),
         sop_instance_uid: sop.into(),
-        sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+        sop_class_uid: uids::CT_IMAGE_STORAGE.into(),
         instance_number: Some(1),
-        transfer_syntax_uid: "1.2.840.10008.1.2.1".into(),
+        transfer_syntax_uid: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
         rows: Some(512),
         columns: Some(512),
         object_key: format!("{study}/{series}/{sop}.dcm"),
