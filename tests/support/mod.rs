@@ -8,7 +8,8 @@
 //! - `DCMTK_BIN`: directory holding the DCMTK tools (default `/usr/bin`).
 //! - `PACS_TEST_DATABASE_URL`: an existing PostgreSQL server on which the
 //!   user may `CREATE DATABASE`; without it a private cluster is started
-//!   once per test process.
+//!   on first use, once per run (all tests share the one test process),
+//!   and removed when the process ends. Every test gets its own database.
 //! - `PACS_TEST_PG_BIN`: directory holding `initdb` and `postgres`.
 //!
 //! A missing peer (DCMTK, PostgreSQL, pydicom) is a test failure, never a
