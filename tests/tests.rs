@@ -36,12 +36,12 @@ fn every_test_file_is_a_module() {
             continue;
         }
         if !declared.lines().any(|l| l == format!("mod {stem};")) {
-            missing.push(stem.to_string());
+            missing.push(format!("tests/{stem}.rs"));
         }
     }
     assert!(
         missing.is_empty(),
-        "tests/{{{}}}.rs not declared in tests/tests.rs: add `mod <name>;` lines",
-        missing.join(",")
+        "not declared in tests/tests.rs (add a `mod <name>;` line): {}",
+        missing.join(", ")
     );
 }
