@@ -3,7 +3,7 @@
 //! (lease, heartbeat, expiry, complete, fail, retry, cancel) and its admin API, on both backends;
 //! and two nodes sharing one PostgreSQL queueing each series once.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

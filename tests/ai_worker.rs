@@ -6,7 +6,7 @@
 //! The worker binary is built by `cargo test --workspace` (the README's test command); run alone,
 //! this file needs `cargo build -p pacs-ai-worker` first.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,11 +2,12 @@
 //! limit/offset, includefield; WADO-RS instances, metadata, frames, bulk data; STOW-RS success,
 //! partial failure and rejection.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use dicom_dictionary_std::uids;
 use serde_json::Value;
 use support::multipart;
 use support::{both_backends, Backend, HttpResponse, Node, NodeOptions};
@@ -682,7 +683,7 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
         assert!(parts[0]
             .content_type()
             .unwrap()
-            .contains("transfer-syntax=1.2.840.10008.1.2.4.90"));
+            .contains(&format!("transfer-syntax={}", uids::JPEG2000_LOSSLESS)));
     }
     // decoded to native when the client wants uncompressed pixels
     let int = |tag| original.element(tag).unwrap().to_int::<usize>().unwrap();
@@ -713,7 +714,7 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
     assert!(part
         .content_type()
         .unwrap()
-        .contains("1.2.840.10008.1.2.4.90"));
+        .contains(uids::JPEG2000_LOSSLESS));
     let r = get(
         &node,
         &base,
@@ -721,14 +722,14 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let part = &multipart::parse(r.header("content-type").unwrap(), &r.body)[0];
-    assert!(part
-        .content_type()
-        .unwrap()
-        .contains("transfer-syntax=1.2.840.10008.1.2.1"));
+    assert!(part.content_type().unwrap().contains(&format!(
+        "transfer-syntax={}",
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
+    )));
     let transcoded = dicom_object::from_reader(std::io::Cursor::new(&part.body[128..])).unwrap();
     assert_eq!(
         transcoded.meta().transfer_syntax().trim_end_matches('\0'),
-        "1.2.840.10008.1.2.1"
+        uids::EXPLICIT_VR_LITTLE_ENDIAN
     );
     let pixels = transcoded
         .element(dicom_dictionary_std::tags::PIXEL_DATA)
@@ -737,14 +738,11 @@ async fn compressed_frames_transcoding_and_rendering(backend: Backend) {
         .unwrap();
     assert_eq!(pixels.len(), rows * cols * spp * bits / 8);
     // a syntax that cannot be produced: 406 with an explanation
-    let r = get(
-        &node,
-        &base,
-        &[(
-            "Accept",
-            "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840.10008.1.2.4.50",
-        )],
+    let accept = format!(
+        "multipart/related; type=\"application/dicom\"; transfer-syntax={}",
+        uids::JPEG_BASELINE8_BIT
     );
+    let r = get(&node, &base, &[("Accept", accept.as_str())]);
     assert_eq!(r.status, 406);
     assert!(r.text().contains("transfer-syntax=*"), "{}", r.text());
     // rendered and thumbnails, JPEG and PNG, at every level

@@ -1,14 +1,14 @@
 //! Bad input on the DIMSE port: every case gets a clear status or a clean end of the
 //! association, the node stays healthy, and nothing already stored is lost or changed.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_ul::pdu::{
     AssociationRJResult, AssociationRJServiceProviderPresentationReason,
     AssociationRJServiceUserReason, AssociationRJSource,
@@ -195,7 +195,7 @@ async fn bad_data_sets_get_their_status(backend: Backend) {
         obj.put(DataElement::new(
             tags::SOP_CLASS_UID,
             VR::UI,
-            PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.4"),
+            PrimitiveValue::from(uids::MR_IMAGE_STORAGE),
         ));
         obj.put(DataElement::new(
             tags::SOP_INSTANCE_UID,

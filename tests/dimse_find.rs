@@ -1,7 +1,7 @@
 //! C-FIND SCP (Patient Root and Study Root) against DCMTK's findscu and pynetdicom, on both
 //! index backends: the same query engine as QIDO-RS.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -289,10 +289,10 @@ both_backends!(character_sets_in_and_out);
 #[test]
 fn c_cancel_stops_a_c_find() {
     use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::uids::STUDY_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_FIND as STUDY_ROOT_FIND;
     use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
     use dicom_ul::pdu::{PDataValue, PDataValueType};
     use dicom_ul::Pdu;
-    const STUDY_ROOT_FIND: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 
     let node = Node::start(Backend::Sqlite);
     let (_dir, synth) = support::synth_ct(30, 43);

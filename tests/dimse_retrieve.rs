@@ -1,12 +1,12 @@
 //! C-MOVE and C-GET SCP, the storage SCU and the AE registry, against DCMTK's movescu, getscu
 //! and storescp and against pynetdicom, on both index backends.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use serde_json::Value;
 use support::{both_backends, Backend, Node, NodeOptions, StoreScp};
@@ -210,7 +210,7 @@ async fn dcmtk_move_and_get_return_what_was_stored(backend: Backend) {
         .trim_end_matches('\0')
         .to_string();
     assert!(
-        ts == "1.2.840.10008.1.2.1" || ts == "1.2.840.10008.1.2",
+        ts == uids::EXPLICIT_VR_LITTLE_ENDIAN || ts == uids::IMPLICIT_VR_LITTLE_ENDIAN,
         "received in {ts}"
     );
     let pixels = moved.element(tags::PIXEL_DATA).unwrap().to_bytes().unwrap();

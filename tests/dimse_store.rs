@@ -2,11 +2,12 @@
 //! `pacs` binary, on both index backends. After each run the index and the object store must
 //! hold exactly what was sent.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use dicom_dictionary_std::uids;
 use support::archive::{list_files, temp_files, uids, verify_consistent};
 use support::{both_backends, Backend, Node};
 
@@ -26,18 +27,20 @@ const BROKEN: &[&str] = &[
 /// so the file travels and is stored as it is).
 fn storescu_flag(ts: &str) -> Option<&'static str> {
     Some(match ts {
-        "1.2.840.10008.1.2" => "-xi",
-        "1.2.840.10008.1.2.1" => "-xe",
-        "1.2.840.10008.1.2.2" => "-xb",
-        "1.2.840.10008.1.2.1.99" => "-xd",
-        "1.2.840.10008.1.2.4.50" => "-xy",
-        "1.2.840.10008.1.2.4.51" => "-xx",
-        "1.2.840.10008.1.2.4.70" => "-xs",
-        "1.2.840.10008.1.2.4.80" => "-xt",
-        "1.2.840.10008.1.2.4.81" => "-xu",
-        "1.2.840.10008.1.2.4.90" => "-xv",
-        "1.2.840.10008.1.2.4.91" => "-xw",
-        "1.2.840.10008.1.2.5" => "-xr",
+        uids::IMPLICIT_VR_LITTLE_ENDIAN => "-xi",
+        uids::EXPLICIT_VR_LITTLE_ENDIAN => "-xe",
+        // retired (PS3.5 A.3), hence deprecated in the dictionary; storescu still offers it
+        #[allow(deprecated)]
+        uids::EXPLICIT_VR_BIG_ENDIAN => "-xb",
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN => "-xd",
+        uids::JPEG_BASELINE8_BIT => "-xy",
+        uids::JPEG_EXTENDED12_BIT => "-xx",
+        uids::JPEG_LOSSLESS_SV1 => "-xs",
+        uids::JPEGLS_LOSSLESS => "-xt",
+        uids::JPEGLS_NEAR_LOSSLESS => "-xu",
+        uids::JPEG2000_LOSSLESS => "-xv",
+        uids::JPEG2000 => "-xw",
+        uids::RLE_LOSSLESS => "-xr",
         _ => return None,
     })
 }
@@ -331,7 +334,7 @@ fn write_multiframe(path: &std::path::Path, frames: u32) -> String {
     obj.put(s(
         tags::SOP_CLASS_UID,
         VR::UI,
-        "1.2.840.10008.5.1.4.1.1.4.1",
+        uids::ENHANCED_MR_IMAGE_STORAGE,
     ));
     obj.put(s(tags::SOP_INSTANCE_UID, VR::UI, &sop));
     obj.put(s(
@@ -391,7 +394,7 @@ fn write_multiframe(path: &std::path::Path, frames: u32) -> String {
         PrimitiveValue::U16(pixels.into()),
     ));
     let file = obj
-        .with_meta(FileMetaTableBuilder::new().transfer_syntax("1.2.840.10008.1.2.1"))
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(uids::EXPLICIT_VR_LITTLE_ENDIAN))
         .unwrap();
     file.write_to_file(path).unwrap();
     sop

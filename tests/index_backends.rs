@@ -1,11 +1,10 @@
 //! The index interface behaves the same on SQLite and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 
 use dicom_dictionary_std::uids;
-
 use pacs::index::{Index, InsertOutcome, InstanceRecord};
 use support::{both_backends, Backend};
 

@@ -1,7 +1,7 @@
 //! Objects in an S3-compatible store: a real local S3 server (moto's, from PyPI) started by the
 //! test on 127.0.0.1, the node configured with `--storage s3://bucket`.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

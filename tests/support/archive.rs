@@ -83,7 +83,6 @@ pub fn temp_files(data_dir: &Path) -> Vec<String> {
 pub struct FileInfo {
     pub path: String,
     pub sop_instance_uid: String,
-    pub sop_class_uid: String,
     pub transfer_syntax_uid: String,
     /// Whether the data set has the Study and Series Instance UIDs an archive needs.
     pub has_study_and_series: bool,

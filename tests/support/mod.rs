@@ -1,24 +1,25 @@
 //! Shared integration-test harness: external peers (DCMTK, Python/pydicom),
 //! throwaway PostgreSQL databases, and a running `pacs` node.
 //!
-//! Include it from an integration test with `mod support;`.
+//! Mounted once, as `mod support;` in tests/tests.rs (the one integration test crate);
+//! test modules import it with `use crate::support;`.
 //!
 //! Environment knobs:
 //! - `DCMTK_BIN`: directory holding the DCMTK tools (default `/usr/bin`).
 //! - `PACS_TEST_DATABASE_URL`: an existing PostgreSQL server on which the
 //!   user may `CREATE DATABASE`; without it a private cluster is started
-//!   once per test process.
+//!   on first use, once per run (all tests share the one test process),
+//!   and removed when the process ends. Every test gets its own database.
 //! - `PACS_TEST_PG_BIN`: directory holding `initdb` and `postgres`.
 //!
 //! A missing peer (DCMTK, PostgreSQL, pydicom) is a test failure, never a
 //! skip.
 
-#![allow(dead_code)]
-
 /// Index/object-store consistency checks (tests/support/archive.rs).
 pub mod archive;
-/// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
+/// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
+/// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
 pub mod raw_client;
 
 use std::collections::{HashMap, HashSet};
@@ -215,7 +216,6 @@ pub fn storescu(node: &Node, calling_aet: &str, args: &[&str], files: &[&Path]) 
 pub struct StoreScp {
     child: Child,
     pub port: u16,
-    pub aet: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -242,12 +242,7 @@ impl StoreScp {
             assert!(Instant::now() < deadline, "storescp did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        StoreScp {
-            child,
-            port,
-            aet: aet.to_string(),
-            dir,
-        }
+        StoreScp { child, port, dir }
     }
 
     /// The files received so far, sorted by name.
@@ -353,14 +348,6 @@ pub async fn pg_try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_p
         let _ = connection.await;
     });
     Ok(client)
-}
-
-/// Like `pg_try_connect`, panicking on failure. Call it inside a Tokio
-/// runtime (e.g. a `#[tokio::test]`).
-pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
-    pg_try_connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
 /// Replaces the database name in a `postgres://` URL.
@@ -679,23 +666,13 @@ pub enum Backend {
     Postgres,
 }
 
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
 /// Turns `async fn name(backend: Backend)` into two tests, `name_sqlite`
 /// and `name_postgres`, each on a two-worker multi-thread Tokio runtime.
 /// Several names may be given, each optionally preceded by attributes for
 /// both tests: `both_backends!(a, #[ignore = "slow"] b);`. Needs this module
 /// mounted as `mod support;` at the test crate's root, and the `paste` and
 /// `tokio` dev-dependencies. Import it like the rest:
-/// `use support::{both_backends, Backend};`.
-#[allow(unused_macros)]
+/// `use crate::support::{both_backends, Backend};`.
 macro_rules! both_backends {
     ($($(#[$meta:meta])* $name:ident),+ $(,)?) => {
         $(
@@ -715,7 +692,6 @@ macro_rules! both_backends {
         )+
     };
 }
-#[allow(unused_imports)]
 pub(crate) use both_backends;
 
 // ---------------------------------------------------------------------------
@@ -855,12 +831,6 @@ pub fn http_request(
 ) -> HttpResponse {
     try_http_request(port, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} http://127.0.0.1:{port}{path} failed: {e}"))
-}
-
-/// `GET http://127.0.0.1:<port><path>` → (status, body).
-pub fn http_get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    let resp = http_request(port, "GET", path, &[], &[]);
-    (resp.status, resp.body)
 }
 
 // ---------------------------------------------------------------------------
@@ -1094,10 +1064,6 @@ impl Node {
         self.database_url.clone()
     }
 
-    pub fn backend(&self) -> Backend {
-        self.options.backend
-    }
-
     /// Options that start a node on the same data directory and database
     /// (keep this `Node` alive while restarting: it owns the temp dir).
     pub fn restart_options(&self) -> NodeOptions {
@@ -1106,11 +1072,6 @@ impl Node {
             database_url: self.database_url.clone(),
             ..self.options.clone()
         }
-    }
-
-    /// Path of the file holding the node's stdout and stderr.
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// Everything the node printed so far.

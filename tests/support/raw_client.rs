@@ -6,14 +6,13 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::pdu::{AssociationRJ, PDataValue, PDataValueType};
 use dicom_ul::{ClientAssociation, ClientAssociationOptions, Pdu};
 
-pub const CT_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.2";
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub use dicom_dictionary_std::uids::CT_IMAGE_STORAGE;
 
 pub type Assoc = ClientAssociation<TcpStream>;
 
@@ -27,7 +26,7 @@ pub fn associate(
     ClientAssociationOptions::new()
         .calling_ae_title(calling)
         .called_ae_title(called)
-        .with_presentation_context(abstract_syntax, vec![EXPLICIT_VR_LE])
+        .with_presentation_context(abstract_syntax, vec![uids::EXPLICIT_VR_LITTLE_ENDIAN])
         .read_timeout(Duration::from_secs(20))
         .establish(("127.0.0.1", port))
 }
