@@ -162,9 +162,18 @@ impl Query {
 
     /// The SQL of this query for `dialect`, and its parameters.
     pub fn to_sql(&self, dialect: Dialect) -> (String, Vec<String>) {
-        let columns = self.columns();
+        self.sql_selecting(&self.columns(), self.needs_metadata(), dialect)
+    }
+
+    /// The SQL of this query returning `columns` (and the metadata when asked).
+    fn sql_selecting(
+        &self,
+        columns: &[&'static Attribute],
+        with_metadata: bool,
+        dialect: Dialect,
+    ) -> (String, Vec<String>) {
         let mut select: Vec<String> = columns.iter().map(|a| select_expr(a, dialect)).collect();
-        if self.needs_metadata() {
+        if with_metadata {
             select.push(metadata_expr(self.level));
         }
         let from = match self.level {
@@ -376,5 +385,37 @@ fn json_attribute(vr: &str, value: SqlValue) -> Value {
         json!({ "vr": vr })
     } else {
         json!({ "vr": vr, "Value": values })
+    }
+}
+
+/// The matches of a query as typed values, for C-FIND, which answers with DICOM objects rather
+/// than DICOM JSON.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    /// The attributes of each row, in order: those asked for that the index holds at this level.
+    pub columns: Vec<&'static Attribute>,
+    pub rows: Vec<Vec<SqlValue>>,
+    /// Whether more matches exist beyond `limit`.
+    pub truncated: bool,
+}
+
+impl Query {
+    /// Runs the query returning only the indexed attributes among `tags`: nothing else is
+    /// selected, so computed attributes (counts, modalities) are evaluated only when asked for.
+    pub async fn rows(&self, index: &dyn Index, tags: &[u32]) -> Result<Rows, QueryError> {
+        let columns: Vec<&'static Attribute> = self
+            .columns()
+            .into_iter()
+            .filter(|a| tags.contains(&a.tag))
+            .collect();
+        let (sql, params) = self.sql_selecting(&columns, false, index.dialect());
+        let mut rows = index.select(&sql, &params).await?;
+        let truncated = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        Ok(Rows {
+            columns,
+            rows,
+            truncated,
+        })
     }
 }
