@@ -75,7 +75,7 @@ start_orthanc() {
   TARGET_PORT=$(free_port)
   if [ "$backend" = postgres ]; then
     local url db hostport
-    url=$(new_database "bench_$1")
+    url=$(new_database "bench_${1//-/_}")
     db=${url##*/}
     hostport=${url#*@}
     hostport=${hostport%%/*}
@@ -109,7 +109,7 @@ EOF
 
 start_pacs() { # NAME sqlite|postgres
   local url=()
-  [ "$2" = postgres ] && url=(--database-url "$(new_database "bench_$1")")
+  [ "$2" = postgres ] && url=(--database-url "$(new_database "bench_${1//-/_}")")
   start_node "$WORK/$1" --config "$WORK/pacs.toml" "${url[@]}"
   TARGET_PID=$NODE_PID TARGET_PORT=$DIMSE_PORT TARGET_AE=PACS
 }
