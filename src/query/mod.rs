@@ -402,6 +402,8 @@ pub struct Rows {
 impl Query {
     /// Runs the query returning only the indexed attributes among `tags`: nothing else is
     /// selected, so computed attributes (counts, modalities) are evaluated only when asked for.
+    /// `tags` must name at least one attribute of this level or above (C-FIND always asks for
+    /// its unique keys).
     pub async fn rows(&self, index: &dyn Index, tags: &[u32]) -> Result<Rows, QueryError> {
         let columns: Vec<&'static Attribute> = self
             .columns()
