@@ -52,3 +52,11 @@ start_node() {
 }
 
 stop_node() { kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true; }
+
+# The study-level C-FIND keys of bench/dimse.sh and bench/cfind_scaling.sh, a study list as a
+# workstation asks for it: every study of the patients SYN-11-* (the one-slice studies
+# `pacs synth --seed 11` writes).
+STUDY_LIST_KEYS=(-k QueryRetrieveLevel=STUDY -k "PatientID=SYN-11-*" -k PatientName
+  -k PatientBirthDate -k PatientSex -k StudyDate -k StudyTime -k AccessionNumber
+  -k StudyDescription -k ModalitiesInStudy -k ReferringPhysicianName -k StudyID
+  -k StudyInstanceUID -k NumberOfStudyRelatedSeries -k NumberOfStudyRelatedInstances)

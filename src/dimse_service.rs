@@ -9,7 +9,7 @@ use pacs_dimse::{
     AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, InstanceSource,
     Operation, ReceivedDataset, RetrieveOutcome, RetrieveRequest, StoreOutcome, StoreRequest,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ae_registry::AeRegistry;
 use crate::config::RemoteAe;
@@ -140,6 +140,7 @@ impl DimseService for NodeDimseService {
     }
 
     async fn find(&self, request: FindRequest) -> FindOutcome {
+        let started = std::time::Instant::now();
         let index = self.ingest.index().as_ref();
         let result = crate::find::find(
             index,
@@ -149,7 +150,15 @@ impl DimseService for NodeDimseService {
         )
         .await;
         match result {
-            Ok(matches) => FindOutcome::Matches(matches),
+            Ok(matches) => {
+                debug!(
+                    calling = %request.calling_ae_title,
+                    matches = matches.len(),
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "C-FIND matched"
+                );
+                FindOutcome::Matches(matches)
+            }
             Err((status, comment)) => {
                 warn!(calling = %request.calling_ae_title, status = format!("{status:#06x}"), %comment, "C-FIND refused");
                 FindOutcome::Failed { status, comment }

@@ -10,16 +10,32 @@ impl dyn Index {
     /// The rows of a query: one value per `Query::columns` attribute, then the stored
     /// metadata when `Query::needs_metadata`; at most `limit + 1` rows, from `offset`.
     pub async fn query_rows(&self, query: &Query) -> IndexResult<Vec<Vec<SqlValue>>> {
-        let (sql, params) = statement(query, self.dialect());
+        self.query_rows_selecting(query, &query.columns(), query.needs_metadata())
+            .await
+    }
+
+    /// The rows of a query with only `columns` selected (and the metadata when asked): what
+    /// C-FIND uses, so that computed attributes nobody asked for are never evaluated.
+    pub async fn query_rows_selecting(
+        &self,
+        query: &Query,
+        columns: &[&'static Attribute],
+        with_metadata: bool,
+    ) -> IndexResult<Vec<Vec<SqlValue>>> {
+        let (sql, params) = statement(query, columns, with_metadata, self.dialect());
         self.fetch(Sql::new(&sql), params).await
     }
 }
 
-/// The statement of a query (shared form) and its parameters.
-pub(crate) fn statement(query: &Query, dialect: Dialect) -> (String, Vec<SqlValue>) {
-    let columns = query.columns();
+/// The statement of a query selecting `columns` (shared form) and its parameters.
+pub(crate) fn statement(
+    query: &Query,
+    columns: &[&'static Attribute],
+    with_metadata: bool,
+    dialect: Dialect,
+) -> (String, Vec<SqlValue>) {
     let mut select: Vec<String> = columns.iter().map(|a| select_expr(a, dialect)).collect();
-    if query.needs_metadata() {
+    if with_metadata {
         select.push(metadata_expr(query.level));
     }
     let from = match query.level {

@@ -278,3 +278,36 @@ fn json_attribute(vr: &str, value: SqlValue) -> Value {
         json!({ "vr": vr, "Value": values })
     }
 }
+
+/// The matches of a query as typed values, for C-FIND, which answers with DICOM objects rather
+/// than DICOM JSON.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    /// The attributes of each row, in order: those asked for that the index holds at this level.
+    pub columns: Vec<&'static Attribute>,
+    pub rows: Vec<Vec<SqlValue>>,
+    /// Whether more matches exist beyond `limit`.
+    pub truncated: bool,
+}
+
+impl Query {
+    /// Runs the query returning only the indexed attributes among `tags`: nothing else is
+    /// selected, so computed attributes (counts, modalities) are evaluated only when asked for.
+    /// `tags` must name at least one attribute of this level or above (C-FIND always asks for
+    /// its unique keys).
+    pub async fn rows(&self, index: &dyn Index, tags: &[u32]) -> Result<Rows, QueryError> {
+        let columns: Vec<&'static Attribute> = self
+            .columns()
+            .into_iter()
+            .filter(|a| tags.contains(&a.tag))
+            .collect();
+        let mut rows = index.query_rows_selecting(self, &columns, false).await?;
+        let truncated = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        Ok(Rows {
+            columns,
+            rows,
+            truncated,
+        })
+    }
+}
