@@ -364,13 +364,24 @@ impl Session {
     }
 
     /// Checks, without waiting, whether the peer sent something (a C-CANCEL) while an
-    /// operation runs. dicom-ul reads PDUs into the association's own buffer, so a PDU only
-    /// partly arrived is kept for the next call.
+    /// operation runs: the receive is polled once. dicom-ul reads PDUs into the association's
+    /// own buffer, so a PDU only partly arrived is kept for the next call.
+    ///
+    /// (Not `tokio::time::timeout(Duration::ZERO, ..)`: tokio rounds a deadline up to the next
+    /// millisecond tick, so each such check waited up to 1 ms, once per C-GET sub-operation and
+    /// per C-FIND match.)
     pub(super) async fn poll_cancel(&mut self, association: &mut Assoc, message_id: u16) -> Poll {
-        match tokio::time::timeout(Duration::ZERO, association.receive()).await {
-            Err(_) => Poll::Nothing,
-            Ok(Ok(pdu)) => self.interpret_during_operation(pdu, message_id),
-            Ok(Err(_)) => Poll::Closed,
+        let received = {
+            let mut receive = std::pin::pin!(association.receive());
+            std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(std::future::Future::poll(receive.as_mut(), cx))
+            })
+            .await
+        };
+        match received {
+            std::task::Poll::Pending => Poll::Nothing,
+            std::task::Poll::Ready(Ok(pdu)) => self.interpret_during_operation(pdu, message_id),
+            std::task::Poll::Ready(Err(_)) => Poll::Closed,
         }
     }
 }
