@@ -371,19 +371,22 @@ impl Session {
     /// millisecond tick, so each such check waited up to 1 ms, once per C-GET sub-operation and
     /// per C-FIND match.)
     pub(super) async fn poll_cancel(&mut self, association: &mut Assoc, message_id: u16) -> Poll {
-        let received = {
-            let mut receive = std::pin::pin!(association.receive());
-            std::future::poll_fn(|cx| {
-                std::task::Poll::Ready(std::future::Future::poll(receive.as_mut(), cx))
-            })
-            .await
-        };
-        match received {
-            std::task::Poll::Pending => Poll::Nothing,
-            std::task::Poll::Ready(Ok(pdu)) => self.interpret_during_operation(pdu, message_id),
-            std::task::Poll::Ready(Err(_)) => Poll::Closed,
+        match receive_now(association).await {
+            None => Poll::Nothing,
+            Some(Ok(pdu)) => self.interpret_during_operation(pdu, message_id),
+            Some(Err(_)) => Poll::Closed,
         }
     }
+}
+
+/// The next PDU if it has fully arrived, without waiting (the receive is polled once).
+async fn receive_now(association: &mut Assoc) -> Option<Result<Pdu, dicom_ul::association::Error>> {
+    let mut receive = std::pin::pin!(association.receive());
+    std::future::poll_fn(|cx| match std::future::Future::poll(receive.as_mut(), cx) {
+        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 /// A complete request and the presentation context it came on.
@@ -461,4 +464,74 @@ pub(super) fn encode_identifier(
     let mut bytes = Vec::new();
     obj.write_dataset_with_ts(&mut bytes, ts).ok()?;
     Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_dictionary_std::uids;
+    use tokio::io::AsyncWriteExt;
+
+    type Client = dicom_ul::association::AsyncClientAssociation<TcpStream>;
+
+    /// An established association: the acceptor's end and the requestor's.
+    async fn pair() -> (Assoc, Client) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            dicom_ul::ClientAssociationOptions::new()
+                .with_abstract_syntax(uids::VERIFICATION)
+                .establish_async(addr)
+                .await
+                .unwrap()
+        });
+        let (socket, _) = listener.accept().await.unwrap();
+        let server = dicom_ul::ServerAssociationOptions::new()
+            .accept_any()
+            .with_abstract_syntax(uids::VERIFICATION)
+            .establish_async(socket)
+            .await
+            .unwrap();
+        (server, client.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn receive_now_does_not_wait_and_keeps_a_partial_pdu() {
+        let (mut server, mut client) = pair().await;
+        let peer = client.inner_stream();
+        // nothing sent: no PDU, at once (a zero timeout waits for tokio's next 1 ms tick: a
+        // thousand checks would take about a second)
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            assert!(receive_now(&mut server).await.is_none());
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        // half a PDU: still nothing, and the half is kept for the next call
+        let mut pdu = Vec::new();
+        dicom_ul::write_pdu(
+            &mut pdu,
+            &Pdu::PData {
+                data: vec![dicom_ul::pdu::PDataValue {
+                    presentation_context_id: 1,
+                    value_type: dicom_ul::pdu::PDataValueType::Command,
+                    is_last: true,
+                    data: vec![7; 40],
+                }],
+            },
+        )
+        .unwrap();
+        peer.write_all(&pdu[..20]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(receive_now(&mut server).await.is_none());
+        peer.write_all(&pdu[20..]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(Ok(Pdu::PData { data })) = receive_now(&mut server).await else {
+            panic!("the PDU did not arrive whole");
+        };
+        assert_eq!(data[0].data, vec![7; 40]);
+    }
 }
