@@ -4,23 +4,25 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dicom_dictionary_std::tags;
+use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use pacs_dimse::command::status;
-use pacs_dimse::scu::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
 use pacs_dimse::{InstanceSource, OutgoingInstance};
 
 use crate::index::Index;
 use crate::storage::Storage;
 
-const PATIENT_ROOT_MOVE: &str = "1.2.840.10008.5.1.4.1.2.1.2";
-const PATIENT_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.1.3";
+const EXPLICIT_VR_LE: &str = uids::EXPLICIT_VR_LITTLE_ENDIAN;
+const IMPLICIT_VR_LE: &str = uids::IMPLICIT_VR_LITTLE_ENDIAN;
+const PATIENT_ROOT_MOVE: &str = uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_MOVE;
+const PATIENT_ROOT_GET: &str = uids::PATIENT_ROOT_QUERY_RETRIEVE_INFORMATION_MODEL_GET;
 
 /// Native (uncompressed) transfer syntaxes other than the two little endian ones: the
-/// objects can be re-encoded without decoding pixels.
+/// objects can be re-encoded without decoding pixels. (Big Endian is retired, still stored.)
+#[allow(deprecated)]
 const OTHER_NATIVE: &[&str] = &[
-    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian
-    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
+    uids::EXPLICIT_VR_BIG_ENDIAN,
+    uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
 ];
 
 fn text(identifier: &InMemDicomObject, tag: dicom_core::Tag) -> Vec<String> {
@@ -203,7 +205,7 @@ mod tests {
             PrimitiveValue::from("X"),
         ));
         let meta = FileMetaTableBuilder::new()
-            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+            .media_storage_sop_class_uid(uids::SECONDARY_CAPTURE_IMAGE_STORAGE)
             .media_storage_sop_instance_uid("1.2.3")
             .transfer_syntax(EXPLICIT_VR_LE)
             .build()

@@ -351,7 +351,7 @@ mod tests {
         let rsp = Response {
             command_field: field::C_STORE_RSP,
             message_id_being_responded_to: 7,
-            affected_sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            affected_sop_class_uid: Some(dicom_dictionary_std::uids::CT_IMAGE_STORAGE.into()),
             affected_sop_instance_uid: Some("1.2.3.4".into()),
             status: status::WARNING_ELEMENTS_DISCARDED,
             error_comment: Some("x".repeat(100)),
@@ -391,7 +391,7 @@ mod tests {
         let rq = Request {
             command_field: field::C_STORE_RQ,
             message_id: 12,
-            affected_sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            affected_sop_class_uid: dicom_dictionary_std::uids::CT_IMAGE_STORAGE.into(),
             affected_sop_instance_uid: Some("1.2.3".into()),
             has_dataset: true,
             move_originator: Some(("MOVER".into(), 77)),

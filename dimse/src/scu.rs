@@ -12,20 +12,24 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dicom_ul::association::{Association, AsyncAssociation};
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextNegotiated};
+use dicom_dictionary_std::uids;
+use dicom_ul::association::AsyncAssociation;
+use dicom_ul::pdu::PresentationContextNegotiated;
 use dicom_ul::{ClientAssociationOptions, Pdu};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::command::{field, status, Command, Request};
+use crate::pdata::{send_message, Assembled, Reassembler};
 use crate::service::{InstanceSource, OutgoingInstance, RemoteAe};
 
-/// Uncompressed transfer syntaxes every storage SCP accepts (PS3.5 10.1, A.2).
-pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-const VERIFICATION: &str = "1.2.840.10008.1.1";
+/// Uncompressed transfer syntaxes every storage SCP accepts (PS3.5 10.1, A.2); kept under
+/// these names for the node's code that imports them from here.
+pub const EXPLICIT_VR_LE: &str = uids::EXPLICIT_VR_LITTLE_ENDIAN;
+pub const IMPLICIT_VR_LE: &str = uids::IMPLICIT_VR_LITTLE_ENDIAN;
+const VERIFICATION: &str = uids::VERIFICATION;
 /// PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..=255.
 const MAX_PRESENTATION_CONTEXTS: usize = 128;
 
@@ -122,7 +126,7 @@ pub async fn echo(
             has_dataset: false,
             move_originator: None,
         };
-        send_message(&mut association, pc, request.encode(), None).await?;
+        send_message(&mut association, pc, &request.encode(), None).await?;
         let response = receive_command(&mut association).await?;
         let _ = association.release().await;
         Ok::<u16, String>(response.status.unwrap_or(status::PROCESSING_FAILURE))
@@ -160,70 +164,13 @@ pub fn choose_context(
     })
 }
 
-/// Largest P-DATA value that fits the peer's maximum PDU length. dicom-ul counts the 6-byte
-/// PDU header against the limit, and a PDV item adds 6 more (length, context ID, header).
-pub fn max_fragment(peer_max_pdu_length: u32) -> usize {
-    let max = if peer_max_pdu_length == 0 {
-        // 0 means "no limit" (PS3.8 D.1); stay reasonable
-        1 << 20
-    } else {
-        peer_max_pdu_length
-    };
-    (max.saturating_sub(12) as usize).max(1024)
-}
-
-/// Sends a command and, when given, its data set, fragmented for the peer.
-pub async fn send_message<A>(
-    association: &mut A,
-    context_id: u8,
-    command: Vec<u8>,
-    data: Option<&[u8]>,
-) -> Result<(), String>
-where
-    A: AsyncAssociation<TcpStream> + Association + Send,
-{
-    let pdu = Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: context_id,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data: command,
-        }],
-    };
-    AsyncAssociation::send(association, &pdu)
-        .await
-        .map_err(|e| format!("cannot send command: {e}"))?;
-    if let Some(data) = data {
-        let max = max_fragment(association.peer_max_pdu_length());
-        let chunks: Vec<&[u8]> = if data.is_empty() {
-            vec![data]
-        } else {
-            data.chunks(max).collect()
-        };
-        let n = chunks.len();
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let pdu = Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: context_id,
-                    value_type: PDataValueType::Data,
-                    is_last: i + 1 == n,
-                    data: chunk.to_vec(),
-                }],
-            };
-            AsyncAssociation::send(association, &pdu)
-                .await
-                .map_err(|e| format!("cannot send data set: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Receives the next command set (a response), skipping any data set fragments.
+/// Receives the next command set (a response), skipping any data set that follows one.
 async fn receive_command<A>(association: &mut A) -> Result<Command, String>
 where
     A: AsyncAssociation<TcpStream> + Send,
 {
-    let mut bytes = Vec::new();
+    let mut reassembler = Reassembler::default();
+    let mut with_data: Option<Command> = None;
     loop {
         let pdu = AsyncAssociation::receive(association)
             .await
@@ -231,12 +178,19 @@ where
         match pdu {
             Pdu::PData { data } => {
                 for value in data {
-                    if value.value_type != PDataValueType::Command {
-                        continue;
-                    }
-                    bytes.extend_from_slice(&value.data);
-                    if value.is_last {
-                        return Command::decode(&bytes).map_err(|e| e.to_string());
+                    match reassembler.push(value).map_err(|e| e.to_string())? {
+                        Assembled::Command { command, .. } if !command.has_dataset => {
+                            return Ok(command)
+                        }
+                        // a response with a data set: it counts once the data set (of no use
+                        // to this SCU) is over
+                        Assembled::Command { command, .. } => with_data = Some(command),
+                        Assembled::Partial => {}
+                        Assembled::Data { last, .. } => {
+                            if let (true, Some(command)) = (last, with_data.take()) {
+                                return Ok(command);
+                            }
+                        }
                     }
                 }
             }
@@ -414,36 +368,35 @@ async fn worker(shared: Arc<Shared>) {
         };
         let _ = association.inner_stream().set_nodelay(true);
         debug!(destination = %shared.destination.ae_title, "storage association established");
+        // The next instance is read while the destination stores the current one: one
+        // C-STORE is outstanding at a time (no asynchronous operations window is negotiated,
+        // PS3.7 D.3.3.3), so the read would otherwise add to every round trip.
+        let mut ahead: Option<Loading> = None;
         loop {
             if shared.cancel.load(Ordering::SeqCst) {
+                if let Some(a) = ahead.take() {
+                    a.forget();
+                }
                 let _ = association.release().await;
                 break 'associations;
             }
-            let Some((instance, attempts)) = shared.pop() else {
-                let _ = association.release().await;
-                break 'associations;
+            let current = match ahead.take() {
+                Some(a) => a,
+                None => match shared.pop() {
+                    Some(item) => start_loading(&shared, &association, item),
+                    None => {
+                        let _ = association.release().await;
+                        break 'associations;
+                    }
+                },
             };
-            let syntaxes = shared.source.transfer_syntaxes(&instance);
-            let Some((context, ts)) = choose_context(
-                association.presentation_contexts(),
-                &instance.sop_class_uid,
-                &syntaxes,
-            ) else {
-                shared.report(
-                    &instance,
-                    None,
-                    Some(format!(
-                        "{} accepted no presentation context for SOP class {} in a transfer syntax this instance can be sent in",
-                        shared.destination.ae_title, instance.sop_class_uid
-                    )),
-                    attempts,
-                );
-                continue;
-            };
-            let data = match shared.source.load(&instance, &ts).await {
-                Ok(d) => d,
-                Err(e) => {
-                    shared.report(&instance, None, Some(e), attempts);
+            ahead = shared
+                .pop()
+                .map(|item| start_loading(&shared, &association, item));
+            let (instance, attempts, context, data) = match current.ready().await {
+                Ok(ready) => ready,
+                Err((instance, attempts, why)) => {
+                    shared.report(&instance, None, Some(why), attempts);
                     continue;
                 }
             };
@@ -457,7 +410,7 @@ async fn worker(shared: Arc<Shared>) {
                 move_originator: shared.options.move_originator.clone(),
             };
             let exchange = async {
-                send_message(&mut association, context, request.encode(), Some(&data)).await?;
+                send_message(&mut association, context, &request.encode(), Some(&data)).await?;
                 receive_command(&mut association).await
             };
             let outcome = tokio::time::timeout(shared.options.timeout, exchange)
@@ -474,6 +427,10 @@ async fn worker(shared: Arc<Shared>) {
                     shared.report(&instance, Some(status), None, attempts + 1);
                 }
                 Err(e) => {
+                    // the instance read ahead goes back first, then this one in front of it
+                    if let Some(a) = ahead.take() {
+                        shared.give_back(a.forget());
+                    }
                     let attempts = attempts + 1;
                     if attempts > shared.options.retries {
                         shared.report(&instance, None, Some(e.clone()), attempts);
@@ -496,23 +453,108 @@ async fn worker(shared: Arc<Shared>) {
     info!(destination = %shared.destination.ae_title, "storage SCU worker done");
 }
 
+/// An instance taken from the queue, its presentation context chosen and its data set being
+/// read, or the reason it cannot be sent on this association.
+enum Loading {
+    Reading {
+        instance: OutgoingInstance,
+        attempts: u32,
+        context: u8,
+        data: JoinHandle<Result<bytes::Bytes, String>>,
+    },
+    Unsendable {
+        instance: OutgoingInstance,
+        attempts: u32,
+        why: String,
+    },
+}
+
+type Ready = (OutgoingInstance, u32, u8, bytes::Bytes);
+
+impl Loading {
+    /// The instance with its context and data set, or why it cannot be sent.
+    async fn ready(self) -> Result<Ready, (OutgoingInstance, u32, String)> {
+        match self {
+            Loading::Unsendable {
+                instance,
+                attempts,
+                why,
+            } => Err((instance, attempts, why)),
+            Loading::Reading {
+                instance,
+                attempts,
+                context,
+                data,
+            } => match data.await {
+                Ok(Ok(bytes)) => Ok((instance, attempts, context, bytes)),
+                Ok(Err(e)) => Err((instance, attempts, e)),
+                Err(e) => Err((
+                    instance,
+                    attempts,
+                    format!("reading the instance failed: {e}"),
+                )),
+            },
+        }
+    }
+
+    /// Stops the read; the queue item is handed back unchanged.
+    fn forget(self) -> (OutgoingInstance, u32) {
+        match self {
+            Loading::Reading {
+                instance,
+                attempts,
+                data,
+                ..
+            } => {
+                data.abort();
+                (instance, attempts)
+            }
+            Loading::Unsendable {
+                instance, attempts, ..
+            } => (instance, attempts),
+        }
+    }
+}
+
+/// Chooses the presentation context for an instance and starts reading it in a transfer
+/// syntax that context accepted.
+fn start_loading(
+    shared: &Shared,
+    association: &dicom_ul::association::AsyncClientAssociation<TcpStream>,
+    (instance, attempts): (OutgoingInstance, u32),
+) -> Loading {
+    let syntaxes = shared.source.transfer_syntaxes(&instance);
+    let Some((context, ts)) = choose_context(
+        association.presentation_contexts(),
+        &instance.sop_class_uid,
+        &syntaxes,
+    ) else {
+        let why = format!(
+            "{} accepted no presentation context for SOP class {} in a transfer syntax this instance can be sent in",
+            shared.destination.ae_title, instance.sop_class_uid
+        );
+        return Loading::Unsendable {
+            instance,
+            attempts,
+            why,
+        };
+    };
+    let source = shared.source.clone();
+    let reading = instance.clone();
+    let data = tokio::spawn(async move { source.load(&reading, &ts).await });
+    Loading::Reading {
+        instance,
+        attempts,
+        context,
+        data,
+    }
+}
+
 /// This worker stops; if it was the last one, nobody will send what is left, so it fails.
 fn give_up(shared: &Shared, why: &str) {
     if shared.alive.fetch_sub(1, Ordering::SeqCst) == 1 {
         while let Some((instance, attempts)) = shared.pop() {
             shared.report(&instance, None, Some(why.to_string()), attempts);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fragments_fit_the_peer_limit() {
-        assert_eq!(max_fragment(16384), 16372);
-        assert_eq!(max_fragment(0), (1 << 20) - 12);
-        assert_eq!(max_fragment(100), 1024);
     }
 }

@@ -1,0 +1,537 @@
+//! One established association: the loop that receives PDUs, puts DIMSE messages back together
+//! (with [`Reassembler`]), keeps large data sets in a temporary file while they arrive, and hands
+//! each complete message to its service (echo, store, find, move/get). Also what the services
+//! share: sending responses, watching for a C-CANCEL while an operation runs, reading an
+//! identifier.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dicom_ul::pdu::{AbortRQServiceProviderReason, AbortRQSource, PresentationContextResultReason};
+use dicom_ul::Pdu;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::listener::DimseConfig;
+use crate::command::{field, status, Command, Response};
+use crate::pdata::{self, Assembled, Outgoing, Reassembler};
+use crate::service::{AssociationPeer, DimseService, ReceivedDataset};
+
+pub(super) type Assoc = dicom_ul::association::AsyncServerAssociation<TcpStream>;
+
+/// Incoming data set being assembled from P-DATA fragments.
+enum Incoming {
+    Memory {
+        fragments: Vec<bytes::Bytes>,
+        len: usize,
+    },
+    File {
+        file: tokio::fs::File,
+        path: tempfile::TempPath,
+        len: u64,
+    },
+}
+
+/// A request whose data set is still arriving.
+struct Pending {
+    command: Command,
+    context_id: u8,
+    data: Incoming,
+}
+
+/// What a service tells the loop after a message.
+pub(super) enum Flow {
+    Continue,
+    Abort(&'static str),
+    /// The peer aborted or closed the connection.
+    Closed,
+}
+
+pub(crate) struct Session {
+    pub(super) id: u64,
+    pub(super) config: Arc<DimseConfig>,
+    pub(super) service: Arc<dyn DimseService>,
+    pub(super) peer: AssociationPeer,
+    /// The one reassembler of this association: the message loop and the services watching
+    /// for a C-CANCEL (or, for C-GET, a C-STORE-RSP) share it, so a command split across PDUs
+    /// is never lost between them.
+    pub(super) reassembler: Reassembler,
+    pending: Option<Pending>,
+}
+
+impl Session {
+    pub(super) fn new(
+        id: u64,
+        config: Arc<DimseConfig>,
+        service: Arc<dyn DimseService>,
+        peer: AssociationPeer,
+    ) -> Self {
+        Session {
+            id,
+            config,
+            service,
+            peer,
+            reassembler: Reassembler::default(),
+            pending: None,
+        }
+    }
+
+    pub(super) async fn run(&mut self, association: &mut Assoc) {
+        loop {
+            let pdu =
+                match tokio::time::timeout(self.config.idle_timeout, association.receive()).await {
+                    Err(_) => {
+                        warn!("idle timeout; aborting association");
+                        abort(
+                            association,
+                            AbortRQServiceProviderReason::ReasonNotSpecified,
+                        )
+                        .await;
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        warn!(error = %e, "association ended by a receive error");
+                        abort(association, AbortRQServiceProviderReason::UnrecognizedPdu).await;
+                        return;
+                    }
+                    Ok(Ok(pdu)) => pdu,
+                };
+            match pdu {
+                Pdu::PData { data } => {
+                    for value in data {
+                        match self.on_pdata(association, value).await {
+                            Flow::Continue => {}
+                            Flow::Closed => {
+                                info!("association ended by the peer during an operation");
+                                let _ = association.inner_stream().shutdown().await;
+                                return;
+                            }
+                            Flow::Abort(why) => {
+                                warn!(reason = why, "aborting association");
+                                abort(
+                                    association,
+                                    AbortRQServiceProviderReason::UnexpectedPduParameter,
+                                )
+                                .await;
+                                return;
+                            }
+                        }
+                    }
+                }
+                Pdu::ReleaseRQ => {
+                    if self.pending.is_some() {
+                        warn!("release requested in the middle of a data set; data discarded");
+                    }
+                    let _ = association.send(&Pdu::ReleaseRP).await;
+                    let _ = association.inner_stream().shutdown().await;
+                    info!("association released");
+                    return;
+                }
+                Pdu::AbortRQ { source } => {
+                    info!(?source, "association aborted by peer");
+                    return;
+                }
+                other => {
+                    warn!(pdu = ?pdu_name(&other), "unexpected PDU");
+                    abort(association, AbortRQServiceProviderReason::UnexpectedPdu).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_pdata(
+        &mut self,
+        association: &mut Assoc,
+        value: dicom_ul::pdu::PDataValue,
+    ) -> Flow {
+        let assembled = match self.reassembler.push(value) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "bad P-DATA");
+                return Flow::Abort(e.reason());
+            }
+        };
+        match assembled {
+            Assembled::Partial => Flow::Continue,
+            Assembled::Command {
+                context_id,
+                command,
+            } => {
+                if command.has_dataset {
+                    self.pending = Some(Pending {
+                        command,
+                        context_id,
+                        data: Incoming::Memory {
+                            fragments: Vec::new(),
+                            len: 0,
+                        },
+                    });
+                    Flow::Continue
+                } else {
+                    self.dispatch(association, context_id, command, None).await
+                }
+            }
+            Assembled::Data { bytes, last, .. } => {
+                let Some(mut p) = self.pending.take() else {
+                    return Flow::Abort("data fragment without a command");
+                };
+                if let Err(e) = self.append(&mut p.data, bytes).await {
+                    warn!(error = %e, "cannot buffer incoming data set");
+                    return Flow::Abort("cannot buffer incoming data set");
+                }
+                if !last {
+                    self.pending = Some(p);
+                    return Flow::Continue;
+                }
+                let dataset = match p.data {
+                    Incoming::Memory { fragments, .. } => ReceivedDataset::Memory(fragments),
+                    Incoming::File {
+                        mut file,
+                        path,
+                        len,
+                    } => {
+                        if let Err(e) = file.flush().await {
+                            warn!(error = %e, "cannot flush spilled data set");
+                            return Flow::Abort("cannot buffer incoming data set");
+                        }
+                        ReceivedDataset::File { path, len }
+                    }
+                };
+                self.dispatch(association, p.context_id, p.command, Some(dataset))
+                    .await
+            }
+        }
+    }
+
+    /// Keeps a fragment: in memory (as it came, no copy) up to the spill threshold, then in a
+    /// temporary file.
+    async fn append(&self, data: &mut Incoming, bytes: bytes::Bytes) -> std::io::Result<()> {
+        match data {
+            Incoming::Memory { fragments, len } => {
+                if *len + bytes.len() <= self.config.spill_threshold {
+                    *len += bytes.len();
+                    fragments.push(bytes);
+                    return Ok(());
+                }
+                let temp = tempfile::NamedTempFile::new_in(&self.config.spill_dir)?;
+                let (std_file, path) = temp.into_parts();
+                let mut file = tokio::fs::File::from_std(std_file);
+                for fragment in fragments.iter() {
+                    file.write_all(fragment).await?;
+                }
+                file.write_all(&bytes).await?;
+                let len = (*len + bytes.len()) as u64;
+                debug!(len, "spilling large data set to disk");
+                *data = Incoming::File { file, path, len };
+                Ok(())
+            }
+            Incoming::File { file, len, .. } => {
+                file.write_all(&bytes).await?;
+                *len += bytes.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        command: Command,
+        dataset: Option<ReceivedDataset>,
+    ) -> Flow {
+        let context = association
+            .presentation_contexts()
+            .iter()
+            .find(|pc| {
+                pc.id == context_id && pc.reason == PresentationContextResultReason::Acceptance
+            })
+            .map(|pc| (pc.abstract_syntax.clone(), pc.transfer_syntax.clone()));
+        let Some((abstract_syntax, transfer_syntax)) = context else {
+            return Flow::Abort("message on a presentation context that was not accepted");
+        };
+        let request = Message {
+            context_id,
+            command,
+            abstract_syntax,
+            transfer_syntax,
+            dataset,
+        };
+        let response = match request.command.command_field {
+            field::C_ECHO_RQ => self.echo(&request),
+            field::C_STORE_RQ => self.store(request).await,
+            field::C_FIND_RQ => return self.find(association, request).await,
+            field::C_MOVE_RQ | field::C_GET_RQ => return self.retrieve(association, request).await,
+            // a C-CANCEL for an operation that has already finished: nothing to do
+            field::C_CANCEL_RQ => return Flow::Continue,
+            other => {
+                warn!(
+                    command_field = format!("{other:#06x}"),
+                    "unsupported DIMSE command"
+                );
+                let mut rsp = Response::to(
+                    &request.command,
+                    other | 0x8000,
+                    status::UNRECOGNIZED_OPERATION,
+                );
+                rsp.error_comment = Some("operation not supported by this node".into());
+                rsp
+            }
+        };
+        self.send_response(association, context_id, &response, None)
+            .await
+    }
+
+    /// Sends a response command and, when given, its data set, in fragments that fit the
+    /// peer's maximum PDU length.
+    pub(super) async fn send_response(
+        &mut self,
+        association: &mut Assoc,
+        context_id: u8,
+        response: &Response,
+        dataset: Option<&[u8]>,
+    ) -> Flow {
+        let command = response.encode();
+        match pdata::send_message(association, context_id, &command, dataset).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Abort("cannot send response"),
+        }
+    }
+
+    /// Sends several messages in as few writes as possible.
+    pub(super) async fn send_all(
+        &mut self,
+        association: &mut Assoc,
+        messages: &[Outgoing<'_>],
+    ) -> Flow {
+        match pdata::send_messages(association, messages).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Abort("cannot send response"),
+        }
+    }
+
+    /// The command sets of a PDU received while an operation runs (PS3.7 9.3: nothing but a
+    /// C-CANCEL-RQ, and for C-GET the C-STORE-RSPs of its sub-operations, may come then).
+    pub(super) fn commands_during_operation(
+        &mut self,
+        pdu: Pdu,
+    ) -> Result<Vec<Command>, Interrupt> {
+        match pdu {
+            Pdu::PData { data } => {
+                let mut commands = Vec::new();
+                for value in data {
+                    match self.reassembler.push(value) {
+                        Ok(Assembled::Partial) => {}
+                        Ok(Assembled::Command { command, .. }) => commands.push(command),
+                        Ok(Assembled::Data { .. }) => {
+                            return Err(Interrupt::Abort("data set while an operation runs"))
+                        }
+                        Err(e) => return Err(Interrupt::Abort(e.reason())),
+                    }
+                }
+                Ok(commands)
+            }
+            Pdu::AbortRQ { .. } => Err(Interrupt::Closed),
+            Pdu::ReleaseRQ => Err(Interrupt::Abort(
+                "release requested while an operation runs",
+            )),
+            _ => Err(Interrupt::Abort("unexpected PDU while an operation runs")),
+        }
+    }
+
+    /// Interprets a PDU received while an operation runs, where only a C-CANCEL for it is
+    /// expected (this node negotiates no asynchronous operations, PS3.7 D.3.3.3).
+    pub(super) fn interpret_during_operation(&mut self, pdu: Pdu, message_id: u16) -> Poll {
+        let commands = match self.commands_during_operation(pdu) {
+            Ok(c) => c,
+            Err(Interrupt::Abort(why)) => return Poll::Abort(why),
+            Err(Interrupt::Closed) => return Poll::Closed,
+        };
+        let mut poll = Poll::Nothing;
+        for c in commands {
+            if c.command_field != field::C_CANCEL_RQ {
+                return Poll::Abort("a new request while an operation runs");
+            }
+            if c.message_id_being_responded_to
+                .is_none_or(|id| id == message_id)
+            {
+                poll = Poll::Cancel;
+            }
+        }
+        poll
+    }
+
+    /// Checks, without waiting, whether the peer sent something (a C-CANCEL) while an
+    /// operation runs: the receive is polled once. dicom-ul reads PDUs into the association's
+    /// own buffer, so a PDU only partly arrived is kept for the next call.
+    ///
+    /// (Not `tokio::time::timeout(Duration::ZERO, ..)`: tokio rounds a deadline up to the next
+    /// millisecond tick, so each such check waited up to 1 ms, once per C-GET sub-operation and
+    /// per C-FIND match.)
+    pub(super) async fn poll_cancel(&mut self, association: &mut Assoc, message_id: u16) -> Poll {
+        match receive_now(association).await {
+            None => Poll::Nothing,
+            Some(Ok(pdu)) => self.interpret_during_operation(pdu, message_id),
+            Some(Err(_)) => Poll::Closed,
+        }
+    }
+}
+
+/// The next PDU if it has fully arrived, without waiting (the receive is polled once).
+async fn receive_now(association: &mut Assoc) -> Option<Result<Pdu, dicom_ul::association::Error>> {
+    let mut receive = std::pin::pin!(association.receive());
+    std::future::poll_fn(|cx| match std::future::Future::poll(receive.as_mut(), cx) {
+        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+/// A complete request and the presentation context it came on.
+pub(super) struct Message {
+    pub context_id: u8,
+    pub command: Command,
+    pub abstract_syntax: String,
+    pub transfer_syntax: String,
+    pub dataset: Option<ReceivedDataset>,
+}
+
+/// Why an operation stops early because of what the peer sent.
+pub(super) enum Interrupt {
+    Abort(&'static str),
+    Closed,
+}
+
+/// What arrived from the peer while an operation was running.
+pub(super) enum Poll {
+    Nothing,
+    /// A C-CANCEL-RQ for the running operation (PS3.7 9.3.2.3).
+    Cancel,
+    Abort(&'static str),
+    Closed,
+}
+
+pub(super) async fn abort(association: &mut Assoc, reason: AbortRQServiceProviderReason) {
+    let pdu = Pdu::AbortRQ {
+        source: AbortRQSource::ServiceProvider(reason),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), association.send(&pdu)).await;
+    let _ = association.inner_stream().shutdown().await;
+}
+
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::Unknown { .. } => "unknown",
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::PData { .. } => "P-DATA-TF",
+        Pdu::ReleaseRQ => "A-RELEASE-RQ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::AbortRQ { .. } => "A-ABORT",
+    }
+}
+
+/// Decodes a C-FIND, C-MOVE or C-GET identifier.
+pub(super) fn read_identifier(
+    dataset: Option<ReceivedDataset>,
+    transfer_syntax: &str,
+) -> Result<dicom_object::InMemDicomObject, String> {
+    use dicom_encoding::TransferSyntaxIndex;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .ok_or_else(|| format!("unknown transfer syntax {transfer_syntax}"))?;
+    match dataset {
+        Some(ReceivedDataset::Memory(fragments)) => {
+            let bytes: Vec<u8> = fragments.concat();
+            dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
+                .map_err(|e| format!("unreadable identifier: {e}"))
+        }
+        Some(ReceivedDataset::File { .. }) => Err("identifier larger than 32 MiB".into()),
+        None => Err("request without an identifier".into()),
+    }
+}
+
+/// Encodes an identifier in the presentation context's transfer syntax.
+pub(super) fn encode_identifier(
+    obj: &dicom_object::InMemDicomObject,
+    transfer_syntax: &str,
+) -> Option<Vec<u8>> {
+    use dicom_encoding::TransferSyntaxIndex;
+    let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(transfer_syntax)?;
+    let mut bytes = Vec::new();
+    obj.write_dataset_with_ts(&mut bytes, ts).ok()?;
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_dictionary_std::uids;
+    use tokio::io::AsyncWriteExt;
+
+    type Client = dicom_ul::association::AsyncClientAssociation<TcpStream>;
+
+    /// An established association: the acceptor's end and the requestor's.
+    async fn pair() -> (Assoc, Client) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            dicom_ul::ClientAssociationOptions::new()
+                .with_abstract_syntax(uids::VERIFICATION)
+                .establish_async(addr)
+                .await
+                .unwrap()
+        });
+        let (socket, _) = listener.accept().await.unwrap();
+        let server = dicom_ul::ServerAssociationOptions::new()
+            .accept_any()
+            .with_abstract_syntax(uids::VERIFICATION)
+            .establish_async(socket)
+            .await
+            .unwrap();
+        (server, client.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn receive_now_does_not_wait_and_keeps_a_partial_pdu() {
+        let (mut server, mut client) = pair().await;
+        let peer = client.inner_stream();
+        // nothing sent: no PDU, at once (a zero timeout waits for tokio's next 1 ms tick: a
+        // thousand checks would take about a second)
+        let started = std::time::Instant::now();
+        for _ in 0..1000 {
+            assert!(receive_now(&mut server).await.is_none());
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "{:?}",
+            started.elapsed()
+        );
+        // half a PDU: still nothing, and the half is kept for the next call
+        let mut pdu = Vec::new();
+        dicom_ul::write_pdu(
+            &mut pdu,
+            &Pdu::PData {
+                data: vec![dicom_ul::pdu::PDataValue {
+                    presentation_context_id: 1,
+                    value_type: dicom_ul::pdu::PDataValueType::Command,
+                    is_last: true,
+                    data: vec![7; 40],
+                }],
+            },
+        )
+        .unwrap();
+        peer.write_all(&pdu[..20]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(receive_now(&mut server).await.is_none());
+        peer.write_all(&pdu[20..]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(Ok(Pdu::PData { data })) = receive_now(&mut server).await else {
+            panic!("the PDU did not arrive whole");
+        };
+        assert_eq!(data[0].data, vec![7; 40]);
+    }
+}
