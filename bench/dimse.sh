@@ -68,45 +68,6 @@ now_ns() { date +%s%N; }
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 declare -A R # R[metric,target] = value
 
-# start_orthanc NAME sqlite|postgres: sets TARGET_PID, TARGET_PORT, TARGET_AE
-start_orthanc() {
-  local dir=$WORK/$1 backend=$2 plugins="" pg=""
-  mkdir -p "$dir/storage"
-  TARGET_PORT=$(free_port)
-  if [ "$backend" = postgres ]; then
-    local url db hostport
-    url=$(new_database "bench_${1//-/_}")
-    db=${url##*/}
-    hostport=${url#*@}
-    hostport=${hostport%%/*}
-    plugins="\"$ORTHANC_PLUGINS/libOrthancPostgreSQLIndex.so\""
-    pg=", \"PostgreSQL\": { \"EnableIndex\": true, \"EnableStorage\": false, \"Host\": \"${hostport%:*}\",
-      \"Port\": ${hostport##*:}, \"Database\": \"$db\", \"Username\": \"postgres\", \"Password\": \"\",
-      \"Lock\": false, \"EnableSsl\": false }"
-  fi
-  # HTTP is off: the benchmark speaks DIMSE only (Orthanc 1.10 has no bind address option)
-  cat > "$dir/orthanc.json" <<EOF
-{
-  "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir",
-  "Plugins": [ $plugins ], "HttpServerEnabled": false, "RemoteAccessAllowed": false,
-  "DicomServerEnabled": true, "DicomAet": "ORTHANC", "DicomPort": $TARGET_PORT,
-  "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
-  "DicomAlwaysAllowGet": true, "DicomAlwaysAllowMove": true, "DicomCheckCalledAet": false,
-  "DicomModalities": { "BENCHSCP": [ "BENCHSCP", "127.0.0.1", $SCP_PORT ] },
-  "SaveJobs": false, "LimitFindResults": 0, "LimitFindInstances": 0$pg
-}
-EOF
-  "$ORTHANC" --no-jobs "$dir/orthanc.json" > "$dir.log" 2>&1 &
-  TARGET_PID=$!
-  PIDS+=("$TARGET_PID")
-  TARGET_AE=ORTHANC
-  for _ in $(seq 300); do
-    "$BIN/echoscu" -aec ORTHANC 127.0.0.1 "$TARGET_PORT" >/dev/null 2>&1 && return
-    sleep 0.1
-  done
-  echo "Orthanc did not start:" >&2; cat "$dir.log" >&2; return 1
-}
-
 start_pacs() { # NAME sqlite|postgres
   local url=()
   [ "$2" = postgres ] && url=(--database-url "$(new_database "bench_${1//-/_}")")

@@ -60,3 +60,64 @@ STUDY_LIST_KEYS=(-k QueryRetrieveLevel=STUDY -k "PatientID=SYN-11-*" -k PatientN
   -k PatientBirthDate -k PatientSex -k StudyDate -k StudyTime -k AccessionNumber
   -k StudyDescription -k ModalitiesInStudy -k ReferringPhysicianName -k StudyID
   -k StudyInstanceUID -k NumberOfStudyRelatedSeries -k NumberOfStudyRelatedInstances)
+
+# start_orthanc NAME sqlite|postgres [dicomweb]: starts Orthanc (ORTHANC, plugins from
+# ORTHANC_PLUGINS, DCMTK from BIN) on free 127.0.0.1 ports with its own storage directory (and, for
+# postgres, a database in the cluster of start_postgres); sets TARGET_PID, TARGET_PORT (DIMSE),
+# TARGET_AE and, with "dicomweb", ORTHANC_HTTP_PORT (the DICOMweb plugin answers under /dicom-web/).
+# SCP_PORT, when set, is declared as the C-MOVE destination BENCHSCP. The system service is not used.
+start_orthanc() {
+  local dir=$WORK/$1 backend=$2 web=${3:-} plugins=() pg="" http modalities=""
+  mkdir -p "$dir/storage"
+  TARGET_PORT=$(free_port)
+  if [ "$backend" = postgres ]; then
+    local url db hostport
+    url=$(new_database "bench_${1//-/_}")
+    db=${url##*/}
+    hostport=${url#*@}
+    hostport=${hostport%%/*}
+    plugins+=("\"$ORTHANC_PLUGINS/libOrthancPostgreSQLIndex.so\"")
+    pg=", \"PostgreSQL\": { \"EnableIndex\": true, \"EnableStorage\": false, \"Host\": \"${hostport%:*}\",
+      \"Port\": ${hostport##*:}, \"Database\": \"$db\", \"Username\": \"postgres\", \"Password\": \"\",
+      \"Lock\": false, \"EnableSsl\": false }"
+  fi
+  if [ "$web" = dicomweb ]; then
+    # Orthanc 1.10 has no bind address option: RemoteAccessAllowed false keeps it to localhost
+    ORTHANC_HTTP_PORT=$(free_port)
+    plugins+=("\"$ORTHANC_PLUGINS/libOrthancDicomWeb.so\"")
+    http="\"HttpServerEnabled\": true, \"HttpPort\": $ORTHANC_HTTP_PORT, \"AuthenticationEnabled\": false,
+  \"HttpCompressionEnabled\": false, \"KeepAlive\": true,
+  \"DicomWeb\": { \"Enable\": true, \"Root\": \"/dicom-web/\", \"EnableWado\": false },"
+  else
+    # HTTP is off: the caller speaks DIMSE only
+    http="\"HttpServerEnabled\": false,"
+  fi
+  if [ -n "${SCP_PORT:-}" ]; then
+    modalities="\"DicomModalities\": { \"BENCHSCP\": [ \"BENCHSCP\", \"127.0.0.1\", $SCP_PORT ] },"
+  fi
+  local joined
+  joined=$(IFS=,; echo "${plugins[*]}")
+  cat > "$dir/orthanc.json" <<EOF
+{
+  "Name": "bench", "StorageDirectory": "$dir/storage", "IndexDirectory": "$dir",
+  "Plugins": [ $joined ], $http "RemoteAccessAllowed": false,
+  "DicomServerEnabled": true, "DicomAet": "ORTHANC", "DicomPort": $TARGET_PORT,
+  "DicomAlwaysAllowEcho": true, "DicomAlwaysAllowStore": true, "DicomAlwaysAllowFind": true,
+  "DicomAlwaysAllowGet": true, "DicomAlwaysAllowMove": true, "DicomCheckCalledAet": false,
+  $modalities
+  "SaveJobs": false, "LimitFindResults": 0, "LimitFindInstances": 0$pg
+}
+EOF
+  "$ORTHANC" --no-jobs "$dir/orthanc.json" > "$dir.log" 2>&1 &
+  TARGET_PID=$!
+  PIDS+=("$TARGET_PID")
+  TARGET_AE=ORTHANC
+  for _ in $(seq 300); do
+    if "$BIN/echoscu" -aec ORTHANC 127.0.0.1 "$TARGET_PORT" >/dev/null 2>&1; then
+      [ "$web" != dicomweb ] && return
+      curl -sf "http://127.0.0.1:$ORTHANC_HTTP_PORT/dicom-web/studies?limit=1" >/dev/null && return
+    fi
+    sleep 0.1
+  done
+  echo "Orthanc did not start:" >&2; cat "$dir.log" >&2; return 1
+}
