@@ -121,8 +121,16 @@ impl Storage {
     pub async fn put(&self, key: &str, chunks: Vec<Bytes>) -> Result<(), StorageError> {
         let path = ObjectPath::from(key);
         let payload: PutPayload = chunks.into_iter().collect();
+        let started = std::time::Instant::now();
         self.store.put(&path, payload).await?;
-        self.sync(key).await
+        let written = started.elapsed();
+        self.sync(key).await?;
+        tracing::debug!(
+            write_us = written.as_micros() as u64,
+            sync_us = (started.elapsed() - written).as_micros() as u64,
+            "object stored"
+        );
+        Ok(())
     }
 
     /// Writes an object from `prefix` followed by the contents of a file, in parts, without
@@ -168,10 +176,17 @@ impl Storage {
         };
         let file = root.join(key);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let started = std::time::Instant::now();
             std::fs::File::open(&file)?.sync_all()?;
+            let file_synced = started.elapsed();
             if let Some(dir) = file.parent() {
                 std::fs::File::open(dir)?.sync_all()?;
             }
+            tracing::debug!(
+                file_fsync_us = file_synced.as_micros() as u64,
+                dir_fsync_us = (started.elapsed() - file_synced).as_micros() as u64,
+                "object synced"
+            );
             Ok(())
         })
         .await

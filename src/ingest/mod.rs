@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dicom_object::meta::FileMetaTableBuilder;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::index::{Index, IndexError, InsertOutcome, StoredInstance};
 use crate::storage::{Storage, StorageError};
@@ -216,6 +216,7 @@ impl Ingest {
             }
         };
 
+        let started = std::time::Instant::now();
         // Parsing and hashing are CPU work: keep them off the async workers.
         let origin = incoming.origin.clone();
         let incoming_expected_study = incoming.expected_study.clone();
@@ -227,6 +228,7 @@ impl Ingest {
         .await
         .map_err(|e| IngestError::CannotUnderstand(format!("analysis task failed: {e}")))?;
         let (analysed, prefix) = analysed?;
+        let analysed_at = std::time::Instant::now();
         let (sop_in_dataset, class_in_dataset) = (
             analysed.sop_instance_uid.clone(),
             analysed.sop_class_uid.clone(),
@@ -290,6 +292,7 @@ impl Ingest {
 
         let key = rec.object_key.clone();
         let sha256 = rec.sha256.clone();
+        let checked_at = std::time::Instant::now();
         match data {
             IncomingData::Dataset(fragments) => {
                 let mut chunks = Vec::with_capacity(fragments.len() + 1);
@@ -300,6 +303,7 @@ impl Ingest {
             IncomingData::DatasetFile(path) => self.storage.put_file(&key, prefix, &path).await?,
             IncomingData::Part10 { bytes, .. } => self.storage.put(&key, vec![bytes]).await?,
         }
+        let stored_at = std::time::Instant::now();
 
         let result = match self.policy {
             DuplicatePolicy::Overwrite => match self.index.replace_instance(record).await {
@@ -325,6 +329,14 @@ impl Ingest {
                 Err(e) => Err(e),
             },
         };
+        let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
+        debug!(
+            analyse_us = us(started, analysed_at),
+            finish_us = us(analysed_at, checked_at),
+            store_us = us(checked_at, stored_at),
+            index_us = us(stored_at, std::time::Instant::now()),
+            "ingest timings"
+        );
         match result {
             Ok(outcome) => {
                 if outcome == IngestOutcome::Replaced {

@@ -38,6 +38,8 @@ struct Pending {
     command: Command,
     context_id: u8,
     data: Incoming,
+    /// When its command set was complete.
+    since: std::time::Instant,
 }
 
 /// What a service tells the loop after a message.
@@ -79,6 +81,7 @@ impl Session {
 
     pub(super) async fn run(&mut self, association: &mut Assoc) {
         loop {
+            let _ = quick_ack(association.inner_stream());
             let pdu =
                 match tokio::time::timeout(self.config.idle_timeout, association.receive()).await {
                     Err(_) => {
@@ -167,6 +170,7 @@ impl Session {
                             fragments: Vec::new(),
                             len: 0,
                         },
+                        since: std::time::Instant::now(),
                     });
                     Flow::Continue
                 } else {
@@ -199,8 +203,17 @@ impl Session {
                         ReceivedDataset::File { path, len }
                     }
                 };
-                self.dispatch(association, p.context_id, p.command, Some(dataset))
-                    .await
+                let received = p.since.elapsed();
+                let dispatched = std::time::Instant::now();
+                let flow = self
+                    .dispatch(association, p.context_id, p.command, Some(dataset))
+                    .await;
+                debug!(
+                    receive_us = received.as_micros() as u64,
+                    dispatch_us = dispatched.elapsed().as_micros() as u64,
+                    "data set received and handled"
+                );
+                flow
             }
         }
     }
@@ -379,6 +392,35 @@ impl Session {
     }
 }
 
+/// Asks the kernel to acknowledge received segments at once instead of delaying the ACK (up
+/// to 40 ms on Linux). A C-STORE sender whose data set ends in a segment it holds back until
+/// the previous one is acknowledged (Nagle) otherwise waits for that delayed ACK: measured at
+/// one data set in ten with 256 KiB PDUs, one in two with 16 KiB PDUs. Linux clears the flag
+/// again on its own, so it is set before every receive.
+fn quick_ack(stream: &TcpStream) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: a valid socket descriptor and a c_int option value of the given size.
+        let r = unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+    Ok(())
+}
+
 /// The next PDU if it has fully arrived, without waiting (the receive is polled once).
 async fn receive_now(association: &mut Assoc) -> Option<Result<Pdu, dicom_ul::association::Error>> {
     let mut receive = std::pin::pin!(association.receive());
@@ -493,6 +535,30 @@ mod tests {
             .await
             .unwrap();
         (server, client.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn quick_ack_is_set_on_the_socket() {
+        let (mut server, _client) = pair().await;
+        quick_ack(server.inner_stream()).unwrap();
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket descriptor, an output buffer of `len` bytes.
+            let r = unsafe {
+                libc::getsockopt(
+                    server.inner_stream().as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_QUICKACK,
+                    (&mut value as *mut libc::c_int).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            assert_eq!(value, 1);
+        }
     }
 
     #[tokio::test]
