@@ -399,23 +399,7 @@ impl Session {
 /// again on its own, so it is set before every receive.
 fn quick_ack(stream: &TcpStream) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let on: libc::c_int = 1;
-        // SAFETY: a valid socket descriptor and a c_int option value of the given size.
-        let r = unsafe {
-            libc::setsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_QUICKACK,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+    socket2::SockRef::from(stream).set_tcp_quickack(true)?;
     #[cfg(not(target_os = "linux"))]
     let _ = stream;
     Ok(())
@@ -540,25 +524,16 @@ mod tests {
     #[tokio::test]
     async fn quick_ack_is_set_on_the_socket() {
         let (mut server, _client) = pair().await;
+        // a fresh connection may start in quick-ACK mode: leave it first, as Linux does
+        #[cfg(target_os = "linux")]
+        socket2::SockRef::from(&*server.inner_stream())
+            .set_tcp_quickack(false)
+            .unwrap();
         quick_ack(server.inner_stream()).unwrap();
         #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            let mut value: libc::c_int = 0;
-            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: a valid socket descriptor, an output buffer of `len` bytes.
-            let r = unsafe {
-                libc::getsockopt(
-                    server.inner_stream().as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_QUICKACK,
-                    (&mut value as *mut libc::c_int).cast(),
-                    &mut len,
-                )
-            };
-            assert_eq!(r, 0);
-            assert_eq!(value, 1);
-        }
+        assert!(socket2::SockRef::from(&*server.inner_stream())
+            .tcp_quickack()
+            .unwrap());
     }
 
     #[tokio::test]
