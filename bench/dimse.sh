@@ -22,19 +22,8 @@ cd "$(dirname "$0")/.."
 SLICES=${1:-300}
 FIND_STUDIES=${2:-101}
 RUNS=${3:-5}
-export TCP_NODELAY=1
-BIN=${DCMTK_BIN:-/usr/bin}
-ORTHANC=${ORTHANC:-$(command -v Orthanc || true)}
-ORTHANC_PLUGINS=${ORTHANC_PLUGINS:-/usr/share/orthanc/plugins}
-WORK=$(mktemp -d /tmp/pacs-bench.XXXXXX)
-PACS=${PACS:-target/release/pacs}
 . bench/lib.sh
-trap bench_cleanup EXIT
-
-if [ -z "${PACS_SKIP_BUILD:-}" ]; then
-  echo "building release binaries..."
-  cargo build --release --quiet --bin pacs
-fi
+bench_against_orthanc_setup
 
 echo "synthesising a $SLICES-slice CT series (twice: 1 and 4 associations) and $FIND_STUDIES one-slice studies..."
 $PACS synth --studies 1 --slices "$SLICES" --modality CT --seed 5 --out "$WORK/series1" >/dev/null

@@ -1,5 +1,6 @@
 # Shared by the bench/ scripts: a throwaway PostgreSQL cluster, free ports, nodes.
-# Source it after setting WORK (a temporary directory) and PACS (the release binary).
+# Source it after setting WORK (a temporary directory) and PACS (the release binary), or call
+# bench_against_orthanc_setup after sourcing it.
 
 PIDS=()
 bench_cleanup() {
@@ -120,4 +121,22 @@ EOF
     sleep 0.1
   done
   echo "Orthanc did not start:" >&2; cat "$dir.log" >&2; return 1
+}
+
+# bench_against_orthanc_setup: what the scripts that measure this node against Orthanc share:
+# DCMTK from BIN (default /usr/bin: pynetdicom installs commands of the same names), Orthanc from
+# ORTHANC and ORTHANC_PLUGINS, a WORK directory removed at exit, PACS (the release binary, built
+# here unless PACS_SKIP_BUILD is set), and TCP_NODELAY=1 for DCMTK.
+bench_against_orthanc_setup() {
+  export TCP_NODELAY=1
+  BIN=${DCMTK_BIN:-/usr/bin}
+  ORTHANC=${ORTHANC:-$(command -v Orthanc || true)}
+  ORTHANC_PLUGINS=${ORTHANC_PLUGINS:-/usr/share/orthanc/plugins}
+  WORK=$(mktemp -d /tmp/pacs-bench.XXXXXX)
+  PACS=${PACS:-target/release/pacs}
+  trap bench_cleanup EXIT
+  if [ -z "${PACS_SKIP_BUILD:-}" ]; then
+    echo "building release binaries..."
+    cargo build --release --quiet --bin pacs
+  fi
 }
