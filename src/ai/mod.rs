@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::index::{Index, IndexError};
 use jobs::{now_ms, JobQueue};
-use routing::{Route, Router, SeriesFacts};
+use routing::{Route, Router};
 
 /// Settings of the AI side of the node.
 #[derive(Debug, Clone)]
@@ -191,27 +191,16 @@ impl AiService {
         let Some(summary) = self.index.series_facts(series_pk).await? else {
             return Ok(0);
         };
-        let (series, study) = (
-            summary.series_instance_uid.clone(),
-            summary.study_instance_uid.clone(),
-        );
-        let facts = SeriesFacts {
-            modality: summary.modality,
-            body_part: summary.body_part,
-            series_description: summary.series_description,
-            sop_classes: summary.sop_classes,
-            calling_aes: summary.calling_aes,
-            ai_output: summary.ai_output,
-        };
-        let models = self.router.read().expect("router lock").models_for(&facts);
+        let (series, study) = (&summary.series_instance_uid, &summary.study_instance_uid);
+        let models = self
+            .router
+            .read()
+            .expect("router lock")
+            .models_for(&summary);
         let mut queued = 0;
         for model in models {
             let version = self.model_version(&model);
-            if let Some(id) = self
-                .queue
-                .enqueue(&study, &series, &model, &version)
-                .await?
-            {
+            if let Some(id) = self.queue.enqueue(study, series, &model, &version).await? {
                 info!(job = id, %series, %model, %version, "series complete: AI job queued");
                 queued += 1;
             }

@@ -44,24 +44,14 @@ pub struct Route {
     pub calling_ae: Vec<String>,
 }
 
-/// What routing looks at in a complete series.
-#[derive(Debug, Clone, Default)]
-pub struct SeriesFacts {
-    pub modality: String,
-    pub body_part: String,
-    pub series_description: String,
-    pub sop_classes: Vec<String>,
-    pub calling_aes: Vec<String>,
-    /// Some instance was stored by an authenticated AI worker (never told by an AE title,
-    /// which any DIMSE peer can choose).
-    pub ai_output: bool,
-}
+/// What routing looks at in a complete series: the index's summary of it.
+pub use crate::index::SeriesSummary as SeriesFacts;
 
-impl SeriesFacts {
-    /// Whether this series holds AI output (which must never be analysed).
-    pub fn is_ai_output(&self) -> bool {
-        self.ai_output || self.sop_classes.iter().any(|c| is_result_class(c))
-    }
+/// Whether a series holds AI output, which must never be analysed: some instance was stored by
+/// an authenticated AI worker (never told by an AE title, which any DIMSE peer can choose), or
+/// it is a result class.
+fn is_ai_output(facts: &SeriesFacts) -> bool {
+    facts.ai_output || facts.sop_classes.iter().any(|c| is_result_class(c))
 }
 
 /// The shipped models' routes, used when none are configured: CT series to the classical CT
@@ -127,7 +117,7 @@ impl Router {
 
     /// The models that should run on a series, each once.
     pub fn models_for(&self, facts: &SeriesFacts) -> Vec<String> {
-        if facts.is_ai_output() {
+        if is_ai_output(facts) {
             return Vec::new();
         }
         let mut out: Vec<String> = Vec::new();
@@ -166,7 +156,7 @@ mod tests {
             series_description: desc.into(),
             sop_classes: vec![uids::CT_IMAGE_STORAGE.into()],
             calling_aes: vec!["CT1".into()],
-            ai_output: false,
+            ..Default::default()
         }
     }
 
