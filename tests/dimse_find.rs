@@ -304,6 +304,9 @@ fn c_cancel_stops_a_c_find() {
     let mut assoc =
         support::raw_client::associate(node.dimse_port(), "CANCELLER", "PACS", STUDY_ROOT_FIND)
             .unwrap();
+    // The three PDUs below must leave at once: with Nagle on, the C-CANCEL could wait for a
+    // delayed ACK (tens of ms) while the node answers all 30 matches in well under that.
+    assoc.inner_stream().set_nodelay(true).unwrap();
     let pc = assoc.presentation_contexts()[0].id;
     let request = pacs_dimse::command::Request {
         command_field: pacs_dimse::command::field::C_FIND_RQ,
