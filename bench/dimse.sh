@@ -37,19 +37,7 @@ BYTES=$(xargs -a "$WORK/series1.txt" stat -c %s | awk '{s+=$1} END {print s}')
 SERIES_UID=$(python3 -c "import pydicom,sys; print(pydicom.dcmread(sys.argv[1], stop_before_pixels=True).SeriesInstanceUID)" "$(head -n1 "$WORK/series1.txt")")
 
 # the C-MOVE destination, writing every object to disk as a workstation does
-SCP_PORT=$(free_port)
-mkdir -p "$WORK/recv"
-"$BIN/storescp" -aet BENCHSCP -od "$WORK/recv" "$SCP_PORT" > "$WORK/storescp.log" 2>&1 &
-PIDS+=("$!")
-
-cat > "$WORK/pacs.toml" <<EOF
-[[ae]]
-title = "BENCHSCP"
-host = "127.0.0.1"
-port = $SCP_PORT
-allow = ["echo"]
-move_destination = true
-EOF
+start_move_destination
 
 start_postgres
 

@@ -140,3 +140,21 @@ bench_against_orthanc_setup() {
     cargo build --release --quiet --bin pacs
   fi
 }
+
+# start_move_destination: a storescp (DCMTK from BIN) writing every object to WORK/recv, as a
+# workstation does, on SCP_PORT; and WORK/pacs.toml registering it as the move destination
+# BENCHSCP for the node (`--config`).
+start_move_destination() {
+  SCP_PORT=$(free_port)
+  mkdir -p "$WORK/recv"
+  "$BIN/storescp" -aet BENCHSCP -od "$WORK/recv" "$SCP_PORT" > "$WORK/storescp.log" 2>&1 &
+  PIDS+=("$!")
+  cat > "$WORK/pacs.toml" <<EOF
+[[ae]]
+title = "BENCHSCP"
+host = "127.0.0.1"
+port = $SCP_PORT
+allow = ["echo"]
+move_destination = true
+EOF
+}

@@ -28,20 +28,8 @@ BYTES=$(find "$SERIES_DIR" -name '*.dcm' -printf '%s\n' | awk '{s+=$1} END {prin
 SERIES_UID=$(python3 -c "import pydicom,sys,glob; print(pydicom.dcmread(sorted(glob.glob(sys.argv[1]+'/*.dcm'))[0]).SeriesInstanceUID)" "$SERIES_DIR")
 
 # the receiving storescp (writes every object to disk, as a workstation does)
-SCP_PORT=$(free_port)
-mkdir -p "$WORK/recv"
-"$BIN/storescp" -aet BENCHSCP -od "$WORK/recv" "$SCP_PORT" > "$WORK/storescp.log" 2>&1 &
-PIDS+=("$!")
+start_move_destination
 sleep 0.5
-
-cat > "$WORK/pacs.toml" <<EOF
-[[ae]]
-title = "BENCHSCP"
-host = "127.0.0.1"
-port = $SCP_PORT
-allow = ["echo"]
-move_destination = true
-EOF
 
 now() { date +%s.%N; }
 report() { # label seconds...

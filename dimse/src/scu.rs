@@ -401,14 +401,11 @@ async fn worker(shared: Arc<Shared>) {
                 }
             };
             let message_id = shared.message_ids.fetch_add(1, Ordering::Relaxed);
-            let request = Request {
-                command_field: field::C_STORE_RQ,
+            let request = store_request(
+                &instance,
                 message_id,
-                affected_sop_class_uid: instance.sop_class_uid.clone(),
-                affected_sop_instance_uid: Some(instance.sop_instance_uid.clone()),
-                has_dataset: true,
-                move_originator: shared.options.move_originator.clone(),
-            };
+                shared.options.move_originator.clone(),
+            );
             let exchange = async {
                 send_message(&mut association, context, &request.encode(), Some(&data)).await?;
                 receive_command(&mut association).await
@@ -556,5 +553,22 @@ fn give_up(shared: &Shared, why: &str) {
         while let Some((instance, attempts)) = shared.pop() {
             shared.report(&instance, None, Some(why.to_string()), attempts);
         }
+    }
+}
+
+/// The C-STORE-RQ of one outgoing instance (PS3.7 9.3.1.1), for the storage SCU and for C-GET
+/// sub-operations; `move_originator` names the C-MOVE a sub-operation belongs to.
+pub(crate) fn store_request(
+    instance: &OutgoingInstance,
+    message_id: u16,
+    move_originator: Option<(String, u16)>,
+) -> Request {
+    Request {
+        command_field: field::C_STORE_RQ,
+        message_id,
+        affected_sop_class_uid: instance.sop_class_uid.clone(),
+        affected_sop_instance_uid: Some(instance.sop_instance_uid.clone()),
+        has_dataset: true,
+        move_originator,
     }
 }

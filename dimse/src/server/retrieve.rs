@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::session::{
     encode_identifier, read_identifier, Assoc, Flow, Interrupt, Message, Poll, Session,
 };
-use crate::command::{field, status, Command, Request, Response, SubOperationCounts};
+use crate::command::{field, status, Command, Response, SubOperationCounts};
 use crate::pdata;
 use crate::scu::{InstanceResult, StoreScuOptions, SubOperation};
 use crate::service::{
@@ -364,14 +364,7 @@ impl Session {
         message_id: u16,
         cancelled: &mut bool,
     ) -> Result<InstanceResult, Flow> {
-        let request = Request {
-            command_field: field::C_STORE_RQ,
-            message_id,
-            affected_sop_class_uid: instance.sop_class_uid.clone(),
-            affected_sop_instance_uid: Some(instance.sop_instance_uid.clone()),
-            has_dataset: true,
-            move_originator: None,
-        };
+        let request = crate::scu::store_request(instance, message_id, None);
         let command = request.encode();
         let mut messages = Vec::with_capacity(2);
         if let Some((context_id, rsp)) = before {
