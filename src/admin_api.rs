@@ -345,9 +345,8 @@ fn account_error(e: AccountError) -> Response {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}")))
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, HttpError> {
+    serde_json::from_slice(body).map_err(|e| HttpError::bad_request(format!("invalid {what}: {e}")))
 }
 
 /// `POST /api/users` and `PUT /api/users/{name}`.
@@ -387,7 +386,7 @@ async fn create_user(
 ) -> Response {
     let body: UserBody = match parse_json(&body, "user") {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (Some(name), Some(password)) = (body.name, body.password) else {
         return error(
@@ -416,7 +415,7 @@ async fn update_user(
 ) -> Response {
     let body: UserBody = match parse_json(&body, "user") {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if body.name.as_deref().is_some_and(|n| n != name) {
         return error(
@@ -478,7 +477,7 @@ async fn create_key(
 ) -> Response {
     let body: KeyBody = match parse_json(&body, "key") {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match accounts(&state).create_key(&body.name, &body.roles).await {
         Ok((key, info)) => {
@@ -527,7 +526,7 @@ async fn login(
         Ok(Credential::Basic { username, password }) => (username, password),
         _ if !body.is_empty() => match parse_json::<LoginBody>(&body, "login") {
             Ok(b) => (b.username, b.password),
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         },
         _ => {
             return error(
@@ -555,6 +554,7 @@ async fn whoami(identity: Identity) -> Response {
     Json(json!({
         "principal": identity.principal.name(),
         "authenticated": identity.is_authenticated(),
+        "client": identity.peer.map(|p| p.ip().to_string()),
         "permissions": identity.permissions.iter().map(|p| p.name()).collect::<Vec<_>>(),
     }))
     .into_response()

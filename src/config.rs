@@ -266,13 +266,13 @@ pub fn name_the_variable(mut error: clap::Error) -> clap::Error {
 #[derive(Debug, Clone, Default, Args)]
 pub struct IndexArgs {
     /// TOML configuration file (its data_dir and database_url apply).
-    #[arg(long, env = "PACS_CONFIG")]
+    #[arg(long, global = true, env = "PACS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded index [default: ./data].
-    #[arg(long, env = "PACS_DATA_DIR")]
+    #[arg(long, global = true, env = "PACS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Index database: a postgres:// URL, or a SQLite file path (default <data-dir>/index.sqlite).
-    #[arg(long, env = "PACS_DATABASE_URL")]
+    #[arg(long, global = true, env = "PACS_DATABASE_URL")]
     pub database_url: Option<String>,
 }
 

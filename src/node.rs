@@ -257,6 +257,39 @@ mod tests {
 
     const WORKER_TOKEN: &str = "worker-token";
 
+    fn settings(args: &[&str]) -> Settings {
+        let argv = std::iter::once("pacs").chain(args.iter().copied());
+        Settings::resolve(&crate::config::ServeArgs::try_parse_from(argv).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn http_bind_is_loopback_until_authentication_is_configured() {
+        let loopback: IpAddr = [127, 0, 0, 1].into();
+        let any: IpAddr = [0, 0, 0, 0].into();
+        assert_eq!(http_bind(&settings(&[]), false).unwrap(), loopback);
+        assert_eq!(http_bind(&settings(&[]), true).unwrap(), any);
+        assert_eq!(
+            http_bind(&settings(&["--http-bind", "127.0.0.2"]), false).unwrap(),
+            IpAddr::from([127, 0, 0, 2])
+        );
+        // --bind sets both listeners; --http-bind wins for HTTP
+        let s = settings(&["--bind", "127.0.0.1", "--http-bind", "0.0.0.0"]);
+        assert_eq!(s.dimse_bind, loopback);
+        assert_eq!(http_bind(&s, true).unwrap(), any);
+    }
+
+    #[test]
+    fn http_bind_beyond_loopback_needs_authentication_or_insistence() {
+        let any: IpAddr = [0, 0, 0, 0].into();
+        let refused = http_bind(&settings(&["--http-bind", "0.0.0.0"]), false).unwrap_err();
+        let message = refused.to_string();
+        assert!(message.contains("pacs user add"), "{message}");
+        assert!(message.contains("--insecure-allow-anonymous"), "{message}");
+        assert!(http_bind(&settings(&["--bind", "192.0.2.1"]), false).is_err());
+        let insisted = settings(&["--http-bind", "0.0.0.0", "--insecure-allow-anonymous"]);
+        assert_eq!(http_bind(&insisted, false).unwrap(), any);
+    }
+
     /// The node's whole HTTP application over an empty SQLite index, called from `peer`.
     async fn app(dir: &std::path::Path, admin_token: Option<&str>, peer: &str) -> axum::Router {
         let index = crate::index::open(&dir.join("index.sqlite").to_string_lossy())

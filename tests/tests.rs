@@ -11,6 +11,7 @@ mod support;
 
 mod ai_jobs;
 mod ai_worker;
+mod auth;
 mod dicomweb;
 mod dimse_bad_input;
 mod dimse_find;

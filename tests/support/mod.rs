@@ -17,6 +17,7 @@
 
 /// Index/object-store consistency checks (tests/support/archive.rs).
 pub mod archive;
+pub mod issuer;
 /// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
