@@ -41,13 +41,14 @@ echo "binary $PACS; C-FIND of $FIND_STUDIES matches; median of $RUNS findscu / e
 echo
 echo "| index | studies | instances | C-ECHO ms | C-FIND ms | C-FIND - C-ECHO ms |"
 echo "|---|---|---|---|---|---|"
+requestors_toml > "$WORK/requestors.toml"
 for backend in sqlite postgres; do
   for studies in "${SIZES[@]}"; do
     dir=$WORK/node-$backend-$studies
-    args=()
+    args=(--config "$WORK/requestors.toml")
     if [ "$backend" = postgres ]; then
       url=$(new_database "bench_cfind_$studies")
-      args=(--database-url "$url")
+      args+=(--database-url "$url")
     fi
     start_node "$dir" "${args[@]}"
     stop_node

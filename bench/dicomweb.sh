@@ -23,12 +23,13 @@ cargo build --release --quiet
 $PACS synth --studies 2 --slices 300 --modality CT --seed 77 --out "$WORK/synth" >/dev/null
 start_postgres
 
+requestors_toml > "$WORK/requestors.toml"
 for backend in sqlite postgres; do
   dir=$WORK/node-$backend
-  args=()
+  args=(--config "$WORK/requestors.toml")
   if [ "$backend" = postgres ]; then
     url=$(new_database "bench_dicomweb")
-    args=(--database-url "$url")
+    args+=(--database-url "$url")
   fi
   # migrate, then fill the empty index directly
   start_node "$dir" "${args[@]}"

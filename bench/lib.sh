@@ -141,9 +141,18 @@ bench_against_orthanc_setup() {
   fi
 }
 
+# requestors_toml: `[[ae]]` tables for the benchmarks' requestors (BENCH, and MOVESCU and
+# GETSCU, DCMTK's default calling AE titles): an AE not in the registry may only echo and store.
+requestors_toml() {
+  local title
+  for title in BENCH MOVESCU GETSCU; do
+    printf '[[ae]]\ntitle = "%s"\nallow = ["echo", "store", "find", "move", "get"]\n\n' "$title"
+  done
+}
+
 # start_move_destination: a storescp (DCMTK from BIN) writing every object to WORK/recv, as a
 # workstation does, on SCP_PORT; and WORK/pacs.toml registering it as the move destination
-# BENCHSCP for the node (`--config`).
+# BENCHSCP for the node (`--config`), with the requestors of `requestors_toml`.
 start_move_destination() {
   SCP_PORT=$(free_port)
   mkdir -p "$WORK/recv"
@@ -156,5 +165,7 @@ host = "127.0.0.1"
 port = $SCP_PORT
 allow = ["echo"]
 move_destination = true
+
 EOF
+  requestors_toml >> "$WORK/pacs.toml"
 }

@@ -1,13 +1,17 @@
 //! The archive behind the DIMSE front-end: association policy and C-STORE into ingest.
 //!
-//! Every DIMSE status the node answers for a C-STORE is decided in [`store_status`].
+//! Who may associate and do what is decided once per association, in
+//! [`NodeDimseService::authorize_association`]: by the user identity the requestor offered when
+//! users are configured, else by the calling AE's registry entry. Every DIMSE status the node
+//! answers for a C-STORE is decided in [`store_status`].
 
 use std::sync::Arc;
 
 use pacs_dimse::command::status;
 use pacs_dimse::{
-    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, InstanceSource,
-    Operation, ReceivedDataset, RetrieveOutcome, RetrieveRequest, StoreOutcome, StoreRequest,
+    AssociationGrant, AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest,
+    IdentityOffer, InstanceSource, OfferedIdentity, Operation, ReceivedDataset, RetrieveOutcome,
+    RetrieveRequest, StoreOutcome, StoreRequest,
 };
 use tracing::{debug, info, warn};
 
@@ -28,56 +32,120 @@ impl AePolicy {
     }
 }
 
+/// What an AE not in the registry may do when `--require-known-ae` is off: send and verify,
+/// never query or retrieve (secure by default: the archive's contents are not handed to any AE
+/// title that asks).
+pub const UNKNOWN_AE_OPERATIONS: &[Operation] = &[Operation::Echo, Operation::Store];
+
+/// Checks the user identity a requestor offers (PS3.7 D.3.3.7).
+#[async_trait::async_trait]
+pub trait DimseAuthenticator: Send + Sync {
+    /// The user and the DIMSE operations its roles permit, or None when the identity is refused.
+    async fn authenticate(&self, offer: &OfferedIdentity) -> Option<(String, Vec<Operation>)>;
+    /// Whether any user or identity provider is configured (if not, offers are ignored and the AE
+    /// decides, as before).
+    fn configured(&self) -> bool;
+}
+
+/// No users: identity offers are ignored, the calling AE decides.
+pub struct NoUsers;
+
+#[async_trait::async_trait]
+impl DimseAuthenticator for NoUsers {
+    async fn authenticate(&self, _offer: &OfferedIdentity) -> Option<(String, Vec<Operation>)> {
+        None
+    }
+
+    fn configured(&self) -> bool {
+        false
+    }
+}
+
 pub struct NodeDimseService {
     pub ingest: Arc<Ingest>,
     pub policy: AePolicy,
+    /// Checks offered user identities.
+    pub users: Arc<dyn DimseAuthenticator>,
     /// Most matches one C-FIND returns.
     pub find_limit: usize,
     pub source: Arc<dyn InstanceSource>,
 }
 
+/// The operation named in an AE's `allow` list.
+fn operation_named(name: &str) -> Option<Operation> {
+    Some(match name {
+        "echo" => Operation::Echo,
+        "store" => Operation::Store,
+        "find" => Operation::Find,
+        "move" => Operation::Move,
+        "get" => Operation::Get,
+        _ => return None,
+    })
+}
+
+impl NodeDimseService {
+    /// Checks an offered identity with the configured users.
+    async fn authenticate(&self, offer: &IdentityOffer) -> Option<(String, Vec<Operation>)> {
+        match offer.identity {
+            // Kerberos, SAML and types this node does not know are never accepted
+            OfferedIdentity::Unsupported(_) => None,
+            _ => self.users.authenticate(&offer.identity).await,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl DimseService for NodeDimseService {
-    fn authorize_association(&self, peer: &AssociationPeer) -> Result<(), AssociationRefusal> {
-        match self.policy.find(&peer.calling_ae_title) {
+    /// The calling AE first: a registered AE with `check_host` only from its host, an unknown
+    /// one not at all under `--require-known-ae`. Then, when users are configured and an
+    /// identity is offered, the user's permissions; otherwise the AE's `allow` list, or
+    /// [`UNKNOWN_AE_OPERATIONS`] for an AE not in the registry.
+    async fn authorize_association(
+        &self,
+        peer: &AssociationPeer,
+        offer: Option<&IdentityOffer>,
+    ) -> Result<AssociationGrant, AssociationRefusal> {
+        let ae = self.policy.find(&peer.calling_ae_title);
+        match &ae {
             Some(ae) if ae.check_host => {
                 let host_ok = ae
                     .host
                     .as_deref()
                     .is_some_and(|h| host_matches(h, peer.address.ip()));
-                if host_ok {
-                    Ok(())
-                } else {
+                if !host_ok {
                     warn!(calling = %peer.calling_ae_title, peer = %peer.address, "calling AE connected from a host it is not configured for");
-                    Err(AssociationRefusal::CallingAeTitleNotRecognized)
+                    return Err(AssociationRefusal::CallingAeTitleNotRecognized);
                 }
             }
-            Some(_) => Ok(()),
+            Some(_) => {}
             None if self.policy.require_known_ae => {
-                Err(AssociationRefusal::CallingAeTitleNotRecognized)
+                return Err(AssociationRefusal::CallingAeTitleNotRecognized)
             }
-            None => Ok(()),
+            None => {}
         }
-    }
-
-    fn may_perform(&self, peer: &AssociationPeer, operation: Operation) -> bool {
-        let name = match operation {
-            Operation::Echo => "echo",
-            Operation::Store => "store",
-            Operation::Find => "find",
-            Operation::Move => "move",
-            Operation::Get => "get",
-        };
-        let allowed = match self.policy.find(&peer.calling_ae_title) {
-            Some(ae) => ae.allow.iter().any(|a| a == name),
-            // Without --require-known-ae, unknown AEs may do everything (a C-MOVE still
-            // needs a registered destination).
-            None => !self.policy.require_known_ae,
-        };
-        if !allowed {
-            warn!(calling = %peer.calling_ae_title, peer = %peer.address, operation = name, "operation refused");
+        if let Some(offer) = offer.filter(|_| self.users.configured()) {
+            // the offer's Debug names the user, never a passcode or token
+            return match self.authenticate(offer).await {
+                Some((user, operations)) => Ok(AssociationGrant {
+                    user: Some(user),
+                    operations,
+                    server_response: Vec::new(),
+                }),
+                None => {
+                    warn!(calling = %peer.calling_ae_title, peer = %peer.address, identity = ?offer.identity, "user identity refused");
+                    Err(AssociationRefusal::AuthenticationFailed)
+                }
+            };
         }
-        allowed
+        let operations = match &ae {
+            Some(ae) => ae
+                .allow
+                .iter()
+                .filter_map(|name| operation_named(name))
+                .collect(),
+            None => UNKNOWN_AE_OPERATIONS.to_vec(),
+        };
+        Ok(AssociationGrant::for_ae(operations))
     }
 
     async fn store(&self, request: StoreRequest) -> StoreOutcome {
@@ -201,5 +269,202 @@ pub fn store_status(result: &Result<Ingested, IngestError>) -> StoreOutcome {
         Err(IngestError::Index(e)) => {
             StoreOutcome::with_status(status::OUT_OF_RESOURCES, format!("index: {e}"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// alice/secret may echo and find; bob's JWT "bob.jwt" may echo.
+    struct TwoUsers;
+
+    #[async_trait::async_trait]
+    impl DimseAuthenticator for TwoUsers {
+        async fn authenticate(&self, offer: &OfferedIdentity) -> Option<(String, Vec<Operation>)> {
+            match offer {
+                OfferedIdentity::UsernamePasscode { username, passcode }
+                    if username == "alice" && passcode == "secret" =>
+                {
+                    Some(("alice".into(), vec![Operation::Echo, Operation::Find]))
+                }
+                OfferedIdentity::Jwt(token) if token == "bob.jwt" => {
+                    Some(("bob".into(), vec![Operation::Echo]))
+                }
+                OfferedIdentity::Unsupported(_) => panic!("unsupported types are not passed on"),
+                _ => None,
+            }
+        }
+
+        fn configured(&self) -> bool {
+            true
+        }
+    }
+
+    fn ae(title: &str, allow: &[&str], host: Option<&str>, check_host: bool) -> RemoteAe {
+        RemoteAe {
+            title: title.into(),
+            host: host.map(String::from),
+            port: None,
+            description: String::new(),
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            move_destination: false,
+            check_host,
+        }
+    }
+
+    async fn service(
+        dir: &std::path::Path,
+        require_known_ae: bool,
+        users: Arc<dyn DimseAuthenticator>,
+    ) -> NodeDimseService {
+        let index = crate::index::open(&dir.join("index.sqlite").to_string_lossy())
+            .await
+            .unwrap();
+        let storage = crate::storage::Storage::open(&crate::storage::StorageConfig::Local {
+            root: dir.join("objects"),
+        })
+        .unwrap();
+        let registry = AeRegistry::open(
+            index.clone(),
+            &[
+                ae("WS", &["echo", "find", "move"], None, false),
+                ae("PINNED", &["echo", "store"], Some("192.0.2.10"), true),
+            ],
+        )
+        .await
+        .unwrap();
+        NodeDimseService {
+            ingest: Arc::new(Ingest::new(
+                index,
+                storage.clone(),
+                crate::ingest::DuplicatePolicy::Keep,
+            )),
+            policy: AePolicy {
+                require_known_ae,
+                registry,
+            },
+            users,
+            find_limit: 100,
+            source: crate::retrieve::ArchiveSource::new(storage),
+        }
+    }
+
+    fn peer(calling: &str) -> AssociationPeer {
+        AssociationPeer {
+            calling_ae_title: calling.into(),
+            called_ae_title: "PACS".into(),
+            address: "127.0.0.1:40000".parse().unwrap(),
+        }
+    }
+
+    fn offer(identity: OfferedIdentity) -> IdentityOffer {
+        IdentityOffer {
+            identity,
+            positive_response_requested: true,
+        }
+    }
+
+    fn alice(passcode: &str) -> IdentityOffer {
+        offer(OfferedIdentity::UsernamePasscode {
+            username: "alice".into(),
+            passcode: passcode.into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn the_calling_ae_decides_without_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path(), false, Arc::new(NoUsers)).await;
+        // an unknown AE may echo and store, never query or retrieve
+        let grant = s
+            .authorize_association(&peer("STRANGER"), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            grant,
+            AssociationGrant::for_ae(vec![Operation::Echo, Operation::Store])
+        );
+        // a registered AE gets its allow list
+        let grant = s.authorize_association(&peer("WS"), None).await.unwrap();
+        assert_eq!(
+            grant.operations,
+            [Operation::Echo, Operation::Find, Operation::Move]
+        );
+        // an AE pinned to another host is refused
+        assert_eq!(
+            s.authorize_association(&peer("PINNED"), None).await,
+            Err(AssociationRefusal::CallingAeTitleNotRecognized)
+        );
+        // without users, an offered identity is ignored
+        let grant = s
+            .authorize_association(&peer("STRANGER"), Some(&alice("wrong")))
+            .await
+            .unwrap();
+        assert_eq!(grant.user, None);
+        assert_eq!(grant.operations, UNKNOWN_AE_OPERATIONS);
+
+        let s = service(dir.path(), true, Arc::new(NoUsers)).await;
+        assert_eq!(
+            s.authorize_association(&peer("STRANGER"), None).await,
+            Err(AssociationRefusal::CallingAeTitleNotRecognized)
+        );
+        assert!(s.authorize_association(&peer("WS"), None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_offered_identity_decides_when_users_are_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path(), false, Arc::new(TwoUsers)).await;
+        let grant = s
+            .authorize_association(&peer("STRANGER"), Some(&alice("secret")))
+            .await
+            .unwrap();
+        assert_eq!(
+            grant,
+            AssociationGrant {
+                user: Some("alice".into()),
+                operations: vec![Operation::Echo, Operation::Find],
+                server_response: Vec::new(),
+            }
+        );
+        let bob = offer(OfferedIdentity::Jwt("bob.jwt".into()));
+        let grant = s
+            .authorize_association(&peer("WS"), Some(&bob))
+            .await
+            .unwrap();
+        assert_eq!(grant.user.as_deref(), Some("bob"));
+        assert_eq!(grant.operations, [Operation::Echo]);
+        for refused in [
+            alice("wrong"),
+            offer(OfferedIdentity::Username("alice".into())),
+            offer(OfferedIdentity::Unsupported(3)),
+            offer(OfferedIdentity::Unsupported(4)),
+        ] {
+            assert_eq!(
+                s.authorize_association(&peer("WS"), Some(&refused)).await,
+                Err(AssociationRefusal::AuthenticationFailed),
+                "{refused:?}"
+            );
+        }
+        // no offer: the AE rules
+        let grant = s
+            .authorize_association(&peer("STRANGER"), None)
+            .await
+            .unwrap();
+        assert_eq!(grant.operations, UNKNOWN_AE_OPERATIONS);
+        // the AE's host check still applies to a user
+        assert_eq!(
+            s.authorize_association(&peer("PINNED"), Some(&alice("secret")))
+                .await,
+            Err(AssociationRefusal::CallingAeTitleNotRecognized)
+        );
+        // and so does --require-known-ae
+        let s = service(dir.path(), true, Arc::new(TwoUsers)).await;
+        assert_eq!(
+            s.authorize_association(&peer("STRANGER"), Some(&alice("secret")))
+                .await,
+            Err(AssociationRefusal::CallingAeTitleNotRecognized)
+        );
     }
 }

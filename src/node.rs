@@ -137,6 +137,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             require_known_ae: settings.require_known_ae,
             registry: registry.clone(),
         },
+        // local users and JWT come with their own issue; until then offers are ignored
+        users: Arc::new(crate::dimse_service::NoUsers),
         find_limit: settings.qido_max_results,
         source: source.clone(),
     });

@@ -7,7 +7,17 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use dicom_dictionary_std::tags;
-use support::{both_backends, Backend, Node};
+use support::{both_backends, Backend, Node, NodeOptions};
+
+/// A node on which the query peers of these tests are registered AEs allowed to query (an
+/// unknown AE may only echo and store).
+fn start_node(backend: Backend) -> Node {
+    let mut options = NodeOptions::new(backend);
+    for title in ["FINDSCU", "PYFIND", "CHARSET", "CANCELLER"] {
+        options = options.config(&support::ae_entry(title, &["echo", "store", "find"]));
+    }
+    Node::start_with(options)
+}
 
 /// Runs findscu with `-X` and returns the response identifiers it extracted, and its output.
 fn findscu(
@@ -64,7 +74,7 @@ fn store_fixture(node: &Node) -> (tempfile::TempDir, pacs_synth::SynthSummary) {
 }
 
 async fn findscu_at_every_level(backend: Backend) {
-    let node = Node::start(backend);
+    let node = start_node(backend);
     let (_dir, synth) = store_fixture(&node);
     let first = &synth.instances[0];
     // Study Root, STUDY level, wildcard on a person name, with return keys
@@ -174,7 +184,7 @@ async fn findscu_at_every_level(backend: Backend) {
 both_backends!(findscu_at_every_level);
 
 async fn bad_identifiers_get_failure_statuses(backend: Backend) {
-    let node = Node::start(backend);
+    let node = start_node(backend);
     let _fixture = store_fixture(&node);
     // no Query/Retrieve Level
     let (rsp, log) = findscu(&node, "-S", &["PatientName=*"]);
@@ -219,7 +229,7 @@ async fn bad_identifiers_get_failure_statuses(backend: Backend) {
 both_backends!(bad_identifiers_get_failure_statuses);
 
 async fn pynetdicom_queries_too(backend: Backend) {
-    let node = Node::start(backend);
+    let node = start_node(backend);
     let _fixture = store_fixture(&node);
     let script = "import json, sys\n\
         from pydicom.dataset import Dataset\n\
@@ -246,7 +256,7 @@ both_backends!(pynetdicom_queries_too);
 /// each gets its answer in its own character set (the raw bytes are checked, not only pydicom's
 /// decoding).
 async fn character_sets_in_and_out(backend: Backend) {
-    let node = Node::start(backend);
+    let node = start_node(backend);
     let script = "import json, sys\n\
         import pydicom\n\
         from pydicom.data import get_testdata_file\n\
@@ -294,7 +304,7 @@ fn c_cancel_stops_a_c_find() {
     use dicom_ul::pdu::{PDataValue, PDataValueType};
     use dicom_ul::Pdu;
 
-    let node = Node::start(Backend::Sqlite);
+    let node = start_node(Backend::Sqlite);
     let (_dir, synth) = support::synth_ct(30, 43);
     let paths = support::synth_paths(&synth);
     let refs: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();

@@ -71,6 +71,15 @@ fn node_with_aes(backend: Backend, aes: &str, extra: &[&str]) -> (Node, tempfile
     (Node::start_with(opts), dir)
 }
 
+/// `[[ae]]` tables for the requestors that retrieve in these tests (DCMTK's default calling AE
+/// titles and pynetdicom's): an unknown AE may not move or get.
+fn retrievers() -> String {
+    ["MOVESCU", "GETSCU", "PYMOVE", "PYGET"]
+        .iter()
+        .map(|title| support::ae_entry(title, &["echo", "find", "move", "get"]))
+        .collect()
+}
+
 fn dest_ae(title: &str, port: u16) -> String {
     format!(
         "[[ae]]\ntitle = \"{title}\"\nhost = \"127.0.0.1\"\nport = {port}\nallow = [\"echo\"]\nmove_destination = true\n"
@@ -120,7 +129,8 @@ fn store(node: &Node, files: &[PathBuf], args: &[&str]) {
 
 async fn dcmtk_move_and_get_return_what_was_stored(backend: Backend) {
     let scp = StoreScp::start("DEST", &[]);
-    let (node, _conf) = node_with_aes(backend, &dest_ae("DEST", scp.port), &[]);
+    let aes = dest_ae("DEST", scp.port) + &retrievers();
+    let (node, _conf) = node_with_aes(backend, &aes, &[]);
     let (_synth_dir, synth) = support::synth_ct(10, 7);
     let synth_files = support::synth_paths(&synth);
     let samples = support::pydicom_test_files();
@@ -273,7 +283,8 @@ fn last(v: &Value) -> &Value {
 
 async fn pynetdicom_counts_failures_and_cancel(backend: Backend) {
     let dest_port = support::free_port();
-    let (node, _conf) = node_with_aes(backend, &dest_ae("PYDEST", dest_port), &[]);
+    let aes = dest_ae("PYDEST", dest_port) + &retrievers();
+    let (node, _conf) = node_with_aes(backend, &aes, &[]);
     let (_dir, synth) = support::synth_ct(12, 9);
     store(&node, &support::synth_paths(&synth), &[]);
     let study = synth.instances[0].study_instance_uid.clone();
@@ -630,6 +641,58 @@ async fn ae_administration_end_to_end(backend: Backend) {
     );
 }
 both_backends!(ae_administration_end_to_end);
+
+/// Secure by default: an AE title the registry does not know (without `--require-known-ae`) may
+/// verify and send, never query or retrieve; its C-FIND, C-MOVE and C-GET get 0124 (Refused: Not
+/// Authorized) on an accepted association.
+#[test]
+fn an_unknown_ae_may_only_echo_and_store() {
+    let scp = StoreScp::start("DEST", &[]);
+    let (node, _conf) = node_with_aes(Backend::Sqlite, &dest_ae("DEST", scp.port), &[]);
+    let (_dir, synth) = support::synth_ct(2, 13);
+    let refs: Vec<PathBuf> = support::synth_paths(&synth);
+    let paths: Vec<&Path> = refs.iter().map(|p| p.as_path()).collect();
+    let out = support::storescu(&node, "STRANGER", &[], &paths);
+    assert!(
+        out.status.success(),
+        "C-STORE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = support::echoscu(&node, "STRANGER");
+    assert!(
+        out.status.success(),
+        "C-ECHO: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let study = format!("StudyInstanceUID={}", synth.instances[0].study_instance_uid);
+    let log = findscu_as(&node, "STRANGER");
+    assert!(log.contains("0x0124") || log.contains("0x124"), "{log}");
+    assert!(!log.contains("Find Response (Success)"), "{log}");
+    let log = qr_tool(
+        "movescu",
+        &node,
+        &["-S", "-aet", "STRANGER", "-aem", "DEST"],
+        &["QueryRetrieveLevel=STUDY", &study],
+    );
+    assert!(log.contains("0x0124") || log.contains("0x124"), "{log}");
+    let get_dir = tempfile::tempdir().unwrap();
+    let log = qr_tool(
+        "getscu",
+        &node,
+        &[
+            "-S",
+            "-aet",
+            "STRANGER",
+            "-od",
+            &get_dir.path().to_string_lossy(),
+        ],
+        &["QueryRetrieveLevel=STUDY", &study],
+    );
+    assert!(log.contains("0x0124") || log.contains("0x124"), "{log}");
+    assert!(scp.files().is_empty(), "nothing was moved");
+    assert_eq!(std::fs::read_dir(get_dir.path()).unwrap().count(), 0);
+    assert!(node.log().contains("C-FIND not permitted"));
+}
 
 /// A non-loopback address of this machine, to reach the node as a remote client would.
 fn outside_address() -> String {

@@ -11,7 +11,7 @@ pub mod sop_classes;
 
 pub use server::{DimseConfig, DimseServer};
 pub use service::{
-    AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest, InstanceSource,
-    Operation, OutgoingInstance, ReceivedDataset, RetrieveOutcome, RetrieveRequest, StoreOutcome,
-    StoreRequest,
+    AssociationGrant, AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest,
+    IdentityOffer, InstanceSource, OfferedIdentity, Operation, OutgoingInstance, ReceivedDataset,
+    RetrieveOutcome, RetrieveRequest, StoreOutcome, StoreRequest,
 };

@@ -12,11 +12,101 @@ pub struct AssociationPeer {
     pub address: SocketAddr,
 }
 
-/// Why an association is refused (sent as A-ASSOCIATE-RJ, PS3.8 9.3.4).
+/// A user identity offered in an A-ASSOCIATE-RQ (PS3.7 D.3.3.7, the User Identity sub-item of
+/// PS3.8 9.3.2.3). Its `Debug` never prints passcodes or tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum OfferedIdentity {
+    /// User Identity Type 1: a username alone.
+    Username(String),
+    /// User Identity Type 2: a username and its passcode.
+    UsernamePasscode { username: String, passcode: String },
+    /// User Identity Type 5: a JSON Web Token.
+    Jwt(String),
+    /// Kerberos (3), SAML (4) or another type this node does not support: the type number. An
+    /// identity of a supported type whose fields are not UTF-8 text (or whose username or token
+    /// is empty) is reported here too, with its type number.
+    Unsupported(u8),
+}
+
+impl std::fmt::Debug for OfferedIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OfferedIdentity::Username(username) => {
+                f.debug_tuple("Username").field(username).finish()
+            }
+            OfferedIdentity::UsernamePasscode { username, .. } => f
+                .debug_struct("UsernamePasscode")
+                .field("username", username)
+                .field("passcode", &"<redacted>")
+                .finish(),
+            OfferedIdentity::Jwt(_) => f.debug_tuple("Jwt").field(&"<redacted>").finish(),
+            OfferedIdentity::Unsupported(kind) => f.debug_tuple("Unsupported").field(kind).finish(),
+        }
+    }
+}
+
+impl OfferedIdentity {
+    /// The User-Identity-Type field (PS3.7 Table D.3-14): 1 username, 2 username and
+    /// passcode, 3 Kerberos, 4 SAML, 5 JWT.
+    pub fn type_number(&self) -> u8 {
+        match self {
+            OfferedIdentity::Username(_) => 1,
+            OfferedIdentity::UsernamePasscode { .. } => 2,
+            OfferedIdentity::Jwt(_) => 5,
+            OfferedIdentity::Unsupported(kind) => *kind,
+        }
+    }
+}
+
+/// The User Identity sub-item of an A-ASSOCIATE-RQ: the identity and whether the requestor asked
+/// for a positive response (a User Identity sub-item in the A-ASSOCIATE-AC, PS3.7 D.3.3.7.2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityOffer {
+    pub identity: OfferedIdentity,
+    pub positive_response_requested: bool,
+}
+
+/// Why an association is refused (sent as A-ASSOCIATE-RJ, PS3.8 9.3.4, Table 9-21).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssociationRefusal {
+    /// rejected-permanent, source DICOM UL service-user (1), reason 3
     CallingAeTitleNotRecognized,
+    /// rejected-permanent, source DICOM UL service-user (1), reason 7
     CalledAeTitleNotRecognized,
+    /// The offered user identity was refused (or none was offered where one is required):
+    /// rejected-permanent, source DICOM UL service-provider, ACSE related function (2), reason 1
+    /// no-reason-given (PS3.7 D.3.3.7).
+    AuthenticationFailed,
+}
+
+/// What an accepted association may do, decided once by
+/// [`DimseService::authorize_association`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationGrant {
+    /// The authenticated user the association acts for (None: the calling AE itself).
+    pub user: Option<String>,
+    /// The DIMSE operations it may perform; others are refused with the operation's refused
+    /// status (0124 Not Authorized for C-ECHO and C-STORE; C-FIND, C-MOVE and C-GET likewise).
+    pub operations: Vec<Operation>,
+    /// The Server Response of the A-ASSOCIATE-AC User Identity sub-item (PS3.7 D.3.3.7.2),
+    /// sent only when the offer asked for a positive response and the identity was accepted
+    /// (`user` is Some): empty for the username types; for a JWT it may be empty too.
+    pub server_response: Vec<u8>,
+}
+
+impl AssociationGrant {
+    /// A grant for the calling AE itself (no user), with these operations.
+    pub fn for_ae(operations: Vec<Operation>) -> Self {
+        AssociationGrant {
+            user: None,
+            operations,
+            server_response: Vec::new(),
+        }
+    }
+
+    pub fn permits(&self, operation: Operation) -> bool {
+        self.operations.contains(&operation)
+    }
 }
 
 /// The DIMSE operations an AE may be allowed to perform.
@@ -59,6 +149,8 @@ pub struct StoreRequest {
     pub association_id: u64,
     pub calling_ae_title: String,
     pub peer: SocketAddr,
+    /// The authenticated user the association acts for (the grant's), if any.
+    pub user: Option<String>,
     pub sop_class_uid: String,
     pub sop_instance_uid: String,
     pub transfer_syntax_uid: String,
@@ -94,6 +186,8 @@ pub struct FindRequest {
     pub association_id: u64,
     pub calling_ae_title: String,
     pub peer: SocketAddr,
+    /// The authenticated user the association acts for (the grant's), if any.
+    pub user: Option<String>,
     pub sop_class_uid: String,
     pub identifier: dicom_object::InMemDicomObject,
 }
@@ -112,6 +206,8 @@ pub struct RetrieveRequest {
     pub association_id: u64,
     pub calling_ae_title: String,
     pub peer: SocketAddr,
+    /// The authenticated user the association acts for (the grant's), if any.
+    pub user: Option<String>,
     pub sop_class_uid: String,
     pub identifier: dicom_object::InMemDicomObject,
 }
@@ -161,12 +257,15 @@ pub trait InstanceSource: Send + Sync + 'static {
 
 #[async_trait::async_trait]
 pub trait DimseService: Send + Sync + 'static {
-    /// Decides whether an association may be established (called and calling AE titles, peer
-    /// host). Called once per association request.
-    fn authorize_association(&self, peer: &AssociationPeer) -> Result<(), AssociationRefusal>;
-
-    /// Whether the peer may perform the operation on an established association.
-    fn may_perform(&self, peer: &AssociationPeer, operation: Operation) -> bool;
+    /// Decides whether an association may be established and what it may do: the calling AE
+    /// title, the peer's address and the user identity it offered, if any (PS3.7 D.3.3.7).
+    /// Called once per A-ASSOCIATE-RQ, after the Called AE Title was found to be this node's
+    /// and before the A-ASSOCIATE-AC is sent.
+    async fn authorize_association(
+        &self,
+        peer: &AssociationPeer,
+        offer: Option<&IdentityOffer>,
+    ) -> Result<AssociationGrant, AssociationRefusal>;
 
     /// Stores one instance. Must answer Success only once the object and its index row are
     /// durable.
@@ -184,4 +283,35 @@ pub trait DimseService: Send + Sync + 'static {
 
     /// Where sub-operations read the instances from.
     fn instance_source(&self) -> std::sync::Arc<dyn InstanceSource>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_passcode_or_token() {
+        let offer = IdentityOffer {
+            identity: OfferedIdentity::UsernamePasscode {
+                username: "alice".into(),
+                passcode: "s3cr3t".into(),
+            },
+            positive_response_requested: true,
+        };
+        let shown = format!("{offer:?} {:#?}", offer.identity);
+        assert!(
+            shown.contains("alice") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        let shown = format!("{:?}", OfferedIdentity::Jwt("eyJhbGciOi.x.y".into()));
+        assert!(!shown.contains("eyJ"), "{shown}");
+        assert_eq!(
+            format!("{:?}", OfferedIdentity::Username("bob".into())),
+            "Username(\"bob\")"
+        );
+        assert_eq!(
+            format!("{:?}", OfferedIdentity::Unsupported(3)),
+            "Unsupported(3)"
+        );
+    }
 }

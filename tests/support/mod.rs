@@ -856,6 +856,9 @@ pub struct NodeOptions {
     pub startup_timeout: Option<Duration>,
     /// Address to bind instead of 127.0.0.1.
     pub bind: Option<String>,
+    /// A configuration file (TOML) to start with, e.g. `[[ae]]` tables from [`ae_entry`]:
+    /// written into the node's temp directory and passed with `--config`.
+    pub config: Option<String>,
 }
 
 impl NodeOptions {
@@ -885,6 +888,25 @@ impl NodeOptions {
         self.database_url = Some(url.into());
         self
     }
+
+    /// Starts the node with this configuration file (TOML), added to any given before.
+    pub fn config(mut self, toml: &str) -> Self {
+        let mut all = self.config.take().unwrap_or_default();
+        all.push_str(toml);
+        all.push('\n');
+        self.config = Some(all);
+        self
+    }
+}
+
+/// An `[[ae]]` table registering `title`, allowed `allow` (echo, store, find, move, get), for
+/// [`NodeOptions::config`]. An AE that is not registered may only echo and store.
+pub fn ae_entry(title: &str, allow: &[&str]) -> String {
+    let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[[ae]]\ntitle = \"{title}\"\nallow = [{}]\n",
+        allow.join(", ")
+    )
 }
 
 /// A running `pacs serve` process. Killed on drop; when dropped during a
@@ -949,6 +971,11 @@ impl Node {
             .arg(&data_dir);
         if let Some(url) = &database_url {
             cmd.args(["--database-url", url]);
+        }
+        if let Some(toml) = &opts.config {
+            let path = tmp.path().join("pacs.toml");
+            std::fs::write(&path, toml).expect("write the node's config file");
+            cmd.arg("--config").arg(path);
         }
         cmd.args(&opts.args);
         for (key, _) in std::env::vars_os() {

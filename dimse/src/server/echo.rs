@@ -9,10 +9,14 @@ use crate::service::Operation;
 impl Session {
     /// Answers a C-ECHO-RQ: Success, or Not Authorized when the AE may not echo.
     pub(super) fn echo(&self, request: &Message) -> Response {
-        let status = if self.service.may_perform(&self.peer, Operation::Echo) {
+        let status = if self.grant.permits(Operation::Echo) {
             status::SUCCESS
         } else {
-            warn!(calling = %self.peer.calling_ae_title, "C-ECHO not permitted");
+            warn!(
+                calling = %self.peer.calling_ae_title,
+                user = self.grant.user.as_deref(),
+                "C-ECHO not permitted"
+            );
             status::NOT_AUTHORIZED
         };
         let mut rsp = Response::to(&request.command, field::C_ECHO_RSP, status);

@@ -2,7 +2,8 @@
 
 use tracing::{info, warn};
 
-use super::session::{read_identifier, Assoc, Flow, Message, Poll, Session};
+use super::association::{Association, Transport};
+use super::session::{read_identifier, Flow, Message, Poll, Session};
 use crate::command::{field, status, Response};
 use crate::pdata::Outgoing;
 use crate::service::{FindOutcome, FindRequest, Operation};
@@ -18,7 +19,11 @@ impl Session {
     /// C-FIND SCP (PS3.4 C.4.1): one Pending response per match, each with its identifier,
     /// then the final status. The responses go out in batches; a C-CANCEL is looked for before
     /// each batch.
-    pub(super) async fn find(&mut self, association: &mut Assoc, request: Message) -> Flow {
+    pub(super) async fn find<S: Transport>(
+        &mut self,
+        association: &mut Association<S>,
+        request: Message,
+    ) -> Flow {
         let Message {
             context_id,
             command,
@@ -44,8 +49,12 @@ impl Session {
                 .send_response(association, context_id, &rsp, None)
                 .await;
         };
-        let outcome = if !self.service.may_perform(&self.peer, Operation::Find) {
-            warn!(calling = %self.peer.calling_ae_title, "C-FIND not permitted");
+        let outcome = if !self.grant.permits(Operation::Find) {
+            warn!(
+                calling = %self.peer.calling_ae_title,
+                user = self.grant.user.as_deref(),
+                "C-FIND not permitted"
+            );
             FindOutcome::Failed {
                 status: status::NOT_AUTHORIZED,
                 comment: "C-FIND not permitted for this AE".into(),
@@ -58,6 +67,7 @@ impl Session {
                             association_id: self.id,
                             calling_ae_title: self.peer.calling_ae_title.clone(),
                             peer: self.peer.address,
+                            user: self.grant.user.clone(),
                             sop_class_uid: abstract_syntax.clone(),
                             identifier,
                         })

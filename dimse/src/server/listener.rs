@@ -1,7 +1,8 @@
 //! The association acceptor: the TCP listener, the limit on concurrent associations (busy
-//! rejection), the ARTIM timer, and association negotiation (access control on the AE titles and
-//! the peer's address, the presentation contexts offered, SCP/SCU role selection). An accepted
-//! association is handed to [`super::session::Session`].
+//! rejection), the ARTIM timer, what is negotiated (the presentation contexts offered, SCP/SCU
+//! role selection) and who may associate (the Called AE Title, then the archive's decision on
+//! the calling AE, its address and its user identity). The protocol itself is in
+//! [`super::association`]; an accepted association is handed to [`super::session::Session`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,21 +10,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_dictionary_std::uids;
-use dicom_ul::association::server::AccessControl;
 use dicom_ul::pdu::{
-    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
-    AssociationRJServiceUserReason, AssociationRJSource, PresentationContextResultReason,
-    UserIdentity,
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderASCEReason,
+    AssociationRJServiceProviderPresentationReason, AssociationRJServiceUserReason,
+    AssociationRJSource, PresentationContextResultReason,
 };
-use dicom_ul::{Pdu, ServerAssociationOptions};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use dicom_ul::Pdu;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, info_span, warn, Instrument};
 
+use super::association::{check_request, AcceptorSettings, Association, Requested, Transport};
 use super::session::Session;
-use crate::service::{AssociationPeer, AssociationRefusal, DimseService};
+use crate::service::{AssociationGrant, AssociationPeer, AssociationRefusal, DimseService};
 
 /// Transfer syntaxes accepted for storage and stored as received (PS3.5 Annex A). Explicit VR
 /// Big Endian is retired (hence `allow(deprecated)`) but still sent by old modalities.
@@ -92,6 +93,7 @@ pub struct DimseConfig {
 /// A running DIMSE front-end.
 pub struct DimseServer {
     config: Arc<DimseConfig>,
+    settings: Arc<AcceptorSettings>,
     listener: TcpListener,
     service: Arc<dyn DimseService>,
 }
@@ -106,6 +108,7 @@ impl DimseServer {
         let listener = TcpListener::bind(config.listen).await?;
         std::fs::create_dir_all(&config.spill_dir)?;
         Ok(DimseServer {
+            settings: Arc::new(acceptor_settings(&config)),
             config: Arc::new(config),
             listener,
             service,
@@ -139,12 +142,13 @@ impl DimseServer {
                     let _ = socket.set_nodelay(true);
                     let permit = limit.clone().try_acquire_owned();
                     let config = self.config.clone();
+                    let settings = self.settings.clone();
                     let service = self.service.clone();
                     let id = ASSOCIATION_IDS.fetch_add(1, Ordering::Relaxed);
                     let span = info_span!("association", id, peer = %peer);
                     tasks.spawn(async move {
                         match permit {
-                            Ok(_permit) => handle_connection(socket, peer, id, config, service).await,
+                            Ok(_permit) => handle_connection(socket, peer, id, config, settings, service).await,
                             Err(_) => reject_busy(socket, peer).await,
                         }
                     }.instrument(span));
@@ -167,96 +171,42 @@ impl DimseServer {
     }
 }
 
-/// Association options for one connection: the access policy needs the peer's address, which
-/// dicom-ul's access control hook does not see, so each connection gets its own policy value.
-type Options = ServerAssociationOptions<'static, PolicyCheck, RoleNegotiation>;
-
-/// SCP/SCU role selection (PS3.7 D.3.3.4): a C-GET requestor proposes the SCP role for the
-/// storage SOP classes it wants to receive; it gets it. Other SOP classes keep the default
-/// roles.
-pub struct RoleNegotiation;
-
-impl dicom_ul::association::server::Negotiation for RoleNegotiation {
-    fn negotiate_roles(
-        &self,
-        sop_class_uid: &str,
-        scu_role: bool,
-        scp_role: bool,
-    ) -> Option<dicom_ul::pdu::RequestorRoles> {
-        let uid = sop_class_uid.trim_end_matches(['\0', ' ']);
-        crate::sop_classes::STORAGE_SOP_CLASSES
+/// What the acceptor negotiates (PS3.7 D.3.3): Verification, the Query/Retrieve models, every
+/// storage SOP class, in the transfer syntaxes of [`ACCEPTED_TRANSFER_SYNTAXES`]; SCP/SCU role
+/// selection (PS3.7 D.3.3.4) for the storage SOP classes, so that a C-GET requestor that
+/// proposes the SCP role for the instances it wants to receive gets it.
+pub fn acceptor_settings(config: &DimseConfig) -> AcceptorSettings {
+    let abstract_syntaxes = std::iter::once(uids::VERIFICATION)
+        .chain(FIND_SOP_CLASSES.iter().copied())
+        .chain(MOVE_SOP_CLASSES.iter().copied())
+        .chain(GET_SOP_CLASSES.iter().copied())
+        .chain(
+            crate::sop_classes::STORAGE_SOP_CLASSES
+                .iter()
+                .map(|(uid, _)| *uid),
+        )
+        .map(String::from)
+        .collect();
+    AcceptorSettings {
+        max_pdu_length: config.max_pdu_length,
+        abstract_syntaxes,
+        transfer_syntaxes: ACCEPTED_TRANSFER_SYNTAXES
             .iter()
-            .any(|(u, _)| *u == uid)
-            .then_some(dicom_ul::pdu::RequestorRoles {
-                scu: scu_role,
-                scp: scp_role,
-            })
+            .map(|ts| ts.to_string())
+            .collect(),
+        accepts_roles: is_storage_sop_class,
+        implementation_class_uid: dicom_ul::IMPLEMENTATION_CLASS_UID.to_string(),
+        implementation_version_name: dicom_ul::IMPLEMENTATION_VERSION_NAME.to_string(),
     }
 }
 
-fn build_options(config: &DimseConfig, policy: PolicyCheck) -> Options {
-    let mut options = ServerAssociationOptions::new()
-        .ae_access_control(policy)
-        .ae_title(config.ae_title.clone())
-        .max_pdu_length(config.max_pdu_length)
-        .with_negotiation(RoleNegotiation)
-        .with_abstract_syntax(uids::VERIFICATION);
-    for uid in FIND_SOP_CLASSES
+fn is_storage_sop_class(uid: &str) -> bool {
+    crate::sop_classes::STORAGE_SOP_CLASSES
         .iter()
-        .chain(MOVE_SOP_CLASSES)
-        .chain(GET_SOP_CLASSES)
-    {
-        options = options.with_abstract_syntax(*uid);
-    }
-    for (uid, _) in crate::sop_classes::STORAGE_SOP_CLASSES {
-        options = options.with_abstract_syntax(*uid);
-    }
-    for ts in ACCEPTED_TRANSFER_SYNTAXES {
-        options = options.with_transfer_syntax(*ts);
-    }
-    options
+        .any(|(u, _)| *u == uid)
 }
 
-/// The access policy applied to an A-ASSOCIATE-RQ: the Called AE Title must be ours, then the
-/// archive decides on the calling AE and its address. A refusal is answered with
-/// A-ASSOCIATE-RJ, rejected-permanent, source service-user (PS3.8 Table 9-21).
-pub struct PolicyCheck {
-    service: Arc<dyn DimseService>,
-    address: SocketAddr,
-}
-
-impl AccessControl for PolicyCheck {
-    fn check_access(
-        &self,
-        this_ae_title: &str,
-        calling_ae_title: &str,
-        called_ae_title: &str,
-        _user_identity: Option<&UserIdentity>,
-    ) -> Result<(), AssociationRJServiceUserReason> {
-        let peer = AssociationPeer {
-            calling_ae_title: calling_ae_title.trim().to_string(),
-            called_ae_title: called_ae_title.trim().to_string(),
-            address: self.address,
-        };
-        let verdict = if peer.called_ae_title != this_ae_title.trim() {
-            Err(AssociationRefusal::CalledAeTitleNotRecognized)
-        } else {
-            self.service.authorize_association(&peer)
-        };
-        verdict.map_err(|refusal| {
-            warn!(
-                peer = %self.address,
-                calling = %peer.calling_ae_title,
-                called = %peer.called_ae_title,
-                ?refusal,
-                "association rejected"
-            );
-            refusal_reason(refusal)
-        })
-    }
-}
-
-async fn reject_busy(mut socket: TcpStream, peer: SocketAddr) {
+async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: SocketAddr) {
     warn!(%peer, "association refused: too many concurrent associations");
     let pdu = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
@@ -278,66 +228,126 @@ async fn reject_busy(mut socket: TcpStream, peer: SocketAddr) {
     let _ = socket.shutdown().await;
 }
 
-async fn handle_connection(
-    socket: TcpStream,
+/// One connection: the A-ASSOCIATE-RQ within the ARTIM time, then the session.
+async fn handle_connection<S: Transport>(
+    stream: S,
     peer: SocketAddr,
     id: u64,
     config: Arc<DimseConfig>,
+    settings: Arc<AcceptorSettings>,
     service: Arc<dyn DimseService>,
 ) {
-    let options = build_options(
-        &config,
-        PolicyCheck {
-            service: service.clone(),
-            address: peer,
-        },
-    );
-    // ARTIM (PS3.8 9.1.5): the A-ASSOCIATE-RQ must arrive within this time of the connection.
-    // (Not dicom-ul's read timeout, which would also apply to every later PDU.)
-    let mut association =
-        match tokio::time::timeout(config.artim_timeout, options.establish_async(socket)).await {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                warn!(%peer, error = %e, "association not established");
-                return;
-            }
-            Err(_) => {
-                warn!(%peer, "no association request within the ARTIM timeout");
-                return;
-            }
-        };
-    let who = AssociationPeer {
-        calling_ae_title: association_calling_ae(&association),
-        called_ae_title: association.called_ae_title().trim().to_string(),
-        address: peer,
+    // ARTIM (PS3.8 9.1.5): the A-ASSOCIATE-RQ must arrive, and be answered, within this time
+    // of the connection.
+    let established = tokio::time::timeout(
+        config.artim_timeout,
+        establish(stream, peer, &config, &settings, service.as_ref()),
+    )
+    .await;
+    let (mut association, who, grant) = match established {
+        Ok(Some(x)) => x,
+        Ok(None) => return,
+        Err(_) => {
+            warn!(%peer, "no association request within the ARTIM timeout");
+            return;
+        }
     };
     let accepted = association
         .presentation_contexts()
         .iter()
         .filter(|pc| pc.reason == PresentationContextResultReason::Acceptance)
         .count();
-    info!(calling = %who.calling_ae_title, contexts = accepted, "association accepted");
-    Session::new(id, config, service, who)
+    info!(
+        calling = %who.calling_ae_title,
+        user = grant.user.as_deref(),
+        contexts = accepted,
+        "association accepted"
+    );
+    Session::new(id, config, service, who, grant)
         .run(&mut association)
         .await;
 }
 
-fn association_calling_ae<S>(a: &dicom_ul::association::AsyncServerAssociation<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
-    use dicom_ul::association::Association;
-    a.peer_ae_title().trim().to_string()
+/// Reads the A-ASSOCIATE-RQ and answers it: the protocol checks, the Called AE Title, then the
+/// archive's decision on the calling AE, its address and the user identity it offered
+/// (PS3.7 D.3.3.7). None when the association was rejected or the connection ended.
+async fn establish<S: Transport>(
+    stream: S,
+    peer: SocketAddr,
+    config: &DimseConfig,
+    settings: &AcceptorSettings,
+    service: &dyn DimseService,
+) -> Option<(Association<S>, AssociationPeer, AssociationGrant)> {
+    let request = match Requested::read(stream, settings).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(%peer, error = %e, "association not established");
+            return None;
+        }
+    };
+    let who = AssociationPeer {
+        calling_ae_title: request.request().calling_ae_title.trim().to_string(),
+        called_ae_title: request.request().called_ae_title.trim().to_string(),
+        address: peer,
+    };
+    if let Err(rejection) = check_request(request.request()) {
+        warn!(%peer, calling = %who.calling_ae_title, source = %rejection.source, "association rejected");
+        let _ = request.reject(rejection).await;
+        return None;
+    }
+    let offer = request.identity().cloned();
+    let verdict = if who.called_ae_title != config.ae_title.trim() {
+        Err(AssociationRefusal::CalledAeTitleNotRecognized)
+    } else {
+        service.authorize_association(&who, offer.as_ref()).await
+    };
+    let grant = match verdict {
+        Ok(grant) => grant,
+        Err(refusal) => {
+            // the offer's Debug shows the identity type and username, never a passcode or token
+            warn!(
+                %peer,
+                calling = %who.calling_ae_title,
+                called = %who.called_ae_title,
+                identity = ?offer.as_ref().map(|o| &o.identity),
+                ?refusal,
+                "association rejected"
+            );
+            let _ = request.reject(rejection(refusal)).await;
+            return None;
+        }
+    };
+    // PS3.7 D.3.3.7.2: the User Identity sub-item is answered only when asked for, and only
+    // for an identity that was accepted
+    let response = offer
+        .as_ref()
+        .filter(|o| o.positive_response_requested && grant.user.is_some())
+        .map(|_| grant.server_response.as_slice());
+    match request.accept(settings, response).await {
+        Ok(association) => Some((association, who, grant)),
+        Err(e) => {
+            warn!(%peer, error = %e, "association not established");
+            None
+        }
+    }
 }
 
-/// Maps a policy refusal to the A-ASSOCIATE-RJ reason (PS3.8 Table 9-21).
-pub fn refusal_reason(refusal: AssociationRefusal) -> AssociationRJServiceUserReason {
-    match refusal {
-        AssociationRefusal::CallingAeTitleNotRecognized => {
-            AssociationRJServiceUserReason::CallingAETitleNotRecognized
-        }
-        AssociationRefusal::CalledAeTitleNotRecognized => {
-            AssociationRJServiceUserReason::CalledAETitleNotRecognized
-        }
+/// The A-ASSOCIATE-RJ for a refusal (PS3.8 Table 9-21): always rejected-permanent.
+pub fn rejection(refusal: AssociationRefusal) -> AssociationRJ {
+    let source = match refusal {
+        AssociationRefusal::CallingAeTitleNotRecognized => AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::CallingAETitleNotRecognized,
+        ),
+        AssociationRefusal::CalledAeTitleNotRecognized => AssociationRJSource::ServiceUser(
+            AssociationRJServiceUserReason::CalledAETitleNotRecognized,
+        ),
+        // PS3.7 D.3.3.7: source "DICOM UL service-provider (ACSE related function)", reason 1
+        AssociationRefusal::AuthenticationFailed => AssociationRJSource::ServiceProviderASCE(
+            AssociationRJServiceProviderASCEReason::NoReasonGiven,
+        ),
+    };
+    AssociationRJ {
+        result: AssociationRJResult::Permanent,
+        source,
     }
 }

@@ -5,13 +5,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use dicom_ul::association::Association;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::session::{
-    encode_identifier, read_identifier, Assoc, Flow, Interrupt, Message, Poll, Session,
-};
+use super::association::{Association, Transport};
+use super::session::{encode_identifier, read_identifier, Flow, Interrupt, Message, Poll, Session};
 use crate::command::{field, status, Command, Response, SubOperationCounts};
 use crate::pdata;
 use crate::scu::{InstanceResult, StoreScuOptions, SubOperation};
@@ -28,7 +26,11 @@ impl Session {
     /// every instance as a C-STORE sub-operation (to the move destination on associations of
     /// their own, or back on this association for C-GET), with a Pending response after each,
     /// then the final status with the counts and the Failed SOP Instance UID List.
-    pub(super) async fn retrieve(&mut self, association: &mut Assoc, request: Message) -> Flow {
+    pub(super) async fn retrieve<S: Transport>(
+        &mut self,
+        association: &mut Association<S>,
+        request: Message,
+    ) -> Flow {
         let Message {
             context_id,
             command,
@@ -53,11 +55,18 @@ impl Session {
                 rsp
             };
         let calling = self.peer.calling_ae_title.clone();
+        let user = self.grant.user.clone();
         let refuse = |status: u16, comment: String| {
-            warn!(%calling, status = format!("{status:#06x}"), %comment, "{name} refused");
+            warn!(
+                %calling,
+                user = user.as_deref(),
+                status = format!("{status:#06x}"),
+                %comment,
+                "{name} refused"
+            );
             response(status, None, Some(comment))
         };
-        if !self.service.may_perform(&self.peer, operation) {
+        if !self.grant.permits(operation) {
             let rsp = refuse(
                 status::NOT_AUTHORIZED,
                 format!("{name} not permitted for this AE"),
@@ -106,6 +115,7 @@ impl Session {
                 association_id: self.id,
                 calling_ae_title: self.peer.calling_ae_title.clone(),
                 peer: self.peer.address,
+                user: self.grant.user.clone(),
                 sop_class_uid: abstract_syntax.clone(),
                 identifier,
             })
@@ -186,9 +196,9 @@ impl Session {
     /// C-MOVE sub-operations: the storage SCU sends to the destination while this loop relays
     /// its progress as Pending responses and watches for a C-CANCEL. Ok(true) when cancelled.
     #[allow(clippy::too_many_arguments)]
-    async fn move_to(
+    async fn move_to<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         context_id: u8,
         command: &Command,
         destination: RemoteAe,
@@ -263,9 +273,9 @@ impl Session {
     /// C-STORE-RQ, wait for its C-STORE-RSP (watching for a C-CANCEL), then a Pending C-GET-RSP.
     /// While the requestor stores one instance, the next one is read from the archive.
     /// Ok(true) when cancelled.
-    async fn get_back(
+    async fn get_back<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         context_id: u8,
         command: &Command,
         instances: Vec<OutgoingInstance>,
@@ -354,9 +364,9 @@ impl Session {
     /// Sends one C-STORE-RQ back to the C-GET requestor and waits for its C-STORE-RSP; a
     /// C-CANCEL may come first (it sets `cancelled`, the store still completes).
     #[allow(clippy::too_many_arguments)]
-    async fn get_one(
+    async fn get_one<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         before: Option<(u8, &[u8])>,
         instance: &OutgoingInstance,
         context: u8,
@@ -375,7 +385,7 @@ impl Session {
             command: &command,
             data: Some(data),
         });
-        if pdata::send_messages(association, &messages).await.is_err() {
+        if association.send_messages(&messages).await.is_err() {
             return Err(Flow::Closed);
         }
         loop {
@@ -474,13 +484,13 @@ fn failed(instance: &OutgoingInstance, why: String) -> InstanceResult {
 
 /// Chooses the presentation context for a C-GET sub-operation and starts reading the instance
 /// in a transfer syntax that context accepted.
-fn prepare(
-    association: &Assoc,
+fn prepare<S: Transport>(
+    association: &Association<S>,
     source: &Arc<dyn InstanceSource>,
     instance: OutgoingInstance,
 ) -> Prepared {
     // The requestor must have taken the SCP role for this SOP class (PS3.4 C.4.3.1.3).
-    if !requestor_is_scp(association, &instance.sop_class_uid) {
+    if !association.requestor_is_scp(&instance.sop_class_uid) {
         let why = format!(
             "the requestor did not negotiate the SCP role for {}",
             instance.sop_class_uid
@@ -507,14 +517,6 @@ fn prepare(
         context,
         data,
     }
-}
-
-fn requestor_is_scp(association: &Assoc, sop_class_uid: &str) -> bool {
-    use dicom_ul::pdu::UserVariableItem;
-    association.user_variables().iter().any(|uv| {
-        matches!(uv, UserVariableItem::ScuScpRoleSelectionSubItem(uid, roles)
-            if uid.trim_end_matches(['\0', ' ']) == sop_class_uid && roles.scp)
-    })
 }
 
 /// Final status of a C-MOVE or C-GET from its sub-operation counts (PS3.4 C.4.2.1.5,

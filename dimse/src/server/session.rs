@@ -10,15 +10,13 @@ use std::time::Duration;
 use dicom_ul::pdu::{AbortRQServiceProviderReason, AbortRQSource, PresentationContextResultReason};
 use dicom_ul::Pdu;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::association::{pdu_name, Association, ReceiveError, Transport};
 use super::listener::DimseConfig;
 use crate::command::{field, status, Command, Response};
-use crate::pdata::{self, Assembled, Outgoing, Reassembler};
-use crate::service::{AssociationPeer, DimseService, ReceivedDataset};
-
-pub(super) type Assoc = dicom_ul::association::AsyncServerAssociation<TcpStream>;
+use crate::pdata::{Assembled, Outgoing, Reassembler};
+use crate::service::{AssociationGrant, AssociationPeer, DimseService, ReceivedDataset};
 
 /// Incoming data set being assembled from P-DATA fragments.
 enum Incoming {
@@ -55,6 +53,8 @@ pub(crate) struct Session {
     pub(super) config: Arc<DimseConfig>,
     pub(super) service: Arc<dyn DimseService>,
     pub(super) peer: AssociationPeer,
+    /// What the association may do, decided when it was accepted.
+    pub(super) grant: AssociationGrant,
     /// The one reassembler of this association: the message loop and the services watching
     /// for a C-CANCEL (or, for C-GET, a C-STORE-RSP) share it, so a command split across PDUs
     /// is never lost between them.
@@ -68,20 +68,22 @@ impl Session {
         config: Arc<DimseConfig>,
         service: Arc<dyn DimseService>,
         peer: AssociationPeer,
+        grant: AssociationGrant,
     ) -> Self {
         Session {
             id,
             config,
             service,
             peer,
+            grant,
             reassembler: Reassembler::default(),
             pending: None,
         }
     }
 
-    pub(super) async fn run(&mut self, association: &mut Assoc) {
+    pub(super) async fn run<S: Transport>(&mut self, association: &mut Association<S>) {
         loop {
-            let _ = quick_ack(association.inner_stream());
+            let _ = quick_ack(association.stream());
             let pdu =
                 match tokio::time::timeout(self.config.idle_timeout, association.receive()).await {
                     Err(_) => {
@@ -93,9 +95,15 @@ impl Session {
                         .await;
                         return;
                     }
+                    Ok(Err(ReceiveError::Closed)) => {
+                        info!("connection closed by the peer without release");
+                        return;
+                    }
                     Ok(Err(e)) => {
                         warn!(error = %e, "association ended by a receive error");
-                        abort(association, AbortRQServiceProviderReason::UnrecognizedPdu).await;
+                        if let Some(reason) = e.abort_reason() {
+                            abort(association, reason).await;
+                        }
                         return;
                     }
                     Ok(Ok(pdu)) => pdu,
@@ -107,7 +115,7 @@ impl Session {
                             Flow::Continue => {}
                             Flow::Closed => {
                                 info!("association ended by the peer during an operation");
-                                let _ = association.inner_stream().shutdown().await;
+                                association.shutdown().await;
                                 return;
                             }
                             Flow::Abort(why) => {
@@ -127,7 +135,7 @@ impl Session {
                         warn!("release requested in the middle of a data set; data discarded");
                     }
                     let _ = association.send(&Pdu::ReleaseRP).await;
-                    let _ = association.inner_stream().shutdown().await;
+                    association.shutdown().await;
                     info!("association released");
                     return;
                 }
@@ -136,17 +144,21 @@ impl Session {
                     return;
                 }
                 other => {
-                    warn!(pdu = ?pdu_name(&other), "unexpected PDU");
-                    abort(association, AbortRQServiceProviderReason::UnexpectedPdu).await;
+                    warn!(pdu = pdu_name(&other), "unexpected PDU");
+                    let reason = match other {
+                        Pdu::Unknown { .. } => AbortRQServiceProviderReason::UnrecognizedPdu,
+                        _ => AbortRQServiceProviderReason::UnexpectedPdu,
+                    };
+                    abort(association, reason).await;
                     return;
                 }
             }
         }
     }
 
-    async fn on_pdata(
+    async fn on_pdata<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         value: dicom_ul::pdu::PDataValue,
     ) -> Flow {
         let assembled = match self.reassembler.push(value) {
@@ -248,9 +260,9 @@ impl Session {
         }
     }
 
-    async fn dispatch(
+    async fn dispatch<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         context_id: u8,
         command: Command,
         dataset: Option<ReceivedDataset>,
@@ -299,27 +311,32 @@ impl Session {
 
     /// Sends a response command and, when given, its data set, in fragments that fit the
     /// peer's maximum PDU length.
-    pub(super) async fn send_response(
+    pub(super) async fn send_response<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         context_id: u8,
         response: &Response,
         dataset: Option<&[u8]>,
     ) -> Flow {
         let command = response.encode();
-        match pdata::send_message(association, context_id, &command, dataset).await {
+        let message = Outgoing {
+            context_id,
+            command: &command,
+            data: dataset,
+        };
+        match association.send_messages(&[message]).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Abort("cannot send response"),
         }
     }
 
     /// Sends several messages in as few writes as possible.
-    pub(super) async fn send_all(
+    pub(super) async fn send_all<S: Transport>(
         &mut self,
-        association: &mut Assoc,
+        association: &mut Association<S>,
         messages: &[Outgoing<'_>],
     ) -> Flow {
-        match pdata::send_messages(association, messages).await {
+        match association.send_messages(messages).await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Abort("cannot send response"),
         }
@@ -377,13 +394,17 @@ impl Session {
     }
 
     /// Checks, without waiting, whether the peer sent something (a C-CANCEL) while an
-    /// operation runs: the receive is polled once. dicom-ul reads PDUs into the association's
-    /// own buffer, so a PDU only partly arrived is kept for the next call.
+    /// operation runs: the receive is polled once. The association reads PDUs into its own
+    /// buffer, so a PDU only partly arrived is kept for the next call.
     ///
     /// (Not `tokio::time::timeout(Duration::ZERO, ..)`: tokio rounds a deadline up to the next
     /// millisecond tick, so each such check waited up to 1 ms, once per C-GET sub-operation and
     /// per C-FIND match.)
-    pub(super) async fn poll_cancel(&mut self, association: &mut Assoc, message_id: u16) -> Poll {
+    pub(super) async fn poll_cancel<S: Transport>(
+        &mut self,
+        association: &mut Association<S>,
+        message_id: u16,
+    ) -> Poll {
         match receive_now(association).await {
             None => Poll::Nothing,
             Some(Ok(pdu)) => self.interpret_during_operation(pdu, message_id),
@@ -397,16 +418,20 @@ impl Session {
 /// the previous one is acknowledged (Nagle) otherwise waits for that delayed ACK: measured at
 /// one data set in ten with 256 KiB PDUs, one in two with 16 KiB PDUs. Linux clears the flag
 /// again on its own, so it is set before every receive.
-fn quick_ack(stream: &TcpStream) -> std::io::Result<()> {
+fn quick_ack<S: Transport>(stream: &S) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
-    socket2::SockRef::from(stream).set_tcp_quickack(true)?;
+    if let Some(tcp) = stream.tcp() {
+        socket2::SockRef::from(tcp).set_tcp_quickack(true)?;
+    }
     #[cfg(not(target_os = "linux"))]
     let _ = stream;
     Ok(())
 }
 
 /// The next PDU if it has fully arrived, without waiting (the receive is polled once).
-async fn receive_now(association: &mut Assoc) -> Option<Result<Pdu, dicom_ul::association::Error>> {
+async fn receive_now<S: Transport>(
+    association: &mut Association<S>,
+) -> Option<Result<Pdu, ReceiveError>> {
     let mut receive = std::pin::pin!(association.receive());
     std::future::poll_fn(|cx| match std::future::Future::poll(receive.as_mut(), cx) {
         std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
@@ -439,25 +464,15 @@ pub(super) enum Poll {
     Closed,
 }
 
-pub(super) async fn abort(association: &mut Assoc, reason: AbortRQServiceProviderReason) {
+pub(super) async fn abort<S: Transport>(
+    association: &mut Association<S>,
+    reason: AbortRQServiceProviderReason,
+) {
     let pdu = Pdu::AbortRQ {
         source: AbortRQSource::ServiceProvider(reason),
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), association.send(&pdu)).await;
-    let _ = association.inner_stream().shutdown().await;
-}
-
-fn pdu_name(pdu: &Pdu) -> &'static str {
-    match pdu {
-        Pdu::Unknown { .. } => "unknown",
-        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
-        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
-        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
-        Pdu::PData { .. } => "P-DATA-TF",
-        Pdu::ReleaseRQ => "A-RELEASE-RQ",
-        Pdu::ReleaseRP => "A-RELEASE-RP",
-        Pdu::AbortRQ { .. } => "A-ABORT",
-    }
+    association.shutdown().await;
 }
 
 /// Decodes a C-FIND, C-MOVE or C-GET identifier.
@@ -498,10 +513,12 @@ mod tests {
     use dicom_dictionary_std::uids;
     use tokio::io::AsyncWriteExt;
 
+    use tokio::net::TcpStream;
+
     type Client = dicom_ul::association::AsyncClientAssociation<TcpStream>;
 
-    /// An established association: the acceptor's end and the requestor's.
-    async fn pair() -> (Assoc, Client) {
+    /// An established association: the acceptor's end (ours) and the requestor's (dicom-ul's).
+    async fn pair() -> (Association<TcpStream>, Client) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::spawn(async move {
@@ -512,10 +529,11 @@ mod tests {
                 .unwrap()
         });
         let (socket, _) = listener.accept().await.unwrap();
-        let server = dicom_ul::ServerAssociationOptions::new()
-            .accept_any()
-            .with_abstract_syntax(uids::VERIFICATION)
-            .establish_async(socket)
+        let settings = super::super::association::tests::settings(&[uids::VERIFICATION]);
+        let server = super::super::association::Requested::read(socket, &settings)
+            .await
+            .unwrap()
+            .accept(&settings, None)
             .await
             .unwrap();
         (server, client.await.unwrap())
@@ -523,15 +541,15 @@ mod tests {
 
     #[tokio::test]
     async fn quick_ack_is_set_on_the_socket() {
-        let (mut server, _client) = pair().await;
+        let (server, _client) = pair().await;
         // a fresh connection may start in quick-ACK mode: leave it first, as Linux does
         #[cfg(target_os = "linux")]
-        socket2::SockRef::from(&*server.inner_stream())
+        socket2::SockRef::from(server.stream())
             .set_tcp_quickack(false)
             .unwrap();
-        quick_ack(server.inner_stream()).unwrap();
+        quick_ack(server.stream()).unwrap();
         #[cfg(target_os = "linux")]
-        assert!(socket2::SockRef::from(&*server.inner_stream())
+        assert!(socket2::SockRef::from(server.stream())
             .tcp_quickack()
             .unwrap());
     }

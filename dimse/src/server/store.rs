@@ -22,8 +22,12 @@ impl Session {
             rsp.error_comment = Some(why.to_string());
             rsp
         };
-        if !self.service.may_perform(&self.peer, Operation::Store) {
-            warn!(calling = %self.peer.calling_ae_title, "C-STORE not permitted");
+        if !self.grant.permits(Operation::Store) {
+            warn!(
+                calling = %self.peer.calling_ae_title,
+                user = self.grant.user.as_deref(),
+                "C-STORE not permitted"
+            );
             return fail(
                 rsp,
                 status::NOT_AUTHORIZED,
@@ -56,6 +60,7 @@ impl Session {
             association_id: self.id,
             calling_ae_title: self.peer.calling_ae_title.clone(),
             peer: self.peer.address,
+            user: self.grant.user.clone(),
             sop_class_uid,
             sop_instance_uid,
             transfer_syntax_uid: transfer_syntax,
