@@ -1,11 +1,11 @@
-//! The admin HTTP API under `/api`: the AE registry (`/api/aes`), C-ECHO to a remote AE and
-//! "send this study/series to AE X".
+//! The admin HTTP API under `/api`: the AE registry (`/api/aes`), C-ECHO to a remote AE,
+//! "send this study/series to AE X", local users (`/api/users`) and API keys (`/api/keys`);
+//! and, open to anyone, `POST /api/login` (a login token for a local user) and
+//! `GET /api/whoami` (the caller's identity and permissions).
 //!
-//! Access ([`Permission::Administer`], decided from the request's identity by the HTTP stack,
-//! see `pacs_dicomweb::identity`): with no admin token configured, only loopback clients are
-//! answered; with a token, every call needs `Authorization: Bearer <token>`, from anywhere.
-//! Every refusal is logged with the peer's address. Errors are the stack's one format,
-//! `{"error": "..."}`.
+//! What each route needs is in the one table, `crate::auth::permissions`; the HTTP stack checks
+//! it before any handler here runs, and logs every refusal with the peer's address. Errors are
+//! the stack's one format, `{"error": "..."}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pacs_dicomweb::{HttpError, Permission, RouteGroup};
+use pacs_dicomweb::{Credential, HttpError, Identity};
 use pacs_dimse::scu::{InstanceResult, StoreScuOptions, SubOperation};
 use pacs_dimse::InstanceSource;
 use serde::{Deserialize, Serialize};
@@ -23,11 +23,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::ae_registry::{AeRegistry, RegistryError};
+use crate::auth::accounts::{AccountError, Accounts};
 use crate::config::RemoteAe;
 use crate::index::Index;
 
 /// What the admin API works with.
 pub struct AdminState {
+    pub auth: Arc<crate::auth::NodeAuth>,
     pub registry: Arc<AeRegistry>,
     pub index: Arc<dyn Index>,
     pub source: Arc<dyn InstanceSource>,
@@ -36,10 +38,9 @@ pub struct AdminState {
     pub scu_timeout: Duration,
 }
 
-/// The `/api` routes other than the public statistics, plus `extra` administrators' routes
-/// (the AI jobs): one route group that needs [`Permission::Administer`] (see the module
-/// documentation for who holds it).
-pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> RouteGroup {
+/// The `/api` routes other than the statistics, plus `extra` administrators' routes (the AI
+/// jobs).
+pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
     let mut router = Router::new()
         .route("/api/aes", get(list_aes).post(create_ae))
         .route(
@@ -48,11 +49,20 @@ pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> RouteGroup {
         )
         .route("/api/aes/{title}/echo", post(echo_ae))
         .route("/api/aes/{title}/send", post(send_to_ae))
+        .route("/api/users", get(list_users).post(create_user))
+        .route(
+            "/api/users/{name}",
+            get(get_user).put(update_user).delete(delete_user),
+        )
+        .route("/api/keys", get(list_keys).post(create_key))
+        .route("/api/keys/{name}", axum::routing::delete(revoke_key))
+        .route("/api/login", post(login))
+        .route("/api/whoami", get(whoami))
         .with_state(state);
     if let Some(extra) = extra {
         router = router.merge(extra);
     }
-    RouteGroup::requiring(Permission::Administer, router)
+    router
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -324,4 +334,228 @@ async fn send_to_ae(
         StatusCode::BAD_GATEWAY
     };
     (code, Json(body)).into_response()
+}
+
+fn account_error(e: AccountError) -> Response {
+    match e {
+        AccountError::Invalid(m) => error(StatusCode::BAD_REQUEST, m),
+        AccountError::Exists(_) => error(StatusCode::CONFLICT, e.to_string()),
+        AccountError::NotFound(_) => error(StatusCode::NOT_FOUND, e.to_string()),
+        AccountError::Index(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid {what}: {e}")))
+}
+
+/// `POST /api/users` and `PUT /api/users/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    roles: Option<Vec<String>>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+fn accounts(state: &AdminState) -> Accounts {
+    Accounts::new(state.index.clone())
+}
+
+async fn list_users(State(state): State<Arc<AdminState>>) -> Response {
+    match accounts(&state).users().await {
+        Ok(users) => Json(users).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn get_user(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
+    match accounts(&state).user(&name).await {
+        Ok(user) => Json(user).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn create_user(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: UserBody = match parse_json(&body, "user") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (Some(name), Some(password)) = (body.name, body.password) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a user needs a name and a password",
+        );
+    };
+    match accounts(&state)
+        .add_user(&name, &body.roles.unwrap_or_default(), &password)
+        .await
+    {
+        Ok(user) => {
+            info!(by = %identity.principal.name(), user = %name, "user added through the API");
+            (StatusCode::CREATED, Json(user)).into_response()
+        }
+        Err(e) => account_error(e),
+    }
+}
+
+/// Changes roles and/or the password (which ends the user's login tokens).
+async fn update_user(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: UserBody = match parse_json(&body, "user") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if body.name.as_deref().is_some_and(|n| n != name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the name in the body differs from the path",
+        );
+    }
+    let accounts = accounts(&state);
+    if let Some(roles) = &body.roles {
+        if let Err(e) = accounts.set_roles(&name, roles).await {
+            return account_error(e);
+        }
+    }
+    if let Some(password) = &body.password {
+        if let Err(e) = accounts.set_password(&name, password).await {
+            return account_error(e);
+        }
+    }
+    info!(by = %identity.principal.name(), user = %name, "user changed through the API");
+    match accounts.user(&name).await {
+        Ok(user) => Json(user).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn delete_user(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    Path(name): Path<String>,
+) -> Response {
+    match accounts(&state).remove_user(&name).await {
+        Ok(()) => {
+            info!(by = %identity.principal.name(), user = %name, "user removed through the API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => account_error(e),
+    }
+}
+
+async fn list_keys(State(state): State<Arc<AdminState>>) -> Response {
+    match accounts(&state).keys().await {
+        Ok(keys) => Json(keys).into_response(),
+        Err(e) => account_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    name: String,
+    roles: Vec<String>,
+}
+
+/// Creates a key; the answer is the only time the key is shown.
+async fn create_key(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: KeyBody = match parse_json(&body, "key") {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match accounts(&state).create_key(&body.name, &body.roles).await {
+        Ok((key, info)) => {
+            info!(by = %identity.principal.name(), key = %info.name, "API key created through the API");
+            (
+                StatusCode::CREATED,
+                Json(json!({ "name": info.name, "roles": info.roles, "key": key })),
+            )
+                .into_response()
+        }
+        Err(e) => account_error(e),
+    }
+}
+
+async fn revoke_key(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    Path(name): Path<String>,
+) -> Response {
+    match accounts(&state).revoke_key(&name).await {
+        Ok(()) => {
+            info!(by = %identity.principal.name(), key = %name, "API key revoked through the API");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => account_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+/// `POST /api/login`, with `{"username", "password"}` or HTTP Basic: a short-lived login token
+/// (`{"access_token", "token_type": "Bearer", "expires_in"}`), so that viewers and scripts do
+/// not resend the password.
+async fn login(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let (username, password) = match Credential::from_headers(&headers) {
+        Ok(Credential::Basic { username, password }) => (username, password),
+        _ if !body.is_empty() => match parse_json::<LoginBody>(&body, "login") {
+            Ok(b) => (b.username, b.password),
+            Err(r) => return r,
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "send {\"username\", \"password\"} or HTTP Basic credentials",
+            )
+        }
+    };
+    match state.auth.login(&username, &password).await {
+        Ok(token) => Json(token).into_response(),
+        Err(why) => {
+            warn!(peer = ?identity.peer, user = %username, reason = %why, "login refused");
+            HttpError::new(StatusCode::UNAUTHORIZED, why)
+                .with_header(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Basic realm=\"pacs\""),
+                )
+                .into_response()
+        }
+    }
+}
+
+/// `GET /api/whoami`: the caller as the node sees it.
+async fn whoami(identity: Identity) -> Response {
+    Json(json!({
+        "principal": identity.principal.name(),
+        "authenticated": identity.is_authenticated(),
+        "permissions": identity.permissions.iter().map(|p| p.name()).collect::<Vec<_>>(),
+    }))
+    .into_response()
 }

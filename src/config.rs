@@ -43,9 +43,45 @@ pub struct ServeArgs {
     /// HTTP port (DICOMweb and the admin API) [default: 8080].
     #[arg(long, env = "PACS_HTTP_PORT")]
     pub http_port: Option<u16>,
-    /// Address the DIMSE and HTTP listeners bind to [default: 0.0.0.0].
+    /// Address both listeners bind to, unless --dimse-bind / --http-bind say otherwise.
     #[arg(long, env = "PACS_BIND")]
     pub bind: Option<IpAddr>,
+    /// Address the DIMSE listener binds to (all addresses, as scanners expect) [default:
+    /// 0.0.0.0].
+    #[arg(long, env = "PACS_DIMSE_BIND")]
+    pub dimse_bind: Option<IpAddr>,
+    /// Address the HTTP listener binds to. Default: 0.0.0.0 once authentication is configured
+    /// (an identity provider, a user, an API key or an admin token), 127.0.0.1 before.
+    #[arg(long, env = "PACS_HTTP_BIND")]
+    pub http_bind: Option<IpAddr>,
+    /// Let anonymous HTTP callers read, write and export, and HTTP listen beyond loopback
+    /// without authentication configured. Logs a warning at every start [default: false].
+    #[arg(
+        long,
+        env = "PACS_INSECURE_ALLOW_ANONYMOUS",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub insecure_allow_anonymous: Option<bool>,
+    /// OpenID Connect issuer URL (discovery at URL/.well-known/openid-configuration): bearer
+    /// JWTs it signs are accepted. https://, or http:// on a loopback address.
+    #[arg(long, env = "PACS_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` the identity provider's tokens must carry (required with --oidc-issuer).
+    #[arg(long, env = "PACS_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// The claim holding the user's roles: a top-level name or a dotted path such as
+    /// realm_access.roles [default: roles].
+    #[arg(long, env = "PACS_OIDC_ROLES_CLAIM")]
+    pub oidc_roles_claim: Option<String>,
+    /// Reverse proxies (IP addresses, comma-separated) whose X-Forwarded-For/-Proto/-Host are
+    /// believed; from anyone else these headers are ignored.
+    #[arg(long, env = "PACS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// Lifetime of the login tokens of POST /api/login, in seconds [default: 1800].
+    #[arg(long, env = "PACS_LOGIN_TOKEN_SECS")]
+    pub login_token_secs: Option<u64>,
     /// Directory for the embedded index, local objects and temporary files [default: ./data].
     #[arg(long, env = "PACS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -80,7 +116,8 @@ pub struct ServeArgs {
     /// [default: keep].
     #[arg(long, env = "PACS_DUPLICATE_POLICY")]
     pub duplicate_policy: Option<DuplicatePolicy>,
-    /// Refuse associations from calling AE titles that are not registered [default: false].
+    /// Refuse associations from calling AE titles that are not registered; without it, unknown
+    /// AEs may C-ECHO and C-STORE only [default: false].
     #[arg(
         long,
         env = "PACS_REQUIRE_KNOWN_AE",
@@ -107,7 +144,8 @@ pub struct ServeArgs {
     /// URL path under which DICOMweb is served [default: /dicom-web].
     #[arg(long, env = "PACS_DICOMWEB_ROOT")]
     pub dicomweb_root: Option<String>,
-    /// Origins allowed by CORS, comma-separated; `*` for any [default: *].
+    /// Origins allowed by CORS, comma-separated, each exactly `scheme://host[:port]`; `*` for
+    /// any (not advised). Default: none, the node's own viewer being same-origin.
     #[arg(long, env = "PACS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Option<Vec<String>>,
     /// Public base URL (scheme://host:port) for Retrieve URLs and BulkDataURIs, when clients
@@ -126,14 +164,15 @@ pub struct ServeArgs {
     /// Largest STOW-RS request, in MiB [default: 8192].
     #[arg(long, env = "PACS_STOW_MAX_REQUEST_MB")]
     pub stow_max_request_mb: Option<u64>,
-    /// Token the admin API (/api/aes...) requires as `Authorization: Bearer`; without one,
-    /// the admin API answers loopback clients only.
+    /// A bearer token with the admin role (`Authorization: Bearer`), for scripts on sites
+    /// without users; setting it counts as configuring authentication.
     #[arg(long, env = "PACS_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Associations a C-MOVE opens to its destination at once, 1 to 16 [default: 1].
     #[arg(long, env = "PACS_MOVE_ASSOCIATIONS")]
     pub move_associations: Option<usize>,
-    /// Enables the AI job queue: AI workers authenticate with this token.
+    /// Enables the AI job queue: a bearer token shared by AI workers (the ai-worker role);
+    /// workers may instead have their own API keys.
     #[arg(long, env = "PACS_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
     /// A series is complete (and analysed) when no instance arrived for this many seconds
@@ -222,6 +261,41 @@ pub fn name_the_variable(mut error: clap::Error) -> clap::Error {
     error
 }
 
+/// Where the index is, for the commands that work on it directly (`pacs user`, `pacs key`):
+/// the same options, variables and file keys as `pacs serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct IndexArgs {
+    /// TOML configuration file (its data_dir and database_url apply).
+    #[arg(long, env = "PACS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded index [default: ./data].
+    #[arg(long, env = "PACS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Index database: a postgres:// URL, or a SQLite file path (default <data-dir>/index.sqlite).
+    #[arg(long, env = "PACS_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl IndexArgs {
+    /// The index URL `pacs serve` with these options would open.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        let file = match &self.config {
+            Some(path) => load_file(path)?,
+            None => ServeArgs::default(),
+        };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        Ok(self
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| data_dir.join("index.sqlite").to_string_lossy().into_owned()))
+    }
+}
+
 /// A remote application entity this node knows.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +313,10 @@ pub struct RemoteAe {
     /// Accept associations from this AE title only from `host`.
     #[serde(default)]
     pub check_host: bool,
+    /// Roles (as users have, see src/auth/permissions.rs): the DIMSE operations their
+    /// permissions cover are allowed in addition to `allow`.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 fn default_allow() -> Vec<String> {
@@ -251,7 +329,9 @@ pub struct Settings {
     pub aet: String,
     pub dimse_port: u16,
     pub http_port: u16,
-    pub bind: IpAddr,
+    pub dimse_bind: IpAddr,
+    /// None: decided at start (loopback until authentication is configured).
+    pub http_bind: Option<IpAddr>,
     pub data_dir: PathBuf,
     pub database_url: String,
     pub storage: StorageConfig,
@@ -271,6 +351,8 @@ pub struct Settings {
     pub stow_max_request_bytes: u64,
     pub remote_aes: Vec<RemoteAe>,
     pub admin_token: Option<String>,
+    pub auth: crate::auth::AuthSettings,
+    pub trusted_proxies: Vec<IpAddr>,
     pub move_associations: usize,
     /// The AI job queue, when a worker token is set.
     pub ai: Option<crate::ai::AiSettings>,
@@ -366,7 +448,11 @@ impl Settings {
             aet,
             dimse_port: args.dimse_port.unwrap_or(11112),
             http_port: args.http_port.unwrap_or(8080),
-            bind: args.bind.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            dimse_bind: args
+                .dimse_bind
+                .or(args.bind)
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            http_bind: args.http_bind.or(args.bind),
             data_dir,
             database_url,
             storage,
@@ -381,10 +467,7 @@ impl Settings {
             artim_timeout: Duration::from_secs(args.artim_timeout_secs.unwrap_or(30)),
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs.unwrap_or(30)),
             dicomweb_root,
-            cors_origins: args
-                .cors_origins
-                .clone()
-                .unwrap_or_else(|| vec!["*".into()]),
+            cors_origins: cors_origins(args.cors_origins.clone().unwrap_or_default())?,
             public_url: args.public_url.clone(),
             viewer_dir: args.viewer_dir.clone(),
             qido_max_results: args.qido_max_results.unwrap_or(1000).max(1),
@@ -395,10 +478,63 @@ impl Settings {
             stow_max_request_bytes: args.stow_max_request_mb.unwrap_or(8192).saturating_mul(MIB),
             remote_aes: args.ae.clone(),
             admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+            auth: crate::auth::AuthSettings {
+                admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+                worker_token: args.worker_token.clone().filter(|t| !t.is_empty()),
+                oidc: oidc_settings(args)?,
+                insecure_allow_anonymous: args.insecure_allow_anonymous.unwrap_or(false),
+                login_token_ttl: Duration::from_secs(
+                    args.login_token_secs.unwrap_or(1800).clamp(60, 7 * 86_400),
+                ),
+            },
+            trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
             move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
             ai,
         })
     }
+}
+
+/// The identity provider, when `oidc_issuer` is set (it then needs an audience).
+fn oidc_settings(args: &ServeArgs) -> Result<Option<crate::auth::oidc::OidcSettings>, ConfigError> {
+    let Some(issuer) = args.oidc_issuer.clone().filter(|i| !i.is_empty()) else {
+        return Ok(None);
+    };
+    crate::auth::oidc::validate_issuer(&issuer).map_err(ConfigError::Invalid)?;
+    let audience = args
+        .oidc_audience
+        .clone()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| ConfigError::Invalid("oidc_issuer needs oidc_audience".into()))?;
+    Ok(Some(crate::auth::oidc::OidcSettings {
+        issuer,
+        audience,
+        roles_claim: args
+            .oidc_roles_claim
+            .clone()
+            .unwrap_or_else(|| "roles".into()),
+    }))
+}
+
+/// CORS origins are compared exactly with the `Origin` header: `scheme://host[:port]`, no
+/// path, no trailing slash (RFC 6454 6.1).
+fn cors_origins(origins: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for origin in &origins {
+        if origin == "*" {
+            continue;
+        }
+        let parsed = url::Url::parse(origin).ok();
+        let exact = parsed.as_ref().is_some_and(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.origin().ascii_serialization() == *origin
+        });
+        if !exact {
+            return Err(ConfigError::Invalid(format!(
+                "cors_origins: {origin:?} is not an origin (scheme://host[:port], no path)"
+            )));
+        }
+    }
+    Ok(origins)
 }
 
 /// The TOML file as a layer: keys are the options' names with underscores; unknown keys and
@@ -616,7 +752,7 @@ mod tests {
             &["--cors-origins", "https://cli.example"],
             |s| s.cors_origins.join(" "),
             [
-                "*",
+                "",
                 "https://file.example",
                 "https://a.example https://b.example",
                 "https://cli.example",
@@ -755,6 +891,14 @@ mod tests {
             "dimse_port",
             "http_port",
             "bind",
+            "dimse_bind",
+            "http_bind",
+            "insecure_allow_anonymous",
+            "oidc_issuer",
+            "oidc_audience",
+            "oidc_roles_claim",
+            "trusted_proxies",
+            "login_token_secs",
             "data_dir",
             "database_url",
             "storage",

@@ -21,6 +21,11 @@ enum Command {
     Serve(Box<pacs::config::ServeArgs>),
     /// Administer the remote AEs of a running node through its admin API.
     Ae(AeArgs),
+    /// Manage local users (in the index: works before the node starts, and a running node
+    /// sees the change at once).
+    User(UserArgs),
+    /// Manage API keys for scripts and AI workers (in the index, like `pacs user`).
+    Key(KeyArgs),
     /// Write synthetic CT or MR series (realistic geometry, deterministic UIDs) for tests,
     /// demos and benchmarks.
     Synth(SynthArgs),
@@ -71,6 +76,62 @@ enum AeCommand {
 }
 
 #[derive(clap::Args)]
+struct UserArgs {
+    #[command(flatten)]
+    index: pacs::config::IndexArgs,
+    #[command(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add {
+        name: String,
+        /// Roles, comma-separated: viewer, technologist, radiologist, admin, ai-worker.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users and their roles.
+    List,
+    /// Remove a user.
+    Remove { name: String },
+    /// Change a user's password (which ends its login tokens).
+    Passwd {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct KeyArgs {
+    #[command(flatten)]
+    index: pacs::config::IndexArgs,
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key; prints it (once, and nothing else on standard output).
+    Create {
+        name: String,
+        /// Roles, comma-separated (ai-worker for an AI worker's own key).
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+    /// List the keys (never the keys themselves).
+    List,
+    /// Revoke a key.
+    Revoke { name: String },
+}
+
+#[derive(clap::Args)]
 struct SynthArgs {
     /// Number of studies (one patient each).
     #[arg(long, default_value_t = 1)]
@@ -94,8 +155,11 @@ struct SynthArgs {
 
 fn main() -> std::process::ExitCode {
     use std::io::IsTerminal;
+    // Logs go to standard error: standard output is the commands' answer (`pacs key create`
+    // prints the key and nothing else).
     tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -122,6 +186,8 @@ fn main() -> std::process::ExitCode {
         ),
         Some(Command::Synth(args)) => run_synth(args),
         Some(Command::Ae(args)) => runtime.block_on(run_ae(args)),
+        Some(Command::User(args)) => runtime.block_on(run_user(args)),
+        Some(Command::Key(args)) => runtime.block_on(run_key(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -139,6 +205,113 @@ fn run_serve(
     let args = pacs::config::ServeArgs::from_matches(matches)?;
     let settings = pacs::config::Settings::resolve(&args)?;
     runtime.block_on(pacs::node::serve(settings))?;
+    Ok(())
+}
+
+/// The first line of standard input, without its line end.
+fn password_from_stdin(given: bool) -> Result<String, Box<dyn std::error::Error>> {
+    if !given {
+        return Err("give the password on standard input with --password-stdin".into());
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        return Err("no password on standard input".into());
+    }
+    Ok(password)
+}
+
+async fn open_accounts(
+    index: &pacs::config::IndexArgs,
+) -> Result<pacs::auth::accounts::Accounts, Box<dyn std::error::Error>> {
+    let url = index.database_url()?;
+    let index = pacs::index::open(&url).await?;
+    Ok(pacs::auth::accounts::Accounts::new(index))
+}
+
+fn time_of(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn run_user(args: UserArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let accounts = open_accounts(&args.index).await?;
+    match args.command {
+        UserCommand::Add {
+            name,
+            roles,
+            password_stdin,
+        } => {
+            let password = password_from_stdin(password_stdin)?;
+            let user = accounts.add_user(&name, &roles, &password).await?;
+            eprintln!("added user {} ({})", user.name, user.roles.join(","));
+        }
+        UserCommand::List => {
+            println!("{:<24}  {:<40}  CREATED", "NAME", "ROLES");
+            for user in accounts.users().await? {
+                println!(
+                    "{:<24}  {:<40}  {}",
+                    user.name,
+                    user.roles.join(","),
+                    time_of(user.created_at_ms)
+                );
+            }
+        }
+        UserCommand::Remove { name } => {
+            accounts.remove_user(&name).await?;
+            eprintln!("removed user {name}");
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let password = password_from_stdin(password_stdin)?;
+            accounts.set_password(&name, &password).await?;
+            eprintln!("changed the password of {name}; its login tokens no longer work");
+        }
+    }
+    Ok(())
+}
+
+async fn run_key(args: KeyArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let accounts = open_accounts(&args.index).await?;
+    match args.command {
+        KeyCommand::Create { name, roles } => {
+            let (key, info) = accounts.create_key(&name, &roles).await?;
+            // the key alone on standard output, so that scripts can capture it
+            println!("{key}");
+            eprintln!(
+                "created key {} ({}); it is shown only now",
+                info.name,
+                info.roles.join(",")
+            );
+        }
+        KeyCommand::List => {
+            println!(
+                "{:<24}  {:<40}  {:<25}  REVOKED",
+                "NAME", "ROLES", "CREATED"
+            );
+            for key in accounts.keys().await? {
+                println!(
+                    "{:<24}  {:<40}  {:<25}  {}",
+                    key.name,
+                    key.roles.join(","),
+                    time_of(key.created_at_ms),
+                    key.revoked_at_ms.map(time_of).unwrap_or_else(|| "-".into())
+                );
+            }
+        }
+        KeyCommand::Revoke { name } => {
+            accounts.revoke_key(&name).await?;
+            eprintln!("revoked key {name}");
+        }
+    }
     Ok(())
 }
 

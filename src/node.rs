@@ -1,11 +1,11 @@
 //! Wiring: opens the index and the object store, starts the DIMSE and HTTP front-ends, and
 //! shuts them down in order on SIGTERM or Ctrl-C.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::dimse_service::{AePolicy, NodeDimseService};
@@ -22,6 +22,8 @@ pub enum NodeError {
     Ai(String),
     #[error("AE registry: {0}")]
     Registry(String),
+    #[error("{0}")]
+    Insecure(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -29,8 +31,16 @@ pub enum NodeError {
     },
 }
 
-/// Settings of the HTTP front-end, from the node's settings.
-pub fn http_config(settings: &Settings) -> pacs_dicomweb::DicomWebConfig {
+/// Settings of the HTTP front-end, from the node's settings: identities from `auth`, access
+/// from the one permission table (`crate::auth::permissions`).
+pub fn http_config(
+    settings: &Settings,
+    auth: Arc<crate::auth::NodeAuth>,
+) -> pacs_dicomweb::DicomWebConfig {
+    let root = settings.dicomweb_root.clone();
+    let routes: pacs_dicomweb::RoutePolicy = Arc::new(move |method, route| {
+        crate::auth::permissions::http_need(&root, method.as_str(), route)
+    });
     pacs_dicomweb::DicomWebConfig {
         root: settings.dicomweb_root.clone(),
         cors_origins: settings.cors_origins.clone(),
@@ -39,30 +49,59 @@ pub fn http_config(settings: &Settings) -> pacs_dicomweb::DicomWebConfig {
         static_dir: settings.viewer_dir.clone(),
         public_url: settings.public_url.clone(),
         listen_port: settings.http_port,
-        access: pacs_dicomweb::Access {
-            admin_token: settings.admin_token.clone(),
-            worker_token: settings.ai.as_ref().map(|a| a.worker_token.clone()),
+        security: pacs_dicomweb::Security {
+            authenticator: auth,
+            routes,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            realm: "pacs".into(),
         },
     }
 }
 
-/// The node's HTTP application: DICOMweb, health and statistics (public), the admin API (with
-/// the AI jobs' administration) and the worker API, all under the one HTTP stack of
-/// [`pacs_dicomweb::app`].
+/// The node's HTTP application: DICOMweb, health and statistics, the admin API (with the AI
+/// jobs' administration, users, keys and login) and the worker API, all under the one HTTP
+/// stack of [`pacs_dicomweb::app`].
 pub fn http_app(
     config: pacs_dicomweb::DicomWebConfig,
     archive: Arc<dyn pacs_dicomweb::Archive>,
     admin: Arc<crate::admin_api::AdminState>,
     ai: Option<Arc<crate::ai::AiService>>,
 ) -> axum::Router {
-    let mut groups = vec![crate::admin_api::router(
+    let mut routes = vec![crate::admin_api::router(
         admin,
         ai.clone().map(crate::ai::api::admin_router),
     )];
     if let Some(ai) = ai {
-        groups.push(crate::ai::api::worker_router(ai));
+        routes.push(crate::ai::api::worker_router(ai));
     }
-    pacs_dicomweb::app(archive, config, groups)
+    pacs_dicomweb::app(archive, config, routes)
+}
+
+/// Where HTTP listens: as configured, else loopback until authentication is configured. Err
+/// when HTTP would serve beyond loopback with nothing to authenticate callers (unless the
+/// administrator insisted with `--insecure-allow-anonymous`).
+pub fn http_bind(settings: &Settings, auth_configured: bool) -> Result<IpAddr, NodeError> {
+    let insecure = settings.auth.insecure_allow_anonymous;
+    let ip = settings.http_bind.unwrap_or(if auth_configured {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        IpAddr::from([127, 0, 0, 1])
+    });
+    if insecure {
+        warn!("--insecure-allow-anonymous: anonymous HTTP callers may read, write and export patient data");
+    }
+    if !auth_configured && !ip.is_loopback() && !insecure {
+        return Err(NodeError::Insecure(format!(
+            "refusing to serve HTTP on {ip} with no authentication configured. Add an administrator first \
+             (`pacs user add NAME --roles admin --password-stdin`, with the same --data-dir or --database-url), \
+             or an API key (`pacs key create`), or an identity provider (--oidc-issuer); or bind HTTP to 127.0.0.1; \
+             or accept anonymous access with --insecure-allow-anonymous"
+        )));
+    }
+    if !auth_configured {
+        info!(http = %ip, "no authentication configured: anonymous callers on this machine may do everything; add a user or an identity provider to open the node to the network");
+    }
+    Ok(ip)
 }
 
 /// Runs the node until a shutdown signal.
@@ -81,6 +120,9 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         storage.clone(),
         settings.duplicate_policy,
     ));
+    let auth = crate::auth::NodeAuth::open(index.clone(), settings.auth.clone()).await?;
+    let http_ip = http_bind(&settings, auth.configured().await)?;
+    auth.prefetch_provider_keys().await;
 
     let registry = crate::ae_registry::AeRegistry::open(index.clone(), &settings.remote_aes)
         .await
@@ -98,7 +140,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         find_limit: settings.qido_max_results,
         source: source.clone(),
     });
-    let dimse_addr = SocketAddr::new(settings.bind, settings.dimse_port);
+    let dimse_addr = SocketAddr::new(settings.dimse_bind, settings.dimse_port);
     let dimse = pacs_dimse::DimseServer::bind(
         pacs_dimse::DimseConfig {
             ae_title: settings.aet.clone(),
@@ -119,7 +161,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         source,
     })?;
 
-    let http_addr = SocketAddr::new(settings.bind, settings.http_port);
+    let http_addr = SocketAddr::new(http_ip, settings.http_port);
     let http_listener = tokio::net::TcpListener::bind(http_addr)
         .await
         .map_err(|source| NodeError::Listen {
@@ -143,13 +185,14 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         None => None,
     };
     let admin = Arc::new(crate::admin_api::AdminState {
+        auth: auth.clone(),
         registry,
         index: index.clone(),
         source,
         ae_title: settings.aet.clone(),
         scu_timeout: std::time::Duration::from_secs(30),
     });
-    let router = http_app(http_config(&settings), archive, admin, ai);
+    let router = http_app(http_config(&settings, auth), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
     let mut http_shutdown = shutdown_rx.clone();
@@ -203,7 +246,7 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
+    use std::net::{IpAddr, SocketAddr};
 
     use axum::body::Body;
     use axum::extract::connect_info::MockConnectInfo;
@@ -247,20 +290,30 @@ mod tests {
             ingest,
             config: crate::dicomweb_service::DicomWebArchiveConfig { max_results: 100 },
         });
+        let auth = crate::auth::NodeAuth::open(
+            index.clone(),
+            crate::auth::AuthSettings {
+                admin_token: admin_token.map(str::to_string),
+                worker_token: Some(WORKER_TOKEN.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
         let admin = Arc::new(crate::admin_api::AdminState {
+            auth: auth.clone(),
             registry,
             index,
             source: crate::retrieve::ArchiveSource::new(storage),
             ae_title: "PACS".into(),
             scu_timeout: std::time::Duration::from_secs(5),
         });
-        let config = pacs_dicomweb::DicomWebConfig {
-            access: pacs_dicomweb::Access {
-                admin_token: admin_token.map(str::to_string),
-                worker_token: Some(WORKER_TOKEN.into()),
-            },
+        let args = crate::config::ServeArgs {
+            cors_origins: Some(vec!["*".into()]),
             ..Default::default()
         };
+        let settings = crate::config::Settings::resolve(&args).unwrap();
+        let config = http_config(&settings, auth);
         http_app(config, archive, admin, Some(ai))
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }
@@ -421,16 +474,17 @@ mod tests {
             assert_eq!(status, expected, "{what} {uri}: {json}");
             assert_error(&format!("{what} {uri}"), &h, &json);
         }
-        // refusals: not loopback and no admin token; with an admin token, a missing one
+        // refusals: anonymous from outside, even with nothing configured; with an admin
+        // token, a missing one
         let outside = app(dir.path(), None, "192.0.2.1:50000").await;
         let (status, h, json) = call(&outside, Method::GET, "/api/aes", &[], "").await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_error("admin from outside", &h, &json);
         let dir2 = tempfile::tempdir().unwrap();
         let guarded = app(dir2.path(), Some("adm"), "127.0.0.1:50000").await;
         let (status, h, json) = call(&guarded, Method::GET, "/api/ai/jobs", &[], "").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(h["www-authenticate"], "Bearer");
+        assert_eq!(h["www-authenticate"], "Bearer realm=\"pacs\"");
         assert_error("admin without token", &h, &json);
         let (status, _, _) = call(
             &guarded,
@@ -443,7 +497,7 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         // the worker token is not the admin token, nor the other way round
         let (status, ..) = call(&guarded, Method::GET, "/api/aes", &worker, "").await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(status, StatusCode::FORBIDDEN);
         let (status, ..) = call(
             &guarded,
             Method::POST,
@@ -452,6 +506,6 @@ mod tests {
             r#"{"worker": "w"}"#,
         )
         .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(status, StatusCode::FORBIDDEN);
     }
 }

@@ -1,106 +1,209 @@
-//! Who is calling, established once per request, and what that caller may do.
+//! Who is calling, established once per request, and whether that caller may use the route.
 //!
-//! [`identify`] (a middleware of the one HTTP stack, see [`crate::app`]) turns the request's
-//! bearer token and client address into an [`Identity`] and puts it in the request extensions;
-//! handlers take it as an extractor and hand it to every [`crate::Archive`] call. Route groups
-//! that need more than anonymous access sit behind [`require`], which decides from the
-//! identity alone whether it holds the group's [`Permission`].
+//! [`identify`] (a middleware of the one HTTP stack, see [`crate::app`]) reads the request's
+//! credential (`Authorization: Bearer` or `Basic`) and client address, asks the node's
+//! [`Authenticator`] for an [`Identity`] and puts it in the request extensions; handlers take
+//! it as an extractor and hand it to every [`crate::Archive`] call. [`authorize`] then looks the
+//! matched route up in the node's [`RoutePolicy`] (one table, `src/auth/permissions.rs` in the
+//! node) and answers 401 (no valid credential) or 403 (the identity lacks the permission)
+//! before any handler runs. A route the policy does not know is refused: the table fails
+//! closed.
 //!
-//! Today's callers are anonymous clients, the holder of the admin token and AI workers (the
-//! worker token). Users and roles will be further [`Principal`]s whose permissions come from
-//! their roles; the checks stay the same.
+//! This crate knows HTTP credentials; who the users are, how tokens are validated and which
+//! roles grant what is the node's business.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::error::HttpError;
 
-/// What a route group may require of its caller.
+/// What a caller may be allowed to do; roles are sets of these (the node maps them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
-    /// The admin API: AE registry, sends, the AI job administration.
-    Administer,
-    /// The AI worker API: leasing and reporting on jobs.
-    Work,
+    /// QIDO-RS, WADO-RS, C-FIND, C-MOVE, C-GET, statistics.
+    Read,
+    /// STOW-RS, C-STORE.
+    Write,
+    /// Sending studies to other AEs (and de-identified export).
+    Export,
+    /// AEs, routes, users, keys, jobs, audit.
+    Admin,
+    /// Leasing and completing AI jobs; what such a caller stores is AI output.
+    AiWorker,
 }
 
 impl Permission {
-    const ALL: [Permission; 2] = [Permission::Administer, Permission::Work];
+    pub const ALL: [Permission; 5] = [
+        Permission::Read,
+        Permission::Write,
+        Permission::Export,
+        Permission::Admin,
+        Permission::AiWorker,
+    ];
+
+    /// The name used in configuration, logs and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Export => "export",
+            Permission::Admin => "admin",
+            Permission::AiWorker => "ai-worker",
+        }
+    }
 
     fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// A set of [`Permission`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Permissions(u8);
+
+impl Permissions {
+    pub const NONE: Permissions = Permissions(0);
+
+    pub fn of(permissions: &[Permission]) -> Permissions {
+        permissions.iter().copied().collect()
+    }
+
+    pub fn contains(self, permission: Permission) -> bool {
+        self.0 & permission.bit() != 0
+    }
+
+    pub fn with(self, permission: Permission) -> Permissions {
+        Permissions(self.0 | permission.bit())
+    }
+
+    pub fn union(self, other: Permissions) -> Permissions {
+        Permissions(self.0 | other.0)
+    }
+
+    pub fn without(self, permission: Permission) -> Permissions {
+        Permissions(self.0 & !permission.bit())
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
+
+    /// The names, comma-separated (logs).
+    pub fn names(self) -> String {
+        self.iter()
+            .map(Permission::name)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl FromIterator<Permission> for Permissions {
+    fn from_iter<I: IntoIterator<Item = Permission>>(iter: I) -> Permissions {
+        iter.into_iter().fold(Permissions::NONE, Permissions::with)
+    }
+}
+
+/// Who a request comes from, as far as the credential says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// No (valid) credential presented.
+    Anonymous,
+    /// A local user (HTTP Basic or a login token).
+    User(String),
+    /// An API key, by its name.
+    ApiKey(String),
+    /// A user of the OpenID Connect provider: its preferred name, else its subject.
+    Oidc(String),
+    /// The holder of the node's `--admin-token`.
+    AdminToken,
+    /// The holder of the node's shared `--worker-token`.
+    WorkerToken,
+}
+
+impl Principal {
+    /// How logs (and the audit trail) name the caller.
+    pub fn name(&self) -> String {
         match self {
-            Permission::Administer => 1,
-            Permission::Work => 2,
+            Principal::Anonymous => "anonymous".into(),
+            Principal::User(n) => format!("user:{n}"),
+            Principal::ApiKey(n) => format!("key:{n}"),
+            Principal::Oidc(n) => format!("oidc:{n}"),
+            Principal::AdminToken => "admin-token".into(),
+            Principal::WorkerToken => "worker-token".into(),
         }
     }
 }
 
-/// The kind of caller a request comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal {
-    /// No (valid) credential presented.
-    Anonymous,
-    /// Presented the admin token.
-    Administrator,
-    /// Presented the worker token: what it stores is AI output.
-    AiWorker,
-}
-
-/// The caller of one request: established by [`identify`], read by handlers, access checks and
+/// The caller of one request: established by [`identify`], read by [`authorize`], handlers and
 /// (through every [`crate::Archive`] method) the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub principal: Principal,
-    /// The client's address (None when the server was not started with connect info).
+    /// The client's address: the TCP peer, or what a trusted proxy forwarded.
     pub peer: Option<SocketAddr>,
-    granted: u8,
+    pub permissions: Permissions,
+    /// A credential was presented and refused: why (told to the client in the 401).
+    pub refused: Option<String>,
 }
 
 impl Identity {
-    /// An anonymous caller that holds no permission.
-    pub fn anonymous(peer: Option<SocketAddr>) -> Identity {
+    /// An anonymous caller holding `permissions` (none, unless the node is open).
+    pub fn anonymous(peer: Option<SocketAddr>, permissions: Permissions) -> Identity {
         Identity {
             principal: Principal::Anonymous,
             peer,
-            granted: 0,
+            permissions,
+            refused: None,
         }
     }
 
-    /// A caller of `principal` holding `permissions`.
     pub fn new(
         principal: Principal,
         peer: Option<SocketAddr>,
-        permissions: &[Permission],
+        permissions: Permissions,
     ) -> Identity {
         Identity {
             principal,
             peer,
-            granted: permissions.iter().fold(0, |acc, p| acc | p.bit()),
+            permissions,
+            refused: None,
+        }
+    }
+
+    /// A caller whose credential was refused: anonymous, holding nothing.
+    pub fn refused(peer: Option<SocketAddr>, why: impl Into<String>) -> Identity {
+        Identity {
+            principal: Principal::Anonymous,
+            peer,
+            permissions: Permissions::NONE,
+            refused: Some(why.into()),
         }
     }
 
     pub fn has(&self, permission: Permission) -> bool {
-        self.granted & permission.bit() != 0
+        self.permissions.contains(permission)
     }
 
-    /// The permissions this caller holds.
-    pub fn permissions(&self) -> impl Iterator<Item = Permission> + '_ {
-        Permission::ALL.into_iter().filter(|p| self.has(*p))
-    }
-
+    /// What it stores is AI output.
     pub fn is_ai_worker(&self) -> bool {
-        self.principal == Principal::AiWorker
+        self.has(Permission::AiWorker)
     }
 
-    fn is_loopback(&self) -> bool {
-        self.peer.is_some_and(|p| p.ip().is_loopback())
+    pub fn is_authenticated(&self) -> bool {
+        self.principal != Principal::Anonymous
     }
 }
 
@@ -118,96 +221,134 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
 }
 
 /// Whether `presented` is `secret`, in time that says nothing about the secret: both are hashed
-/// (which hides the lengths) and the digests compared in constant time. The one token
-/// comparison of the node.
+/// (which hides the lengths) and the digests compared in constant time.
 pub fn token_matches(presented: &str, secret: &str) -> bool {
     let digest = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
     bool::from(digest(presented).as_ref().ct_eq(digest(secret).as_ref()))
 }
 
-/// The bearer token of a request (RFC 6750 2.1), if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+/// The credential a request presents. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    None,
+    /// `Authorization: Bearer` (RFC 6750 2.1): an API key, a login token or a JWT.
+    Bearer(String),
+    /// `Authorization: Basic` (RFC 7617).
+    Basic {
+        username: String,
+        password: String,
+    },
 }
 
-/// The credentials the node accepts and what each grants. Never printed: `Debug` hides the
-/// tokens.
-#[derive(Clone, Default)]
-pub struct Access {
-    /// `Authorization: Bearer <this>` grants [`Permission::Administer`] from anywhere; when
-    /// unset, anonymous loopback callers hold it instead.
-    pub admin_token: Option<String>,
-    /// `Authorization: Bearer <this>` comes from an AI worker ([`Permission::Work`]).
-    pub worker_token: Option<String>,
-}
-
-impl std::fmt::Debug for Access {
+impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Access")
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
-            .field("worker_token", &self.worker_token.as_ref().map(|_| "<set>"))
-            .finish()
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Bearer(_) => f.write_str("Bearer(<hidden>)"),
+            Credential::Basic { username, .. } => write!(f, "Basic({username}, <hidden>)"),
+        }
     }
 }
 
-impl Access {
-    /// The identity of a caller presenting `headers` from `peer`.
-    pub fn identify(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Identity {
-        let presented = bearer(headers);
-        let holds = |secret: &Option<String>| matches!((secret, presented), (Some(s), Some(p)) if token_matches(p, s));
-        let (admin, worker) = (holds(&self.admin_token), holds(&self.worker_token));
-        let loopback = peer.is_some_and(|p| p.ip().is_loopback());
-        let mut permissions = Vec::new();
-        if admin || (self.admin_token.is_none() && loopback) {
-            permissions.push(Permission::Administer);
-        }
-        if worker {
-            permissions.push(Permission::Work);
-        }
-        let principal = if worker {
-            Principal::AiWorker
-        } else if admin {
-            Principal::Administrator
-        } else {
-            Principal::Anonymous
+impl Credential {
+    /// The request's credential; Err for an Authorization header this node cannot read.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Credential, &'static str> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Ok(Credential::None);
         };
-        Identity::new(principal, peer, &permissions)
-    }
-
-    /// Ok when `identity` holds `permission`; otherwise the refusal, logged with the caller's
-    /// address and the path.
-    pub fn check(
-        &self,
-        identity: &Identity,
-        permission: Permission,
-        path: &str,
-    ) -> Result<(), HttpError> {
-        if identity.has(permission) {
-            return Ok(());
+        let value = value
+            .to_str()
+            .map_err(|_| "the Authorization header is not ASCII")?;
+        let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+        let rest = rest.trim();
+        // Schemes are case-insensitive (RFC 9110 11.1).
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+            Ok(Credential::Bearer(rest.to_string()))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| "malformed Basic credentials")?;
+            let decoded = String::from_utf8(decoded).map_err(|_| "malformed Basic credentials")?;
+            let (username, password) = decoded
+                .split_once(':')
+                .ok_or("malformed Basic credentials")?;
+            Ok(Credential::Basic {
+                username: username.to_string(),
+                password: password.to_string(),
+            })
+        } else {
+            Err("unsupported Authorization scheme (use Bearer or Basic)")
         }
-        let peer = identity.peer;
-        Err(match permission {
-            Permission::Administer if self.admin_token.is_some() || identity.is_loopback() => {
-                tracing::warn!(peer = ?peer, %path, "admin API call refused: missing or wrong bearer token");
-                HttpError::new(StatusCode::UNAUTHORIZED, "admin token required")
-                    .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-            }
-            Permission::Administer => {
-                tracing::warn!(peer = ?peer, %path, "admin API call refused: not from loopback and no admin token configured");
-                HttpError::new(
-                    StatusCode::FORBIDDEN,
-                    "the admin API answers loopback clients only unless an admin token is configured",
-                )
-            }
-            Permission::Work => {
-                tracing::warn!(peer = ?peer, %path, "worker API call refused: missing or wrong worker token");
-                HttpError::new(StatusCode::UNAUTHORIZED, "worker token required")
-            }
-        })
+    }
+}
+
+/// Turns a request's credential into an identity: the node's users, keys, tokens and identity
+/// provider live behind this.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// The identity of a caller presenting `credential` from `peer`: anonymous (with what
+    /// anonymous callers may do) when there is none, [`Identity::refused`] when it is not
+    /// valid.
+    async fn identify(&self, credential: Credential, peer: Option<SocketAddr>) -> Identity;
+}
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Anyone (health, the login endpoint): the handler still gets the identity.
+    Public,
+    Permission(Permission),
+}
+
+/// The permission table: what a matched route (`/dicom-web/studies/{study}`, as axum names
+/// it) needs for a method. None: the route is not in the table, and is refused.
+pub type RoutePolicy = Arc<dyn Fn(&Method, &str) -> Option<Need> + Send + Sync>;
+
+/// How the HTTP stack establishes identities and decides access. `Debug` shows no secret (it
+/// holds none itself).
+#[derive(Clone)]
+pub struct Security {
+    pub authenticator: Arc<dyn Authenticator>,
+    pub routes: RoutePolicy,
+    /// Proxies whose `X-Forwarded-For`, `-Proto` and `-Host` are believed; from any other peer
+    /// these headers are removed before anything reads them.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The realm named in `WWW-Authenticate`.
+    pub realm: String,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("realm", &self.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Anonymous callers may read, write and export; every route is open. For this crate's own
+/// tests and embedding; the node always sets its own [`Security`].
+struct Open;
+
+#[async_trait::async_trait]
+impl Authenticator for Open {
+    async fn identify(&self, _: Credential, peer: Option<SocketAddr>) -> Identity {
+        Identity::anonymous(
+            peer,
+            Permissions::of(&[Permission::Read, Permission::Write, Permission::Export]),
+        )
+    }
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            authenticator: Arc::new(Open),
+            routes: Arc::new(|_, _| Some(Need::Public)),
+            trusted_proxies: Vec::new(),
+            realm: "pacs".into(),
+        }
     }
 }
 
@@ -223,62 +364,164 @@ pub(crate) fn client_address(extensions: &axum::http::Extensions) -> Option<Sock
         })
 }
 
+const FORWARDED_HEADERS: [&str; 4] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];
+
+/// The client behind a trusted proxy: the right-most address of `X-Forwarded-For` that is not
+/// itself a trusted proxy (RFC 7239 7.4: the left of the list is whatever the client wrote).
+fn forwarded_client(headers: &HeaderMap, trusted: &[IpAddr], peer: SocketAddr) -> SocketAddr {
+    let chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    chain
+        .iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .map(|ip| SocketAddr::new(*ip, 0))
+        .unwrap_or(peer)
+}
+
 /// The one place a request's [`Identity`] is established.
 pub(crate) async fn identify(
-    State(access): State<Arc<Access>>,
+    State(security): State<Arc<Security>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let peer = client_address(request.extensions());
-    let identity = access.identify(request.headers(), peer);
+    let tcp_peer = client_address(request.extensions());
+    let from_proxy = tcp_peer.is_some_and(|p| security.trusted_proxies.contains(&p.ip()));
+    let peer = match tcp_peer {
+        Some(p) if from_proxy => Some(forwarded_client(
+            request.headers(),
+            &security.trusted_proxies,
+            p,
+        )),
+        other => {
+            for name in FORWARDED_HEADERS {
+                request.headers_mut().remove(name);
+            }
+            other
+        }
+    };
+    let identity = match Credential::from_headers(request.headers()) {
+        Ok(credential) => security.authenticator.identify(credential, peer).await,
+        Err(why) => Identity::refused(peer, why),
+    };
+    tracing::Span::current().record("principal", identity.principal.name());
     request.extensions_mut().insert(identity);
     next.run(request).await
 }
 
-/// The state of a [`require`] layer: the policy and the permission its routes need.
-#[derive(Debug, Clone)]
-pub struct Required {
-    pub access: Arc<Access>,
-    pub permission: Permission,
-}
-
-/// Middleware in front of a route group: lets the request through only if its identity holds
-/// the group's permission (see [`crate::Guarded`]).
-pub(crate) async fn require(
-    State(required): State<Required>,
+/// Middleware on every route (a route layer, so that the matched route is known): lets the
+/// request through only if the route's [`Need`] is met; 401 without a valid credential, 403
+/// with one that lacks the permission.
+pub(crate) async fn authorize(
+    State(security): State<Arc<Security>>,
     identity: Identity,
     request: Request,
     next: Next,
 ) -> Response {
-    match required
-        .access
-        .check(&identity, required.permission, request.uri().path())
-    {
-        Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    // HEAD is answered by the GET handler (axum), so it needs what GET needs
+    let method = match *request.method() {
+        Method::HEAD => Method::GET,
+        ref m => m.clone(),
+    };
+    let need = (security.routes)(&method, &route);
+    let permission = match need {
+        Some(Need::Public) => return next.run(request).await,
+        Some(Need::Permission(p)) if identity.has(p) => return next.run(request).await,
+        Some(Need::Permission(p)) => p,
+        None => return not_in_table(&security, &method, &route),
+    };
+    refusal(&security, &identity, permission, request.method(), &route).into_response()
+}
+
+/// A method the table does not list for a route: 405 with the methods it lists, or, for a
+/// route it does not list at all (a wiring error), 403. The handler never runs either way.
+fn not_in_table(security: &Security, method: &Method, route: &str) -> Response {
+    let listed: Vec<&str> = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+    ]
+    .iter()
+    .filter(|m| (security.routes)(m, route).is_some())
+    .map(Method::as_str)
+    .collect();
+    if listed.is_empty() {
+        tracing::error!(%method, %route, "route missing from the permission table: refused");
+        return HttpError::new(
+            StatusCode::FORBIDDEN,
+            "this route is not in the permission table",
+        )
+        .into_response();
     }
+    let allow = HeaderValue::from_str(&listed.join(", ")).unwrap_or(HeaderValue::from_static(""));
+    HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        .with_header(header::ALLOW, allow)
+        .into_response()
+}
+
+fn refusal(
+    security: &Security,
+    identity: &Identity,
+    permission: Permission,
+    method: &Method,
+    route: &str,
+) -> HttpError {
+    let who = identity.principal.name();
+    if identity.is_authenticated() {
+        tracing::warn!(principal = %who, peer = ?identity.peer, %method, %route, needs = permission.name(), "refused: permission missing");
+        return HttpError::new(
+            StatusCode::FORBIDDEN,
+            format!("{who} lacks the {} permission", permission.name()),
+        );
+    }
+    // RFC 6750 3: the challenge, with error="invalid_token" when a token was refused.
+    let challenge = match &identity.refused {
+        Some(why) => format!(
+            "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+            security.realm,
+            why.replace(['"', '\\'], "'")
+        ),
+        None => format!("Bearer realm=\"{}\"", security.realm),
+    };
+    tracing::warn!(peer = ?identity.peer, %method, %route, needs = permission.name(), refused = identity.refused.as_deref().unwrap_or("no credential"), "refused: not authenticated");
+    let message = match &identity.refused {
+        Some(why) => format!("authentication failed: {why}"),
+        None => "authentication required".to_string(),
+    };
+    let mut error = HttpError::new(StatusCode::UNAUTHORIZED, message);
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        error = error.with_header(header::WWW_AUTHENTICATE, value);
+    }
+    error
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn headers(token: Option<&str>) -> HeaderMap {
+    fn headers(authorization: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if let Some(t) = token {
-            h.insert(
-                header::AUTHORIZATION,
-                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
-            );
+        if let Some(a) = authorization {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
         h
-    }
-
-    const LOOPBACK: &str = "127.0.0.1:40000";
-    const OUTSIDE: &str = "192.0.2.7:40000";
-
-    fn peer(a: &str) -> Option<SocketAddr> {
-        Some(a.parse().unwrap())
     }
 
     #[test]
@@ -290,62 +533,52 @@ mod tests {
     }
 
     #[test]
-    fn without_admin_token_loopback_administers() {
-        let access = Access::default();
-        let local = access.identify(&headers(None), peer(LOOPBACK));
-        assert_eq!(local.principal, Principal::Anonymous);
-        assert!(local.has(Permission::Administer));
-        assert!(!local.has(Permission::Work));
-        let outside = access.identify(&headers(None), peer(OUTSIDE));
-        assert!(!outside.has(Permission::Administer));
-        let refusal = access
-            .check(&outside, Permission::Administer, "/api/aes")
-            .unwrap_err();
-        assert_eq!(refusal.status, StatusCode::FORBIDDEN);
+    fn credentials_are_read_and_hidden() {
+        assert_eq!(
+            Credential::from_headers(&headers(None)),
+            Ok(Credential::None)
+        );
+        let bearer = Credential::from_headers(&headers(Some("bearer abc.def"))).unwrap();
+        assert_eq!(bearer, Credential::Bearer("abc.def".into()));
+        assert!(!format!("{bearer:?}").contains("abc"));
+        // alice:pa:ss (a colon in the password is the password's)
+        let basic = Credential::from_headers(&headers(Some("Basic YWxpY2U6cGE6c3M="))).unwrap();
+        assert_eq!(
+            basic,
+            Credential::Basic {
+                username: "alice".into(),
+                password: "pa:ss".into()
+            }
+        );
+        assert!(!format!("{basic:?}").contains("pa:ss"));
+        assert!(Credential::from_headers(&headers(Some("Basic !!!"))).is_err());
+        assert!(Credential::from_headers(&headers(Some("Digest x"))).is_err());
+        assert!(Credential::from_headers(&headers(Some("Bearer "))).is_err());
     }
 
     #[test]
-    fn with_admin_token_everyone_needs_it() {
-        let access = Access {
-            admin_token: Some("adm".into()),
-            worker_token: Some("wrk".into()),
-        };
-        let local = access.identify(&headers(None), peer(LOOPBACK));
-        assert!(!local.has(Permission::Administer));
-        let refusal = access
-            .check(&local, Permission::Administer, "/api/aes")
-            .unwrap_err();
-        assert_eq!(refusal.status, StatusCode::UNAUTHORIZED);
-        assert!(refusal
-            .headers
-            .iter()
-            .any(|(name, _)| name == header::WWW_AUTHENTICATE));
-        let admin = access.identify(&headers(Some("adm")), peer(OUTSIDE));
-        assert_eq!(admin.principal, Principal::Administrator);
-        assert_eq!(
-            admin.permissions().collect::<Vec<_>>(),
-            [Permission::Administer]
-        );
-        let worker = access.identify(&headers(Some("wrk")), peer(OUTSIDE));
-        assert!(worker.is_ai_worker());
-        assert_eq!(worker.permissions().collect::<Vec<_>>(), [Permission::Work]);
-        let wrong = access.identify(&headers(Some("nope")), peer(OUTSIDE));
-        assert_eq!(wrong, Identity::anonymous(peer(OUTSIDE)));
-        assert_eq!(
-            access
-                .check(&wrong, Permission::Work, "/api/worker/lease")
-                .unwrap_err()
-                .status,
-            StatusCode::UNAUTHORIZED
-        );
+    fn permission_sets() {
+        let set = Permissions::of(&[Permission::Read, Permission::AiWorker]);
+        assert!(set.contains(Permission::Read));
+        assert!(!set.contains(Permission::Write));
+        assert_eq!(set.names(), "read,ai-worker");
+        assert_eq!(set.without(Permission::Read).names(), "ai-worker");
+        assert!(Permissions::NONE.is_empty());
     }
 
     #[test]
-    fn debug_hides_tokens() {
-        let access = Access {
-            admin_token: Some("adm-secret".into()),
-            worker_token: None,
-        };
-        assert!(!format!("{access:?}").contains("adm-secret"));
+    fn forwarded_for_is_read_from_the_right() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 192.0.2.9, 10.0.0.1"),
+        );
+        let peer = SocketAddr::new(proxy, 443);
+        assert_eq!(
+            forwarded_client(&h, &[proxy], peer).ip(),
+            "192.0.2.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(forwarded_client(&HeaderMap::new(), &[proxy], peer), peer);
     }
 }

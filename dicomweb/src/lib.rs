@@ -23,15 +23,19 @@ use dicom_dictionary_std::uids;
 
 pub use archive::{Archive, ArchiveError};
 pub use error::HttpError;
-pub use identity::{token_matches, Access, Identity, Permission, Principal};
-pub use stack::{app, RouteGroup};
+pub use identity::{
+    token_matches, Authenticator, Credential, Identity, Need, Permission, Permissions, Principal,
+    RoutePolicy, Security,
+};
+pub use stack::app;
 
 /// Settings of the HTTP front-end.
 #[derive(Debug, Clone)]
 pub struct DicomWebConfig {
     /// Path under which DICOMweb is served (default `/dicom-web`).
     pub root: String,
-    /// Origins allowed by CORS; `*` allows any.
+    /// Origins allowed by CORS, exact (`scheme://host[:port]`); `*` allows any. Empty (the
+    /// default): none, the node's own viewer being same-origin.
     pub cors_origins: Vec<String>,
     /// Largest instance accepted by STOW-RS.
     pub max_instance_bytes: u64,
@@ -44,21 +48,21 @@ pub struct DicomWebConfig {
     pub public_url: Option<String>,
     /// The port the HTTP listener is bound to (completes a Host header that lacks a port).
     pub listen_port: u16,
-    /// The credentials callers may present, and what each grants.
-    pub access: Access,
+    /// How callers are identified and what each route needs.
+    pub security: Security,
 }
 
 impl Default for DicomWebConfig {
     fn default() -> Self {
         DicomWebConfig {
             root: "/dicom-web".into(),
-            cors_origins: vec!["*".into()],
+            cors_origins: Vec::new(),
             max_instance_bytes: 2 * 1024 * 1024 * 1024,
             max_request_bytes: 8 * 1024 * 1024 * 1024,
             static_dir: None,
             public_url: None,
             listen_port: 8080,
-            access: Access::default(),
+            security: Security::default(),
         }
     }
 }

@@ -20,7 +20,7 @@ use tracing::Span;
 
 use crate::archive::Archive;
 use crate::error::HttpError;
-use crate::identity::{client_address, identify, require, Access, Permission, Required};
+use crate::identity::{authorize, client_address, identify, Security};
 use crate::{AppState, DicomWebConfig};
 
 /// The request id header: taken from the request when the client (or a proxy) sent a usable
@@ -32,50 +32,21 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// APIs. Axum's default, stated.
 pub const API_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// Routes of the node that come from outside this crate, with what their caller must hold.
-pub struct RouteGroup {
-    pub routes: Router,
-    /// None: open to any caller (each handler still receives the caller's identity).
-    pub permission: Option<Permission>,
-}
-
-impl RouteGroup {
-    pub fn public(routes: Router) -> RouteGroup {
-        RouteGroup {
-            routes,
-            permission: None,
-        }
-    }
-
-    pub fn requiring(permission: Permission, routes: Router) -> RouteGroup {
-        RouteGroup {
-            routes,
-            permission: Some(permission),
-        }
-    }
-}
-
-/// The node's whole HTTP application: DICOMweb under `config.root`, health and statistics,
-/// `groups` (each behind the check of its permission), the static viewer as the fallback; and
+/// The node's whole HTTP application: DICOMweb under `config.root`, health and statistics, the
+/// node's other `routes` (admin, worker, login APIs), the static viewer as the fallback; every
+/// route behind the permission check of `config.security` (see [`crate::identity`]); and
 /// around all of it, once, the layers of the stack.
-pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, groups: Vec<RouteGroup>) -> Router {
-    let access = Arc::new(config.access.clone());
+pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router>) -> Router {
+    let security = Arc::new(config.security.clone());
     let cors = cors_layer(&config.cors_origins);
     let static_dir = config.static_dir.clone();
     let mut app = crate::routes(Arc::new(AppState { archive, config }));
-    for group in groups {
-        let routes = match group.permission {
-            None => group.routes,
-            Some(permission) => group.routes.route_layer(middleware::from_fn_with_state(
-                Required {
-                    access: access.clone(),
-                    permission,
-                },
-                require,
-            )),
-        };
-        app = app.merge(routes);
+    for group in routes {
+        app = app.merge(group);
     }
+    // A route layer: it runs after routing, so the matched route is known; fallbacks (the
+    // viewer's files, unknown DICOMweb resources) are not routes and stay public.
+    app = app.route_layer(middleware::from_fn_with_state(security.clone(), authorize));
     if let Some(dir) = static_dir {
         // a single-page application: unknown paths get index.html
         let index = dir.join("index.html");
@@ -84,10 +55,10 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, groups: Vec<RouteG
                 .fallback(tower_http::services::ServeFile::new(index)),
         );
     }
-    layers(app, access, cors)
+    layers(app, security, cors)
 }
 
-fn layers(app: Router, access: Arc<Access>, cors: CorsLayer) -> Router {
+fn layers(app: Router, security: Arc<Security>, cors: CorsLayer) -> Router {
     // Compress JSON, not DICOM, pixels or images (already dense, and costly to deflate).
     let compress = SizeAbove::new(1024)
         .and(NotForContentType::new("multipart/related"))
@@ -107,6 +78,7 @@ fn layers(app: Router, access: Arc<Access>, cors: CorsLayer) -> Router {
                 method = %request.method(),
                 path = %request.uri().path(),
                 client = ?client,
+                principal = tracing::field::Empty,
                 status = tracing::field::Empty,
                 latency_ms = tracing::field::Empty,
             )
@@ -122,7 +94,7 @@ fn layers(app: Router, access: Arc<Access>, cors: CorsLayer) -> Router {
         });
     // Router::layer wraps what is already there: the last one added is the outermost.
     app.layer(DefaultBodyLimit::max(API_BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(access, identify))
+        .layer(middleware::from_fn_with_state(security, identify))
         .layer(middleware::map_response(error_body))
         .layer(CompressionLayer::new().compress_when(compress))
         .layer(cors)
@@ -220,6 +192,7 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         ])
         .max_age(Duration::from_secs(3600));
     if origins.iter().any(|o| o == "*") {
+        tracing::warn!("CORS allows any origin (cors_origins = *): any web page may call this node with its visitors' credentials stripped");
         layer.allow_origin(Any)
     } else {
         let list: Vec<HeaderValue> = origins
@@ -243,7 +216,7 @@ mod tests {
 
     use super::*;
     use crate::archive::*;
-    use crate::identity::{Identity, Principal};
+    use crate::identity::*;
 
     /// An archive that holds nothing and remembers who asked.
     #[derive(Default)]
@@ -364,32 +337,60 @@ mod tests {
 
     const PEER: &str = "192.0.2.9:5555";
 
-    /// The stack with an admin group (`/api/admin`) and a worker group (`/api/work`), called
+    /// Two tokens: one administers, one is an AI worker; anonymous callers may read.
+    struct Tokens;
+
+    #[async_trait::async_trait]
+    impl Authenticator for Tokens {
+        async fn identify(&self, credential: Credential, peer: Option<SocketAddr>) -> Identity {
+            match credential {
+                Credential::None => Identity::anonymous(peer, Permissions::of(&[Permission::Read])),
+                Credential::Bearer(t) if t == "admin-secret" => Identity::new(
+                    Principal::AdminToken,
+                    peer,
+                    Permissions::of(&[Permission::Admin]),
+                ),
+                Credential::Bearer(t) if t == "worker-secret" => Identity::new(
+                    Principal::WorkerToken,
+                    peer,
+                    Permissions::of(&[Permission::AiWorker, Permission::Read]),
+                ),
+                _ => Identity::refused(peer, "unknown token"),
+            }
+        }
+    }
+
+    /// The stack with an admin route (`/api/admin`) and a worker route (`/api/work`), called
     /// from [`PEER`].
     fn stack() -> (Router, Arc<Empty>) {
         let archive = Arc::new(Empty::default());
+        let routes: RoutePolicy = Arc::new(|method, route| {
+            Some(match (method.as_str(), route) {
+                (_, "/api/admin") => Need::Permission(Permission::Admin),
+                (_, "/api/work") => Need::Permission(Permission::AiWorker),
+                ("GET", "/api/statistics") => Need::Public,
+                ("GET", _) | (_, "/healthz") => Need::Permission(Permission::Read),
+                ("POST", "/dicom-web/studies") => Need::Public,
+                _ => return None,
+            })
+        });
         let config = DicomWebConfig {
-            access: Access {
-                admin_token: Some("admin-secret".into()),
-                worker_token: Some("worker-secret".into()),
+            cors_origins: vec!["*".into()],
+            security: Security {
+                authenticator: Arc::new(Tokens),
+                routes,
+                ..Security::default()
             },
             ..DicomWebConfig::default()
         };
         let admin = Router::new().route(
             "/api/admin",
-            get(|identity: Identity| async move { format!("{:?}", identity.principal) })
+            get(|identity: Identity| async move { identity.principal.name() })
                 .post(|body: axum::body::Bytes| async move { body.len().to_string() }),
         );
         let work = Router::new().route("/api/work", post(|| async { "leased" }));
-        let app = app(
-            archive.clone(),
-            config,
-            vec![
-                RouteGroup::requiring(Permission::Administer, admin),
-                RouteGroup::requiring(Permission::Work, work),
-            ],
-        )
-        .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+        let app = app(archive.clone(), config, vec![admin, work])
+            .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
         (app, archive)
     }
 
@@ -514,12 +515,21 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
         error_message(&body);
-        // the admin group: refused without the token, with WWW-Authenticate
+        // the admin route: refused without a credential, with WWW-Authenticate
         let (status, h, body) = get_path(&app, "/api/admin", &[]).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer");
-        assert_eq!(error_message(&body), "admin token required");
-        // the worker group: the admin token is not the worker token
+        assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer realm=\"pacs\"");
+        assert_eq!(error_message(&body), "authentication required");
+        // a refused token says so in the challenge
+        let (status, h, body) =
+            get_path(&app, "/api/admin", &[("authorization", "Bearer nope")]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(h[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\""));
+        assert_eq!(error_message(&body), "authentication failed: unknown token");
+        // the worker route: the admin token is not the worker token
         let (status, _, body) = call(
             &app,
             Method::POST,
@@ -528,8 +538,22 @@ mod tests {
             vec![],
         )
         .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert_eq!(error_message(&body), "worker token required");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            error_message(&body),
+            "admin-token lacks the ai-worker permission"
+        );
+        // a method the table does not list for a route is refused before any handler
+        let (status, h, _) = call(
+            &app,
+            Method::DELETE,
+            "/dicom-web/studies/1.2.3",
+            &[("authorization", "Bearer admin-secret")],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(h[header::ALLOW], "GET");
         // axum's own answers: a method the route does not have, with its Allow header
         let (status, h, body) = call(&app, Method::DELETE, "/api/statistics", &[], vec![]).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
@@ -547,7 +571,7 @@ mod tests {
         )
         .await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, b"Administrator");
+        assert_eq!(body, b"admin-token");
         let (status, _, body) = call(
             &app,
             Method::POST,
@@ -572,11 +596,15 @@ mod tests {
         .await;
         let seen = archive.callers.lock().unwrap().clone();
         let peer = Some(PEER.parse().unwrap());
-        assert_eq!(seen.len(), 3, "{seen:?}");
-        assert_eq!(seen[0].principal, Principal::AiWorker);
+        // the wrong token never reached the archive (401 before the handler)
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0].principal, Principal::WorkerToken);
+        assert!(seen[0].is_ai_worker());
         assert_eq!(seen[0].peer, peer);
-        assert_eq!(seen[1], Identity::anonymous(peer));
-        assert_eq!(seen[2], Identity::anonymous(peer));
+        assert_eq!(
+            seen[1],
+            Identity::anonymous(peer, Permissions::of(&[Permission::Read]))
+        );
     }
 
     #[tokio::test]

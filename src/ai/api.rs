@@ -1,7 +1,7 @@
 //! HTTP endpoints of the AI job queue.
 //!
-//! Workers (`Authorization: Bearer <worker token>`: [`Permission::Work`], checked by the HTTP
-//! stack), under `/api/worker`:
+//! Workers (the `ai-worker` permission: the shared worker token or a worker's own API key,
+//! checked by the HTTP stack against src/auth/permissions.rs), under `/api/worker`:
 //! - `POST /api/worker/lease` `{"worker": id, "models": [names], "lease_secs": n}` → 200 with
 //!   the job, or 204 when nothing is ready;
 //! - `POST /api/worker/jobs/{id}/heartbeat` `{"worker": id, "lease_secs": n}`;
@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pacs_dicomweb::{HttpError, Permission, RouteGroup};
+use pacs_dicomweb::HttpError;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
@@ -39,19 +39,18 @@ fn index_error(e: impl std::fmt::Display) -> Response {
     HttpError::unavailable(e.to_string()).into_response()
 }
 
-/// The worker endpoints: a route group that needs the worker token.
-pub fn worker_router(ai: Arc<AiService>) -> RouteGroup {
-    let routes = Router::new()
+/// The worker endpoints.
+pub fn worker_router(ai: Arc<AiService>) -> Router {
+    Router::new()
         .route("/api/worker/lease", post(lease))
         .route("/api/worker/jobs/{id}/heartbeat", post(heartbeat))
         .route("/api/worker/jobs/{id}/complete", post(complete))
         .route("/api/worker/jobs/{id}/fail", post(fail))
         .route("/api/worker/jobs/{id}/release", post(release))
-        .with_state(ai);
-    RouteGroup::requiring(Permission::Work, routes)
+        .with_state(ai)
 }
 
-/// The administrators' endpoints (the caller puts them in the admin route group).
+/// The administrators' endpoints.
 pub fn admin_router(ai: Arc<AiService>) -> Router {
     Router::new()
         .route("/api/ai/jobs", get(list_jobs))

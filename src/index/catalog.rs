@@ -72,7 +72,7 @@ pub enum AeOrigin {
 }
 
 const AE_COLUMNS: &str =
-    "title, host, port, description, allow, move_destination, check_host, source, updated_at_ms";
+    "title, host, port, description, allow, move_destination, check_host, source, updated_at_ms, roles";
 
 fn ae_params(ae: &RemoteAe, origin: AeOrigin, now_ms: i64) -> Vec<SqlValue> {
     vec![
@@ -91,6 +91,7 @@ fn ae_params(ae: &RemoteAe, origin: AeOrigin, now_ms: i64) -> Vec<SqlValue> {
             .into(),
         ),
         SqlValue::Int(now_ms),
+        SqlValue::Text(ae.roles.join(",")),
     ]
 }
 
@@ -110,6 +111,11 @@ fn ae_from_row(row: &[SqlValue]) -> RemoteAe {
             .collect(),
         move_destination: int(5) != 0,
         check_host: int(6) != 0,
+        roles: text(&row[9])
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
     }
 }
 
@@ -191,6 +197,23 @@ impl dyn Index {
         )
         .await?;
         Ok(())
+    }
+
+    /// The setting `key`, first set to `value` if it has none: every node sharing the index
+    /// gets the value of whichever wrote first.
+    pub async fn setting_or_insert(&self, key: &str, value: &str) -> IndexResult<String> {
+        self.write(
+            Sql::new(
+                "INSERT INTO node_settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO NOTHING",
+            ),
+            vec![SqlValue::Text(key.into()), SqlValue::Text(value.into())],
+        )
+        .await?;
+        Ok(self
+            .setting(key)
+            .await?
+            .unwrap_or_else(|| value.to_string()))
     }
 
     /// The latest arrival recorded in the series-completion watch.
@@ -325,11 +348,11 @@ impl dyn Index {
     /// Writes an AE from the configuration file, unless an administrator changed it since.
     pub async fn seed_remote_ae(&self, ae: &RemoteAe, now_ms: i64) -> IndexResult<()> {
         let sql = format!(
-            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (title) DO UPDATE SET host = excluded.host, port = excluded.port,
                description = excluded.description, allow = excluded.allow,
                move_destination = excluded.move_destination, check_host = excluded.check_host,
-               updated_at_ms = excluded.updated_at_ms
+               updated_at_ms = excluded.updated_at_ms, roles = excluded.roles
              WHERE remote_aes.source = 'config'"
         );
         self.write(Sql::new(&sql), ae_params(ae, AeOrigin::Config, now_ms))
@@ -340,7 +363,7 @@ impl dyn Index {
     /// Adds an AE; false when one with its title exists.
     pub async fn insert_remote_ae(&self, ae: &RemoteAe, now_ms: i64) -> IndexResult<bool> {
         let sql = format!(
-            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (title) DO NOTHING RETURNING title"
         );
         let done = self
@@ -355,7 +378,8 @@ impl dyn Index {
             .write(
                 Sql::new(
                     "UPDATE remote_aes SET host = ?2, port = ?3, description = ?4, allow = ?5,
-                       move_destination = ?6, check_host = ?7, source = ?8, updated_at_ms = ?9
+                       move_destination = ?6, check_host = ?7, source = ?8, updated_at_ms = ?9,
+                       roles = ?10
                      WHERE title = ?1",
                 ),
                 ae_params(ae, AeOrigin::Api, now_ms),

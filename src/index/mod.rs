@@ -13,6 +13,7 @@ pub mod attributes;
 mod catalog;
 pub mod jobs;
 pub mod postgres;
+mod principals;
 mod query_sql;
 pub mod schema;
 pub mod sqlite;
@@ -23,6 +24,7 @@ use async_trait::async_trait;
 
 pub use attributes::InstanceRecord;
 pub use catalog::{AeOrigin, InstanceFilter, LocatedInstance, SeriesSummary};
+pub use principals::{ApiKeyRow, UserRow};
 
 /// What the index holds about a stored instance.
 #[derive(Debug, Clone, PartialEq, Eq)]

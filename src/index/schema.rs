@@ -199,6 +199,33 @@ Migration {
         "UPDATE instances SET source_ae = '' WHERE ai_output = 1",
     ],
     postgres_only: &[],
+},
+Migration {
+    version: 5,
+    description: "local users and API keys",
+    statements: &[
+        // `roles` is a comma-separated list of role names (src/auth/permissions.rs).
+        // `password_hash` is an Argon2id PHC string; `generation` changes with every password
+        // change, and login tokens carry the generation they were issued under.
+        "CREATE TABLE users (
+            name TEXT PRIMARY KEY,
+            roles TEXT NOT NULL,
+            password_hash TEXT NOT NULL,
+            generation {big} NOT NULL,
+            created_at_ms {big} NOT NULL,
+            updated_at_ms {big} NOT NULL
+        )",
+        // Keys are 256 random bits: stored as their SHA-256 (hex), looked up by it.
+        "CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            key_hash TEXT NOT NULL UNIQUE,
+            roles TEXT NOT NULL,
+            created_at_ms {big} NOT NULL,
+            revoked_at_ms {big}
+        )",
+        "ALTER TABLE remote_aes ADD COLUMN roles TEXT NOT NULL DEFAULT ''",
+    ],
+    postgres_only: &[],
 }];
 
 /// The statements of a migration for `dialect`: its own (with the declared columns of the

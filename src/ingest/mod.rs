@@ -82,11 +82,11 @@ impl Origin {
 
 impl From<&pacs_dicomweb::Identity> for Origin {
     fn from(identity: &pacs_dicomweb::Identity) -> Origin {
-        match identity.principal {
-            pacs_dicomweb::Principal::AiWorker => Origin::AiWorker,
-            pacs_dicomweb::Principal::Anonymous | pacs_dicomweb::Principal::Administrator => {
-                Origin::Http
-            }
+        // the ai-worker permission is what makes a caller's objects AI output
+        if identity.is_ai_worker() {
+            Origin::AiWorker
+        } else {
+            Origin::Http
         }
     }
 }
