@@ -1,10 +1,13 @@
 // The OHIF viewer (the prebuilt @ohif/app package from npm) against a running pacs node, in
 // headless Debian Chromium driven by playwright-core.
 //
-//   node ohif.mjs prepare VIEWER_DIR DICOMWEB_ROOT
+//   node ohif.mjs prepare VIEWER_DIR DICOMWEB_ROOT [--oidc ISSUER [--oidc-client-id ID]]
 //       copies node_modules/@ohif/app/dist to VIEWER_DIR and writes an app-config.js whose
 //       only data source is the node's DICOMweb at DICOMWEB_ROOT; the node then serves
-//       VIEWER_DIR with `pacs serve --viewer-dir VIEWER_DIR`.
+//       VIEWER_DIR with `pacs serve --viewer-dir VIEWER_DIR`. Without --oidc the viewer is
+//       anonymous; with it, app-config.js is the shipped conf/ohif/app-config.js (login at
+//       ISSUER as the public client ID, default `ohif`, bearer token on every request) with
+//       its constants filled in.
 //
 //   node ohif.mjs
 //       runs the checks. Environment:
@@ -18,16 +21,27 @@
 //         E2E_TIMEOUT_MS  how long the viewer may take to render (default 120000)
 
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import {
+  VIEWPORT_CANVAS,
+  VIEWPORT_PANE,
+  canvasSignature,
+  describeStats,
+  looksRendered,
+  openBrowser,
+  pixelStats,
+  poll,
+  screenshotStats,
+  studyRow,
+  summarise,
+  waitForRenderedViewport,
+} from './browser.mjs';
 import {
   TAG,
   artifactsDir,
   check,
   checkEqual,
-  checkError,
   dicomFacts,
   dicomFiles,
   dicomwebRoot,
@@ -37,10 +51,6 @@ import {
 } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-
-// OHIF 3.13's DOM: a viewport pane holds the cornerstone canvas and the overlay texts.
-const VIEWPORT_PANE = '[data-cy="viewport-pane"]';
-const VIEWPORT_CANVAS = '.cornerstone-viewport-element canvas, [data-viewport-uid] canvas, canvas.cornerstone-canvas';
 
 function appConfig(root) {
   const config = {
@@ -91,7 +101,28 @@ function appConfig(root) {
   );
 }
 
-function prepare(viewerDir, root) {
+/**
+ * The shipped OIDC configuration (conf/ohif/app-config.js) with its constants set: the
+ * issuer, the client id and the DICOMweb root. Each constant must be found exactly once.
+ */
+function oidcAppConfig(root, { issuer, clientId }) {
+  const shipped = path.join(here, '..', '..', 'conf', 'ohif', 'app-config.js');
+  let text = fs.readFileSync(shipped, 'utf8');
+  const values = { OIDC_AUTHORITY: issuer, OIDC_CLIENT_ID: clientId, DICOMWEB_ROOT: root };
+  for (const [name, value] of Object.entries(values)) {
+    const line = new RegExp(`^const ${name} = .*;$`, 'gm');
+    const found = text.match(line) || [];
+    check(found.length === 1, `${shipped}: expected one line \`const ${name} = ...;\`, found ${found.length}`);
+    text = text.replace(line, `const ${name} = ${JSON.stringify(value)};`);
+  }
+  return (
+    `// Written by tests/e2e/ohif.mjs from ${path.relative(path.join(here, '..', '..'), shipped)}: OHIF against the pacs node under test.\n` +
+    text +
+    '\n// The test machines have 2 cores.\nwindow.config.maxNumberOfWebWorkers = 2;\n'
+  );
+}
+
+function prepare(viewerDir, root, oidc) {
   const dist = path.join(here, 'node_modules', '@ohif', 'app', 'dist');
   check(
     fs.existsSync(path.join(dist, 'index.html')),
@@ -99,8 +130,9 @@ function prepare(viewerDir, root) {
   );
   fs.rmSync(viewerDir, { recursive: true, force: true });
   fs.cpSync(dist, viewerDir, { recursive: true });
-  fs.writeFileSync(path.join(viewerDir, 'app-config.js'), appConfig(root));
-  console.log(`OHIF ${readVersion()} prepared in ${viewerDir} for ${root}`);
+  fs.writeFileSync(path.join(viewerDir, 'app-config.js'), oidc ? oidcAppConfig(root, oidc) : appConfig(root));
+  const login = oidc ? `, login at ${oidc.issuer} as client ${oidc.clientId}` : '';
+  console.log(`OHIF ${readVersion()} prepared in ${viewerDir} for ${root}${login}`);
 }
 
 function readVersion() {
@@ -108,167 +140,6 @@ function readVersion() {
     fs.readFileSync(path.join(here, 'node_modules', '@ohif', 'app', 'package.json'), 'utf8'),
   );
   return pkg.version;
-}
-
-/** Chromium flags: software WebGL, headless, and nothing that talks to the internet. */
-function chromiumArgs() {
-  const args = [
-    '--headless',
-    '--disable-gpu',
-    '--use-gl=angle',
-    '--use-angle=swiftshader',
-    '--enable-unsafe-swiftshader',
-    '--no-first-run',
-    '--no-default-browser-check',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--disable-quic',
-    '--disable-domain-reliability',
-    '--disable-client-side-phishing-detection',
-    '--metrics-recording-only',
-    // no DNS lookups at all: everything the test loads is on 127.0.0.1
-    '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
-  ];
-  if (typeof process.getuid === 'function' && process.getuid() === 0) {
-    args.push('--no-sandbox');
-  }
-  return args;
-}
-
-/**
- * Pixel statistics of an image, computed in the page: a data URL (a screenshot) or, when
- * `selector` is given, the largest visible element matching it (a viewport canvas).
- */
-async function pixelStats(page, { selector, dataUrl }) {
-  return page.evaluate(
-    async ({ selector, dataUrl }) => {
-      let source;
-      if (dataUrl) {
-        source = new Image();
-        source.src = dataUrl;
-        await source.decode();
-      } else {
-        const candidates = [...document.querySelectorAll(selector)].filter(
-          c => c.width > 0 && c.height > 0 && c.getBoundingClientRect().width > 0,
-        );
-        candidates.sort((a, b) => b.width * b.height - a.width * a.height);
-        source = candidates[0];
-        if (!source) {
-          return null;
-        }
-      }
-      const w = source.naturalWidth || source.width;
-      const h = source.naturalHeight || source.height;
-      const tmp = document.createElement('canvas');
-      tmp.width = w;
-      tmp.height = h;
-      const ctx = tmp.getContext('2d', { willReadFrequently: true });
-      ctx.drawImage(source, 0, 0);
-      const data = ctx.getImageData(0, 0, w, h).data;
-      const histogram = new Map();
-      let sum = 0;
-      let sum2 = 0;
-      let bright = 0;
-      const n = w * h;
-      for (let i = 0; i < data.length; i += 4) {
-        const y = (data[i] * 299 + data[i + 1] * 587 + data[i + 2] * 114) / 1000;
-        sum += y;
-        sum2 += y * y;
-        if (y > 32) {
-          bright += 1;
-        }
-        const key = (data[i] << 16) | (data[i + 1] << 8) | data[i + 2];
-        histogram.set(key, (histogram.get(key) || 0) + 1);
-      }
-      const mean = sum / n;
-      return {
-        width: w,
-        height: h,
-        mean,
-        stddev: Math.sqrt(Math.max(0, sum2 / n - mean * mean)),
-        brightFraction: bright / n,
-        distinctColours: histogram.size,
-      };
-    },
-    { selector, dataUrl },
-  );
-}
-
-/** A short digest of the pixels of the largest canvas matching `selector`. */
-async function canvasSignature(page, selector) {
-  return page.evaluate(async selector => {
-    const canvases = [...document.querySelectorAll(selector)].filter(c => c.width > 0 && c.height > 0);
-    canvases.sort((a, b) => b.width * b.height - a.width * a.height);
-    if (!canvases[0]) {
-      return '';
-    }
-    const tmp = document.createElement('canvas');
-    tmp.width = canvases[0].width;
-    tmp.height = canvases[0].height;
-    const ctx = tmp.getContext('2d', { willReadFrequently: true });
-    ctx.drawImage(canvases[0], 0, 0);
-    const data = ctx.getImageData(0, 0, tmp.width, tmp.height).data;
-    const digest = await crypto.subtle.digest('SHA-256', data);
-    return [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join('');
-  }, selector);
-}
-
-/** A rendered CT slice: a fair part of the canvas lit, many grey levels, real contrast. */
-function looksRendered(stats) {
-  return (
-    stats &&
-    stats.width >= 64 &&
-    stats.height >= 64 &&
-    stats.brightFraction > 0.02 &&
-    stats.distinctColours >= 16 &&
-    stats.stddev > 8
-  );
-}
-
-function describeStats(stats) {
-  if (!stats) {
-    return 'no canvas';
-  }
-  return (
-    `${stats.width}x${stats.height}, mean ${stats.mean.toFixed(1)}, stddev ${stats.stddev.toFixed(1)}, ` +
-    `${(stats.brightFraction * 100).toFixed(1)}% lit, ${stats.distinctColours} colours`
-  );
-}
-
-/** "3 QIDO studies, 40 frames, ..." from request URLs under the DICOMweb root. */
-function summarise(urls, root) {
-  const kinds = new Map();
-  for (const url of urls) {
-    const p = new URL(url).pathname.slice(new URL(root).pathname.length);
-    const kind = p
-      .replace(/\/studies\/[^/]+/, '/studies/{s}')
-      .replace(/\/series\/[^/]+/, '/series/{s}')
-      .replace(/\/instances\/[^/]+/, '/instances/{i}')
-      .replace(/\/frames\/[^/]+/, '/frames/{n}')
-      .replace(/\/bulkdata\/.*/, '/bulkdata/...');
-    kinds.set(kind, (kinds.get(kind) || 0) + 1);
-  }
-  return [...kinds].map(([kind, n]) => `${n} x ${kind}`).join(', ') || 'none';
-}
-
-function escapeRegExp(text) {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-async function poll(what, timeoutMs, fn) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last.ok) {
-      return last;
-    }
-    if (Date.now() > deadline) {
-      throw checkError(`${what}: not reached within ${timeoutMs} ms (last: ${last.detail})`);
-    }
-    await new Promise(resolve => setTimeout(resolve, 500));
-  }
 }
 
 async function run() {
@@ -285,21 +156,13 @@ async function run() {
   ]);
   const studyUid = facts[TAG.StudyInstanceUID];
   const patientName = facts[TAG.PatientName];
-  const [family, given] = patientName.split('^');
-  const familyRe = new RegExp(escapeRegExp(family), 'i');
-  const givenRe = new RegExp(escapeRegExp(given || family), 'i');
   const timeoutMs = Number(process.env.E2E_TIMEOUT_MS || 120000);
   const outDir = artifactsDir();
-  const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 
   const log = [];
   const note = line => log.push(`${new Date().toISOString()} ${line}`);
-  const badResponses = [];
-  const blocked = [];
-  const dicomwebRequests = [];
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pacs-e2e-chromium-'));
-  let context;
+  let browser;
   let page;
   let viewerRendered = false;
   const needViewer = () => check(viewerRendered, 'not run: the viewer did not render');
@@ -308,68 +171,9 @@ async function run() {
     [
       'launch Chromium',
       async () => {
-        context = await chromium.launchPersistentContext(profile, {
-          executablePath,
-          headless: true,
-          args: chromiumArgs(),
-          viewport: { width: 1440, height: 900 },
-          deviceScaleFactor: 1,
-          serviceWorkers: 'block',
-          timeout: 60000,
-        });
         // Only the node on the loopback address may be reached.
-        await context.route('**/*', route => {
-          const url = route.request().url();
-          if (url.startsWith(`${origin}/`) || url.startsWith('data:') || url.startsWith('blob:')) {
-            return route.continue();
-          }
-          blocked.push(url);
-          note(`[blocked] ${url}`);
-          return route.abort('blockedbyclient');
-        });
-        // A user who has seen OHIF's onboarding tour: its pop-up would cover the viewport.
-        await context.addInitScript(() => {
-          try {
-            localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
-          } catch {
-            // storage unavailable: the tour is only cosmetic
-          }
-        });
-        page = context.pages()[0] || (await context.newPage());
-        page.on('console', msg => note(`[console.${msg.type()}] ${msg.text()}`));
-        page.on('pageerror', err => note(`[pageerror] ${err.stack || err}`));
-        page.on('request', req => {
-          if (req.url().startsWith(root)) {
-            dicomwebRequests.push(req.url());
-            note(`[dicomweb] ${req.method()} ${req.url().slice(root.length)} (Accept: ${req.headers().accept})`);
-          }
-        });
-        page.on('requestfailed', req => {
-          if (!blocked.includes(req.url())) {
-            note(`[requestfailed] ${req.method()} ${req.url()}: ${req.failure()?.errorText}`);
-          }
-        });
-        page.on('response', async res => {
-          if (res.status() >= 400) {
-            let body = '';
-            try {
-              body = (await res.text()).slice(0, 500);
-            } catch {
-              // body not available (e.g. navigation away)
-            }
-            const req = res.request();
-            const entry = {
-              method: req.method(),
-              url: res.url(),
-              status: res.status(),
-              accept: req.headers().accept,
-              body,
-            };
-            badResponses.push(entry);
-            note(`[http ${entry.status}] ${entry.method} ${entry.url} (Accept: ${entry.accept}) -> ${body}`);
-          }
-        });
-        note(`browser ${context.browser()?.version() ?? '(persistent context)'}`);
+        browser = await openBrowser({ origins: [origin], root, note });
+        page = browser.page;
       },
       { fatal: true },
     ],
@@ -379,10 +183,7 @@ async function run() {
         await page.goto(`${origin}/`, { waitUntil: 'domcontentloaded', timeout: 60000 });
         // OHIF prints person names in its own format (e.g. "JOHANSSON, JAMES"): look for a
         // row with both the family and the given name, in any format.
-        const row = page
-          .locator('tr, [role="row"], [data-cy^="studyRow"]')
-          .filter({ hasText: familyRe })
-          .filter({ hasText: givenRe });
+        const { row } = studyRow(page, patientName);
         try {
           await row.first().waitFor({ state: 'visible', timeout: timeoutMs });
         } finally {
@@ -398,6 +199,7 @@ async function run() {
     [
       'study list filter by patient name (lower case, partial)',
       async () => {
+        const { family, familyRe } = studyRow(page, patientName);
         // what a user types: a lower-case prefix of the family name; OHIF sends it to the
         // node as a QIDO-RS PatientName query (wildcard, fuzzymatching)
         const typed = family.slice(0, 5).toLowerCase();
@@ -429,22 +231,13 @@ async function run() {
       async () => {
         const url = `${origin}/viewer?StudyInstanceUIDs=${encodeURIComponent(studyUid)}`;
         await page.goto(url, { waitUntil: 'domcontentloaded', timeout: 60000 });
-        let result;
-        try {
-          result = await poll('a viewport canvas with a rendered image', timeoutMs, async () => {
-            const stats = await pixelStats(page, {
-              selector: VIEWPORT_CANVAS,
-            });
-            return { ok: looksRendered(stats), detail: describeStats(stats), stats };
-          });
-        } finally {
-          // let the overlays and thumbnails settle before the picture is taken
-          await page.waitForTimeout(result ? 2000 : 0);
-          await page.screenshot({ path: path.join(outDir, 'viewer.png') });
-        }
+        const stats = await waitForRenderedViewport(page, {
+          timeoutMs,
+          screenshot: path.join(outDir, 'viewer.png'),
+        });
         viewerRendered = true;
-        note(`viewport canvas: ${describeStats(result.stats)}`);
-        console.log(`     viewport canvas: ${describeStats(result.stats)}`);
+        note(`viewport canvas: ${describeStats(stats)}`);
+        console.log(`     viewport canvas: ${describeStats(stats)}`);
       },
     ],
     [
@@ -464,8 +257,7 @@ async function run() {
     [
       'viewer.png is not uniform',
       async () => {
-        const png = fs.readFileSync(path.join(outDir, 'viewer.png'));
-        const stats = await pixelStats(page, { dataUrl: `data:image/png;base64,${png.toString('base64')}` });
+        const stats = await screenshotStats(page, path.join(outDir, 'viewer.png'));
         check(looksRendered(stats), `viewer.png looks blank: ${describeStats(stats)}`);
       },
     ],
@@ -503,7 +295,7 @@ async function run() {
     [
       'no DICOMweb request failed',
       async () => {
-        const dicomweb = badResponses.filter(r => r.url.startsWith(root));
+        const dicomweb = browser.badResponses.filter(r => r.url.startsWith(root));
         check(
           dicomweb.length === 0,
           'requests to the node failed:\n' +
@@ -525,28 +317,42 @@ async function run() {
     });
   } finally {
     fs.writeFileSync(path.join(outDir, 'ohif-console.log'), log.join('\n') + '\n');
-    console.log(`ohif: ${dicomwebRequests.length} DICOMweb requests: ${summarise(dicomwebRequests, root)}`);
-    if (blocked.length > 0) {
-      console.log(`note: the viewer tried to reach ${blocked.length} URL(s) off the node (blocked): ${[...new Set(blocked)].slice(0, 5).join(', ')}`);
+    if (browser) {
+      const { dicomwebRequests, blocked } = browser;
+      console.log(`ohif: ${dicomwebRequests.length} DICOMweb requests: ${summarise(dicomwebRequests, root)}`);
+      if (blocked.length > 0) {
+        console.log(`note: the viewer tried to reach ${blocked.length} URL(s) off the node (blocked): ${[...new Set(blocked)].slice(0, 5).join(', ')}`);
+      }
+      await browser.close();
     }
-    if (context) {
-      await context.close().catch(() => {});
-    }
-    fs.rmSync(profile, { recursive: true, force: true });
   }
 }
 
+const USAGE = 'usage: node ohif.mjs [prepare VIEWER_DIR DICOMWEB_ROOT [--oidc ISSUER [--oidc-client-id ID]]]';
 const [command, ...rest] = process.argv.slice(2);
 if (command === 'prepare') {
-  const [viewerDir, root] = rest;
+  const [viewerDir, root, ...options] = rest;
+  let oidc;
+  let clientId = 'ohif';
+  for (let i = 0; i < options.length; i += 2) {
+    const [option, value] = [options[i], options[i + 1]];
+    if (option === '--oidc' && value) {
+      oidc = { issuer: value.replace(/\/+$/, '') };
+    } else if (option === '--oidc-client-id' && value) {
+      clientId = value;
+    } else {
+      console.error(`unknown or incomplete option ${option}\n${USAGE}`);
+      process.exit(2);
+    }
+  }
   if (!viewerDir || !root) {
-    console.error('usage: node ohif.mjs prepare VIEWER_DIR DICOMWEB_ROOT');
+    console.error(USAGE);
     process.exit(2);
   }
-  prepare(path.resolve(viewerDir), root.replace(/\/+$/, ''));
+  prepare(path.resolve(viewerDir), root.replace(/\/+$/, ''), oidc && { ...oidc, clientId });
 } else if (command === undefined) {
   await run();
 } else {
-  console.error(`unknown command ${command}; usage: node ohif.mjs [prepare VIEWER_DIR DICOMWEB_ROOT]`);
+  console.error(`unknown command ${command}; ${USAGE}`);
   process.exit(2);
 }

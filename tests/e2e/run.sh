@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # End-to-end tests with JavaScript DICOMweb clients: the npm package dicomweb-client, and the
-# OHIF viewer (prebuilt @ohif/app from npm) in headless Chromium.
+# OHIF viewer (prebuilt @ohif/app from npm) in headless Chromium, anonymous and logged in
+# through OpenID Connect.
 #
 #   tests/e2e/run.sh
 #
 # Starts a pacs node on free 127.0.0.1 ports with a temporary data directory, stores a
-# synthetic 40-slice CT series with DCMTK's storescu, runs `npm ci` here, then both scripts,
-# stops the node and prints `E2E: N passed, M failed`. Builds nothing.
+# synthetic 40-slice CT series with DCMTK's storescu, runs `npm ci` here, then the scripts
+# dicomweb-client and ohif against it. Then starts the test OpenID provider
+# (oidc-provider.mjs) and a second node that requires its tokens (--oidc-issuer,
+# --oidc-audience pacs; own data directory and ports; viewer with the shipped OIDC
+# configuration), stores the same series into it and runs ohif-login. Stops everything and
+# prints `E2E: N passed, M failed`. Builds nothing.
 #
 # Environment:
 #   PACS_BIN       the node binary (default <repo>/target/debug/pacs)
@@ -36,21 +41,33 @@ t_start=$(date +%s)
 passed=0
 failed=0
 node_pid=""
+oidc_node_pid=""
+provider_pid=""
 work=""
 
 say() { echo "e2e: $*"; }
 
-finish() {
-    local rc=$?
-    if [ -n "${node_pid}" ] && kill -0 "${node_pid}" 2>/dev/null; then
-        kill -TERM "${node_pid}" 2>/dev/null
+# stop PID: SIGTERM, up to 10 s to exit, then SIGKILL.
+stop() {
+    local pid=$1
+    [ -n "${pid}" ] || return 0
+    if kill -0 "${pid}" 2>/dev/null; then
+        kill -TERM "${pid}" 2>/dev/null
         for _ in $(seq 1 50); do
-            kill -0 "${node_pid}" 2>/dev/null || break
+            kill -0 "${pid}" 2>/dev/null || break
             sleep 0.2
         done
-        kill -KILL "${node_pid}" 2>/dev/null
-        wait "${node_pid}" 2>/dev/null
+        kill -KILL "${pid}" 2>/dev/null
     fi
+    wait "${pid}" 2>/dev/null
+    return 0
+}
+
+finish() {
+    local rc=$?
+    stop "${node_pid}"
+    stop "${oidc_node_pid}"
+    stop "${provider_pid}"
     [ -n "${work}" ] && rm -rf "${work}"
     exit "${rc}"
 }
@@ -84,6 +101,17 @@ free_port() {
     node -e 'const s = require("net").createServer(); s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });'
 }
 
+# wait_ready PID URL: until URL answers 2xx (0), or PID exits or 30 s pass (1).
+wait_ready() {
+    local pid=$1 url=$2
+    for _ in $(seq 1 150); do
+        kill -0 "${pid}" 2>/dev/null || return 1
+        curl -fsS -o /dev/null "${url}" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    return 1
+}
+
 # --- prerequisites -----------------------------------------------------------------------
 [ -x "${PACS_BIN}" ] || setup_failure "no pacs binary at ${PACS_BIN} (build it, or set PACS_BIN)"
 for tool in node npm curl; do
@@ -95,7 +123,9 @@ done
 say "node $(node --version), npm $(npm --version), $("${CHROMIUM}" --version 2>/dev/null | head -n 1)"
 
 (cd "${artifacts}" && rm -f dicomweb-client.result.json ohif.result.json study-list.png viewer.png \
-    viewer-scrolled.png ohif-console.log node.log)
+    viewer-scrolled.png ohif-console.log node.log ohif-login.result.json login-page.png \
+    login-study-list.png login-viewer.png login-refused.png ohif-login-console.log node-oidc.log \
+    oidc-provider.log)
 work=$(mktemp -d "${TMPDIR:-/tmp}/pacs-e2e.XXXXXX")
 
 # --- JavaScript packages (pinned in package-lock.json) -----------------------------------
@@ -130,20 +160,8 @@ for attempt in 1 2 3; do
         --http-port "${http_port}" --data-dir "${work}/data" --viewer-dir "${work}/viewer" \
         >"${artifacts}/node.log" 2>&1 &
     node_pid=$!
-    ready=0
-    for _ in $(seq 1 150); do
-        if ! kill -0 "${node_pid}" 2>/dev/null; then
-            break
-        fi
-        if curl -fsS -o /dev/null "${base}/healthz" 2>/dev/null; then
-            ready=1
-            break
-        fi
-        sleep 0.2
-    done
-    [ "${ready}" = 1 ] && break
-    kill -KILL "${node_pid}" 2>/dev/null
-    wait "${node_pid}" 2>/dev/null
+    wait_ready "${node_pid}" "${base}/healthz" && break
+    stop "${node_pid}"
     node_pid=""
     say "the node did not start (attempt ${attempt}):"
     tail -n 5 "${artifacts}/node.log"
@@ -182,10 +200,77 @@ run_suite() {
 
 run_suite dicomweb-client npm-dicomweb-client.mjs
 run_suite ohif ohif.mjs
+failed_anonymous=${failed}
 
-if [ "${failed}" -ne 0 ]; then
+# --- the OpenID provider, and a node that requires its tokens ------------------------------
+# The provider registers the viewer's redirect URIs under the node's address and the node
+# reads the provider's discovery document at start: both get new ports on a retry.
+start_oidc_node() {
+    local attempt
+    for attempt in 1 2 3; do
+        oidc_port=$(free_port)
+        oidc_dimse_port=$(free_port)
+        oidc_http_port=$(free_port)
+        issuer=http://127.0.0.1:${oidc_port}
+        oidc_base=http://127.0.0.1:${oidc_http_port}
+        node "${here}/oidc-provider.mjs" "${oidc_port}" "${oidc_base}" >"${artifacts}/oidc-provider.log" 2>&1 &
+        provider_pid=$!
+        if ! wait_ready "${provider_pid}" "${issuer}/.well-known/openid-configuration"; then
+            say "the OpenID provider did not start (attempt ${attempt}):"
+            tail -n 5 "${artifacts}/oidc-provider.log"
+            stop "${provider_pid}"
+            provider_pid=""
+            continue
+        fi
+        node "${here}/ohif.mjs" prepare "${work}/viewer-oidc" "${oidc_base}/dicom-web" --oidc "${issuer}" \
+            || return 1
+        rm -rf "${work}/data-oidc"
+        mkdir -p "${work}/data-oidc"
+        RUST_LOG=info,pacs_dicomweb=debug "${PACS_BIN}" serve --bind 127.0.0.1 --aet PACS \
+            --dimse-port "${oidc_dimse_port}" --http-port "${oidc_http_port}" \
+            --data-dir "${work}/data-oidc" --viewer-dir "${work}/viewer-oidc" \
+            --oidc-issuer "${issuer}" --oidc-audience pacs \
+            >"${artifacts}/node-oidc.log" 2>&1 &
+        oidc_node_pid=$!
+        wait_ready "${oidc_node_pid}" "${oidc_base}/healthz" && return 0
+        say "the node with --oidc-issuer did not start (attempt ${attempt}):"
+        tail -n 5 "${artifacts}/node-oidc.log"
+        stop "${oidc_node_pid}"
+        stop "${provider_pid}"
+        oidc_node_pid=""
+        provider_pid=""
+    done
+    return 1
+}
+
+say "starting the OpenID provider and the node with --oidc-issuer"
+if ! start_oidc_node; then
+    echo "e2e: FAILED: starting the OpenID provider and the node with --oidc-issuer" >&2
+    failed=$((failed + 1))
+elif ! timed "storescu of ${series_dir} to the OIDC node" "${DCMTK_BIN}/storescu" -aec PACS \
+    127.0.0.1 "${oidc_dimse_port}" "${series_dir}"/*.dcm; then
+    echo "e2e: FAILED: storescu of the CT series to the node with --oidc-issuer" >&2
+    failed=$((failed + 1))
+else
+    say "OpenID provider ${issuer} (pid ${provider_pid}); node with --oidc-issuer: DIMSE" \
+        "127.0.0.1:${oidc_dimse_port}, HTTP ${oidc_base} (pid ${oidc_node_pid})"
+    export PACS_OIDC_DICOMWEB=${oidc_base}/dicom-web
+    export OIDC_ISSUER=${issuer}
+    export E2E_OIDC_NODE_LOG=${artifacts}/node-oidc.log
+    run_suite ohif-login ohif-login.mjs
+fi
+
+if [ "${failed_anonymous}" -ne 0 ]; then
     echo "--- last lines of the node's log (${artifacts}/node.log) ---"
     tail -n 40 "${artifacts}/node.log"
+fi
+if [ "${failed}" -ne "${failed_anonymous}" ]; then
+    for log in node-oidc.log oidc-provider.log; do
+        if [ -f "${artifacts}/${log}" ]; then
+            echo "--- last lines of ${artifacts}/${log} ---"
+            tail -n 30 "${artifacts}/${log}"
+        fi
+    done
 fi
 say "artefacts in ${artifacts}; total $(($(date +%s) - t_start))s"
 echo "E2E: ${passed} passed, ${failed} failed"
