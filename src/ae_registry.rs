@@ -55,6 +55,8 @@ pub fn validate(ae: &mut RemoteAe) -> Result<(), RegistryError> {
         }
     }
     ae.allow = allow;
+    ae.roles = crate::auth::permissions::parse_roles(&ae.roles.join(","))
+        .map_err(RegistryError::Invalid)?;
     if let Some(host) = &ae.host {
         if host.trim().is_empty() {
             ae.host = None;

@@ -402,6 +402,8 @@ impl Settings {
         validate_ae_title(&aet).map_err(ConfigError::Invalid)?;
         for ae in &args.ae {
             validate_ae_title(&ae.title).map_err(ConfigError::Invalid)?;
+            crate::auth::permissions::parse_roles(&ae.roles.join(","))
+                .map_err(|e| ConfigError::Invalid(format!("AE {}: {e}", ae.title)))?;
             for op in &ae.allow {
                 if !matches!(op.as_str(), "echo" | "store" | "find" | "move" | "get") {
                     return Err(ConfigError::Invalid(format!(

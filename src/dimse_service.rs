@@ -34,8 +34,26 @@ impl AePolicy {
 
 /// What an AE not in the registry may do when `--require-known-ae` is off: send and verify,
 /// never query or retrieve (secure by default: the archive's contents are not handed to any AE
-/// title that asks).
+/// title that asks). The `write` permission's operations, by the one table.
 pub const UNKNOWN_AE_OPERATIONS: &[Operation] = &[Operation::Echo, Operation::Store];
+
+/// The operations a registered AE may perform: its `allow` list, and what its roles permit
+/// (the same table as for users, `crate::auth::permissions`).
+pub fn ae_operations(ae: &RemoteAe) -> Vec<Operation> {
+    use crate::auth::permissions::{dimse_operations, operation_named, permissions_of};
+    let by_roles = dimse_operations(permissions_of(&ae.roles));
+    let mut operations: Vec<Operation> = ae
+        .allow
+        .iter()
+        .filter_map(|name| operation_named(name))
+        .collect();
+    for op in by_roles {
+        if !operations.contains(&op) {
+            operations.push(op);
+        }
+    }
+    operations
+}
 
 /// Checks the user identity a requestor offers (PS3.7 D.3.3.7).
 #[async_trait::async_trait]
@@ -44,7 +62,7 @@ pub trait DimseAuthenticator: Send + Sync {
     async fn authenticate(&self, offer: &OfferedIdentity) -> Option<(String, Vec<Operation>)>;
     /// Whether any user or identity provider is configured (if not, offers are ignored and the AE
     /// decides, as before).
-    fn configured(&self) -> bool;
+    async fn configured(&self) -> bool;
 }
 
 /// No users: identity offers are ignored, the calling AE decides.
@@ -56,8 +74,24 @@ impl DimseAuthenticator for NoUsers {
         None
     }
 
-    fn configured(&self) -> bool {
+    async fn configured(&self) -> bool {
         false
+    }
+}
+
+/// The node's users, keys and identity provider (`crate::auth`), for DIMSE.
+#[async_trait::async_trait]
+impl DimseAuthenticator for crate::auth::NodeAuth {
+    async fn authenticate(&self, offer: &OfferedIdentity) -> Option<(String, Vec<Operation>)> {
+        let (user, permissions) = self.authenticate_user(offer).await?;
+        Some((
+            user,
+            crate::auth::permissions::dimse_operations(permissions),
+        ))
+    }
+
+    async fn configured(&self) -> bool {
+        crate::auth::NodeAuth::configured(self).await
     }
 }
 
@@ -69,18 +103,6 @@ pub struct NodeDimseService {
     /// Most matches one C-FIND returns.
     pub find_limit: usize,
     pub source: Arc<dyn InstanceSource>,
-}
-
-/// The operation named in an AE's `allow` list.
-fn operation_named(name: &str) -> Option<Operation> {
-    Some(match name {
-        "echo" => Operation::Echo,
-        "store" => Operation::Store,
-        "find" => Operation::Find,
-        "move" => Operation::Move,
-        "get" => Operation::Get,
-        _ => return None,
-    })
 }
 
 impl NodeDimseService {
@@ -123,7 +145,11 @@ impl DimseService for NodeDimseService {
             }
             None => {}
         }
-        if let Some(offer) = offer.filter(|_| self.users.configured()) {
+        let offer = match offer {
+            Some(offer) if self.users.configured().await => Some(offer),
+            _ => None,
+        };
+        if let Some(offer) = offer {
             // the offer's Debug names the user, never a passcode or token
             return match self.authenticate(offer).await {
                 Some((user, operations)) => Ok(AssociationGrant {
@@ -138,11 +164,7 @@ impl DimseService for NodeDimseService {
             };
         }
         let operations = match &ae {
-            Some(ae) => ae
-                .allow
-                .iter()
-                .filter_map(|name| operation_named(name))
-                .collect(),
+            Some(ae) => ae_operations(ae),
             None => UNKNOWN_AE_OPERATIONS.to_vec(),
         };
         Ok(AssociationGrant::for_ae(operations))
@@ -296,7 +318,7 @@ mod tests {
             }
         }
 
-        fn configured(&self) -> bool {
+        async fn configured(&self) -> bool {
             true
         }
     }
@@ -310,6 +332,7 @@ mod tests {
             allow: allow.iter().map(|s| s.to_string()).collect(),
             move_destination: false,
             check_host,
+            roles: Vec::new(),
         }
     }
 

@@ -59,6 +59,10 @@ enum AeCommand {
         /// Operations it may perform, comma-separated: echo,store,find,move,get.
         #[arg(long, value_delimiter = ',', default_value = "echo,store")]
         allow: Vec<String>,
+        /// Roles, comma-separated (viewer, technologist...): the DIMSE operations their
+        /// permissions cover are allowed too.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
         /// It may receive C-MOVE sub-operations.
         #[arg(long)]
         move_destination: bool,
@@ -353,13 +357,15 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
             port,
             description,
             allow,
+            roles,
             move_destination,
             check_host,
             update,
         } => {
             let body = serde_json::json!({
                 "title": title, "host": host, "port": port, "description": description,
-                "allow": allow, "move_destination": move_destination, "check_host": check_host,
+                "allow": allow, "roles": roles, "move_destination": move_destination,
+                "check_host": check_host,
             });
             let rb = if *update {
                 client.put(format!("{base}/api/aes/{title}"))
@@ -392,8 +398,8 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
     match (&args.command, value) {
         (AeCommand::List, Some(serde_json::Value::Array(aes))) => {
             println!(
-                "{:<16}  {:<24}  {:>5}  {:<26}  flags",
-                "TITLE", "HOST", "PORT", "ALLOW"
+                "{:<16}  {:<24}  {:>5}  {:<26}  {:<20}  flags",
+                "TITLE", "HOST", "PORT", "ALLOW", "ROLES"
             );
             for ae in aes {
                 let mut flags = Vec::new();
@@ -407,8 +413,12 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
                     .as_array()
                     .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
                     .unwrap_or_default();
+                let roles: Vec<&str> = ae["roles"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
                 println!(
-                    "{:<16}  {:<24}  {:>5}  {:<26}  {}",
+                    "{:<16}  {:<24}  {:>5}  {:<26}  {:<20}  {}",
                     ae["title"].as_str().unwrap_or_default(),
                     ae["host"].as_str().unwrap_or("-"),
                     ae["port"]
@@ -416,6 +426,7 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
                         .map(|p| p.to_string())
                         .unwrap_or("-".into()),
                     allow.join(","),
+                    roles.join(","),
                     flags.join(",")
                 );
             }

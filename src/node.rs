@@ -138,7 +138,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             registry: registry.clone(),
         },
         // local users and JWT come with their own issue; until then offers are ignored
-        users: Arc::new(crate::dimse_service::NoUsers),
+        users: auth.clone(),
         find_limit: settings.qido_max_results,
         source: source.clone(),
     });

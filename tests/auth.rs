@@ -692,3 +692,173 @@ async fn secure_defaults() {
         200
     );
 }
+
+/// The refused status of an operation the association's identity may not perform (PS3.7
+/// C.5.x: Refused: Not Authorized).
+const NOT_AUTHORIZED: u64 = 0x0124;
+
+/// One pynetdicom operation (tests/peers/dimse_as_user.py): its JSON report.
+fn dimse_as(node: &Node, op: &str, args: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/dimse_as_user.py");
+    let port = node.dimse_port().to_string();
+    let mut argv = vec![script, port.as_str(), op];
+    argv.extend_from_slice(args);
+    let out = crate::support::python_stdout(argv);
+    serde_json::from_slice(&out)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+}
+
+fn status_of(report: &serde_json::Value) -> u64 {
+    assert_eq!(report["established"], true, "{report}");
+    report["status"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no status: {report}"))
+}
+
+/// Every DIMSE operation with no credential (an unknown AE), a wrong role and the right role,
+/// as a user (username and passcode, and a JWT from the identity provider) and as a
+/// registered AE with roles; refused identities get A-ASSOCIATE-RJ permanent, ACSE
+/// service-provider, no reason (PS3.7 D.3.3.7); DCMTK's storescu with -usr/-pwd/-rsp and --jwt.
+async fn dimse_permission_matrix(backend: Backend) {
+    let site = Site::new(backend);
+    site.add_user("vera", "viewer", PASSWORD);
+    site.add_user("tom", "technologist", PASSWORD);
+    site.cli(
+        &["user", "add", "nora", "--roles", "", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    let key = TestKey::ed25519("ed-dimse");
+    let issuer = TestIssuer::start(&[&key]);
+    let node = Node::start_with(
+        site.options()
+            .arg("--oidc-issuer")
+            .arg(&issuer.url)
+            .arg("--oidc-audience")
+            .arg("pacs")
+            .config("[[ae]]\ntitle = \"RADWS\"\nallow = [\"echo\"]\nroles = [\"viewer\"]\n"),
+    );
+    let (_synth_dir, synth) = crate::support::synth_ct(2, 9011);
+    let file = synth.instances[0].path.to_string_lossy().into_owned();
+    let second = synth.instances[1].path.to_string_lossy().into_owned();
+    let study = synth.instances[0].study_instance_uid.clone();
+    let as_user = |user: &'static str| ["--user", user, "--passcode", PASSWORD];
+
+    // no credential, an unknown AE: echo and store, nothing else
+    assert_eq!(
+        status_of(&dimse_as(&node, "echo", &["--calling", "STRANGER"])),
+        0
+    );
+    assert_eq!(
+        status_of(&dimse_as(
+            &node,
+            "store",
+            &["--calling", "STRANGER", "--file", &file]
+        )),
+        0
+    );
+    for op in ["find", "move", "get"] {
+        let r = dimse_as(&node, op, &["--calling", "STRANGER", "--study", &study]);
+        assert_eq!(status_of(&r), NOT_AUTHORIZED, "{op} by an unknown AE: {r}");
+    }
+    // a registered AE with the viewer role reads by its roles, and may not store
+    let r = dimse_as(&node, "find", &["--calling", "RADWS", "--study", &study]);
+    assert_eq!(status_of(&r), 0, "{r}");
+    assert_eq!(r["matches"], 1, "{r}");
+    let r = dimse_as(&node, "store", &["--calling", "RADWS", "--file", &second]);
+    assert_eq!(status_of(&r), NOT_AUTHORIZED, "{r}");
+
+    // users: the wrong role is refused, the right one served; a positive response each time
+    let r = dimse_as(
+        &node,
+        "store",
+        &[&as_user("vera")[..], &["--file", &second]].concat(),
+    );
+    assert_eq!(status_of(&r), NOT_AUTHORIZED, "store as a viewer: {r}");
+    assert_eq!(r["positive_response"], true, "{r}");
+    let r = dimse_as(
+        &node,
+        "store",
+        &[&as_user("tom")[..], &["--file", &second]].concat(),
+    );
+    assert_eq!(status_of(&r), 0, "store as a technologist: {r}");
+    for op in ["find", "move", "get"] {
+        let study_args = ["--study", study.as_str()];
+        let r = dimse_as(&node, op, &[&as_user("nora")[..], &study_args].concat());
+        assert_eq!(status_of(&r), NOT_AUTHORIZED, "{op} without roles: {r}");
+        let r = dimse_as(&node, op, &[&as_user("vera")[..], &study_args].concat());
+        // C-MOVE to the requestor, which is no registered destination: A801, not a refusal
+        let expected = if op == "move" { 0xA801 } else { 0 };
+        assert_eq!(status_of(&r), expected, "{op} as a viewer: {r}");
+    }
+    assert_eq!(status_of(&dimse_as(&node, "echo", &as_user("nora"))), 0);
+
+    // a JWT from the identity provider, as for HTTP
+    let viewer_token = key.sign(&issuer.claims("pacs", "olga", &["viewer"]));
+    let r = dimse_as(&node, "find", &["--jwt", &viewer_token, "--study", &study]);
+    assert_eq!(status_of(&r), 0, "{r}");
+    assert_eq!(r["matches"], 1, "{r}");
+    let bare = key.sign(&issuer.claims("pacs", "olga", &[]));
+    let r = dimse_as(&node, "find", &["--jwt", &bare, "--study", &study]);
+    assert_eq!(status_of(&r), NOT_AUTHORIZED, "{r}");
+
+    // refused identities: A-ASSOCIATE-RJ 1 (permanent) / 2 (ACSE service-provider) / 1
+    let mut wrong_audience = issuer.claims("pacs", "olga", &["viewer"]);
+    wrong_audience["aud"] = "other".into();
+    let refused_jwt = key.sign(&wrong_audience);
+    for (what, args) in [
+        (
+            "wrong passcode",
+            vec!["--user", "vera", "--passcode", "not the password"],
+        ),
+        (
+            "unknown user",
+            vec!["--user", "eve", "--passcode", PASSWORD],
+        ),
+        ("refused JWT", vec!["--jwt", refused_jwt.as_str()]),
+    ] {
+        let r = dimse_as(&node, "echo", &args);
+        assert_eq!(r["rejected"], true, "{what}: {r}");
+        assert_eq!(
+            (
+                r["result"].as_u64(),
+                r["source"].as_u64(),
+                r["reason"].as_u64()
+            ),
+            (Some(1), Some(2), Some(1)),
+            "{what}: {r}"
+        );
+    }
+
+    // DCMTK: storescu with user identity, asking for the positive response
+    let dcmtk_store =
+        |args: &[&str]| crate::support::storescu(&node, "DCMTKUSER", args, &[Path::new(&file)]);
+    let out = dcmtk_store(&["-usr", "tom", "-pwd", PASSWORD, "-rsp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = dcmtk_store(&["-usr", "tom", "-pwd", "wrong", "-rsp"]);
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("Rejected Permanent"), "{said}");
+    let token_file = site.dir.path().join("token.jwt");
+    std::fs::write(
+        &token_file,
+        key.sign(&issuer.claims("pacs", "tina", &["technologist"])),
+    )
+    .unwrap();
+    let out = dcmtk_store(&["--jwt", &token_file.to_string_lossy(), "-rsp"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // nothing secret in the log
+    let log = node.log();
+    assert!(!log.contains(PASSWORD) && !log.contains(&viewer_token));
+    assert!(log.contains("user identity refused"), "{log}");
+}
+
+both_backends!(dimse_permission_matrix);

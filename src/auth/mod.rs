@@ -317,6 +317,35 @@ impl NodeAuth {
             None => Err("unknown token (no identity provider is configured)".into()),
         }
     }
+
+    /// A DIMSE user identity (PS3.7 D.3.3.7): username and passcode against the local users,
+    /// or a JWT validated like a bearer token. The user's name and permissions, or None.
+    /// A username without a passcode proves nothing and is refused.
+    pub async fn authenticate_user(
+        &self,
+        offer: &pacs_dimse::OfferedIdentity,
+    ) -> Option<(String, Permissions)> {
+        use pacs_dimse::OfferedIdentity::*;
+        let outcome = match offer {
+            UsernamePasscode { username, passcode } => self
+                .check_password(username, passcode)
+                .await
+                .map(|(name, roles)| (name, permissions_of(&roles))),
+            Jwt(token) => self
+                .check_bearer(token)
+                .await
+                .map(|(principal, permissions)| (principal.name(), permissions)),
+            Username(_) => Err("a user name alone is not accepted".into()),
+            Unsupported(kind) => Err(format!("user identity type {kind} is not supported")),
+        };
+        match outcome {
+            Ok(found) => Some(found),
+            Err(why) => {
+                tracing::warn!(reason = %why, "DIMSE user identity refused");
+                None
+            }
+        }
+    }
 }
 
 /// A hash no password matches, checked when the user does not exist.
