@@ -97,6 +97,10 @@ pub struct Requested<S> {
     identity: Option<IdentityOffer>,
 }
 
+/// How long a rejected requestor gets to close the connection itself (the ARTIM timer of
+/// Sta13, kept short: the association is over).
+const REJECTED_PEER_CLOSE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<S> Requested<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -147,9 +151,21 @@ where
         self.identity.as_ref()
     }
 
-    /// Answers with an A-ASSOCIATE-RJ and closes the connection.
+    /// Answers with an A-ASSOCIATE-RJ, then waits (a little) for the requestor to close the
+    /// connection, as PS3.8 9.2 has it (Sta13: the requestor closes on the RJ, AE-4; the
+    /// acceptor only when its ARTIM timer expires). Closing at once would race the RJ: a
+    /// requestor that sees the connection close first reports an abort, not the rejection.
     pub async fn reject(mut self, rejection: AssociationRJ) -> Result<(), EstablishError> {
+        use tokio::io::AsyncReadExt;
         let sent = write_pdu(&mut self.stream, &Pdu::AssociationRJ(rejection)).await;
+        if sent.is_ok() {
+            let _ = self.stream.flush().await;
+            let mut scratch = [0u8; 512];
+            let _ = tokio::time::timeout(REJECTED_PEER_CLOSE, async {
+                while matches!(self.stream.read(&mut scratch).await, Ok(n) if n > 0) {}
+            })
+            .await;
+        }
         let _ = self.stream.shutdown().await;
         sent.map_err(EstablishError::Send)
     }
