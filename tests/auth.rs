@@ -862,3 +862,91 @@ async fn dimse_permission_matrix(backend: Backend) {
 }
 
 both_backends!(dimse_permission_matrix);
+
+/// An AI worker with a key of its own (`pacs key create NAME --roles ai-worker`) is a worker:
+/// it leases jobs, and what it stores is AI output (never analysed again); an administrator's
+/// upload of the same kind is analysed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ai_workers_own_key_makes_it_a_worker() {
+    let site = Site::new(Backend::Sqlite);
+    site.add_user("ada", "admin", PASSWORD);
+    let key = site
+        .cli(&["key", "create", "gpu-1", "--roles", "ai-worker"], "")
+        .trim()
+        .to_string();
+    let node = Node::start_with(
+        site.options()
+            .arg("--worker-token")
+            .arg("shared-token")
+            .arg("--series-quiet-secs")
+            .arg("1")
+            .arg("--ai-models-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ai-worker/models")),
+    );
+    let ada = basic("ada", PASSWORD);
+    let stow = |auth: &str, seed: u64| {
+        let (_dir, synth) = crate::support::synth_ct(2, seed);
+        let parts: Vec<Vec<u8>> = synth
+            .instances
+            .iter()
+            .map(|i| std::fs::read(&i.path).unwrap())
+            .collect();
+        let parts: Vec<(&str, &[u8])> = parts
+            .iter()
+            .map(|p| ("application/dicom", p.as_slice()))
+            .collect();
+        let (content_type, body) = crate::support::multipart::build(&parts);
+        let r = http_request(
+            node.http_port(),
+            "POST",
+            "/dicom-web/studies",
+            &[("Content-Type", &content_type), ("Authorization", auth)],
+            &body,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        synth.instances[0].series_instance_uid.clone()
+    };
+    let jobs = || json(&get(&node, "/api/ai/jobs", Some(&ada)));
+    // the worker's upload: AI output, no job
+    stow(&bearer(&key), 4401);
+    // the administrator's: analysed
+    let analysed = stow(&ada, 4402);
+    assert!(
+        eventually(Duration::from_secs(30), || jobs()
+            .as_array()
+            .is_some_and(|j| !j.is_empty())),
+        "no job queued; log:\n{}",
+        node.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let queued = jobs();
+    let queued = queued.as_array().unwrap();
+    assert_eq!(
+        queued.len(),
+        1,
+        "the worker's upload was analysed: {queued:?}"
+    );
+    assert_eq!(queued[0]["series_instance_uid"], analysed.as_str());
+    // the key leases it; an administrator may not
+    let lease = |auth: &str| {
+        http_request(
+            node.http_port(),
+            "POST",
+            "/api/worker/lease",
+            &[
+                ("Authorization", auth),
+                ("Content-Type", "application/json"),
+            ],
+            br#"{"worker": "gpu-1", "models": ["ct-classical"], "lease_secs": 60}"#,
+        )
+    };
+    assert_eq!(lease(&ada).status, 403);
+    let r = lease(&bearer(&key));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        json(&r)["series_instance_uid"],
+        analysed.as_str(),
+        "{}",
+        r.text()
+    );
+}
