@@ -55,6 +55,9 @@ pub fn ae_operations(ae: &RemoteAe) -> Vec<Operation> {
     operations
 }
 
+/// How long the answer to a refused user identity takes, at least.
+pub const REFUSAL_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Checks the user identity a requestor offers (PS3.7 D.3.3.7).
 #[async_trait::async_trait]
 pub trait DimseAuthenticator: Send + Sync {
@@ -149,24 +152,36 @@ impl DimseService for NodeDimseService {
             Some(offer) if self.users.configured().await => Some(offer),
             _ => None,
         };
+        let ae_operations = match &ae {
+            Some(ae) => ae_operations(ae),
+            None => UNKNOWN_AE_OPERATIONS.to_vec(),
+        };
         if let Some(offer) = offer {
+            let started = tokio::time::Instant::now();
             // the offer's Debug names the user, never a passcode or token
             return match self.authenticate(offer).await {
-                Some((user, operations)) => Ok(AssociationGrant {
-                    user: Some(user),
-                    operations,
-                    server_response: Vec::new(),
-                }),
+                Some((user, mut operations)) => {
+                    // A user name alone proves nothing (PS3.7 D.3.3.7 type 1): it names who
+                    // works at the AE, for the logs, and never grants more than the AE has.
+                    if matches!(offer.identity, OfferedIdentity::Username(_)) {
+                        operations.retain(|op| ae_operations.contains(op));
+                    }
+                    Ok(AssociationGrant {
+                        user: Some(user),
+                        operations,
+                        server_response: Vec::new(),
+                    })
+                }
                 None => {
                     warn!(calling = %peer.calling_ae_title, peer = %peer.address, identity = ?offer.identity, "user identity refused");
+                    // Every refusal takes as long: guessing is slowed, and how long a check
+                    // took (a token refused at once, a password after Argon2) tells nothing.
+                    tokio::time::sleep_until(started + REFUSAL_TIME).await;
                     Err(AssociationRefusal::AuthenticationFailed)
                 }
             };
         }
-        let operations = match &ae {
-            Some(ae) => ae_operations(ae),
-            None => UNKNOWN_AE_OPERATIONS.to_vec(),
-        };
+        let operations = ae_operations;
         Ok(AssociationGrant::for_ae(operations))
     }
 

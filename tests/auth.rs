@@ -792,6 +792,32 @@ async fn dimse_permission_matrix(backend: Backend) {
     }
     assert_eq!(status_of(&dimse_as(&node, "echo", &as_user("nora"))), 0);
 
+    // a user name alone names who works at the AE and never adds to what the AE may do
+    let r = dimse_as(
+        &node,
+        "find",
+        &["--calling", "STRANGER", "--user", "vera", "--study", &study],
+    );
+    assert_eq!(status_of(&r), NOT_AUTHORIZED, "{r}");
+    let r = dimse_as(
+        &node,
+        "find",
+        &["--calling", "RADWS", "--user", "tom", "--study", &study],
+    );
+    assert_eq!(status_of(&r), 0, "{r}");
+    let r = dimse_as(
+        &node,
+        "store",
+        &["--calling", "RADWS", "--user", "tom", "--file", &second],
+    );
+    assert_eq!(status_of(&r), NOT_AUTHORIZED, "{r}");
+    let r = dimse_as(
+        &node,
+        "echo",
+        &["--calling", "RADWS", "--user", "nobody-here"],
+    );
+    assert_eq!(r["rejected"], true, "{r}");
+
     // a JWT from the identity provider, as for HTTP
     let viewer_token = key.sign(&issuer.claims("pacs", "olga", &["viewer"]));
     let r = dimse_as(&node, "find", &["--jwt", &viewer_token, "--study", &study]);

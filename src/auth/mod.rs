@@ -320,7 +320,8 @@ impl NodeAuth {
 
     /// A DIMSE user identity (PS3.7 D.3.3.7): username and passcode against the local users,
     /// or a JWT validated like a bearer token. The user's name and permissions, or None.
-    /// A username without a passcode proves nothing and is refused.
+    /// A username without a passcode proves nothing: it must name a local user, and the
+    /// DIMSE service grants no more than the calling AE may do anyway.
     pub async fn authenticate_user(
         &self,
         offer: &pacs_dimse::OfferedIdentity,
@@ -335,7 +336,12 @@ impl NodeAuth {
                 .check_bearer(token)
                 .await
                 .map(|(principal, permissions)| (principal.name(), permissions)),
-            Username(_) => Err("a user name alone is not accepted".into()),
+            // named, not proven: the caller limits it to what the calling AE may do
+            Username(name) => match self.index.user(name).await {
+                Ok(Some(row)) => Ok((row.name, permissions_of(&row.roles))),
+                Ok(None) => Err(format!("no user {name}")),
+                Err(e) => Err(e.to_string()),
+            },
             Unsupported(kind) => Err(format!("user identity type {kind} is not supported")),
         };
         match outcome {

@@ -2,10 +2,10 @@
 Negotiation, PS3.7 D.3.3.7), for tests/auth.rs.
 
 Usage:
-  dimse_as_user.py PORT OP [--calling AET] [--user NAME --passcode P | --jwt TOKEN]
+  dimse_as_user.py PORT OP [--calling AET] [--user NAME [--passcode P] | --jwt TOKEN]
                    [--file F] [--study UID]
       OP is echo, store (--file), find, move or get (--study; move asks for the calling AE as
-      destination). Prints JSON: {"established", "rejected", "result", "source", "reason",
+      destination). --user without --passcode offers the user name alone (type 1). Prints JSON: {"established", "rejected", "result", "source", "reason",
       "positive_response" (whether the A-ASSOCIATE-AC had a User Identity sub-item), "status"
       (the final status of the operation), "matches" (C-FIND Pending responses)}.
 """
@@ -44,10 +44,13 @@ def main():
         if a.jwt:
             identity.user_identity_type = 5
             identity.primary_field = a.jwt.encode()
+        elif a.passcode is None:
+            identity.user_identity_type = 1
+            identity.primary_field = a.user.encode()
         else:
             identity.user_identity_type = 2
             identity.primary_field = a.user.encode()
-            identity.secondary_field = (a.passcode or "").encode()
+            identity.secondary_field = a.passcode.encode()
         identity.positive_response_requested = True
         ext_neg.append(identity)
 
