@@ -36,6 +36,8 @@ pub struct AdminState {
     /// This node's AE title (the calling AE of C-ECHO and sends).
     pub ae_title: String,
     pub scu_timeout: Duration,
+    /// What the node trusts and presents when it connects to an AE marked `tls` (issue 12).
+    pub tls_client: Option<Arc<pacs_dimse::tls::ClientConfig>>,
 }
 
 /// The `/api` routes other than the statistics, plus `extra` administrators' routes (the AI
@@ -141,6 +143,7 @@ fn address_of(state: &AdminState, title: &str) -> Result<pacs_dimse::service::Re
             ae_title: ae.title,
             host,
             port,
+            tls: ae.tls,
         }),
         _ => Err(HttpError::conflict(format!(
             "AE {title} has no host and port"
@@ -155,7 +158,14 @@ async fn echo_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
-    match pacs_dimse::scu::echo(&remote, &state.ae_title, state.scu_timeout).await {
+    match pacs_dimse::scu::echo(
+        &remote,
+        &state.ae_title,
+        state.scu_timeout,
+        state.tls_client.clone(),
+    )
+    .await
+    {
         Ok((status, rtt)) => {
             let success = status == 0;
             let body = json!({
@@ -284,6 +294,7 @@ async fn send_to_ae(
     options.associations = request.associations.unwrap_or(2).clamp(1, 8);
     options.retries = request.retries.unwrap_or(2).min(10);
     options.timeout = state.scu_timeout;
+    options.tls = state.tls_client.clone();
     let total = instances.len();
     let started = std::time::Instant::now();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -186,6 +186,44 @@ pub struct ServeArgs {
     /// Attempts of an AI job before it is dead, 1 to 100 [default: 3].
     #[arg(long, env = "PACS_AI_MAX_ATTEMPTS")]
     pub ai_max_attempts: Option<i64>,
+    // ---- TLS and DIMSE limits (issue 12: DIMSE over TLS, hostile input) ----
+    /// The node's certificate chain (PEM, its own certificate first); with --tls-key it turns
+    /// on the DIMSE TLS listener, and the node presents it as its client certificate.
+    #[arg(long, env = "PACS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PACS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// DIMSE TLS port (PS3.15 B.1; 2762 is the registered dicom-tls port) [default: 2762].
+    #[arg(long, env = "PACS_DIMSE_TLS_PORT")]
+    pub dimse_tls_port: Option<u16>,
+    /// CA certificates (PEM): DIMSE TLS peers must present a certificate one of them signed
+    /// (mutual TLS). Without it no client certificate is asked for.
+    #[arg(long, env = "PACS_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// CA certificates (PEM) the node trusts when it connects to an AE over TLS; default: the
+    /// system's root certificates.
+    #[arg(long, env = "PACS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// The plain (unencrypted) DIMSE listener on --dimse-port; false leaves only the TLS one
+    /// [default: true].
+    #[arg(
+        long,
+        env = "PACS_PLAIN_DIMSE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub plain_dimse: Option<bool>,
+    /// Associations served at once for one peer address; more are rejected (transient, local
+    /// limit exceeded) [default: 16].
+    #[arg(long, env = "PACS_MAX_ASSOCIATIONS_PER_HOST")]
+    pub max_associations_per_host: Option<usize>,
+    /// Largest instance the node accepts, in MiB: a larger C-STORE is answered A700 (Out of
+    /// Resources) and nothing of it kept; a deflated data set may not inflate past it either
+    /// [default: 2048].
+    #[arg(long, env = "PACS_MAX_INSTANCE_MB")]
+    pub max_instance_mb: Option<u64>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -317,6 +355,10 @@ pub struct RemoteAe {
     /// permissions cover are allowed in addition to `allow`.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Accept associations from this AE only over TLS, and connect to it over TLS (its `host`
+    /// is the name its certificate must carry).
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn default_allow() -> Vec<String> {
@@ -356,6 +398,18 @@ pub struct Settings {
     pub move_associations: usize,
     /// The AI job queue, when a worker token is set.
     pub ai: Option<crate::ai::AiSettings>,
+    // ---- TLS and DIMSE limits (issue 12) ----
+    /// The node's certificate chain and key (PEM files), when TLS is configured.
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
+    pub dimse_tls_port: u16,
+    /// DIMSE TLS peers must present a certificate signed by one of these CAs.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Trusted when connecting out over TLS; None: the system's roots.
+    pub tls_ca: Option<PathBuf>,
+    pub plain_dimse: bool,
+    pub max_associations_per_host: usize,
+    /// Largest instance accepted (C-STORE; deflated data sets inflated).
+    pub max_instance_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -492,8 +546,49 @@ impl Settings {
             trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
             move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
             ai,
+            tls_identity: tls_identity(args)?,
+            dimse_tls_port: args.dimse_tls_port.unwrap_or(2762),
+            tls_client_ca: args.tls_client_ca.clone(),
+            tls_ca: args.tls_ca.clone(),
+            plain_dimse: args.plain_dimse.unwrap_or(true),
+            max_associations_per_host: args.max_associations_per_host.unwrap_or(16).max(1),
+            max_instance_bytes: args
+                .max_instance_mb
+                .unwrap_or(2048)
+                .max(1)
+                .saturating_mul(MIB),
         })
     }
+}
+
+/// The node's certificate and key: both or neither. The plain DIMSE listener may only be
+/// switched off when there is a TLS one.
+fn tls_identity(args: &ServeArgs) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
+    let identity = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::Invalid(
+                "tls_cert needs tls_key (the certificate's private key)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "tls_key needs tls_cert (the certificate chain)".into(),
+            ))
+        }
+    };
+    if identity.is_none() && args.plain_dimse == Some(false) {
+        return Err(ConfigError::Invalid(
+            "plain_dimse = false leaves no DIMSE listener without tls_cert and tls_key".into(),
+        ));
+    }
+    if identity.is_none() && args.tls_client_ca.is_some() {
+        return Err(ConfigError::Invalid(
+            "tls_client_ca needs tls_cert and tls_key (there is no TLS listener)".into(),
+        ));
+    }
+    Ok(identity)
 }
 
 /// The identity provider, when `oidc_issuer` is set (it then needs an audience).
@@ -929,6 +1024,15 @@ mod tests {
             "series_quiet_secs",
             "ai_models_dir",
             "ai_max_attempts",
+            // issue 12: DIMSE over TLS, DIMSE limits
+            "tls_cert",
+            "tls_key",
+            "dimse_tls_port",
+            "tls_client_ca",
+            "tls_ca",
+            "plain_dimse",
+            "max_associations_per_host",
+            "max_instance_mb",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command
@@ -1035,6 +1139,56 @@ mod tests {
         let routes = ai.routes.expect("the file's routes");
         assert_eq!(routes.len(), 1);
         assert_eq!(routes[0].model, "ct-classical");
+    }
+
+    /// Issue 12: the TLS files go in pairs, and the plain DIMSE listener may only go when a
+    /// TLS one replaces it.
+    #[test]
+    fn dimse_tls_options_and_limits() {
+        let s = layered(&[], &[], None).unwrap();
+        assert_eq!(s.tls_identity, None);
+        assert!(s.plain_dimse);
+        assert_eq!(s.dimse_tls_port, 2762);
+        assert_eq!(s.max_associations_per_host, 16);
+        assert_eq!(s.max_instance_bytes, 2048 << 20);
+        let s = layered(
+            &[
+                "--tls-cert",
+                "node.pem",
+                "--tls-key",
+                "node.key",
+                "--plain-dimse=false",
+                "--tls-client-ca",
+                "ca.pem",
+            ],
+            &[
+                ("PACS_DIMSE_TLS_PORT", "11113"),
+                ("PACS_MAX_INSTANCE_MB", "5"),
+                ("PACS_MAX_ASSOCIATIONS_PER_HOST", "2"),
+            ],
+            Some("tls_ca = \"peers.pem\"\n[[ae]]\ntitle = \"SECURE\"\ntls = true\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            s.tls_identity,
+            Some((PathBuf::from("node.pem"), PathBuf::from("node.key")))
+        );
+        assert!(!s.plain_dimse);
+        assert_eq!(s.dimse_tls_port, 11113);
+        assert_eq!(s.tls_client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(s.tls_ca, Some(PathBuf::from("peers.pem")));
+        assert_eq!(s.max_instance_bytes, 5 << 20);
+        assert_eq!(s.max_associations_per_host, 2);
+        assert!(s.remote_aes[0].tls);
+        for (cli, expected) in [
+            (&["--tls-cert", "node.pem"][..], "tls_key"),
+            (&["--tls-key", "node.key"][..], "tls_cert"),
+            (&["--plain-dimse", "false"][..], "plain_dimse"),
+            (&["--tls-client-ca", "ca.pem"][..], "tls_client_ca"),
+        ] {
+            let error = error_of(cli, &[], None);
+            assert!(error.contains(expected), "{cli:?}: {error}");
+        }
     }
 
     #[test]

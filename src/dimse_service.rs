@@ -131,6 +131,12 @@ impl DimseService for NodeDimseService {
         offer: Option<&IdentityOffer>,
     ) -> Result<AssociationGrant, AssociationRefusal> {
         let ae = self.policy.find(&peer.calling_ae_title);
+        // an AE marked `tls` is known only over TLS: on the plain port it is a stranger that
+        // uses its title (PS3.15 B.1: the secure transport is what its entry relies on)
+        if ae.as_ref().is_some_and(|ae| ae.tls) && !peer.tls {
+            warn!(calling = %peer.calling_ae_title, peer = %peer.address, "AE registered for TLS only called the plain DIMSE port");
+            return Err(AssociationRefusal::CallingAeTitleNotRecognized);
+        }
         match &ae {
             Some(ae) if ae.check_host => {
                 let host_ok = ae
@@ -237,6 +243,7 @@ impl DimseService for NodeDimseService {
             ae_title: ae.title,
             host: ae.host?,
             port: ae.port?,
+            tls: ae.tls,
         })
     }
 
@@ -348,6 +355,7 @@ mod tests {
             move_destination: false,
             check_host,
             roles: Vec::new(),
+            tls: false,
         }
     }
 
@@ -368,6 +376,10 @@ mod tests {
             &[
                 ae("WS", &["echo", "find", "move"], None, false),
                 ae("PINNED", &["echo", "store"], Some("192.0.2.10"), true),
+                RemoteAe {
+                    tls: true,
+                    ..ae("SECURE", &["echo", "find"], None, false)
+                },
             ],
         )
         .await
@@ -393,6 +405,7 @@ mod tests {
             calling_ae_title: calling.into(),
             called_ae_title: "PACS".into(),
             address: "127.0.0.1:40000".parse().unwrap(),
+            tls: false,
         }
     }
 
@@ -448,6 +461,29 @@ mod tests {
             Err(AssociationRefusal::CallingAeTitleNotRecognized)
         );
         assert!(s.authorize_association(&peer("WS"), None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_ae_marked_tls_is_accepted_only_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path(), false, Arc::new(NoUsers)).await;
+        // on the plain port it is refused, even though unknown AEs may echo there
+        assert_eq!(
+            s.authorize_association(&peer("SECURE"), None).await,
+            Err(AssociationRefusal::CallingAeTitleNotRecognized)
+        );
+        let over_tls = AssociationPeer {
+            tls: true,
+            ..peer("SECURE")
+        };
+        let grant = s.authorize_association(&over_tls, None).await.unwrap();
+        assert_eq!(grant.operations, [Operation::Echo, Operation::Find]);
+        // other AEs may use either port
+        let ws = AssociationPeer {
+            tls: true,
+            ..peer("WS")
+        };
+        assert!(s.authorize_association(&ws, None).await.is_ok());
     }
 
     #[tokio::test]

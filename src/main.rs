@@ -72,6 +72,10 @@ enum AeCommand {
         /// Replace an AE that exists instead of failing.
         #[arg(long)]
         update: bool,
+        /// Accept it only over TLS and connect to it over TLS (--host: the name its
+        /// certificate carries).
+        #[arg(long)]
+        tls: bool,
     },
     /// Remove an AE.
     Remove { title: String },
@@ -361,11 +365,12 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
             move_destination,
             check_host,
             update,
+            tls,
         } => {
             let body = serde_json::json!({
                 "title": title, "host": host, "port": port, "description": description,
                 "allow": allow, "roles": roles, "move_destination": move_destination,
-                "check_host": check_host,
+                "check_host": check_host, "tls": tls,
             });
             let rb = if *update {
                 client.put(format!("{base}/api/aes/{title}"))
@@ -408,6 +413,9 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 if ae["check_host"].as_bool() == Some(true) {
                     flags.push("check-host");
+                }
+                if ae["tls"].as_bool() == Some(true) {
+                    flags.push("tls");
                 }
                 let allow: Vec<&str> = ae["allow"]
                     .as_array()

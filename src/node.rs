@@ -29,6 +29,37 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("DIMSE TLS: {0}")]
+    DimseTls(#[from] pacs_dimse::tls::TlsError),
+}
+
+/// DIMSE over TLS (PS3.15 B.1): the TLS listener, when the node has a certificate, and what
+/// the node trusts and presents when it connects to an AE over TLS.
+pub fn dimse_tls(
+    settings: &Settings,
+) -> Result<
+    (
+        Option<pacs_dimse::TlsListener>,
+        Arc<pacs_dimse::tls::ClientConfig>,
+    ),
+    NodeError,
+> {
+    let identity = settings
+        .tls_identity
+        .as_ref()
+        .map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let listener = match identity {
+        Some((cert, key)) => Some(pacs_dimse::TlsListener {
+            listen: SocketAddr::new(settings.dimse_bind, settings.dimse_tls_port),
+            config: pacs_dimse::tls::server_config(cert, key, settings.tls_client_ca.as_deref())?,
+        }),
+        None => None,
+    };
+    let client = pacs_dimse::tls::client_config(settings.tls_ca.as_deref(), identity)?;
+    if !settings.plain_dimse {
+        info!("plain DIMSE listener off: DIMSE over TLS only");
+    }
+    Ok((listener, client))
 }
 
 /// Settings of the HTTP front-end, from the node's settings: identities from `auth`, access
@@ -143,6 +174,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         source: source.clone(),
     });
     let dimse_addr = SocketAddr::new(settings.dimse_bind, settings.dimse_port);
+    let (dimse_tls_listener, tls_client) = dimse_tls(&settings)?;
+    let dimse_tls_addr = dimse_tls_listener.as_ref().map(|t| t.listen);
     let dimse = pacs_dimse::DimseServer::bind(
         pacs_dimse::DimseConfig {
             ae_title: settings.aet.clone(),
@@ -154,12 +187,19 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             spill_threshold: 32 * 1024 * 1024,
             spill_dir: settings.data_dir.join("tmp"),
             move_associations: settings.move_associations,
+            plain: settings.plain_dimse,
+            tls: dimse_tls_listener,
+            tls_client: Some(tls_client.clone()),
+            max_associations_per_host: settings.max_associations_per_host,
+            max_instance_bytes: settings.max_instance_bytes,
         },
         service,
     )
     .await
     .map_err(|source| NodeError::Listen {
-        addr: dimse_addr,
+        addr: dimse_tls_addr
+            .filter(|_| !settings.plain_dimse)
+            .unwrap_or(dimse_addr),
         source,
     })?;
 
@@ -193,6 +233,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         source,
         ae_title: settings.aet.clone(),
         scu_timeout: std::time::Duration::from_secs(30),
+        tls_client: Some(tls_client),
     });
     let router = http_app(http_config(&settings, auth), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -214,7 +255,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             error!(error = %e, "HTTP server failed");
         }
     });
-    info!(aet = %settings.aet, dimse = %dimse_addr, http = %http_addr, "node ready");
+    let dimse_plain = settings.plain_dimse.then_some(dimse_addr);
+    info!(aet = %settings.aet, dimse = ?dimse_plain, dimse_tls = ?dimse_tls_addr, http = %http_addr, "node ready");
 
     wait_for_signal().await;
     info!("shutting down: no new associations or requests");
@@ -342,6 +384,7 @@ mod tests {
             source: crate::retrieve::ArchiveSource::new(storage),
             ae_title: "PACS".into(),
             scu_timeout: std::time::Duration::from_secs(5),
+            tls_client: None,
         });
         let args = crate::config::ServeArgs {
             cors_origins: Some(vec!["*".into()]),

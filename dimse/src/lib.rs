@@ -8,8 +8,9 @@ pub mod scu;
 pub mod server;
 pub mod service;
 pub mod sop_classes;
+pub mod tls;
 
-pub use server::{DimseConfig, DimseServer};
+pub use server::{DimseConfig, DimseServer, TlsListener};
 pub use service::{
     AssociationGrant, AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest,
     IdentityOffer, InstanceSource, OfferedIdentity, Operation, OutgoingInstance, ReceivedDataset,

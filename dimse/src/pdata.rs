@@ -34,7 +34,7 @@ use std::io::IoSlice;
 
 use bytes::Bytes;
 use dicom_ul::pdu::{PDataValue, PDataValueType};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::command::Command;
 
@@ -329,14 +329,15 @@ where
 }
 
 /// Sends a command and, when given, its data set, fragmented for the peer.
-pub async fn send_message<A>(
+pub async fn send_message<A, S>(
     association: &mut A,
     context_id: u8,
     command: &[u8],
     data: Option<&[u8]>,
 ) -> Result<(), String>
 where
-    A: dicom_ul::association::AsyncAssociation<tokio::net::TcpStream> + Send,
+    A: dicom_ul::association::AsyncAssociation<S> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     send_messages(
         association,
@@ -350,9 +351,13 @@ where
 }
 
 /// Sends several messages in as few writes as their size allows.
-pub async fn send_messages<A>(association: &mut A, messages: &[Outgoing<'_>]) -> Result<(), String>
+pub async fn send_messages<A, S>(
+    association: &mut A,
+    messages: &[Outgoing<'_>],
+) -> Result<(), String>
 where
-    A: dicom_ul::association::AsyncAssociation<tokio::net::TcpStream> + Send,
+    A: dicom_ul::association::AsyncAssociation<S> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let max = association.peer_max_pdu_length();
     write_messages(association.inner_stream(), max, messages)

@@ -13,16 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::uids;
-use dicom_ul::association::AsyncAssociation;
+use dicom_ul::association::client::AsyncTlsStream;
+use dicom_ul::association::{AsyncAssociation, AsyncClientAssociation};
 use dicom_ul::pdu::PresentationContextNegotiated;
 use dicom_ul::{ClientAssociationOptions, Pdu};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::rustls::ClientConfig;
 use tracing::{debug, info, warn};
 
 use crate::command::{field, status, Command, Request};
 use crate::pdata::{send_message, Assembled, Reassembler};
+use crate::server::Transport;
 use crate::service::{InstanceSource, OutgoingInstance, RemoteAe};
 
 /// Uncompressed transfer syntaxes every storage SCP accepts (PS3.5 10.1, A.2); kept under
@@ -48,6 +51,9 @@ pub struct StoreScuOptions {
     pub timeout: Duration,
     /// Set for the sub-operations of a C-MOVE: the mover's AE title and message ID.
     pub move_originator: Option<(String, u16)>,
+    /// What the node trusts and presents when the destination is to be reached over TLS
+    /// (`RemoteAe::tls`); without it such a destination cannot be reached.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 impl StoreScuOptions {
@@ -59,6 +65,7 @@ impl StoreScuOptions {
             retries: 2,
             timeout: Duration::from_secs(30),
             move_originator: None,
+            tls: None,
         }
     }
 }
@@ -94,12 +101,14 @@ impl InstanceResult {
     }
 }
 
-/// Runs a C-ECHO against a remote AE; returns the status and the round-trip time of the whole
-/// exchange (connect, associate, echo, release).
+/// Runs a C-ECHO against a remote AE (over TLS with `tls` when the AE is marked so); returns
+/// the status and the round-trip time of the whole exchange (connect, associate, echo,
+/// release).
 pub async fn echo(
     remote: &RemoteAe,
     calling_ae_title: &str,
     timeout: Duration,
+    tls: Option<Arc<ClientConfig>>,
 ) -> Result<(u16, Duration), String> {
     let started = Instant::now();
     let work = async {
@@ -107,34 +116,92 @@ pub async fn echo(
             .calling_ae_title(calling_ae_title)
             .called_ae_title(remote.ae_title.as_str())
             .with_abstract_syntax(VERIFICATION);
-        let mut association = options
-            .establish_async((remote.host.as_str(), remote.port))
-            .await
-            .map_err(|e| format!("association with {}: {e}", remote.ae_title))?;
-        let _ = association.inner_stream().set_nodelay(true);
-        let pc = association
-            .presentation_contexts()
-            .iter()
-            .find(|pc| accepted(pc))
-            .map(|pc| pc.id)
-            .ok_or_else(|| format!("{} did not accept Verification", remote.ae_title))?;
-        let request = Request {
-            command_field: field::C_ECHO_RQ,
-            message_id: 1,
-            affected_sop_class_uid: VERIFICATION.into(),
-            affected_sop_instance_uid: None,
-            has_dataset: false,
-            move_originator: None,
-        };
-        send_message(&mut association, pc, &request.encode(), None).await?;
-        let response = receive_command(&mut association).await?;
-        let _ = association.release().await;
-        Ok::<u16, String>(response.status.unwrap_or(status::PROCESSING_FAILURE))
+        match establish(options, remote, tls.as_ref()).await? {
+            Client::Plain(association) => echo_on(association, remote).await,
+            Client::Tls(association) => echo_on(association, remote).await,
+        }
     };
     let status = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| format!("no answer from {} within {timeout:?}", remote.ae_title))??;
     Ok((status, started.elapsed()))
+}
+
+async fn echo_on<S: Transport>(
+    mut association: AsyncClientAssociation<S>,
+    remote: &RemoteAe,
+) -> Result<u16, String> {
+    no_delay(&mut association);
+    let pc = association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| accepted(pc))
+        .map(|pc| pc.id)
+        .ok_or_else(|| format!("{} did not accept Verification", remote.ae_title))?;
+    let request = Request {
+        command_field: field::C_ECHO_RQ,
+        message_id: 1,
+        affected_sop_class_uid: VERIFICATION.into(),
+        affected_sop_instance_uid: None,
+        has_dataset: false,
+        move_originator: None,
+    };
+    send_message(&mut association, pc, &request.encode(), None).await?;
+    let response = receive_command(&mut association).await?;
+    let _ = association.release().await;
+    Ok(response.status.unwrap_or(status::PROCESSING_FAILURE))
+}
+
+/// An association the node requested: over TCP, or over TLS (PS3.15 B.1).
+/// (Moved once, right after the association is established: its size does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Client {
+    Plain(AsyncClientAssociation<TcpStream>),
+    Tls(AsyncClientAssociation<AsyncTlsStream>),
+}
+
+/// Requests an association with `remote`: over TLS when it is marked so (its host is the
+/// name its certificate must carry), else over TCP.
+async fn establish(
+    options: ClientAssociationOptions<'_>,
+    remote: &RemoteAe,
+    tls: Option<&Arc<ClientConfig>>,
+) -> Result<Client, String> {
+    let address = (remote.host.as_str(), remote.port);
+    let failed = |e: dicom_ul::association::Error| {
+        format!(
+            "association with {}{} failed: {e}",
+            remote.ae_title,
+            if remote.tls { " over TLS" } else { "" }
+        )
+    };
+    if !remote.tls {
+        return options
+            .establish_async(address)
+            .await
+            .map(Client::Plain)
+            .map_err(failed);
+    }
+    let Some(config) = tls else {
+        return Err(format!(
+            "{} is to be reached over TLS, and this node has no TLS client configuration",
+            remote.ae_title
+        ));
+    };
+    options
+        .tls_config(config.clone())
+        .server_name(remote.host.as_str())
+        .establish_tls_async(address)
+        .await
+        .map(Client::Tls)
+        .map_err(failed)
+}
+
+/// TCP_NODELAY on the connection underneath: small PDUs must not wait for Nagle.
+fn no_delay<S: Transport>(association: &mut AsyncClientAssociation<S>) {
+    if let Some(tcp) = association.inner_stream().tcp() {
+        let _ = tcp.set_nodelay(true);
+    }
 }
 
 fn accepted(pc: &PresentationContextNegotiated) -> bool {
@@ -165,9 +232,10 @@ pub fn choose_context(
 }
 
 /// Receives the next command set (a response), skipping any data set that follows one.
-async fn receive_command<A>(association: &mut A) -> Result<Command, String>
+async fn receive_command<A, S>(association: &mut A) -> Result<Command, String>
 where
-    A: AsyncAssociation<TcpStream> + Send,
+    A: AsyncAssociation<S> + Send,
+    S: Transport,
 {
     let mut reassembler = Reassembler::default();
     let mut with_data: Option<Command> = None;
@@ -254,11 +322,17 @@ struct Shared {
 
 impl Shared {
     fn pop(&self) -> Option<(OutgoingInstance, u32)> {
-        self.queue.lock().expect("queue lock").pop_front()
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 
     fn give_back(&self, item: (OutgoingInstance, u32)) {
-        self.queue.lock().expect("queue lock").push_front(item);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_front(item);
     }
 
     fn report(
@@ -312,9 +386,7 @@ pub async fn send_instances(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn connect(
-    shared: &Shared,
-) -> Result<dicom_ul::association::AsyncClientAssociation<TcpStream>, String> {
+async fn connect(shared: &Shared) -> Result<Client, String> {
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(shared.options.calling_ae_title.as_str())
         .called_ae_title(shared.destination.ae_title.as_str())
@@ -325,35 +397,44 @@ async fn connect(
             syntaxes.iter().map(String::as_str).collect::<Vec<_>>(),
         );
     }
-    let address = (shared.destination.host.as_str(), shared.destination.port);
-    let association =
-        tokio::time::timeout(shared.options.timeout, options.establish_async(address))
-            .await
-            .map_err(|_| {
-                format!(
-                    "no association with {} within {:?}",
-                    shared.destination.ae_title, shared.options.timeout
-                )
-            })?
-            .map_err(|e| {
-                format!(
-                    "association with {} failed: {e}",
-                    shared.destination.ae_title
-                )
-            })?;
-    Ok(association)
+    tokio::time::timeout(
+        shared.options.timeout,
+        establish(options, &shared.destination, shared.options.tls.as_ref()),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no association with {} within {:?}",
+            shared.destination.ae_title, shared.options.timeout
+        )
+    })?
+}
+
+/// What a worker does after an association ended.
+enum Next {
+    /// Nothing left to send (or cancelled): the association was released.
+    Done,
+    /// The association broke: another one is opened.
+    Reconnect,
+    /// Too many failures: the worker stops.
+    GiveUp,
 }
 
 async fn worker(shared: Arc<Shared>) {
     let mut failures = 0u32;
-    'associations: loop {
+    loop {
         if shared.cancel.load(Ordering::SeqCst)
-            || shared.queue.lock().expect("queue lock").is_empty()
+            || shared
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
         {
             break;
         }
-        let mut association = match connect(&shared).await {
-            Ok(a) => a,
+        let next = match connect(&shared).await {
+            Ok(Client::Plain(association)) => send_on(&shared, association, &mut failures).await,
+            Ok(Client::Tls(association)) => send_on(&shared, association, &mut failures).await,
             Err(e) => {
                 failures += 1;
                 if failures > shared.options.retries {
@@ -366,88 +447,103 @@ async fn worker(shared: Arc<Shared>) {
                 continue;
             }
         };
-        let _ = association.inner_stream().set_nodelay(true);
-        debug!(destination = %shared.destination.ae_title, "storage association established");
-        // The next instance is read while the destination stores the current one: one
-        // C-STORE is outstanding at a time (no asynchronous operations window is negotiated,
-        // PS3.7 D.3.3.3), so the read would otherwise add to every round trip.
-        let mut ahead: Option<Loading> = None;
-        loop {
-            if shared.cancel.load(Ordering::SeqCst) {
-                if let Some(a) = ahead.take() {
-                    a.forget();
-                }
-                let _ = association.release().await;
-                break 'associations;
-            }
-            let current = match ahead.take() {
-                Some(a) => a,
-                None => match shared.pop() {
-                    Some(item) => start_loading(&shared, &association, item),
-                    None => {
-                        let _ = association.release().await;
-                        break 'associations;
-                    }
-                },
-            };
-            ahead = shared
-                .pop()
-                .map(|item| start_loading(&shared, &association, item));
-            let (instance, attempts, context, data) = match current.ready().await {
-                Ok(ready) => ready,
-                Err((instance, attempts, why)) => {
-                    shared.report(&instance, None, Some(why), attempts);
-                    continue;
-                }
-            };
-            let message_id = shared.message_ids.fetch_add(1, Ordering::Relaxed);
-            let request = store_request(
-                &instance,
-                message_id,
-                shared.options.move_originator.clone(),
-            );
-            let exchange = async {
-                send_message(&mut association, context, &request.encode(), Some(&data)).await?;
-                receive_command(&mut association).await
-            };
-            let outcome = tokio::time::timeout(shared.options.timeout, exchange)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "no C-STORE response within {:?}",
-                        shared.options.timeout
-                    ))
-                });
-            match outcome {
-                Ok(response) => {
-                    let status = response.status.unwrap_or(status::PROCESSING_FAILURE);
-                    shared.report(&instance, Some(status), None, attempts + 1);
-                }
-                Err(e) => {
-                    // the instance read ahead goes back first, then this one in front of it
-                    if let Some(a) = ahead.take() {
-                        shared.give_back(a.forget());
-                    }
-                    let attempts = attempts + 1;
-                    if attempts > shared.options.retries {
-                        shared.report(&instance, None, Some(e.clone()), attempts);
-                    } else {
-                        warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "sending again on a new association");
-                        shared.give_back((instance, attempts));
-                    }
-                    let _ = association.abort().await;
-                    failures += 1;
-                    if failures > shared.options.retries * 4 + 4 {
-                        give_up(&shared, &e);
-                        return;
-                    }
-                    continue 'associations;
-                }
-            }
+        match next {
+            Next::Done => break,
+            Next::Reconnect => continue,
+            Next::GiveUp => return,
         }
     }
     shared.alive.fetch_sub(1, Ordering::SeqCst);
     info!(destination = %shared.destination.ae_title, "storage SCU worker done");
+}
+
+/// Sends instances from the queue on one association until the queue is empty, the transfer
+/// is cancelled or the association breaks.
+async fn send_on<S: Transport>(
+    shared: &Arc<Shared>,
+    mut association: AsyncClientAssociation<S>,
+    failures: &mut u32,
+) -> Next {
+    no_delay(&mut association);
+    debug!(destination = %shared.destination.ae_title, "storage association established");
+    // The next instance is read while the destination stores the current one: one
+    // C-STORE is outstanding at a time (no asynchronous operations window is negotiated,
+    // PS3.7 D.3.3.3), so the read would otherwise add to every round trip.
+    let mut ahead: Option<Loading> = None;
+    loop {
+        if shared.cancel.load(Ordering::SeqCst) {
+            if let Some(a) = ahead.take() {
+                a.forget();
+            }
+            let _ = association.release().await;
+            return Next::Done;
+        }
+        let contexts = association.presentation_contexts();
+        let current = match ahead.take() {
+            Some(a) => a,
+            None => match shared.pop() {
+                Some(item) => start_loading(shared, contexts, item),
+                None => {
+                    let _ = association.release().await;
+                    return Next::Done;
+                }
+            },
+        };
+        ahead = shared
+            .pop()
+            .map(|item| start_loading(shared, contexts, item));
+        let (instance, attempts, context, data) = match current.ready().await {
+            Ok(ready) => ready,
+            Err((instance, attempts, why)) => {
+                shared.report(&instance, None, Some(why), attempts);
+                continue;
+            }
+        };
+        let message_id = shared.message_ids.fetch_add(1, Ordering::Relaxed);
+        let request = store_request(
+            &instance,
+            message_id,
+            shared.options.move_originator.clone(),
+        );
+        let exchange = async {
+            send_message(&mut association, context, &request.encode(), Some(&data)).await?;
+            receive_command(&mut association).await
+        };
+        let outcome = tokio::time::timeout(shared.options.timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no C-STORE response within {:?}",
+                    shared.options.timeout
+                ))
+            });
+        match outcome {
+            Ok(response) => {
+                let status = response.status.unwrap_or(status::PROCESSING_FAILURE);
+                shared.report(&instance, Some(status), None, attempts + 1);
+            }
+            Err(e) => {
+                // the instance read ahead goes back first, then this one in front of it
+                if let Some(a) = ahead.take() {
+                    shared.give_back(a.forget());
+                }
+                let attempts = attempts + 1;
+                if attempts > shared.options.retries {
+                    shared.report(&instance, None, Some(e.clone()), attempts);
+                } else {
+                    warn!(sop_instance_uid = %instance.sop_instance_uid, error = %e, "sending again on a new association");
+                    shared.give_back((instance, attempts));
+                }
+                let _ = association.abort().await;
+                *failures += 1;
+                if *failures > shared.options.retries * 4 + 4 {
+                    give_up(shared, &e);
+                    return Next::GiveUp;
+                }
+                return Next::Reconnect;
+            }
+        }
+    }
 }
 
 /// An instance taken from the queue, its presentation context chosen and its data set being
@@ -517,15 +613,11 @@ impl Loading {
 /// syntax that context accepted.
 fn start_loading(
     shared: &Shared,
-    association: &dicom_ul::association::AsyncClientAssociation<TcpStream>,
+    contexts: &[PresentationContextNegotiated],
     (instance, attempts): (OutgoingInstance, u32),
 ) -> Loading {
     let syntaxes = shared.source.transfer_syntaxes(&instance);
-    let Some((context, ts)) = choose_context(
-        association.presentation_contexts(),
-        &instance.sop_class_uid,
-        &syntaxes,
-    ) else {
+    let Some((context, ts)) = choose_context(contexts, &instance.sop_class_uid, &syntaxes) else {
         let why = format!(
             "{} accepted no presentation context for SOP class {} in a transfer syntax this instance can be sent in",
             shared.destination.ae_title, instance.sop_class_uid

@@ -10,6 +10,8 @@ pub struct AssociationPeer {
     pub calling_ae_title: String,
     pub called_ae_title: String,
     pub address: SocketAddr,
+    /// Whether the association runs over TLS (the DIMSE TLS listener, PS3.15 B.1).
+    pub tls: bool,
 }
 
 /// A user identity offered in an A-ASSOCIATE-RQ (PS3.7 D.3.3.7, the User Identity sub-item of
@@ -237,6 +239,8 @@ pub struct RemoteAe {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
+    /// Connect to it over TLS (PS3.15 B.1); the host is the name its certificate must carry.
+    pub tls: bool,
 }
 
 /// Reads stored instances for sending, in a transfer syntax the receiver accepted.

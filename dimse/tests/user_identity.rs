@@ -125,6 +125,11 @@ async fn start(users: Arc<Users>, spill: &Path) -> u16 {
         spill_threshold: 1 << 20,
         spill_dir: spill.to_path_buf(),
         move_associations: 1,
+        plain: true,
+        tls: None,
+        tls_client: None,
+        max_associations_per_host: 8,
+        max_instance_bytes: u64::MAX,
     };
     let server = DimseServer::bind(config, users).await.unwrap();
     let port = server.local_addr().unwrap().port();

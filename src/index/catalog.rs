@@ -72,7 +72,7 @@ pub enum AeOrigin {
 }
 
 const AE_COLUMNS: &str =
-    "title, host, port, description, allow, move_destination, check_host, source, updated_at_ms, roles";
+    "title, host, port, description, allow, move_destination, check_host, source, updated_at_ms, roles, tls";
 
 fn ae_params(ae: &RemoteAe, origin: AeOrigin, now_ms: i64) -> Vec<SqlValue> {
     vec![
@@ -92,6 +92,7 @@ fn ae_params(ae: &RemoteAe, origin: AeOrigin, now_ms: i64) -> Vec<SqlValue> {
         ),
         SqlValue::Int(now_ms),
         SqlValue::Text(ae.roles.join(",")),
+        SqlValue::Int(ae.tls as i64),
     ]
 }
 
@@ -116,6 +117,7 @@ fn ae_from_row(row: &[SqlValue]) -> RemoteAe {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect(),
+        tls: int(10) != 0,
     }
 }
 
@@ -348,11 +350,12 @@ impl dyn Index {
     /// Writes an AE from the configuration file, unless an administrator changed it since.
     pub async fn seed_remote_ae(&self, ae: &RemoteAe, now_ms: i64) -> IndexResult<()> {
         let sql = format!(
-            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (title) DO UPDATE SET host = excluded.host, port = excluded.port,
                description = excluded.description, allow = excluded.allow,
                move_destination = excluded.move_destination, check_host = excluded.check_host,
-               updated_at_ms = excluded.updated_at_ms, roles = excluded.roles
+               updated_at_ms = excluded.updated_at_ms, roles = excluded.roles,
+               tls = excluded.tls
              WHERE remote_aes.source = 'config'"
         );
         self.write(Sql::new(&sql), ae_params(ae, AeOrigin::Config, now_ms))
@@ -363,7 +366,7 @@ impl dyn Index {
     /// Adds an AE; false when one with its title exists.
     pub async fn insert_remote_ae(&self, ae: &RemoteAe, now_ms: i64) -> IndexResult<bool> {
         let sql = format!(
-            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            "INSERT INTO remote_aes ({AE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (title) DO NOTHING RETURNING title"
         );
         let done = self
@@ -379,7 +382,7 @@ impl dyn Index {
                 Sql::new(
                     "UPDATE remote_aes SET host = ?2, port = ?3, description = ?4, allow = ?5,
                        move_destination = ?6, check_host = ?7, source = ?8, updated_at_ms = ?9,
-                       roles = ?10
+                       roles = ?10, tls = ?11
                      WHERE title = ?1",
                 ),
                 ae_params(ae, AeOrigin::Api, now_ms),

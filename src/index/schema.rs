@@ -226,6 +226,13 @@ Migration {
         "ALTER TABLE remote_aes ADD COLUMN roles TEXT NOT NULL DEFAULT ''",
     ],
     postgres_only: &[],
+},
+Migration {
+    version: 6,
+    description: "AEs reached and accepted only over TLS",
+    // 1: the AE is accepted only on the DIMSE TLS listener and the node connects to it over TLS
+    statements: &["ALTER TABLE remote_aes ADD COLUMN tls {big} NOT NULL DEFAULT 0"],
+    postgres_only: &[],
 }];
 
 /// The statements of a migration for `dialect`: its own (with the declared columns of the

@@ -46,6 +46,20 @@ impl Transport for tokio::net::TcpStream {
     }
 }
 
+/// The acceptor's TLS listener (PS3.15 B.1).
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
+
+/// The node as requestor over TLS (dicom-ul's `establish_tls_async`).
+impl Transport for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
+
 /// What this node accepts in association negotiation.
 #[derive(Debug, Clone)]
 pub struct AcceptorSettings {

@@ -4,9 +4,10 @@
 //! the calling AE, its address and its user identity). The protocol itself is in
 //! [`super::association`]; an accepted association is handed to [`super::session::Session`].
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dicom_dictionary_std::uids;
@@ -17,9 +18,10 @@ use dicom_ul::pdu::{
 };
 use dicom_ul::Pdu;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::association::{check_request, AcceptorSettings, Association, Requested, Transport};
@@ -88,35 +90,87 @@ pub struct DimseConfig {
     pub spill_dir: std::path::PathBuf,
     /// Associations a C-MOVE opens to its destination at once.
     pub move_associations: usize,
+    /// Whether the plain TCP listener on `listen` runs (it can be switched off when TLS is on).
+    pub plain: bool,
+    /// The TLS listener (PS3.15 B.1), when configured.
+    pub tls: Option<TlsListener>,
+    /// What the node trusts and presents when it connects to an AE over TLS (C-MOVE
+    /// destinations); None: such destinations fail.
+    pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Associations served at once for one peer address; more are rejected like those past
+    /// `max_associations`.
+    pub max_associations_per_host: usize,
+    /// Largest data set a C-STORE may carry, in bytes: a larger one is discarded as it
+    /// arrives and answered A700 (Out of Resources), the association goes on.
+    pub max_instance_bytes: u64,
+}
+
+/// The DIMSE TLS listener: where, and the certificate it presents.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub config: Arc<tokio_rustls::rustls::ServerConfig>,
 }
 
 /// A running DIMSE front-end.
 pub struct DimseServer {
     config: Arc<DimseConfig>,
     settings: Arc<AcceptorSettings>,
-    listener: TcpListener,
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     service: Arc<dyn DimseService>,
+}
+
+/// A connection as accepted, before any byte was read.
+enum Accepted {
+    Plain(TcpStream),
+    Tls(TcpStream, TlsAcceptor),
 }
 
 static ASSOCIATION_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl DimseServer {
+    /// Binds the listeners the configuration asks for: the plain one on `listen` (unless
+    /// `plain` is off) and the TLS one (when `tls` is set).
     pub async fn bind(
         config: DimseConfig,
         service: Arc<dyn DimseService>,
     ) -> std::io::Result<DimseServer> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let plain = match config.plain {
+            true => Some(TcpListener::bind(config.listen).await?),
+            false => None,
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some((
+                TcpListener::bind(tls.listen).await?,
+                TlsAcceptor::from(tls.config.clone()),
+            )),
+            None => None,
+        };
         std::fs::create_dir_all(&config.spill_dir)?;
         Ok(DimseServer {
             settings: Arc::new(acceptor_settings(&config)),
             config: Arc::new(config),
-            listener,
+            plain,
+            tls,
             service,
         })
     }
 
+    /// The plain listener's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.plain {
+            Some(listener) => listener.local_addr(),
+            None => Err(std::io::Error::other("the plain DIMSE listener is off")),
+        }
+    }
+
+    /// The TLS listener's address.
+    pub fn tls_local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.tls {
+            Some((listener, _)) => listener.local_addr(),
+            None => Err(std::io::Error::other("no DIMSE TLS listener")),
+        }
     }
 
     /// Serves until `shutdown` turns true, then stops accepting and lets in-flight
@@ -125,36 +179,48 @@ impl DimseServer {
     /// commit atomically.
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let limit = Arc::new(Semaphore::new(self.config.max_associations));
+        let hosts = Arc::new(HostLimit::new(self.config.max_associations_per_host));
         let mut tasks = JoinSet::new();
-        info!(addr = %self.config.listen, aet = %self.config.ae_title, "DIMSE listening");
+        if let Some(plain) = &self.plain {
+            info!(addr = %self.config.listen, local = ?plain.local_addr().ok(), aet = %self.config.ae_title, "DIMSE listening");
+        }
+        if let Some((tls, _)) = &self.tls {
+            info!(local = ?tls.local_addr().ok(), aet = %self.config.ae_title, "DIMSE TLS listening");
+        }
         loop {
-            tokio::select! {
+            let accepted = tokio::select! {
                 _ = shutdown.changed() => break,
-                accepted = self.listener.accept() => {
-                    let (socket, peer) = match accepted {
-                        Ok(x) => x,
-                        Err(e) => {
-                            warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = socket.set_nodelay(true);
-                    let permit = limit.clone().try_acquire_owned();
-                    let config = self.config.clone();
-                    let settings = self.settings.clone();
-                    let service = self.service.clone();
-                    let id = ASSOCIATION_IDS.fetch_add(1, Ordering::Relaxed);
-                    let span = info_span!("association", id, peer = %peer);
-                    tasks.spawn(async move {
-                        match permit {
-                            Ok(_permit) => handle_connection(socket, peer, id, config, settings, service).await,
-                            Err(_) => reject_busy(socket, peer).await,
-                        }
-                    }.instrument(span));
+                accepted = accept(self.plain.as_ref()) => accepted.map(|(s, p)| (Accepted::Plain(s), p)),
+                accepted = accept_tls(self.tls.as_ref()) => accepted,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            };
+            let (connection, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
+            };
+            // both limits are taken before anything is read: a peer holding many connections
+            // open gets a rejection for each one past its share
+            let admitted = match limit.clone().try_acquire_owned() {
+                Ok(total) => hosts.try_acquire(peer.ip()).map(|host| (total, host)),
+                Err(_) => None,
+            };
+            let config = self.config.clone();
+            let settings = self.settings.clone();
+            let service = self.service.clone();
+            let id = ASSOCIATION_IDS.fetch_add(1, Ordering::Relaxed);
+            let tls = matches!(connection, Accepted::Tls(..));
+            let span = info_span!("association", id, peer = %peer, tls);
+            tasks.spawn(
+                async move {
+                    handle_connection(connection, peer, id, config, settings, service, admitted)
+                        .await
+                }
+                .instrument(span),
+            );
         }
         info!(
             in_flight = tasks.len(),
@@ -167,6 +233,76 @@ impl DimseServer {
                 "grace period over; closing remaining associations"
             );
             tasks.abort_all();
+        }
+    }
+}
+
+/// The next connection on `listener`; never, when there is no listener.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => {
+            let (socket, peer) = listener.accept().await?;
+            let _ = socket.set_nodelay(true);
+            Ok((socket, peer))
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The next connection on the TLS listener, with the acceptor that will do its handshake.
+async fn accept_tls(
+    listener: Option<&(TcpListener, TlsAcceptor)>,
+) -> std::io::Result<(Accepted, SocketAddr)> {
+    let (socket, peer) = accept(listener.map(|(l, _)| l)).await?;
+    match listener {
+        Some((_, acceptor)) => Ok((Accepted::Tls(socket, acceptor.clone()), peer)),
+        None => std::future::pending().await,
+    }
+}
+
+/// Associations per peer address: a count per address, taken when a connection is accepted
+/// and given back when it ends.
+struct HostLimit {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One association's share of its address's limit; given back when dropped.
+struct HostPermit {
+    limit: Arc<HostLimit>,
+    ip: IpAddr,
+}
+
+impl HostLimit {
+    fn new(max: usize) -> Self {
+        HostLimit {
+            max: max.max(1),
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<HostPermit> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(HostPermit {
+            limit: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HostPermit {
+    fn drop(&mut self) {
+        let mut counts = self.limit.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
         }
     }
 }
@@ -207,7 +343,7 @@ fn is_storage_sop_class(uid: &str) -> bool {
 }
 
 async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: SocketAddr) {
-    warn!(%peer, "association refused: too many concurrent associations");
+    warn!(%peer, "association refused: too many concurrent associations (in all, or from this address)");
     let pdu = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
         source: AssociationRJSource::ServiceProviderPresentation(
@@ -228,20 +364,62 @@ async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: Soc
     let _ = socket.shutdown().await;
 }
 
-/// One connection: the A-ASSOCIATE-RQ within the ARTIM time, then the session.
-async fn handle_connection<S: Transport>(
-    stream: S,
+/// One connection: the TLS handshake (on the TLS listener) and the A-ASSOCIATE-RQ within the
+/// ARTIM time, then the session; or, past a limit, the busy rejection.
+async fn handle_connection(
+    connection: Accepted,
     peer: SocketAddr,
     id: u64,
     config: Arc<DimseConfig>,
     settings: Arc<AcceptorSettings>,
     service: Arc<dyn DimseService>,
+    admitted: Option<(OwnedSemaphorePermit, HostPermit)>,
 ) {
     // ARTIM (PS3.8 9.1.5): the A-ASSOCIATE-RQ must arrive, and be answered, within this time
-    // of the connection.
-    let established = tokio::time::timeout(
-        config.artim_timeout,
-        establish(stream, peer, &config, &settings, service.as_ref()),
+    // of the connection; the TLS handshake counts against it.
+    let deadline = tokio::time::Instant::now() + config.artim_timeout;
+    match connection {
+        Accepted::Plain(tcp) => {
+            serve_stream(
+                tcp, peer, false, deadline, id, config, settings, service, admitted,
+            )
+            .await
+        }
+        Accepted::Tls(tcp, acceptor) => {
+            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    serve_stream(
+                        tls, peer, true, deadline, id, config, settings, service, admitted,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => warn!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => warn!(%peer, "no TLS handshake within the ARTIM timeout"),
+            }
+        }
+    }
+}
+
+/// An accepted stream (TCP, or TLS over TCP): the busy rejection past a limit, else the
+/// association request by `deadline`, then the session.
+#[allow(clippy::too_many_arguments)]
+async fn serve_stream<S: Transport>(
+    stream: S,
+    peer: SocketAddr,
+    tls: bool,
+    deadline: tokio::time::Instant,
+    id: u64,
+    config: Arc<DimseConfig>,
+    settings: Arc<AcceptorSettings>,
+    service: Arc<dyn DimseService>,
+    admitted: Option<(OwnedSemaphorePermit, HostPermit)>,
+) {
+    let Some(_permits) = admitted else {
+        return reject_busy(stream, peer).await;
+    };
+    let established = tokio::time::timeout_at(
+        deadline,
+        establish(stream, peer, tls, &config, &settings, service.as_ref()),
     )
     .await;
     let (mut association, who, grant) = match established {
@@ -261,6 +439,7 @@ async fn handle_connection<S: Transport>(
         calling = %who.calling_ae_title,
         user = grant.user.as_deref(),
         contexts = accepted,
+        tls,
         "association accepted"
     );
     Session::new(id, config, service, who, grant)
@@ -274,6 +453,7 @@ async fn handle_connection<S: Transport>(
 async fn establish<S: Transport>(
     stream: S,
     peer: SocketAddr,
+    tls: bool,
     config: &DimseConfig,
     settings: &AcceptorSettings,
     service: &dyn DimseService,
@@ -289,6 +469,7 @@ async fn establish<S: Transport>(
         calling_ae_title: request.request().calling_ae_title.trim().to_string(),
         called_ae_title: request.request().called_ae_title.trim().to_string(),
         address: peer,
+        tls,
     };
     if let Err(rejection) = check_request(request.request()) {
         warn!(%peer, calling = %who.calling_ae_title, source = %rejection.source, "association rejected");

@@ -20,6 +20,6 @@ mod store;
 
 pub use association::Transport;
 pub use listener::{
-    acceptor_settings, rejection, DimseConfig, DimseServer, ACCEPTED_TRANSFER_SYNTAXES,
-    FIND_SOP_CLASSES, GET_SOP_CLASSES, MOVE_SOP_CLASSES,
+    acceptor_settings, rejection, DimseConfig, DimseServer, TlsListener,
+    ACCEPTED_TRANSFER_SYNTAXES, FIND_SOP_CLASSES, GET_SOP_CLASSES, MOVE_SOP_CLASSES,
 };

@@ -212,6 +212,7 @@ impl Session {
         options.associations = self.config.move_associations;
         options.max_pdu_length = self.config.max_pdu_length;
         options.move_originator = Some((self.peer.calling_ae_title.clone(), command.message_id));
+        options.tls = self.config.tls_client.clone();
         let sender = tokio::spawn(crate::scu::send_instances(
             destination,
             options,

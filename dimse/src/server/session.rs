@@ -29,6 +29,18 @@ enum Incoming {
         path: tempfile::TempPath,
         len: u64,
     },
+    /// Over `max_instance_bytes`: what came so far was dropped (a spill file deleted), the rest
+    /// is read and dropped too, and the request answered A700.
+    Discarded { len: u64 },
+}
+
+impl Incoming {
+    fn len(&self) -> u64 {
+        match self {
+            Incoming::Memory { len, .. } => *len as u64,
+            Incoming::File { len, .. } | Incoming::Discarded { len } => *len,
+        }
+    }
 }
 
 /// A request whose data set is still arriving.
@@ -193,7 +205,17 @@ impl Session {
                 let Some(mut p) = self.pending.take() else {
                     return Flow::Abort("data fragment without a command");
                 };
-                if let Err(e) = self.append(&mut p.data, bytes).await {
+                let len = p.data.len().saturating_add(bytes.len() as u64);
+                if len > self.config.max_instance_bytes {
+                    if !matches!(p.data, Incoming::Discarded { .. }) {
+                        warn!(
+                            limit = self.config.max_instance_bytes,
+                            "data set larger than the limit: discarding it as it arrives"
+                        );
+                    }
+                    // dropping the old value drops the fragments and deletes a spill file
+                    p.data = Incoming::Discarded { len };
+                } else if let Err(e) = self.append(&mut p.data, bytes).await {
                     warn!(error = %e, "cannot buffer incoming data set");
                     return Flow::Abort("cannot buffer incoming data set");
                 }
@@ -202,6 +224,9 @@ impl Session {
                     return Flow::Continue;
                 }
                 let dataset = match p.data {
+                    Incoming::Discarded { len } => {
+                        return self.refuse_too_large(association, p, len).await;
+                    }
                     Incoming::Memory { fragments, .. } => ReceivedDataset::Memory(fragments),
                     Incoming::File {
                         mut file,
@@ -230,6 +255,35 @@ impl Session {
         }
     }
 
+    /// Answers a request whose data set was over `max_instance_bytes` and discarded: A700, Out
+    /// of Resources (PS3.4 B.2.3 for C-STORE; C.4.1.1.4, C.4.2.1.5 for the others), with the
+    /// limit in the Error Comment. Nothing was handed to the archive.
+    async fn refuse_too_large<S: Transport>(
+        &mut self,
+        association: &mut Association<S>,
+        pending: Pending,
+        len: u64,
+    ) -> Flow {
+        let limit = self.config.max_instance_bytes;
+        warn!(
+            bytes = len,
+            limit,
+            sop_instance_uid = pending.command.affected_sop_instance_uid.as_deref(),
+            "data set over the limit refused (A700)"
+        );
+        let command = &pending.command;
+        let mut rsp = Response::to(
+            command,
+            command.command_field | 0x8000,
+            status::OUT_OF_RESOURCES,
+        );
+        rsp.error_comment = Some(format!(
+            "data set of {len} bytes is larger than this node's limit of {limit} bytes"
+        ));
+        self.send_response(association, pending.context_id, &rsp, None)
+            .await
+    }
+
     /// Keeps a fragment: in memory (as it came, no copy) up to the spill threshold, then in a
     /// temporary file.
     async fn append(&self, data: &mut Incoming, bytes: bytes::Bytes) -> std::io::Result<()> {
@@ -255,6 +309,10 @@ impl Session {
             Incoming::File { file, len, .. } => {
                 file.write_all(&bytes).await?;
                 *len += bytes.len() as u64;
+                Ok(())
+            }
+            Incoming::Discarded { len } => {
+                *len = len.saturating_add(bytes.len() as u64);
                 Ok(())
             }
         }
