@@ -17,6 +17,7 @@ mod dimse_bad_input;
 mod dimse_find;
 mod dimse_retrieve;
 mod dimse_store;
+mod dimse_tls;
 mod index_backends;
 mod s3_storage;
 

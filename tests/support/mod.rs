@@ -20,6 +20,9 @@ pub mod archive;
 pub mod issuer;
 /// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
+/// Certificates made by the tests: a CA, certificates it signed, an untrusted one
+/// (tests/support/pki.rs).
+pub mod pki;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
 pub mod raw_client;
 
@@ -916,6 +919,9 @@ pub struct Node {
     pid: u32,
     aet: String,
     dimse_port: u16,
+    /// `--dimse-tls-port`, always passed: the DIMSE TLS listener runs there once the node has
+    /// a certificate (`--tls-cert`, `--tls-key`).
+    dimse_tls_port: u16,
     http_port: u16,
     data_dir: PathBuf,
     database_url: Option<String>,
@@ -956,6 +962,7 @@ impl Node {
         };
         let aet = "PACS".to_string();
         let dimse_port = free_port();
+        let dimse_tls_port = free_port();
         let http_port = free_port();
         let log_path = tmp.path().join("pacs.log");
         let log = File::create(&log_path).expect("create node log");
@@ -965,6 +972,8 @@ impl Node {
         cmd.args(["serve", "--bind", &bind, "--aet", &aet])
             .arg("--dimse-port")
             .arg(dimse_port.to_string())
+            .arg("--dimse-tls-port")
+            .arg(dimse_tls_port.to_string())
             .arg("--http-port")
             .arg(http_port.to_string())
             .arg("--data-dir")
@@ -1016,6 +1025,7 @@ impl Node {
             child: Mutex::new(child),
             aet,
             dimse_port,
+            dimse_tls_port,
             http_port,
             data_dir,
             database_url,
@@ -1048,7 +1058,18 @@ impl Node {
             }
             let healthy = try_http_request(self.http_port, "GET", "/healthz", &[], &[])
                 .is_ok_and(|r| r.status == 200);
-            if healthy && TcpStream::connect(("127.0.0.1", self.dimse_port)).is_ok() {
+            // with the plain listener off (`--plain-dimse false`), the TLS one must be there
+            let plain_off = self
+                .options
+                .args
+                .windows(2)
+                .any(|w| w[0] == "--plain-dimse" && w[1] == "false")
+                || self.options.args.iter().any(|a| a == "--plain-dimse=false");
+            let dimse_port = match plain_off {
+                true => self.dimse_tls_port,
+                false => self.dimse_port,
+            };
+            if healthy && TcpStream::connect(("127.0.0.1", dimse_port)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -1072,6 +1093,11 @@ impl Node {
 
     pub fn dimse_port(&self) -> u16 {
         self.dimse_port
+    }
+
+    /// The DIMSE TLS listener's port (listening once the node has `--tls-cert`, `--tls-key`).
+    pub fn dimse_tls_port(&self) -> u16 {
+        self.dimse_tls_port
     }
 
     pub fn http_port(&self) -> u16 {
