@@ -307,6 +307,10 @@ pub fn store_status(result: &Result<Ingested, IngestError>) -> StoreOutcome {
         Err(IngestError::DoesNotMatch(why)) => {
             StoreOutcome::with_status(status::DATASET_DOES_NOT_MATCH_SOP_CLASS, why.clone())
         }
+        // PS3.4 B.2.3: A7xx Refused: Out of Resources (the node's size limit)
+        Err(IngestError::TooLarge(why)) => {
+            StoreOutcome::with_status(status::OUT_OF_RESOURCES, why.clone())
+        }
         Err(IngestError::Storage(e)) => {
             StoreOutcome::with_status(status::OUT_OF_RESOURCES, format!("storage: {e}"))
         }

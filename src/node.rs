@@ -146,11 +146,10 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         storage = storage.describe(),
         "archive opened"
     );
-    let ingest = Arc::new(Ingest::new(
-        index.clone(),
-        storage.clone(),
-        settings.duplicate_policy,
-    ));
+    let ingest = Arc::new(
+        Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy)
+            .with_max_instance_bytes(settings.max_instance_bytes),
+    );
     let auth = crate::auth::NodeAuth::open(index.clone(), settings.auth.clone()).await?;
     let http_ip = http_bind(&settings, auth.configured().await)?;
     auth.prefetch_provider_keys().await;

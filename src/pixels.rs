@@ -227,22 +227,35 @@ impl ImageInfo {
     }
 
     /// Size in bits of one frame of native pixel data (YBR_FULL_422 is stored subsampled).
-    fn native_frame_bits(&self) -> u64 {
-        let pixels = u64::from(self.rows) * u64::from(self.columns);
+    /// The values come from the data set: the arithmetic is checked.
+    fn native_frame_bits(&self) -> Result<u64, PixelError> {
+        let pixels = u64::from(self.rows).checked_mul(u64::from(self.columns));
         let samples = if self.photometric == "YBR_FULL_422" && self.samples_per_pixel == 3 {
-            pixels * 2
+            pixels.and_then(|p| p.checked_mul(2))
         } else {
-            pixels * u64::from(self.samples_per_pixel)
+            pixels.and_then(|p| p.checked_mul(u64::from(self.samples_per_pixel)))
         };
-        samples * u64::from(self.bits_allocated)
+        samples
+            .and_then(|s| s.checked_mul(u64::from(self.bits_allocated)))
+            .ok_or_else(|| self.too_large())
     }
 
-    /// Size in bytes of one frame as decoders deliver it (all samples, interleaved).
-    fn decoded_frame_len(&self) -> usize {
-        self.rows as usize
-            * self.columns as usize
-            * self.samples_per_pixel as usize
-            * self.bits_allocated.div_ceil(8) as usize
+    /// Size in bytes of one frame as decoders deliver it (all samples, interleaved): refused
+    /// past [`MAX_FRAME_BYTES`], before a decoder allocates it.
+    fn decoded_frame_len(&self) -> Result<usize, PixelError> {
+        (self.rows as usize)
+            .checked_mul(self.columns as usize)
+            .and_then(|n| n.checked_mul(self.samples_per_pixel as usize))
+            .and_then(|n| n.checked_mul(self.bits_allocated.div_ceil(8) as usize))
+            .filter(|n| *n <= MAX_FRAME_BYTES)
+            .ok_or_else(|| self.too_large())
+    }
+
+    fn too_large(&self) -> PixelError {
+        PixelError::Decode(format!(
+            "a frame of {} x {} x {} samples of {} bits is larger than {MAX_FRAME_BYTES} bytes",
+            self.rows, self.columns, self.samples_per_pixel, self.bits_allocated
+        ))
     }
 
     /// 0-based index of the 1-based `frame`.
@@ -591,12 +604,17 @@ pub fn decode_frame(part10: &[u8], frame: u32) -> Result<Vec<u8>, PixelError> {
     })
 }
 
+/// The largest decoded frame: Rows and Columns from a data set (up to 65535 each) must not
+/// make a decoder allocate gigabytes for a frame of a few bytes.
+pub const MAX_FRAME_BYTES: usize = 1 << 30;
+
 /// Frame `index` (0-based) as native little-endian bytes (see [`decode_frame`]).
 fn decode_frame_bytes(
     obj: &DefaultDicomObject,
     info: &ImageInfo,
     index: u32,
 ) -> Result<Vec<u8>, PixelError> {
+    let expected = info.decoded_frame_len()?;
     if !is_encapsulated(obj) {
         let data = native_pixel_bytes(obj)?;
         return native_frame(&data, info, index);
@@ -613,7 +631,6 @@ fn decode_frame_bytes(
             .map_err(decode_err)?
             .into_data()
     };
-    let expected = info.decoded_frame_len();
     if data.len() < expected {
         return Err(PixelError::Decode(format!(
             "frame {} decoded to {} bytes, {expected} expected",
@@ -627,9 +644,11 @@ fn decode_frame_bytes(
 
 /// Cuts frame `index` (0-based) out of native pixel data.
 fn native_frame(data: &[u8], info: &ImageInfo, index: u32) -> Result<Vec<u8>, PixelError> {
-    let frame_bits = info.native_frame_bits();
-    let start_bit = frame_bits * u64::from(index);
-    let end_bit = start_bit + frame_bits;
+    let frame_bits = info.native_frame_bits()?;
+    let end_bit = frame_bits
+        .checked_mul(u64::from(index) + 1)
+        .ok_or_else(|| info.too_large())?;
+    let start_bit = end_bit - frame_bits;
     if end_bit.div_ceil(8) > data.len() as u64 {
         return Err(PixelError::Decode(format!(
             "Pixel Data holds {} bytes, too few for frame {} of {}",

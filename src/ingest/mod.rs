@@ -164,6 +164,10 @@ pub enum IngestError {
     CannotUnderstand(String),
     #[error("data set does not match SOP class: {0}")]
     DoesNotMatch(String),
+    /// Over the node's maximum instance size (`--max-instance-mb`), or a deflated data set
+    /// that inflates past it: nothing was stored.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("index: {0}")]
@@ -174,6 +178,8 @@ pub struct Ingest {
     index: Arc<dyn Index>,
     storage: Storage,
     policy: DuplicatePolicy,
+    /// Largest instance taken, and what a deflated data set may inflate to.
+    max_instance_bytes: u64,
 }
 
 /// Implementation Class UID written into the file meta of stored objects ("2.25." + a UUID as
@@ -190,7 +196,15 @@ impl Ingest {
             index,
             storage,
             policy,
+            max_instance_bytes: u64::MAX,
         }
+    }
+
+    /// The largest instance taken (`--max-instance-mb`): a larger one, or a deflated data set
+    /// inflating past it, is refused with [`IngestError::TooLarge`] before anything is stored.
+    pub fn with_max_instance_bytes(mut self, max: u64) -> Self {
+        self.max_instance_bytes = max;
+        self
     }
 
     pub fn index(&self) -> &Arc<dyn Index> {
@@ -207,6 +221,20 @@ impl Ingest {
         let sop_class = Uid::parse(&incoming.sop_class_uid)
             .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?
             .to_string();
+        let received = match &incoming.data {
+            IncomingData::Dataset(fragments) => fragments.iter().map(|f| f.len() as u64).sum(),
+            IncomingData::DatasetFile(path) => std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?,
+            IncomingData::Part10 { bytes, .. } => bytes.len() as u64,
+        };
+        if received > self.max_instance_bytes {
+            return Err(IngestError::TooLarge(format!(
+                "instance of {received} bytes is larger than this node's limit of {} bytes",
+                self.max_instance_bytes
+            )));
+        }
+        let max_inflated = self.max_instance_bytes;
         let (prefix, dataset_offset) = match &incoming.data {
             IncomingData::Part10 { dataset_offset, .. } => (Vec::new(), *dataset_offset),
             _ => {
@@ -222,7 +250,7 @@ impl Ingest {
         let incoming_expected_study = incoming.expected_study.clone();
         let ts = incoming.transfer_syntax_uid.clone();
         let (analysed, data) = tokio::task::spawn_blocking(move || {
-            let analysed = analyse(&prefix, &incoming.data, &ts, dataset_offset);
+            let analysed = analyse(&prefix, &incoming.data, &ts, dataset_offset, max_inflated);
             (analysed.map(|a| (a, prefix)), incoming.data)
         })
         .await
@@ -428,26 +456,55 @@ fn analyse(
     data: &IncomingData,
     transfer_syntax_uid: &str,
     dataset_offset: u64,
+    max_inflated: u64,
 ) -> Result<parse::Parsed, IngestError> {
     let unreadable = |e: std::io::Error| IngestError::CannotUnderstand(e.to_string());
     let parsed = if transfer_syntax_uid == DEFLATED_EXPLICIT_VR_LE {
         match data {
-            IncomingData::Dataset(fragments) => {
-                parse::parse_deflated(FragmentsReader::new(fragments), transfer_syntax_uid)
-            }
+            IncomingData::Dataset(fragments) => parse::parse_deflated(
+                FragmentsReader::new(fragments),
+                transfer_syntax_uid,
+                max_inflated,
+            ),
             IncomingData::DatasetFile(path) => parse::parse_deflated(
                 std::io::BufReader::new(std::fs::File::open(path).map_err(unreadable)?),
                 transfer_syntax_uid,
+                max_inflated,
             ),
             IncomingData::Part10 {
                 bytes,
                 dataset_offset,
-            } => parse::parse_deflated(&bytes[*dataset_offset as usize..], transfer_syntax_uid),
+            } => {
+                let deflated = usize::try_from(*dataset_offset)
+                    .ok()
+                    .and_then(|offset| bytes.get(offset..))
+                    .ok_or_else(|| {
+                        IngestError::CannotUnderstand("data set offset past the end".into())
+                    })?;
+                parse::parse_deflated(deflated, transfer_syntax_uid, max_inflated)
+            }
         }
     } else {
-        parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?)
+        // sequences nested past the limit are refused before the (recursive) parser sees them
+        let mut reader = part10_reader(prefix, data).map_err(unreadable)?;
+        reader
+            .seek(SeekFrom::Start(dataset_offset))
+            .map_err(unreadable)?;
+        parse::check_nesting(
+            std::io::BufReader::with_capacity(16 * 1024, reader),
+            transfer_syntax_uid,
+        )
+        .and_then(|()| {
+            parse::parse_part10(
+                part10_reader(prefix, data)
+                    .map_err(|e| parse::ParseError::Unreadable(e.to_string()))?,
+            )
+        })
     };
-    let mut parsed = parsed.map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
+    let mut parsed = parsed.map_err(|e| match e {
+        parse::ParseError::TooLarge(why) => IngestError::TooLarge(why),
+        other => IngestError::CannotUnderstand(other.to_string()),
+    })?;
     let rec = &mut parsed.record;
 
     // SHA-256 and size of exactly the bytes that will be stored.

@@ -27,6 +27,9 @@ pub enum ParseError {
     Unreadable(String),
     #[error("data set truncated: {0}")]
     Truncated(String),
+    /// Larger than the node's limit (a deflated data set that inflates past it).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// Attributes and metadata read from the object, before storage fields are filled in.
@@ -94,15 +97,27 @@ pub fn parse_part10<R: Read + Seek>(source: R) -> Result<Parsed, ParseError> {
 
 /// Parses a Deflated Explicit VR Little Endian data set (PS3.5 A.5: raw deflate of an Explicit
 /// VR Little Endian data set), given without its file meta group. The inflated data set is held
-/// in memory: this transfer syntax is used for small non-image objects in practice.
+/// in memory: this transfer syntax is used for small non-image objects in practice. It may not
+/// inflate past `max_inflated` bytes (a few KiB of deflate can stand for gigabytes).
 pub fn parse_deflated<R: Read>(
     deflated: R,
     transfer_syntax_uid: &str,
+    max_inflated: u64,
 ) -> Result<Parsed, ParseError> {
     let mut inflated = Vec::new();
     flate2::read::DeflateDecoder::new(deflated)
+        .take(max_inflated.saturating_add(1))
         .read_to_end(&mut inflated)
         .map_err(|e| ParseError::Unreadable(format!("cannot inflate the data set: {e}")))?;
+    if inflated.len() as u64 > max_inflated {
+        return Err(ParseError::TooLarge(format!(
+            "the deflated data set inflates past this node's limit of {max_inflated} bytes"
+        )));
+    }
+    check_nesting(
+        std::io::Cursor::new(&inflated[..]),
+        dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
+    )?;
     let mut collector = DicomCollectorOptions::new()
         .read_preamble(ReadPreamble::Never)
         .expected_ts(dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN)
@@ -112,6 +127,22 @@ pub fn parse_deflated<R: Read>(
         .read_dataset_up_to_pixeldata(&mut obj)
         .map_err(|e| ParseError::Unreadable(e.to_string()))?;
     parsed_from(obj, transfer_syntax_uid.to_string())
+}
+
+/// Refuses a data set whose sequences nest deeper than
+/// [`pacs_dimse::nesting::MAX_SEQUENCE_DEPTH`], before anything parses it (the parsers recurse
+/// per level). `source` is at the start of the data set.
+pub fn check_nesting<R: Read + Seek>(
+    source: R,
+    transfer_syntax_uid: &str,
+) -> Result<(), ParseError> {
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax_uid)
+        .ok_or_else(|| {
+            ParseError::Unreadable(format!("unknown transfer syntax {transfer_syntax_uid}"))
+        })?;
+    pacs_dimse::nesting::check_sequence_depth(source, ts, pacs_dimse::nesting::MAX_SEQUENCE_DEPTH)
+        .map_err(|e| ParseError::Unreadable(e.to_string()))
 }
 
 fn tag_u32(t: Tag) -> u32 {
@@ -148,9 +179,11 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
     let bits_allocated = record.bits_allocated;
     let samples = int(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
     let native_frame_length = match (record.rows, record.columns, bits_allocated) {
-        (Some(r), Some(c), Some(b)) if b > 0 && b % 8 == 0 && r > 0 && c > 0 => {
-            Some(r as u64 * c as u64 * samples.max(1) as u64 * (b / 8) as u64)
-        }
+        // values from the data set: checked, a product that does not fit is no frame length
+        (Some(r), Some(c), Some(b)) if b > 0 && b % 8 == 0 && r > 0 && c > 0 => (r as u64)
+            .checked_mul(c as u64)
+            .and_then(|n| n.checked_mul(samples.max(1) as u64))
+            .and_then(|n| n.checked_mul((b / 8) as u64)),
         _ => None,
     };
     Ok(Parsed {
@@ -235,7 +268,7 @@ pub fn locate_pixel_data<R: Read>(
     let err = |e: dicom_parser::stateful::decode::Error| ParseError::Unreadable(e.to_string());
     let mut decoder = StatefulDecoder::new_with_ts(source, ts, dataset_offset).map_err(err)?;
     let fits = |start: u64, len: u32| -> Result<(), ParseError> {
-        if start + len as u64 > total_len {
+        if start.saturating_add(len as u64) > total_len {
             Err(ParseError::Truncated(format!(
                 "a value of {len} bytes at offset {start} ends past the end of the data ({total_len} bytes)"
             )))
@@ -306,7 +339,7 @@ fn read_fragments<D: StatefulDecode>(
                     ));
                 }
                 let start = decoder.position();
-                if start + len.0 as u64 > total_len {
+                if start.saturating_add(len.0 as u64) > total_len {
                     return Err(ParseError::Truncated(format!(
                         "pixel data fragment of {} bytes at offset {start} ends past the end of the data",
                         len.0
@@ -364,12 +397,21 @@ fn skip_undefined_sequence<D: StatefulDecode>(decoder: &mut D) -> Result<(), Par
     }
 }
 
+/// Most frames indexed per instance; beyond, frames are served by decoding the object (a frame
+/// count from the data set must not size an allocation by itself).
+pub const MAX_INDEXED_FRAMES: u32 = 1 << 20;
+
 /// Byte ranges of each frame: `frames[i]` lists the ranges whose concatenation is frame i+1.
+/// Empty when the data set's values do not describe the pixel data (the arithmetic is checked:
+/// values that overflow describe nothing).
 pub fn frame_ranges(
     pixel: &PixelDataLocation,
     number_of_frames: u32,
     frame_length_native: Option<u64>,
 ) -> Vec<Vec<(u64, u64)>> {
+    if number_of_frames > MAX_INDEXED_FRAMES {
+        return Vec::new();
+    }
     let n = number_of_frames.max(1) as usize;
     if let Some((start, len)) = pixel.native {
         let Some(frame_len) = frame_length_native.filter(|l| *l > 0) else {
@@ -379,9 +421,10 @@ pub fn frame_ranges(
                 Vec::new()
             };
         };
-        if frame_len * n as u64 > len {
+        if frame_len.checked_mul(n as u64).is_none_or(|all| all > len) {
             return Vec::new();
         }
+        // start + n * frame_len <= start + len: no step below can overflow
         return (0..n as u64)
             .map(|i| vec![(start + i * frame_len, frame_len)])
             .collect();
@@ -402,10 +445,15 @@ pub fn frame_ranges(
     if bot.len() != n {
         return Vec::new();
     }
-    let base = fragments[0].0 - 8;
+    // each fragment's value follows its 8-byte item header
+    let Some(base) = fragments[0].0.checked_sub(8) else {
+        return Vec::new();
+    };
     let mut frames: Vec<Vec<(u64, u64)>> = vec![Vec::new(); n];
     for &(start, len) in fragments {
-        let item_offset = start - 8 - base;
+        let Some(item_offset) = start.checked_sub(8).and_then(|s| s.checked_sub(base)) else {
+            return Vec::new();
+        };
         let frame = bot
             .iter()
             .rposition(|&o| o as u64 <= item_offset)
@@ -443,6 +491,16 @@ mod tests {
             vec![vec![(1000, 100)], vec![(1100, 100)], vec![(1200, 100)]]
         );
         assert!(frame_ranges(&px, 4, Some(100)).is_empty());
+        // values that overflow describe nothing (rather than wrap into a small length)
+        assert!(frame_ranges(&px, 3, Some(u64::MAX / 2)).is_empty());
+        assert!(frame_ranges(&px, MAX_INDEXED_FRAMES + 1, Some(1)).is_empty());
+    }
+
+    #[test]
+    fn fragments_before_their_item_header_describe_nothing() {
+        // a fragment "starting" at 4 cannot follow an 8-byte item header
+        let px = location(vec![(4, 10), (30, 4), (50, 6)], vec![0, 30]);
+        assert!(frame_ranges(&px, 2, None).is_empty());
     }
 
     #[test]

@@ -887,3 +887,37 @@ fn errors_are_reported_readably() {
         Err(PixelError::InvalidArgument(_))
     ));
 }
+
+/// Rows, Columns, Samples per Pixel and Number of Frames come from the data set: frame sizes
+/// and offsets computed from them are checked, never wrapped, and a frame too large to decode
+/// is refused before a decoder allocates it.
+#[test]
+fn frame_arithmetic_on_hostile_values_is_checked() {
+    let info = ImageInfo {
+        rows: 65535,
+        columns: 65535,
+        samples_per_pixel: 3,
+        bits_allocated: 32,
+        frames: u32::MAX,
+        photometric: "RGB".into(),
+        planar: false,
+    };
+    assert!(info.decoded_frame_len().is_err());
+    // frame_bits x index overflows u64: an error, not a wrapped offset into the data
+    assert!(native_frame(&[0u8; 64], &info, u32::MAX - 1).is_err());
+    let small = ImageInfo {
+        rows: 2,
+        columns: 2,
+        samples_per_pixel: 1,
+        bits_allocated: 8,
+        frames: 4,
+        photometric: "MONOCHROME2".into(),
+        planar: false,
+    };
+    assert_eq!(small.decoded_frame_len().unwrap(), 4);
+    assert_eq!(
+        native_frame(&[1, 2, 3, 4, 5, 6, 7, 8], &small, 1).unwrap(),
+        [5, 6, 7, 8]
+    );
+    assert!(native_frame(&[1, 2, 3, 4, 5, 6, 7, 8], &small, 2).is_err());
+}

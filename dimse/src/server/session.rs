@@ -545,6 +545,13 @@ pub(super) fn read_identifier(
     match dataset {
         Some(ReceivedDataset::Memory(fragments)) => {
             let bytes: Vec<u8> = fragments.concat();
+            // dicom-object builds sequences by recursion: bound the nesting first
+            crate::nesting::check_sequence_depth(
+                std::io::Cursor::new(&bytes[..]),
+                ts,
+                crate::nesting::MAX_SEQUENCE_DEPTH,
+            )
+            .map_err(|e| format!("unreadable identifier: {e}"))?;
             dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
                 .map_err(|e| format!("unreadable identifier: {e}"))
         }
