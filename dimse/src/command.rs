@@ -106,6 +106,13 @@ fn trim_uid(s: &str) -> String {
 
 impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
+        // the parser recurses per sequence level: a command set has no business nesting any
+        crate::nesting::check_sequence_depth(
+            std::io::Cursor::new(bytes),
+            &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            crate::nesting::MAX_SEQUENCE_DEPTH,
+        )
+        .map_err(|e| CommandError::Parse(e.to_string()))?;
         let obj =
             InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
                 .map_err(|e| CommandError::Parse(e.to_string()))?;
@@ -345,6 +352,28 @@ fn encode_with_group_length(obj: &InMemDicomObject) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command set (Implicit VR LE) nesting sequences 50 000 deep: a recursive parser would
+    /// overflow its stack (this was reachable from any peer); it is refused instead.
+    #[test]
+    fn a_deeply_nested_command_set_is_refused() {
+        let mut bytes = Vec::new();
+        for _ in 0..50_000 {
+            // (0040,A730) Content Sequence, undefined length; an item of undefined length
+            bytes.extend_from_slice(&[0x40, 0x00, 0x30, 0xA7, 0xFF, 0xFF, 0xFF, 0xFF]);
+            bytes.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        let error = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Command::decode(&bytes).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("no stack overflow");
+        assert!(
+            matches!(&error, Err(CommandError::Parse(m)) if m.contains("nested deeper")),
+            "{error:?}"
+        );
+    }
 
     #[test]
     fn response_round_trips_through_decoder() {

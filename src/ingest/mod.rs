@@ -592,15 +592,21 @@ impl Read for FragmentsReader<'_> {
         if self.pos >= self.len || buf.is_empty() {
             return Ok(0);
         }
-        // the fragment holding `pos`
-        let i = match self.starts.binary_search(&self.pos) {
-            Ok(i) => i,
-            Err(i) => i - 1,
+        // the fragment holding `pos`: the last one starting at or before it (empty fragments,
+        // which P-DATA may carry, start where the next one does and hold nothing)
+        let i = self
+            .starts
+            .partition_point(|start| *start <= self.pos)
+            .saturating_sub(1);
+        let (Some(fragment), Some(start)) = (self.fragments.get(i), self.starts.get(i)) else {
+            return Ok(0);
         };
-        let fragment = &self.fragments[i];
-        let offset = (self.pos - self.starts[i]) as usize;
-        let n = buf.len().min(fragment.len() - offset);
-        buf[..n].copy_from_slice(&fragment[offset..offset + n]);
+        let rest = usize::try_from(self.pos - start)
+            .ok()
+            .and_then(|offset| fragment.get(offset..))
+            .unwrap_or_default();
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
         self.pos += n as u64;
         Ok(n)
     }
@@ -712,6 +718,23 @@ mod tests {
         assert_eq!(&one, b"c");
         assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), 6);
         assert_eq!(r.read(&mut one).unwrap(), 0);
+        // empty fragments anywhere (a peer may send empty PDVs) are no end of data
+        let fragments: Vec<Bytes> = ["", "ab", "", "", "cd", "", "e", ""]
+            .iter()
+            .map(|s| Bytes::from(*s))
+            .collect();
+        let mut s = String::new();
+        FragmentsReader::new(&fragments)
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "abcde");
+        for at in 0..5u64 {
+            let mut r = FragmentsReader::new(&fragments);
+            r.seek(SeekFrom::Start(at)).unwrap();
+            let mut rest = String::new();
+            r.read_to_string(&mut rest).unwrap();
+            assert_eq!(rest, &"abcde"[at as usize..], "from {at}");
+        }
     }
 
     #[test]

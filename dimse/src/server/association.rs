@@ -409,28 +409,36 @@ fn offered_identity(identity: &UserIdentity, raw: &[u8]) -> OfferedIdentity {
 }
 
 /// The User-Identity-Type and Positive-response-requested fields of the first User Identity
-/// sub-item (58H) in the User Information item (50H) of a raw A-ASSOCIATE-RQ.
+/// sub-item (58H) in the User Information item (50H) of a raw A-ASSOCIATE-RQ. Every access is
+/// checked: the bytes are the peer's.
 fn raw_identity_type(pdu: &[u8]) -> Option<(u8, bool)> {
     // PDU header (6) and the fixed fields (PS3.8 Table 9-11: 68 bytes) before the items
     let mut items = pdu.get(74..)?;
-    while items.len() >= 4 {
-        let length = u16::from_be_bytes([items[2], items[3]]) as usize;
-        let value = items.get(4..4 + length)?;
-        if items[0] == 0x50 {
+    while let Some((kind, value, rest)) = next_item(items) {
+        if kind == 0x50 {
             let mut sub = value;
-            while sub.len() >= 4 {
-                let length = u16::from_be_bytes([sub[2], sub[3]]) as usize;
-                let value = sub.get(4..4 + length)?;
-                if sub[0] == 0x58 && value.len() >= 2 {
-                    return Some((value[0], value[1] == 1));
+            while let Some((kind, value, rest)) = next_item(sub) {
+                if kind == 0x58 {
+                    let (identity_type, positive) = (value.first()?, value.get(1)?);
+                    return Some((*identity_type, *positive == 1));
                 }
-                sub = &sub[4 + length..];
+                sub = rest;
             }
             return None;
         }
-        items = &items[4 + length..];
+        items = rest;
     }
     None
+}
+
+/// The first item of `bytes` (PS3.8 9.3.2: type, reserved, 2-byte length, value): its type,
+/// its value and what follows it; None when no whole item is there.
+fn next_item(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&kind, header) = bytes.split_first()?;
+    let length = u16::from_be_bytes([*header.get(1)?, *header.get(2)?]) as usize;
+    let value = bytes.get(4..4 + length)?;
+    let rest = bytes.get(4 + length..)?;
+    Some((kind, value, rest))
 }
 
 /// An established association, as the acceptor sees it.
