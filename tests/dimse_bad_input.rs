@@ -510,3 +510,232 @@ async fn a_store_that_cannot_write_gets_out_of_resources(backend: Backend) {
     assert_healthy(&node, &expected).await;
 }
 both_backends!(a_store_that_cannot_write_gets_out_of_resources);
+
+// ---- Limits (issue 12): instance size, deflate, nesting, associations per address ----
+
+/// A C-STORE over `--max-instance-mb` (here past the 32 MiB spill threshold, so a spill file
+/// was started) is discarded as it arrives and answered A700 with the limit; the association
+/// goes on, and the next instance on it is stored. Nothing of the refused one is kept.
+async fn an_instance_over_the_limit_is_refused_and_the_association_goes_on(backend: Backend) {
+    let node = Node::start_with(NodeOptions::new(backend).arg("--max-instance-mb").arg("34"));
+    let mut expected = seed(&node).await;
+    let port = node.dimse_port();
+    let small_sop = run_blocking(move || {
+        let mut assoc = raw_client::associate(port, "BIG", "PACS", CT_IMAGE_STORAGE).unwrap();
+        let (sop, mut data) = new_ct("7001");
+        data.resize(36 << 20, 0);
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, &sop, 1),
+            &data,
+        );
+        let (status, comment) = raw_client::read_response(&mut assoc);
+        assert_eq!(status, 0xA700, "{comment:?}");
+        let comment = comment.unwrap_or_default();
+        assert!(comment.contains(&(34u64 << 20).to_string()), "{comment}");
+        // the same association, a normal instance
+        let (small, data) = new_ct("7002");
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, &small, 2),
+            &data,
+        );
+        assert_eq!(raw_client::read_status(&mut assoc), 0x0000);
+        assoc.release().unwrap();
+        small
+    })
+    .await;
+    expected.insert(small_sop);
+    assert_healthy(&node, &expected).await;
+    assert!(node
+        .log()
+        .contains("data set over the limit refused (A700)"));
+}
+both_backends!(an_instance_over_the_limit_is_refused_and_the_association_goes_on);
+
+/// Deflated Explicit VR Little Endian that inflates past the limit (a few KiB standing for
+/// 8 MiB) is refused with A700 (PS3.4 B.2.3, Out of Resources) before it is inflated whole;
+/// sequences nested past 32 levels get C000 (Cannot Understand). Nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deflate_bomb_and_deep_nesting_are_refused() {
+    let node = Node::start_with(NodeOptions::new(Backend::Sqlite).arg("--max-instance-mb=4"));
+    let expected = seed(&node).await;
+    let port = node.dimse_port();
+    run_blocking(move || {
+        use std::io::Write;
+        let (sop, mut data) = new_ct("7101");
+        // 8 MiB of zeros after the data set: deflate makes a few KiB of them
+        data.resize(data.len() + (8 << 20), 0);
+        let mut deflated =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        deflated.write_all(&data).unwrap();
+        let deflated = deflated.finish().unwrap();
+        assert!(deflated.len() < 1 << 20, "{}", deflated.len());
+        let mut assoc = raw_client::associate_with(
+            port,
+            "BOMB",
+            CT_IMAGE_STORAGE,
+            uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        )
+        .unwrap();
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, &sop, 1),
+            &deflated,
+        );
+        let (status, comment) = raw_client::read_response(&mut assoc);
+        assert_eq!(status, 0xA700, "{comment:?}");
+        assert!(comment.unwrap_or_default().contains("inflates past"));
+        assoc.release().unwrap();
+
+        // 40 nested sequences inside an otherwise good CT
+        let mut assoc = raw_client::associate(port, "DEEP", "PACS", CT_IMAGE_STORAGE).unwrap();
+        let mut obj = ct_small().into_inner();
+        let sop = "1.2.826.0.1.3680043.8.498.1.7102";
+        obj.put(DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop),
+        ));
+        let mut inner = dicom_object::InMemDicomObject::new_empty();
+        for _ in 0..40 {
+            inner = dicom_object::InMemDicomObject::from_element_iter([DataElement::new(
+                tags::CONCEPT_NAME_CODE_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![inner]),
+            )]);
+        }
+        obj.put(DataElement::new(
+            tags::REFERENCED_IMAGE_SEQUENCE,
+            VR::SQ,
+            dicom_core::value::DataSetSequence::from(vec![inner]),
+        ));
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, sop, 1),
+            &raw_client::dataset_bytes(&obj),
+        );
+        let (status, comment) = raw_client::read_response(&mut assoc);
+        assert_eq!(status, 0xC000, "{comment:?}");
+        assert!(comment
+            .unwrap_or_default()
+            .contains("nested deeper than 32"));
+        assoc.release().unwrap();
+    })
+    .await;
+    assert_healthy(&node, &expected).await;
+}
+
+/// C-ECHO with pynetdicom from `source` (a loopback address): the status, or None when the
+/// association was refused.
+fn pynetdicom_echo_from(port: u16, source: &str) -> Option<u16> {
+    let script = format!(
+        "from pynetdicom import AE\n\
+         ae = AE(ae_title='OTHERHOST')\n\
+         ae.add_requested_context('1.2.840.10008.1.1')\n\
+         a = ae.associate('127.0.0.1', {port}, ae_title='PACS', bind_address=('{source}', 0))\n\
+         print(a.send_c_echo().Status if a.is_established else 'refused')\n\
+         a.is_established and a.release()\n"
+    );
+    let out = support::python_stdout(["-c", script.as_str()]);
+    String::from_utf8_lossy(&out).trim().parse().ok()
+}
+
+/// `--max-associations-per-host`: one address holding its share gets A-ASSOCIATE-RJ
+/// (transient, local limit exceeded) for more, while another address is served; and while one
+/// peer sends a large C-STORE slowly and knocks again and again, another peer's C-ECHO
+/// answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_association() {
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--max-associations-per-host")
+            .arg("3"),
+    );
+    let expected = seed(&node).await;
+    let port = node.dimse_port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // the slow sender holds one association, sending 16 KiB every 20 ms
+    let slow = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut assoc = raw_client::associate(port, "SLOW", "PACS", CT_IMAGE_STORAGE).unwrap();
+            let (sop, _) = new_ct("7201");
+            let pc = assoc.presentation_contexts()[0].id;
+            let pdv = |kind, last, data| dicom_ul::Pdu::PData {
+                data: vec![dicom_ul::pdu::PDataValue {
+                    presentation_context_id: pc,
+                    value_type: kind,
+                    is_last: last,
+                    data,
+                }],
+            };
+            let command = raw_client::store_command(CT_IMAGE_STORAGE, &sop, 1);
+            assoc
+                .send(&pdv(dicom_ul::pdu::PDataValueType::Command, true, command))
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let chunk = vec![0u8; 16 * 1024];
+                if assoc
+                    .send(&pdv(dicom_ul::pdu::PDataValueType::Data, false, chunk))
+                    .is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = assoc.abort();
+        })
+    };
+    let (held, refused) = run_blocking(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        // two more from 127.0.0.1 reach the share of 3
+        let held: Vec<_> = (0..2)
+            .map(|_| raw_client::associate(port, "GREEDY", "PACS", CT_IMAGE_STORAGE).unwrap())
+            .collect();
+        // and every further one is refused
+        let refused: Vec<_> = (0..5)
+            .map(|_| {
+                raw_client::rejection(&raw_client::associate(
+                    port,
+                    "GREEDY",
+                    "PACS",
+                    CT_IMAGE_STORAGE,
+                ))
+            })
+            .collect();
+        (held, refused)
+    })
+    .await;
+    for rj in &refused {
+        let rj = rj.as_ref().expect("refused with an A-ASSOCIATE-RJ");
+        assert_eq!(rj.result, AssociationRJResult::Transient);
+        assert_eq!(
+            rj.source,
+            AssociationRJSource::ServiceProviderPresentation(
+                AssociationRJServiceProviderPresentationReason::LocalLimitExceeded
+            )
+        );
+    }
+    // another address is answered, promptly, meanwhile
+    let started = std::time::Instant::now();
+    let status = run_blocking(move || pynetdicom_echo_from(port, "127.0.0.2")).await;
+    assert_eq!(status, Some(0), "{}", node.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // a share given back can be taken again
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = run_blocking(move || {
+        raw_client::associate(port, "GREEDY", "PACS", CT_IMAGE_STORAGE).map(|a| a.release())
+    })
+    .await;
+    assert!(again.is_ok(), "{again:?}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.join().unwrap();
+    assert_healthy(&node, &expected).await;
+    assert!(node.log().contains("too many concurrent associations"));
+}

@@ -230,7 +230,7 @@ impl Ingest {
         };
         if received > self.max_instance_bytes {
             return Err(IngestError::TooLarge(format!(
-                "instance of {received} bytes is larger than this node's limit of {} bytes",
+                "instance larger than the limit of {} bytes",
                 self.max_instance_bytes
             )));
         }

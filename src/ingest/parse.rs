@@ -111,7 +111,7 @@ pub fn parse_deflated<R: Read>(
         .map_err(|e| ParseError::Unreadable(format!("cannot inflate the data set: {e}")))?;
     if inflated.len() as u64 > max_inflated {
         return Err(ParseError::TooLarge(format!(
-            "the deflated data set inflates past this node's limit of {max_inflated} bytes"
+            "deflated data set inflates past the limit of {max_inflated} bytes"
         )));
     }
     check_nesting(

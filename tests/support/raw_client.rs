@@ -112,6 +112,43 @@ pub fn send_store(assoc: &mut Assoc, command: Vec<u8>, data: &[u8]) {
     }
 }
 
+/// Reads the next response and returns its Status (0000,0900) and Error Comment (0000,0902).
+pub fn read_response(assoc: &mut Assoc) -> (u16, Option<String>) {
+    match assoc.receive().expect("receive response") {
+        Pdu::PData { data } => {
+            let bytes: Vec<u8> = data.into_iter().flat_map(|v| v.data).collect();
+            let obj = InMemDicomObject::read_dataset_with_ts(
+                &bytes[..],
+                &IMPLICIT_VR_LITTLE_ENDIAN.erased(),
+            )
+            .expect("parse response");
+            let status = obj.element(tags::STATUS).unwrap().to_int::<u16>().unwrap();
+            let comment = obj
+                .element_opt(tags::ERROR_COMMENT)
+                .ok()
+                .flatten()
+                .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()));
+            (status, comment)
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+/// Requests an association proposing `abstract_syntax` with only `transfer_syntax`.
+pub fn associate_with(
+    port: u16,
+    calling: &str,
+    abstract_syntax: &str,
+    transfer_syntax: &str,
+) -> Result<Assoc, dicom_ul::association::Error> {
+    ClientAssociationOptions::new()
+        .calling_ae_title(calling)
+        .called_ae_title("PACS")
+        .with_presentation_context(abstract_syntax, vec![transfer_syntax])
+        .read_timeout(Duration::from_secs(20))
+        .establish(("127.0.0.1", port))
+}
+
 /// Reads the next response and returns its Status (0000,0900).
 pub fn read_status(assoc: &mut Assoc) -> u16 {
     match assoc.receive().expect("receive response") {

@@ -277,9 +277,8 @@ impl Session {
             command.command_field | 0x8000,
             status::OUT_OF_RESOURCES,
         );
-        rsp.error_comment = Some(format!(
-            "data set of {len} bytes is larger than this node's limit of {limit} bytes"
-        ));
+        // Error Comment is LO: 64 characters
+        rsp.error_comment = Some(format!("data set larger than the limit of {limit} bytes"));
         self.send_response(association, pending.context_id, &rsp, None)
             .await
     }
