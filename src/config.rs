@@ -194,7 +194,7 @@ pub struct ServeArgs {
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "PACS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// DIMSE TLS port (PS3.15 B.1; 2762 is the registered dicom-tls port) [default: 2762].
+    /// DIMSE TLS port (PS3.15 Annex B; 2762 is the registered dicom-tls port) [default: 2762].
     #[arg(long, env = "PACS_DIMSE_TLS_PORT")]
     pub dimse_tls_port: Option<u16>,
     /// CA certificates (PEM): DIMSE TLS peers must present a certificate one of them signed

@@ -132,7 +132,7 @@ impl DimseService for NodeDimseService {
     ) -> Result<AssociationGrant, AssociationRefusal> {
         let ae = self.policy.find(&peer.calling_ae_title);
         // an AE marked `tls` is known only over TLS: on the plain port it is a stranger that
-        // uses its title (PS3.15 B.1: the secure transport is what its entry relies on)
+        // uses its title (PS3.15 Annex B: the secure transport is what its entry relies on)
         if ae.as_ref().is_some_and(|ae| ae.tls) && !peer.tls {
             warn!(calling = %peer.calling_ae_title, peer = %peer.address, "AE registered for TLS only called the plain DIMSE port");
             return Err(AssociationRefusal::CallingAeTitleNotRecognized);

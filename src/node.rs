@@ -33,7 +33,7 @@ pub enum NodeError {
     DimseTls(#[from] pacs_dimse::tls::TlsError),
 }
 
-/// DIMSE over TLS (PS3.15 B.1): the TLS listener, when the node has a certificate, and what
+/// DIMSE over TLS (PS3.15 Annex B): the TLS listener, when the node has a certificate, and what
 /// the node trusts and presents when it connects to an AE over TLS.
 pub fn dimse_tls(
     settings: &Settings,

@@ -152,7 +152,7 @@ async fn echo_on<S: Transport>(
     Ok(response.status.unwrap_or(status::PROCESSING_FAILURE))
 }
 
-/// An association the node requested: over TCP, or over TLS (PS3.15 B.1).
+/// An association the node requested: over TCP, or over TLS (PS3.15 Annex B).
 /// (Moved once, right after the association is established: its size does not matter.)
 #[allow(clippy::large_enum_variant)]
 enum Client {

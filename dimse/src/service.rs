@@ -10,7 +10,7 @@ pub struct AssociationPeer {
     pub calling_ae_title: String,
     pub called_ae_title: String,
     pub address: SocketAddr,
-    /// Whether the association runs over TLS (the DIMSE TLS listener, PS3.15 B.1).
+    /// Whether the association runs over TLS (the DIMSE TLS listener, PS3.15 Annex B).
     pub tls: bool,
 }
 
@@ -239,7 +239,7 @@ pub struct RemoteAe {
     pub ae_title: String,
     pub host: String,
     pub port: u16,
-    /// Connect to it over TLS (PS3.15 B.1); the host is the name its certificate must carry.
+    /// Connect to it over TLS (PS3.15 Annex B); the host is the name its certificate must carry.
     pub tls: bool,
 }
 

@@ -1,6 +1,5 @@
-//! DIMSE over TLS: the Basic TLS Secure Transport Connection Profile (PS3.15 B.1) with the
-//! protocol versions and cipher suites of BCP 195 (RFC 9325), i.e. TLS 1.2 and 1.3 only, with
-//! rustls on ring. Its cipher suites are all ECDHE key exchange with AEAD ciphers (AES-GCM,
+//! DIMSE over TLS: secure transport as PS3.15 Annex B has it, with the protocol versions and
+//! cipher suites of BCP 195 (RFC 9325), i.e. TLS 1.2 and 1.3 only, with rustls on ring. Its cipher suites are all ECDHE key exchange with AEAD ciphers (AES-GCM,
 //! ChaCha20-Poly1305), which is what RFC 9325 4.2 recommends; nothing weaker is compiled in.
 //!
 //! [`server_config`] is what the acceptor's TLS listener presents (optionally asking for a

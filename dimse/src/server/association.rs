@@ -8,7 +8,7 @@
 //! control hook is synchronous, can only refuse with service-user reasons, and never answers a
 //! User Identity sub-item (PS3.7 D.3.3.7). Who may associate is decided by the listener
 //! ([`super::listener`]); this module only knows the protocol. It is generic over the stream, so
-//! that TLS (PS3.15 B.1) only has to hand it another one.
+//! that TLS (PS3.15 Annex B) only has to hand it another one.
 
 use std::collections::HashSet;
 
@@ -46,7 +46,7 @@ impl Transport for tokio::net::TcpStream {
     }
 }
 
-/// The acceptor's TLS listener (PS3.15 B.1).
+/// The acceptor's TLS listener (PS3.15 Annex B).
 impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
         Some(self.get_ref().0)

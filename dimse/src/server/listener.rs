@@ -92,7 +92,7 @@ pub struct DimseConfig {
     pub move_associations: usize,
     /// Whether the plain TCP listener on `listen` runs (it can be switched off when TLS is on).
     pub plain: bool,
-    /// The TLS listener (PS3.15 B.1), when configured.
+    /// The TLS listener (PS3.15 Annex B), when configured.
     pub tls: Option<TlsListener>,
     /// What the node trusts and presents when it connects to an AE over TLS (C-MOVE
     /// destinations); None: such destinations fail.
