@@ -31,7 +31,9 @@ fn tls_node(site: &Site, dir: &Path, ca: &TestCa, extra: &[&str]) -> Node {
         .arg("--tls-cert")
         .arg(server.cert.to_string_lossy())
         .arg("--tls-key")
-        .arg(server.key.to_string_lossy());
+        .arg(server.key.to_string_lossy())
+        .arg("--dimse-tls-port")
+        .arg(crate::support::free_port().to_string());
     for a in extra {
         opts = opts.arg(*a);
     }
@@ -164,7 +166,9 @@ async fn certificate_reload_and_https_only() {
             .arg("--tls-cert")
             .arg(server.cert.to_string_lossy())
             .arg("--tls-key")
-            .arg(server.key.to_string_lossy()),
+            .arg(server.key.to_string_lossy())
+            .arg("--dimse-tls-port")
+            .arg(crate::support::free_port().to_string()),
     );
     let done = certs.path().join("replaced");
     let mut checker = Command::new(crate::support::python())
