@@ -9,6 +9,8 @@ import ssl
 import sys
 import time
 
+from latency_lib import fetch, pct
+
 port, runs, ca, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
 variants = {
@@ -17,27 +19,16 @@ variants = {
 }
 
 
-def fetch(conn):
-    conn.request("GET", path)
-    r = conn.getresponse()
-    body = r.read()
-    if r.status != 200:
-        raise SystemExit(f"GET {path}: {r.status} {body[:200]!r}")
-
-
-def pct(times, q):
-    times = sorted(times)
-    return times[min(len(times) - 1, int(len(times) * q))] * 1000
 
 
 times = {v: [] for v in variants}
 for conn in variants.values():
     for _ in range(5):
-        fetch(conn)
+        fetch(conn, path)
 for _ in range(runs):
     for v, conn in variants.items():
         t = time.perf_counter()
-        fetch(conn)
+        fetch(conn, path)
         times[v].append(time.perf_counter() - t)
 print(f"{'qido_study_list':18} {'scheme':8} {'p50_ms':>8} {'p95_ms':>8}")
 for v in variants:

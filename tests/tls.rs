@@ -24,6 +24,19 @@ fn curl(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `curl` trusting `ca`, presenting `client`'s certificate, for `url`.
+fn curl_as(ca: &str, client: &crate::support::certs::Issued, url: &str) -> (bool, String) {
+    curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        &client.cert.to_string_lossy(),
+        "--key",
+        &client.key.to_string_lossy(),
+        url,
+    ])
+}
+
 fn tls_node(site: &Site, dir: &Path, ca: &TestCa, extra: &[&str]) -> Node {
     let server = ca.server(dir, "pacs-node");
     let mut opts = site
@@ -85,38 +98,14 @@ async fn https_with_client_certificates() {
     );
 
     // the workstation's certificate is its identity
-    let (ok, answer) = curl(&[
-        "--cacert",
-        &cafile,
-        "--cert",
-        &workstation.cert.to_string_lossy(),
-        "--key",
-        &workstation.key.to_string_lossy(),
-        &format!("{https}/api/whoami"),
-    ]);
+    let (ok, answer) = curl_as(&cafile, &workstation, &format!("{https}/api/whoami"));
     assert!(ok, "{answer}");
     assert!(answer.contains("\"principal\":\"cert:ws-7\""), "{answer}");
     assert!(answer.contains("\"permissions\":[\"read\"]"), "{answer}");
-    let (_, answer) = curl(&[
-        "--cacert",
-        &cafile,
-        "--cert",
-        &workstation.cert.to_string_lossy(),
-        "--key",
-        &workstation.key.to_string_lossy(),
-        &format!("{https}/dicom-web/studies"),
-    ]);
+    let (_, answer) = curl_as(&cafile, &workstation, &format!("{https}/dicom-web/studies"));
     assert!(answer.contains(" 200"), "{answer}");
     // a certificate from another CA: the handshake fails
-    let (ok, answer) = curl(&[
-        "--cacert",
-        &cafile,
-        "--cert",
-        &stranger.cert.to_string_lossy(),
-        "--key",
-        &stranger.key.to_string_lossy(),
-        &format!("{https}/api/whoami"),
-    ]);
+    let (ok, answer) = curl_as(&cafile, &stranger, &format!("{https}/api/whoami"));
     assert!(!ok, "{answer}");
     // no certificate, no credential: 401, as over plain HTTP
     let (_, answer) = curl(&["--cacert", &cafile, &format!("{https}/dicom-web/studies")]);
