@@ -299,3 +299,74 @@ async fn postgres_over_tls_verify_full() {
         200
     );
 }
+
+/// A slowloris attack (many connections, each sending its request head a byte at a time):
+/// meanwhile QIDO from another client and a C-ECHO answer normally, and the attack's
+/// connections are closed by the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_does_not_starve_other_clients() {
+    use std::io::Write;
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--http-header-timeout-secs")
+            .arg("3")
+            .arg("--http-max-connections")
+            .arg("64"),
+    );
+    let port = node.http_port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (0..40)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut closed = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                        continue;
+                    };
+                    for b in b"GET /dicom-web/studies HTTP/1.1\r\nHost: x\r\nX-a: " {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || s.write_all(&[*b]).is_err()
+                        {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    // the head never ends: wait for the node to give up on it
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut sink = [0u8; 64];
+                    let _ = std::io::Read::read(&mut s, &mut sink);
+                    closed += 1;
+                }
+                closed
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            http_request(port, "GET", "/dicom-web/studies", &[], &[]).status,
+            200
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "QIDO took {:?}",
+            started.elapsed()
+        );
+        let echo = crate::support::echoscu(&node, "ECHOER");
+        assert!(
+            echo.status.success(),
+            "{}",
+            String::from_utf8_lossy(&echo.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let closed: usize = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert!(
+        closed >= 40,
+        "the header timeout closed {closed} slow connections"
+    );
+}
