@@ -82,6 +82,49 @@ pub struct ServeArgs {
     /// Lifetime of the login tokens of POST /api/login, in seconds [default: 1800].
     #[arg(long, env = "PACS_LOGIN_TOKEN_SECS")]
     pub login_token_secs: Option<u64>,
+    /// The node's certificate chain (PEM): with --tls-key, turns on HTTPS on the HTTP port and
+    /// the DIMSE TLS listener. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "PACS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "PACS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Port of the DIMSE TLS listener (PS3.15 Annex B) [default: 2762].
+    #[arg(long, env = "PACS_DIMSE_TLS_PORT")]
+    pub dimse_tls_port: Option<u16>,
+    /// CA bundle (PEM): DIMSE TLS peers must present a certificate it signed, and HTTPS
+    /// clients may authenticate with one.
+    #[arg(long, env = "PACS_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// CA bundle (PEM) the node trusts when it connects out over TLS; default: the system's
+    /// root certificates.
+    #[arg(long, env = "PACS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve plain DIMSE on --dimse-port (false: TLS only) [default: true].
+    #[arg(
+        long,
+        env = "PACS_PLAIN_DIMSE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub plain_dimse: Option<bool>,
+    /// Answer plain HTTP on the HTTP port besides HTTPS (false: HTTPS only) [default: true].
+    #[arg(
+        long,
+        env = "PACS_PLAIN_HTTP",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub plain_http: Option<bool>,
+    /// HTTP connections served at once [default: 1024].
+    #[arg(long, env = "PACS_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Seconds a client gets to send a request's headers, and to send its next request on a
+    /// kept-alive connection [default: 30].
+    #[arg(long, env = "PACS_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
     /// Directory for the embedded index, local objects and temporary files [default: ./data].
     #[arg(long, env = "PACS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -186,35 +229,7 @@ pub struct ServeArgs {
     /// Attempts of an AI job before it is dead, 1 to 100 [default: 3].
     #[arg(long, env = "PACS_AI_MAX_ATTEMPTS")]
     pub ai_max_attempts: Option<i64>,
-    // ---- TLS and DIMSE limits (issue 12: DIMSE over TLS, hostile input) ----
-    /// The node's certificate chain (PEM, its own certificate first); with --tls-key it turns
-    /// on the DIMSE TLS listener, and the node presents it as its client certificate.
-    #[arg(long, env = "PACS_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "PACS_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// DIMSE TLS port (PS3.15 Annex B; 2762 is the registered dicom-tls port) [default: 2762].
-    #[arg(long, env = "PACS_DIMSE_TLS_PORT")]
-    pub dimse_tls_port: Option<u16>,
-    /// CA certificates (PEM): DIMSE TLS peers must present a certificate one of them signed
-    /// (mutual TLS). Without it no client certificate is asked for.
-    #[arg(long, env = "PACS_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    /// CA certificates (PEM) the node trusts when it connects to an AE over TLS; default: the
-    /// system's root certificates.
-    #[arg(long, env = "PACS_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// The plain (unencrypted) DIMSE listener on --dimse-port; false leaves only the TLS one
-    /// [default: true].
-    #[arg(
-        long,
-        env = "PACS_PLAIN_DIMSE",
-        num_args = 0..=1,
-        default_missing_value = "true",
-        value_name = "BOOL"
-    )]
-    pub plain_dimse: Option<bool>,
+    // ---- DIMSE limits (issue 12: hostile input) ----
     /// Associations served at once for one peer address; more are rejected (transient, local
     /// limit exceeded) [default: 16].
     #[arg(long, env = "PACS_MAX_ASSOCIATIONS_PER_HOST")]
@@ -395,18 +410,17 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub auth: crate::auth::AuthSettings,
     pub trusted_proxies: Vec<IpAddr>,
+    /// TLS, when a certificate is configured.
+    pub tls: Option<TlsSettings>,
+    pub dimse_tls_port: u16,
+    pub plain_dimse: bool,
+    pub plain_http: bool,
+    pub http_max_connections: usize,
+    pub http_header_timeout: Duration,
     pub move_associations: usize,
     /// The AI job queue, when a worker token is set.
     pub ai: Option<crate::ai::AiSettings>,
-    // ---- TLS and DIMSE limits (issue 12) ----
-    /// The node's certificate chain and key (PEM files), when TLS is configured.
-    pub tls_identity: Option<(PathBuf, PathBuf)>,
-    pub dimse_tls_port: u16,
-    /// DIMSE TLS peers must present a certificate signed by one of these CAs.
-    pub tls_client_ca: Option<PathBuf>,
-    /// Trusted when connecting out over TLS; None: the system's roots.
-    pub tls_ca: Option<PathBuf>,
-    pub plain_dimse: bool,
+    // ---- DIMSE limits (issue 12) ----
     pub max_associations_per_host: usize,
     /// Largest instance accepted (C-STORE; deflated data sets inflated).
     pub max_instance_bytes: u64,
@@ -544,13 +558,16 @@ impl Settings {
                 ),
             },
             trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
+            tls: tls_settings(args)?,
+            dimse_tls_port: args.dimse_tls_port.unwrap_or(2762),
+            plain_dimse: args.plain_dimse.unwrap_or(true),
+            plain_http: args.plain_http.unwrap_or(true),
+            http_max_connections: args.http_max_connections.unwrap_or(1024).max(1),
+            http_header_timeout: Duration::from_secs(
+                args.http_header_timeout_secs.unwrap_or(30).clamp(1, 3600),
+            ),
             move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
             ai,
-            tls_identity: tls_identity(args)?,
-            dimse_tls_port: args.dimse_tls_port.unwrap_or(2762),
-            tls_client_ca: args.tls_client_ca.clone(),
-            tls_ca: args.tls_ca.clone(),
-            plain_dimse: args.plain_dimse.unwrap_or(true),
             max_associations_per_host: args.max_associations_per_host.unwrap_or(16).max(1),
             max_instance_bytes: args
                 .max_instance_mb
@@ -561,34 +578,35 @@ impl Settings {
     }
 }
 
-/// The node's certificate and key: both or neither. The plain DIMSE listener may only be
-/// switched off when there is a TLS one.
-fn tls_identity(args: &ServeArgs) -> Result<Option<(PathBuf, PathBuf)>, ConfigError> {
-    let identity = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::Invalid(
-                "tls_cert needs tls_key (the certificate's private key)".into(),
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::Invalid(
-                "tls_key needs tls_cert (the certificate chain)".into(),
-            ))
-        }
-    };
-    if identity.is_none() && args.plain_dimse == Some(false) {
-        return Err(ConfigError::Invalid(
-            "plain_dimse = false leaves no DIMSE listener without tls_cert and tls_key".into(),
-        ));
+/// The node's certificate and the CA bundles, when TLS is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: crate::tls::CertFiles,
+    /// Client certificates are checked against this bundle (required for DIMSE TLS).
+    pub client_ca: Option<PathBuf>,
+    /// What the node trusts when it connects out (None: the system roots).
+    pub ca: Option<PathBuf>,
+}
+
+fn tls_settings(args: &ServeArgs) -> Result<Option<TlsSettings>, ConfigError> {
+    let plain_off = args.plain_http == Some(false) || args.plain_dimse == Some(false);
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+            cert: crate::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            client_ca: args.tls_client_ca.clone(),
+            ca: args.tls_ca.clone(),
+        })),
+        (None, None) if plain_off => Err(ConfigError::Invalid(
+            "plain_http / plain_dimse false needs TLS (tls_cert and tls_key)".into(),
+        )),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::Invalid(
+            "tls_cert and tls_key go together".into(),
+        )),
     }
-    if identity.is_none() && args.tls_client_ca.is_some() {
-        return Err(ConfigError::Invalid(
-            "tls_client_ca needs tls_cert and tls_key (there is no TLS listener)".into(),
-        ));
-    }
-    Ok(identity)
 }
 
 /// The identity provider, when `oidc_issuer` is set (it then needs an audience).
@@ -996,6 +1014,15 @@ mod tests {
             "oidc_roles_claim",
             "trusted_proxies",
             "login_token_secs",
+            "tls_cert",
+            "tls_key",
+            "dimse_tls_port",
+            "tls_client_ca",
+            "tls_ca",
+            "plain_dimse",
+            "plain_http",
+            "http_max_connections",
+            "http_header_timeout_secs",
             "data_dir",
             "database_url",
             "storage",
@@ -1024,13 +1051,7 @@ mod tests {
             "series_quiet_secs",
             "ai_models_dir",
             "ai_max_attempts",
-            // issue 12: DIMSE over TLS, DIMSE limits
-            "tls_cert",
-            "tls_key",
-            "dimse_tls_port",
-            "tls_client_ca",
-            "tls_ca",
-            "plain_dimse",
+            // issue 12: DIMSE limits
             "max_associations_per_host",
             "max_instance_mb",
         ];
@@ -1141,16 +1162,14 @@ mod tests {
         assert_eq!(routes[0].model, "ct-classical");
     }
 
-    /// Issue 12: the TLS files go in pairs, and the plain DIMSE listener may only go when a
-    /// TLS one replaces it.
+    /// Issue 12: the DIMSE limits, the DIMSE side of the TLS options, and per-AE `tls`.
     #[test]
-    fn dimse_tls_options_and_limits() {
+    fn dimse_limits_and_tls_options() {
         let s = layered(&[], &[], None).unwrap();
-        assert_eq!(s.tls_identity, None);
-        assert!(s.plain_dimse);
-        assert_eq!(s.dimse_tls_port, 2762);
         assert_eq!(s.max_associations_per_host, 16);
         assert_eq!(s.max_instance_bytes, 2048 << 20);
+        assert!(s.plain_dimse);
+        assert_eq!(s.dimse_tls_port, 2762);
         let s = layered(
             &[
                 "--tls-cert",
@@ -1169,26 +1188,16 @@ mod tests {
             Some("tls_ca = \"peers.pem\"\n[[ae]]\ntitle = \"SECURE\"\ntls = true\n"),
         )
         .unwrap();
-        assert_eq!(
-            s.tls_identity,
-            Some((PathBuf::from("node.pem"), PathBuf::from("node.key")))
-        );
+        let tls = s.tls.expect("TLS configured");
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.ca, Some(PathBuf::from("peers.pem")));
         assert!(!s.plain_dimse);
         assert_eq!(s.dimse_tls_port, 11113);
-        assert_eq!(s.tls_client_ca, Some(PathBuf::from("ca.pem")));
-        assert_eq!(s.tls_ca, Some(PathBuf::from("peers.pem")));
         assert_eq!(s.max_instance_bytes, 5 << 20);
         assert_eq!(s.max_associations_per_host, 2);
         assert!(s.remote_aes[0].tls);
-        for (cli, expected) in [
-            (&["--tls-cert", "node.pem"][..], "tls_key"),
-            (&["--tls-key", "node.key"][..], "tls_cert"),
-            (&["--plain-dimse", "false"][..], "plain_dimse"),
-            (&["--tls-client-ca", "ca.pem"][..], "tls_client_ca"),
-        ] {
-            let error = error_of(cli, &[], None);
-            assert!(error.contains(expected), "{cli:?}: {error}");
-        }
+        let error = error_of(&["--plain-dimse", "false"], &[], None);
+        assert!(error.contains("plain_dimse"), "{error}");
     }
 
     #[test]

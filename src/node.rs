@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::dimse_service::{AePolicy, NodeDimseService};
@@ -24,6 +24,8 @@ pub enum NodeError {
     Registry(String),
     #[error("{0}")]
     Insecure(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -33,10 +35,13 @@ pub enum NodeError {
     DimseTls(#[from] pacs_dimse::tls::TlsError),
 }
 
-/// DIMSE over TLS (PS3.15 Annex B): the TLS listener, when the node has a certificate, and what
-/// the node trusts and presents when it connects to an AE over TLS.
+/// DIMSE over TLS (PS3.15 Annex B): the TLS listener, when the node has a certificate (`cert`,
+/// the one HTTPS presents too, reloaded with it), peers required to present one signed by the
+/// client CA when one is set (mutual TLS); and what the node trusts and presents when it
+/// connects to an AE over TLS.
 pub fn dimse_tls(
     settings: &Settings,
+    cert: Option<&Arc<crate::tls::ReloadingCert>>,
 ) -> Result<
     (
         Option<pacs_dimse::TlsListener>,
@@ -44,18 +49,28 @@ pub fn dimse_tls(
     ),
     NodeError,
 > {
-    let identity = settings
-        .tls_identity
-        .as_ref()
-        .map(|(cert, key)| (cert.as_path(), key.as_path()));
-    let listener = match identity {
-        Some((cert, key)) => Some(pacs_dimse::TlsListener {
-            listen: SocketAddr::new(settings.dimse_bind, settings.dimse_tls_port),
-            config: pacs_dimse::tls::server_config(cert, key, settings.tls_client_ca.as_deref())?,
-        }),
-        None => None,
+    let tls = settings.tls.as_ref();
+    let listener = match (tls, cert) {
+        (Some(tls), Some(cert)) => {
+            let auth = match tls.client_ca {
+                Some(_) => crate::tls::ClientAuth::Required,
+                None => crate::tls::ClientAuth::None,
+            };
+            Some(pacs_dimse::TlsListener {
+                listen: SocketAddr::new(settings.dimse_bind, settings.dimse_tls_port),
+                // no ALPN: DICOM defines no protocol name, and peers offer none
+                config: crate::tls::server_config(
+                    cert.clone(),
+                    tls.client_ca.as_deref(),
+                    auth,
+                    &[],
+                )?,
+            })
+        }
+        _ => None,
     };
-    let client = pacs_dimse::tls::client_config(settings.tls_ca.as_deref(), identity)?;
+    let identity = tls.map(|t| (t.cert.cert.as_path(), t.cert.key.as_path()));
+    let client = pacs_dimse::tls::client_config(tls.and_then(|t| t.ca.as_deref()), identity)?;
     if !settings.plain_dimse {
         info!("plain DIMSE listener off: DIMSE over TLS only");
     }
@@ -86,6 +101,7 @@ pub fn http_config(
             trusted_proxies: settings.trusted_proxies.clone(),
             realm: "pacs".into(),
         },
+        hsts: settings.tls.is_some(),
     }
 }
 
@@ -173,7 +189,16 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         source: source.clone(),
     });
     let dimse_addr = SocketAddr::new(settings.dimse_bind, settings.dimse_port);
-    let (dimse_tls_listener, tls_client) = dimse_tls(&settings)?;
+    // the node's certificate, for HTTPS and DIMSE alike, reloaded when its files change
+    let cert = match &settings.tls {
+        Some(tls) => {
+            let cert = crate::tls::ReloadingCert::open(tls.cert.clone())?;
+            cert.spawn_watch(std::time::Duration::from_secs(2));
+            Some(cert)
+        }
+        None => None,
+    };
+    let (dimse_tls_listener, tls_client) = dimse_tls(&settings, cert.as_ref())?;
     let dimse_tls_addr = dimse_tls_listener.as_ref().map(|t| t.listen);
     let dimse = pacs_dimse::DimseServer::bind(
         pacs_dimse::DimseConfig {
@@ -234,28 +259,39 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         scu_timeout: std::time::Duration::from_secs(30),
         tls_client: Some(tls_client),
     });
+    let https = match (&settings.tls, cert) {
+        (Some(tls), Some(cert)) => Some(crate::tls::server_config(
+            cert,
+            tls.client_ca.as_deref(),
+            crate::tls::ClientAuth::Optional,
+            &[b"h2", b"http/1.1"],
+        )?),
+        _ => None,
+    };
     let router = http_app(http_config(&settings, auth), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
-    let mut http_shutdown = shutdown_rx.clone();
-    let http_task = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        // TCP_NODELAY on every accepted connection: small replies must not wait for Nagle.
-        let listener = http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            })
-            .await;
-        if let Err(e) = result {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
+    let http_settings = crate::http_server::HttpServerSettings {
+        tls: https,
+        plain: settings.plain_http,
+        header_timeout: settings.http_header_timeout,
+        handshake_timeout: std::time::Duration::from_secs(10),
+        max_connections: settings.http_max_connections,
+    };
+    let http_task = tokio::spawn(crate::http_server::serve(
+        http_listener,
+        router,
+        http_settings,
+        shutdown_rx.clone(),
+        settings.shutdown_grace,
+    ));
+    let scheme = match (&settings.tls, settings.plain_http) {
+        (Some(_), true) => "https+http",
+        (Some(_), false) => "https",
+        (None, _) => "http",
+    };
     let dimse_plain = settings.plain_dimse.then_some(dimse_addr);
-    info!(aet = %settings.aet, dimse = ?dimse_plain, dimse_tls = ?dimse_tls_addr, http = %http_addr, "node ready");
+    info!(aet = %settings.aet, dimse = ?dimse_plain, dimse_tls = ?dimse_tls_addr, http = %http_addr, %scheme, "node ready");
 
     wait_for_signal().await;
     info!("shutting down: no new associations or requests");

@@ -3,16 +3,46 @@
 //! (C-ECHO, C-STORE, C-MOVE), a C-MOVE to an AE marked
 //! `tls = true` arriving at a `storescp +tls`, mutual TLS refusing peers without a trusted
 //! certificate, and a TLS-only AE refused on the plain port. Certificates are made by the test
-//! (tests/support/pki.rs).
+//! (tests/support/certs.rs).
 
 use crate::support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::archive::verify_consistent;
-use support::pki::{arg, Pki};
+use support::certs::TestCa;
 use support::{Backend, Node, NodeOptions, StoreScp};
+
+/// A test CA and a directory for what it issues.
+struct Pki {
+    ca: TestCa,
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = tempfile::Builder::new().prefix("pki-").tempdir().unwrap();
+        let ca = TestCa::new(name);
+        ca.write(dir.path(), "ca.pem");
+        Pki { ca, dir }
+    }
+
+    /// A certificate (server and client use, 127.0.0.1 and localhost) and its key.
+    fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let issued = self.ca.server_and_client(self.dir.path(), name);
+        (issued.cert, issued.key)
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+/// A path as an argument.
+fn arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
 
 /// A node with a certificate `node` signed by `pki`'s CA, trusting that CA when it connects
 /// out, with the `config` file (may be empty) and `extra` arguments.

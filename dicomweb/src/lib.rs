@@ -24,8 +24,8 @@ use dicom_dictionary_std::uids;
 pub use archive::{Archive, ArchiveError};
 pub use error::HttpError;
 pub use identity::{
-    token_matches, Authenticator, Credential, Identity, Need, Permission, Permissions, Principal,
-    RoutePolicy, Security,
+    token_matches, Authenticator, ClientCertificate, Credential, Identity, Need, Permission,
+    Permissions, Principal, RoutePolicy, Security,
 };
 pub use stack::app;
 
@@ -50,6 +50,8 @@ pub struct DicomWebConfig {
     pub listen_port: u16,
     /// How callers are identified and what each route needs.
     pub security: Security,
+    /// Send `Strict-Transport-Security` (RFC 6797): the node serves HTTPS.
+    pub hsts: bool,
 }
 
 impl Default for DicomWebConfig {
@@ -63,6 +65,7 @@ impl Default for DicomWebConfig {
             public_url: None,
             listen_port: 8080,
             security: Security::default(),
+            hsts: false,
         }
     }
 }

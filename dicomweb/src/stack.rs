@@ -40,6 +40,7 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     let security = Arc::new(config.security.clone());
     let cors = cors_layer(&config.cors_origins);
     let static_dir = config.static_dir.clone();
+    let hsts = config.hsts;
     let mut app = crate::routes(Arc::new(AppState { archive, config }));
     for group in routes {
         app = app.merge(group);
@@ -55,7 +56,21 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
                 .fallback(tower_http::services::ServeFile::new(index)),
         );
     }
-    layers(app, security, cors)
+    let app = layers(app, security, cors);
+    if hsts {
+        // one year; browsers then refuse plain HTTP to this host (RFC 6797 6.1)
+        app.layer(middleware::map_response(
+            |mut response: Response| async move {
+                response.headers_mut().insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=31536000"),
+                );
+                response
+            },
+        ))
+    } else {
+        app
+    }
 }
 
 fn layers(app: Router, security: Arc<Security>, cors: CorsLayer) -> Router {

@@ -154,13 +154,12 @@ pub(crate) mod tests {
             let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
             ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             let ca = ca_params.self_signed(&ca_key).unwrap();
-            let issuer = rcgen::Issuer::new(ca_params, ca_key);
             write("ca.pem", ca.pem()).unwrap();
             for name in ["server", "client"] {
                 let key = KeyPair::generate().unwrap();
                 let params =
                     CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-                let cert = params.signed_by(&key, &issuer).unwrap();
+                let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
                 write(&format!("{name}.pem"), cert.pem()).unwrap();
                 write(&format!("{name}.key"), key.serialize_pem()).unwrap();
             }
