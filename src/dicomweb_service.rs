@@ -436,29 +436,33 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
     ) -> Result<BulkData, ArchiveError> {
         let (info, key) = self.one_instance(scope).await?;
         let path = path.trim_matches('/').to_ascii_uppercase();
+        // RFC 9110 14.1.2: a range is satisfiable when it starts before the end of the value
+        // (so no range of an empty value is); its end is clipped to the value's length.
         let clip = |total: u64| -> Result<Range<u64>, ArchiveError> {
-            let r = range.clone().unwrap_or(0..total);
-            let r = r.start..r.end.min(total);
-            if r.start >= total && total > 0 {
-                return Err(ArchiveError::BadRequest(format!(
-                    "range starts past the end ({total} bytes)"
-                )));
+            match range.clone() {
+                None => Ok(0..total),
+                Some(r) if r.start < total && r.start < r.end => Ok(r.start..r.end.min(total)),
+                Some(_) => Err(ArchiveError::RangeNotSatisfiable { length: total }),
             }
-            Ok(r)
         };
         let is_pixel = matches!(path.as_str(), "7FE00010" | "7FE00008" | "7FE00009");
         if is_pixel {
             let index = self.frame_index(&info.instance).await?;
             let ranges: Vec<(u64, u64)> = index.into_iter().flatten().collect();
-            let contiguous = ranges.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0);
+            let contiguous = ranges
+                .windows(2)
+                .all(|w| w[0].0.checked_add(w[0].1) == Some(w[1].0));
             if !ranges.is_empty() && contiguous {
                 // native pixel data: one range of the stored object
-                let start = ranges[0].0;
+                let start = ranges.first().map_or(0, |r| r.0);
                 let total = ranges.iter().map(|r| r.1).sum::<u64>();
                 let r = clip(total)?;
                 let bytes = self
                     .storage()
-                    .get_range(&key, start + r.start..start + r.end)
+                    .get_range(
+                        &key,
+                        start.saturating_add(r.start)..start.saturating_add(r.end),
+                    )
                     .await
                     .map_err(storage_err)?;
                 return Ok(BulkData {
@@ -473,8 +477,13 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         let value = Self::blocking(move || element_bytes(&bytes, &path)).await?;
         let total = value.len() as u64;
         let r = clip(total)?;
+        // within the value: clip keeps start < end <= total
+        let bytes = match (usize::try_from(r.start), usize::try_from(r.end)) {
+            (Ok(start), Ok(end)) if start < end && end <= value.len() => value.slice(start..end),
+            _ => Bytes::new(),
+        };
         Ok(BulkData {
-            bytes: value.slice(r.start as usize..r.end as usize),
+            bytes,
             total_len: total,
             range: r,
         })

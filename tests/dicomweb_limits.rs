@@ -66,7 +66,10 @@ fn get(node: &Node, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsatisfiable_bulk_data_ranges_are_416() {
     let node = node(&[]);
-    let (status, response) = stow(&node, &[("application/dicom", &ct_small_with_empty_element())]);
+    let (status, response) = stow(
+        &node,
+        &[("application/dicom", &ct_small_with_empty_element())],
+    );
     assert_eq!(status, 200, "{response}");
     let instance = format!(
         "/dicom-web/studies/{CT_SMALL_STUDY}/series/{CT_SMALL_SERIES}/instances/{CT_SMALL_SOP}"
@@ -87,9 +90,16 @@ async fn unsatisfiable_bulk_data_ranges_are_416() {
     let whole = get(&node, &value, &[octets]);
     assert_eq!(whole.status, 200);
     let len = whole.body.len();
-    let r = get(&node, &value, &[octets, ("Range", &format!("bytes={len}-"))]);
+    let r = get(
+        &node,
+        &value,
+        &[octets, ("Range", &format!("bytes={len}-"))],
+    );
     assert_eq!(r.status, 416, "{}", r.text());
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
     let r = get(&node, &value, &[octets, ("Range", "bytes=1-")]);
     assert_eq!(r.status, 206);
     assert_eq!(r.body, &whole.body[1..]);
@@ -98,9 +108,16 @@ async fn unsatisfiable_bulk_data_ranges_are_416() {
     let whole = get(&node, &pixels, &[octets]);
     assert_eq!(whole.status, 200);
     let len = whole.body.len();
-    let r = get(&node, &pixels, &[octets, ("Range", &format!("bytes={len}-"))]);
+    let r = get(
+        &node,
+        &pixels,
+        &[octets, ("Range", &format!("bytes={len}-"))],
+    );
     assert_eq!(r.status, 416, "{}", r.text());
-    assert_eq!(r.header("content-range"), Some(format!("bytes */{len}").as_str()));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes */{len}").as_str())
+    );
     // the node is still there
     assert_eq!(get(&node, "/healthz", &[]).status, 200);
     assert!(!node.log().contains("panicked"), "{}", node.log());

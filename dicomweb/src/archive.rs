@@ -19,6 +19,10 @@ pub enum ArchiveError {
     NotAcceptable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A byte range that starts at or past the end of a value of `length` bytes (every range
+    /// of an empty value): RFC 9110 15.5.17.
+    #[error("range not satisfiable: the value has {length} bytes")]
+    RangeNotSatisfiable { length: u64 },
     #[error("{0}")]
     Internal(String),
 }
