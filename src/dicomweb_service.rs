@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use pacs_dicomweb::archive::{
-    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, RenderRequest, Scope, SearchLevel,
-    SearchRequest, SearchResponse, StoreResult, StoredFrames,
+    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, ReceivedPart, RenderRequest, Scope,
+    SearchLevel, SearchRequest, SearchResponse, StoreResult, StoredFrames,
 };
 
 use pacs_dicomweb::Identity;
@@ -516,8 +516,30 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         .await
     }
 
-    async fn store(&self, object: Bytes, study: Option<&str>, identity: &Identity) -> StoreResult {
-        let mut incoming = match Incoming::from_part10(object, Origin::from(identity)) {
+    async fn store(
+        &self,
+        object: ReceivedPart,
+        study: Option<&str>,
+        identity: &Identity,
+    ) -> StoreResult {
+        let origin = Origin::from(identity);
+        // a spilled part's file lives (and is deleted) with `_spilled`, once ingest is done
+        let (incoming, _spilled) = match object {
+            ReceivedPart::Memory(bytes) => (Incoming::from_part10(bytes, origin), None),
+            ReceivedPart::File { path, .. } => {
+                let file = path.to_path_buf();
+                let incoming =
+                    tokio::task::spawn_blocking(move || Incoming::from_part10_file(file, origin))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(IngestError::CannotUnderstand(format!(
+                                "cannot read the object: {e}"
+                            )))
+                        });
+                (incoming, Some(path))
+            }
+        };
+        let mut incoming = match incoming {
             Ok(i) => i,
             Err(e) => {
                 return StoreResult::Failed {

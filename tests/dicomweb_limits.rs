@@ -4,11 +4,17 @@
 
 use crate::support;
 
-use dicom_core::{DataElement, PrimitiveValue, VR};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use serde_json::Value;
 use support::multipart;
-use support::{Backend, HttpResponse, Node, NodeOptions};
+use support::{both_backends, Backend, HttpConnection, HttpResponse, Node, NodeOptions};
+
+const MIB: usize = 1024 * 1024;
+const MR_SMALL_STUDY: &str = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457";
 
 const CT_SMALL_STUDY: &str = "1.3.6.1.4.1.5962.1.2.1.20040119072730.12322";
 const CT_SMALL_SERIES: &str = "1.3.6.1.4.1.5962.1.3.1.1.20040119072730.12322";
@@ -22,8 +28,68 @@ fn node(args: &[&str]) -> Node {
     })
 }
 
-fn ct_small() -> Vec<u8> {
-    std::fs::read(support::pydicom_test_files().join("CT_small.dcm")).unwrap()
+fn test_file(name: &str) -> Vec<u8> {
+    std::fs::read(support::pydicom_test_files().join(name)).unwrap()
+}
+
+/// CT_small grown past the STOW-RS spill threshold (32 MiB) by a private OB element of
+/// `extra` bytes, as a Part 10 file.
+fn large_ct_small(extra: usize) -> Vec<u8> {
+    let mut obj =
+        dicom_object::open_file(support::pydicom_test_files().join("CT_small.dcm")).unwrap();
+    obj.put(DataElement::new(
+        Tag(0x0011, 0x0010),
+        VR::LO,
+        PrimitiveValue::from("PACS TEST"),
+    ));
+    obj.put(DataElement::new(
+        Tag(0x0011, 0x1010),
+        VR::OB,
+        PrimitiveValue::from(vec![0x5Au8; extra]),
+    ));
+    let mut out = Vec::new();
+    obj.write_all(&mut out).unwrap();
+    out
+}
+
+/// What is left in the node's temporary directory (spilled parts and data sets).
+fn spill_files(node: &Node) -> Vec<PathBuf> {
+    match std::fs::read_dir(node.data_dir().join("tmp")) {
+        Ok(dir) => dir.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The body of one STOW-RS part of `len` bytes, cut into 1 MiB chunks: the multipart header,
+/// the part's bytes (`fill`, or `object` first), and unless `open`, the closing delimiter.
+fn stow_chunks(object: Vec<u8>, len: u64, open: bool) -> impl Iterator<Item = Vec<u8>> {
+    let head = b"--stream-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+    let tail = b"\r\n--stream-boundary--\r\n".to_vec();
+    let mut object = object.into_iter();
+    let mut left = len;
+    std::iter::once(head)
+        .chain(std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let n = left.min(MIB as u64) as usize;
+            left -= n as u64;
+            let mut chunk: Vec<u8> = object.by_ref().take(n).collect();
+            chunk.resize(n, 0);
+            Some(chunk)
+        }))
+        .chain((!open).then_some(tail))
+}
+
+const STREAM_CONTENT_TYPE: &str =
+    "multipart/related; type=\"application/dicom\"; boundary=stream-boundary";
+
+/// `chunks`, at most one every `pause`.
+fn throttled(
+    chunks: impl Iterator<Item = Vec<u8>>,
+    pause: Duration,
+) -> impl Iterator<Item = Vec<u8>> {
+    chunks.inspect(move |_| std::thread::sleep(pause))
 }
 
 /// CT_small with an empty Accession Number (0008,0050), as a Part 10 file.
@@ -121,5 +187,214 @@ async fn unsatisfiable_bulk_data_ranges_are_416() {
     // the node is still there
     assert_eq!(get(&node, "/healthz", &[]).status, 200);
     assert!(!node.log().contains("panicked"), "{}", node.log());
-    let _ = ct_small();
+}
+
+/// PS3.18 10.5.3: a part larger than the instance limit fails alone (Failure Reason A700, the
+/// reason in a Warning header), the parts around it are stored (202), nothing of it is kept,
+/// and the connection stays usable.
+async fn stow_parts_beyond_the_instance_limit_fail_alone(backend: Backend) {
+    let node = Node::start_with(
+        NodeOptions::new(backend)
+            .arg("--stow-max-instance-mb")
+            .arg("1"),
+    );
+    let (ct, mr) = (test_file("CT_small.dcm"), test_file("MR_small.dcm"));
+    let big = vec![0u8; MIB + MIB / 2];
+    let (ctype, body) = multipart::build(&[
+        ("application/dicom", &ct),
+        ("application/dicom", &big),
+        ("application/dicom", &mr),
+    ]);
+    let mut connection = HttpConnection::open(node.http_port()).unwrap();
+    let r = connection
+        .request(
+            "POST",
+            "/dicom-web/studies",
+            &[
+                ("Content-Type", &ctype),
+                ("Accept", "application/dicom+json"),
+            ],
+            &body,
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    let response: Value = serde_json::from_slice(&r.body).unwrap();
+    let failed = response["00081198"]["Value"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{response}");
+    assert_eq!(failed[0]["00081197"]["Value"][0], 0xA700);
+    assert_eq!(response["00081199"]["Value"].as_array().unwrap().len(), 2);
+    let warning = r.header("warning").unwrap_or_default();
+    assert!(
+        warning.starts_with("299 pacs \"part 2: instance larger than the limit of 1048576 bytes"),
+        "{warning}"
+    );
+    // the same connection serves the next request
+    let r = connection
+        .request(
+            "GET",
+            "/dicom-web/studies",
+            &[("Accept", "application/dicom+json")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let studies: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(studies.len(), 2);
+    // only the large part: 409, nothing stored
+    let (status, response) = stow(&node, &[("application/dicom", &big)]);
+    assert_eq!(status, 409, "{response}");
+    assert_eq!(
+        response["00081198"]["Value"][0]["00081197"]["Value"][0],
+        0xA700
+    );
+    let stored =
+        support::archive::verify_consistent(node.data_dir(), node.database_url().as_deref()).await;
+    assert_eq!(stored.len(), 2);
+    assert!(stored
+        .iter()
+        .any(|s| s.study_instance_uid == MR_SMALL_STUDY));
+    assert!(spill_files(&node).is_empty(), "{:?}", spill_files(&node));
+}
+both_backends!(stow_parts_beyond_the_instance_limit_fail_alone);
+
+/// A part past the spill threshold goes through a temporary file in <data-dir>/tmp, is stored
+/// byte for byte, and its file is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stow_parts_are_received_through_a_spill_file() {
+    let node = node(&[]);
+    let object = large_ct_small(40 * MIB);
+    let len = object.len() as u64;
+    let port = node.http_port();
+    let sent = object.clone();
+    let upload = std::thread::spawn(move || {
+        support::streamed_request(
+            port,
+            "POST",
+            "/dicom-web/studies",
+            &[
+                ("Content-Type", STREAM_CONTENT_TYPE),
+                ("Accept", "application/dicom+json"),
+            ],
+            throttled(stow_chunks(sent, len, false), Duration::from_millis(20)),
+        )
+    });
+    // the part is in a spill file while it arrives
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut spilled = false;
+    while !upload.is_finished() && Instant::now() < deadline {
+        spilled |= spill_files(&node).iter().any(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("stow-")
+        });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let streamed = upload.join().unwrap();
+    let r = streamed.response.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        spilled,
+        "no spill file seen in {:?}",
+        node.data_dir().join("tmp")
+    );
+    let stored =
+        support::archive::verify_consistent(node.data_dir(), node.database_url().as_deref()).await;
+    assert_eq!(stored.len(), 1);
+    let bytes = std::fs::read(node.data_dir().join("objects").join(&stored[0].object_key)).unwrap();
+    assert!(
+        bytes == object,
+        "the stored object differs from the one sent"
+    );
+    assert!(spill_files(&node).is_empty(), "{:?}", spill_files(&node));
+}
+
+/// The node stays responsive during a multi-gigabyte STOW-RS attempt (generated as it is sent,
+/// never stored anywhere): QIDO and C-ECHO from other connections answer normally, the part is
+/// refused at the instance limit and the request at the request limit, and afterwards nothing
+/// of it is stored and no spill file remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_answers_during_a_multi_gigabyte_stow_attempt() {
+    let node = node(&[
+        "--stow-max-instance-mb",
+        "48",
+        "--stow-max-request-mb",
+        "256",
+    ]);
+    let (status, response) = stow(&node, &[("application/dicom", &test_file("MR_small.dcm"))]);
+    assert_eq!(status, 200, "{response}");
+    const SIZE: u64 = 4 * 1024 * 1024 * 1024;
+    let port = node.http_port();
+    // chunked, one part of 4 GiB, at most about 100 MiB/s
+    let upload = std::thread::spawn(move || {
+        support::streamed_request(
+            port,
+            "POST",
+            "/dicom-web/studies",
+            &[("Content-Type", STREAM_CONTENT_TYPE)],
+            throttled(
+                stow_chunks(Vec::new(), SIZE, true),
+                Duration::from_millis(10),
+            ),
+        )
+    });
+    let mut queries = 0;
+    let mut slowest = Duration::ZERO;
+    let mut spilled = false;
+    let mut echoed = false;
+    while !upload.is_finished() {
+        let started = Instant::now();
+        let r = get(
+            &node,
+            "/dicom-web/studies",
+            &[("Accept", "application/dicom+json")],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        slowest = slowest.max(started.elapsed());
+        queries += 1;
+        spilled |= !spill_files(&node).is_empty();
+        if !echoed {
+            assert!(support::echoscu(&node, "ECHOER").status.success());
+            echoed = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let streamed = upload.join().unwrap();
+    // the node stopped reading at the request limit: 413, or a connection it closed
+    match &streamed.response {
+        Ok(r) => assert_eq!(r.status, 413, "{}", r.text()),
+        Err(e) => eprintln!("upload ended without an answer: {e}"),
+    }
+    assert!(
+        streamed.written < 1024 * 1024 * 1024,
+        "{} bytes written",
+        streamed.written
+    );
+    eprintln!(
+        "{queries} QIDO during the upload (slowest {slowest:?}), {} bytes sent",
+        streamed.written
+    );
+    assert!(queries >= 3, "{queries} queries during the upload");
+    assert!(slowest < Duration::from_secs(2), "slowest QIDO {slowest:?}");
+    assert!(spilled, "the part never reached a spill file");
+    // a body declared far too large is refused after a bounded drain, with a readable 413
+    let declared = support::streamed_request(
+        port,
+        "POST",
+        "/dicom-web/studies",
+        &[
+            ("Content-Type", STREAM_CONTENT_TYPE),
+            ("Content-Length", &(10 * 1024 * 1024 * 1024u64).to_string()),
+        ],
+        stow_chunks(Vec::new(), 10 * 1024 * 1024 * 1024, true),
+    );
+    let r = declared.response.unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(declared.written < 1024 * 1024 * 1024);
+    // nothing of either is kept
+    let stored =
+        support::archive::verify_consistent(node.data_dir(), node.database_url().as_deref()).await;
+    assert_eq!(stored.len(), 1);
+    assert!(spill_files(&node).is_empty(), "{:?}", spill_files(&node));
+    assert!(!node.log().contains("panicked"));
 }

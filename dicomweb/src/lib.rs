@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod error;
 pub mod identity;
+pub mod limits;
 pub mod media;
 mod qido;
 mod stack;
@@ -50,6 +51,12 @@ pub struct DicomWebConfig {
     pub listen_port: u16,
     /// How callers are identified and what each route needs.
     pub security: Security,
+    /// Requests served at once; beyond it, 503 with `Retry-After` (see [`limits`]).
+    pub max_in_flight: usize,
+    /// STOW-RS parts larger than this are written to a temporary file while they arrive.
+    pub spill_threshold: usize,
+    /// Where those temporary files go (default: the system's temporary directory).
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl Default for DicomWebConfig {
@@ -63,6 +70,9 @@ impl Default for DicomWebConfig {
             public_url: None,
             listen_port: 8080,
             security: Security::default(),
+            max_in_flight: 256,
+            spill_threshold: 32 * 1024 * 1024,
+            spill_dir: None,
         }
     }
 }
@@ -130,9 +140,9 @@ pub fn frame_media_type(transfer_syntax_uid: &str) -> Option<&'static str> {
     })
 }
 
-/// The DICOMweb routes under `config.root`, health and statistics (no layers: [`app`] puts
-/// them under the one HTTP stack with the node's other route groups).
-pub(crate) fn routes(state: Arc<AppState>) -> Router {
+/// The DICOMweb routes under `config.root`, and beside them health and statistics (no
+/// layers: [`app`] puts them under the one HTTP stack with the node's other route groups).
+pub(crate) fn routes(state: Arc<AppState>) -> (Router, Router) {
     let root = state.config.root.trim_end_matches('/').to_string();
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store_studies))
@@ -208,11 +218,11 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         })
         // no request body limit here: STOW-RS enforces its own limits while streaming
         .layer(axum::extract::DefaultBodyLimit::disable());
-    Router::new()
-        .nest(&root, dicomweb)
+    let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/statistics", get(statistics))
-        .with_state(state)
+        .with_state(state.clone());
+    (Router::new().nest(&root, dicomweb).with_state(state), api)
 }
 
 async fn healthz() -> &'static str {
