@@ -398,3 +398,93 @@ async fn the_node_answers_during_a_multi_gigabyte_stow_attempt() {
     assert!(spill_files(&node).is_empty(), "{:?}", spill_files(&node));
     assert!(!node.log().contains("panicked"));
 }
+
+/// Every route but DICOMweb has a 2 MiB body limit, the login and users routes included, with
+/// or without a Content-Length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_users_bodies_are_limited() {
+    let node = node(&["--admin-token", "limits-admin-secret"]);
+    let port = node.http_port();
+    let big = format!("{{\"username\": \"{}\"}}", "x".repeat(3 * MIB));
+    let admin = ("Authorization", "Bearer limits-admin-secret");
+    let json = ("Content-Type", "application/json");
+    for (path, auth) in [
+        ("/api/login", None),
+        ("/api/users", Some(admin)),
+        ("/api/keys", Some(admin)),
+    ] {
+        let headers: Vec<(&str, &str)> = std::iter::once(json).chain(auth).collect();
+        let r = support::http_request(port, "POST", path, &headers, big.as_bytes());
+        assert_eq!(r.status, 413, "{path}: {}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains("limit"),
+            "{path}: {v}"
+        );
+        // chunked: cut at the limit
+        let chunks = big.clone().into_bytes();
+        let streamed = support::streamed_request(
+            port,
+            "POST",
+            path,
+            &headers,
+            chunks
+                .chunks(64 * 1024)
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+        let r = streamed.response.unwrap();
+        assert_eq!(r.status, 413, "{path} (chunked): {}", r.text());
+    }
+    // a body within the limit still works
+    let r = support::http_request(
+        port,
+        "POST",
+        "/api/users",
+        &[json, admin],
+        br#"{"name": "ada", "roles": ["viewer"], "password": "correct horse battery"}"#,
+    );
+    assert!(r.status < 300, "{}", r.text());
+}
+
+/// --http-max-in-flight: requests beyond it are 503 with Retry-After while the others run
+/// (an upload holds its place until it ends); then the node answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_cap_are_503() {
+    let node = node(&["--http-max-in-flight", "2"]);
+    let port = node.http_port();
+    let mr = test_file("MR_small.dcm");
+    let len = mr.len();
+    let slow_upload = |object: Vec<u8>| {
+        std::thread::spawn(move || {
+            let head = b"--stream-boundary\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+            let tail = b"\r\n--stream-boundary--\r\n".to_vec();
+            let pieces: Vec<Vec<u8>> = object.chunks(len / 20 + 1).map(<[u8]>::to_vec).collect();
+            let body = std::iter::once(head)
+                .chain(throttled(pieces.into_iter(), Duration::from_millis(100)))
+                .chain(std::iter::once(tail));
+            support::streamed_request(
+                port,
+                "POST",
+                "/dicom-web/studies",
+                &[("Content-Type", STREAM_CONTENT_TYPE)],
+                body,
+            )
+        })
+    };
+    let uploads = [slow_upload(mr.clone()), slow_upload(mr.clone())];
+    std::thread::sleep(Duration::from_millis(500));
+    let r = get(&node, "/dicom-web/studies", &[]);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("in flight"), "{v}");
+    for upload in uploads {
+        let r = upload.join().unwrap().response.unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = get(&node, "/dicom-web/studies", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(node.log().contains("too many requests in flight"));
+}
