@@ -488,3 +488,61 @@ async fn requests_beyond_the_in_flight_cap_are_503() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(node.log().contains("too many requests in flight"));
 }
+
+/// Sends `head` (a request line and headers, no body) as is and reads the answer.
+fn raw_request(node: &Node, head: &str) -> HttpResponse {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.http_port())).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    support::read_response(&mut reader, "GET").unwrap()
+}
+
+/// URLs the node writes (Retrieve URL, BulkDataURI) come from the Host header only when it is
+/// host[:port]; a malformed one is 400, and a request without one gets the loopback address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_come_only_from_a_well_formed_host() {
+    let node = node(&[]);
+    let (status, _) = stow(&node, &[("application/dicom", &test_file("CT_small.dcm"))]);
+    assert_eq!(status, 200);
+    let port = node.http_port();
+    for host in [
+        "evil.example/x?",
+        "a\"b",
+        "x:99999",
+        "[::1]80",
+        "user@evil.example",
+    ] {
+        for path in [
+            "/dicom-web/studies".to_string(),
+            format!("/dicom-web/studies/{CT_SMALL_STUDY}/metadata"),
+        ] {
+            let r = raw_request(
+                &node,
+                &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+            );
+            assert_eq!(r.status, 400, "{host} {path}: {}", r.text());
+        }
+    }
+    // HTTP/1.0 without Host: the loopback address and the listening port
+    let r = raw_request(&node, "GET /dicom-web/studies HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let studies: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        studies[0]["00081190"]["Value"][0],
+        format!("http://127.0.0.1:{port}/dicom-web/studies/{CT_SMALL_STUDY}")
+    );
+    // a well-formed Host is used as given
+    let r = raw_request(
+        &node,
+        "GET /dicom-web/studies HTTP/1.1\r\nHost: pacs.example.org:9443\r\nConnection: close\r\n\r\n",
+    );
+    let studies: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        studies[0]["00081190"]["Value"][0],
+        format!("http://pacs.example.org:9443/dicom-web/studies/{CT_SMALL_STUDY}")
+    );
+}

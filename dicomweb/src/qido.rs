@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::archive::{SearchLevel, SearchRequest};
@@ -96,7 +96,7 @@ async fn search(
     state: Arc<AppState>,
     identity: Identity,
     headers: &HeaderMap,
-    raw: Option<String>,
+    uri: &Uri,
     level: SearchLevel,
     study: Option<String>,
     series: Option<String>,
@@ -113,11 +113,11 @@ async fn search(
         ));
     };
     let request = parse_query(
-        raw.as_deref(),
+        uri.query(),
         level,
         study,
         series,
-        base_url(&state, headers),
+        base_url(&state, headers, uri)?,
     )?;
     let result = state.archive.search(request, &identity).await?;
     let body = serde_json::to_vec(&result.datasets)
@@ -141,27 +141,36 @@ pub async fn studies(
     State(s): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    search(s, identity, &headers, q, SearchLevel::Study, None, None).await
+    search(s, identity, &headers, &uri, SearchLevel::Study, None, None).await
 }
 
 pub async fn all_series(
     State(s): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    search(s, identity, &headers, q, SearchLevel::Series, None, None).await
+    search(s, identity, &headers, &uri, SearchLevel::Series, None, None).await
 }
 
 pub async fn all_instances(
     State(s): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    search(s, identity, &headers, q, SearchLevel::Instance, None, None).await
+    search(
+        s,
+        identity,
+        &headers,
+        &uri,
+        SearchLevel::Instance,
+        None,
+        None,
+    )
+    .await
 }
 
 pub async fn study_series(
@@ -169,13 +178,13 @@ pub async fn study_series(
     identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     search(
         s,
         identity,
         &headers,
-        q,
+        &uri,
         SearchLevel::Series,
         Some(study),
         None,
@@ -188,13 +197,13 @@ pub async fn study_instances(
     identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     search(
         s,
         identity,
         &headers,
-        q,
+        &uri,
         SearchLevel::Instance,
         Some(study),
         None,
@@ -207,13 +216,13 @@ pub async fn series_instances(
     identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     search(
         s,
         identity,
         &headers,
-        q,
+        &uri,
         SearchLevel::Instance,
         Some(study),
         Some(series),

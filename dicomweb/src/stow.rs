@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -26,20 +26,22 @@ const OUT_OF_RESOURCES: u16 = 0xA700;
 pub async fn store_studies(
     State(state): State<Arc<AppState>>,
     identity: Identity,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store(state, headers, body, None, identity).await
+    store(state, &uri, headers, body, None, identity).await
 }
 
 pub async fn store_study(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(study): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store(state, headers, body, Some(study), identity).await
+    store(state, &uri, headers, body, Some(study), identity).await
 }
 
 /// The boundary of a multipart/related body whose root type is application/dicom.
@@ -85,6 +87,7 @@ fn boundary(headers: &HeaderMap) -> Result<String, HttpError> {
 
 async fn store(
     state: Arc<AppState>,
+    uri: &Uri,
     headers: HeaderMap,
     body: Body,
     study: Option<String>,
@@ -98,7 +101,7 @@ async fn store(
         drain(body, DRAIN_BYTES).await;
         return Err(too_large("request", config.max_request_bytes));
     }
-    let base = base_url(&state, &headers);
+    let base = base_url(&state, &headers, uri)?;
     // The request limit is multer's; the instance limit is applied here, part by part, so
     // that a part beyond it fails alone and the parts after it are still read.
     let constraints = multer::Constraints::new()

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -174,6 +174,7 @@ async fn metadata(
     state: Arc<AppState>,
     identity: Identity,
     headers: HeaderMap,
+    uri: Uri,
     scope: Scope,
 ) -> Result<Response, HttpError> {
     let ranges = accept_ranges(&headers);
@@ -188,7 +189,7 @@ async fn metadata(
     };
     let metadata = state
         .archive
-        .metadata(&scope, &base_url(&state, &headers), &identity)
+        .metadata(&scope, &base_url(&state, &headers, &uri)?, &identity)
         .await?;
     let etag = format!("\"{}\"", metadata.etag);
     if headers
@@ -220,8 +221,9 @@ pub async fn study_metadata(
     identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    metadata(s, identity, headers, scope(study, None, None)).await
+    metadata(s, identity, headers, uri, scope(study, None, None)).await
 }
 
 pub async fn series_metadata(
@@ -229,8 +231,9 @@ pub async fn series_metadata(
     identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    metadata(s, identity, headers, scope(study, Some(series), None)).await
+    metadata(s, identity, headers, uri, scope(study, Some(series), None)).await
 }
 
 pub async fn instance_metadata(
@@ -238,11 +241,13 @@ pub async fn instance_metadata(
     identity: Identity,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     metadata(
         s,
         identity,
         headers,
+        uri,
         scope(study, Some(series), Some(instance)),
     )
     .await
