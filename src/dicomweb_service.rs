@@ -215,6 +215,11 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             Include::All
         } else if request.include.is_empty() {
             Include::Defaults
+        } else if request.include.len() > crate::query::limits::MAX_RETURN_KEYS {
+            return Err(query_err(QueryError::TooMany {
+                what: "includefield attributes".into(),
+                limit: crate::query::limits::MAX_RETURN_KEYS,
+            }));
         } else {
             Include::Tags(
                 request

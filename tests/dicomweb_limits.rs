@@ -546,3 +546,104 @@ async fn urls_come_only_from_a_well_formed_host() {
         format!("http://pacs.example.org:9443/dicom-web/studies/{CT_SMALL_STUDY}")
     );
 }
+
+fn qido_error(node: &Node, query: &str) -> String {
+    let r = get(
+        node,
+        &format!("/dicom-web/studies?{query}"),
+        &[("Accept", "application/dicom+json")],
+    );
+    assert_eq!(r.status, 400, "{query:.80}: {}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    v["error"].as_str().unwrap().to_string()
+}
+
+/// QIDO-RS caps: matching keys, includefield attributes, list values and value lengths are
+/// 400 with a reason; limit and offset are bound parameters, and pages still page (both
+/// index backends). C-FIND is held to the same caps (C000 with an Error Comment).
+async fn queries_are_capped_and_paged_with_bound_parameters(backend: Backend) {
+    let node = Node::start_with(
+        NodeOptions::new(backend).config(&support::ae_entry("FINDSCU", &["echo", "find"])),
+    );
+    for file in ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm"] {
+        let (status, response) = stow(&node, &[("application/dicom", &test_file(file))]);
+        assert_eq!(status, 200, "{file}: {response}");
+    }
+    let keys = vec!["PatientName=*"; 65].join("&");
+    assert!(qido_error(&node, &keys).contains("matching keys: at most 64"));
+    let include = vec!["includefield=PatientAge"; 257].join("&");
+    assert!(qido_error(&node, &include).contains("includefield attributes: at most 256"));
+    let uids: Vec<String> = (0..1001).map(|n| format!("1.2.3.{n}")).collect();
+    let list = format!("StudyInstanceUID={}", uids.join("%5C"));
+    assert!(qido_error(&node, &list).contains("more than 1000 values"));
+    let long = format!("PatientID={}", "P".repeat(65));
+    assert!(qido_error(&node, &long).contains("longer than 64 characters"));
+    let long = format!("AccessionNumber={}", "A".repeat(17));
+    assert!(qido_error(&node, &long).contains("longer than 16 characters"));
+    // the caps are not in the way of ordinary queries
+    let uids = format!(
+        "StudyInstanceUID={CT_SMALL_STUDY}%5C{MR_SMALL_STUDY}&{}",
+        ["PatientName=*"; 10].join("&")
+    );
+    let r = get(
+        &node,
+        &format!("/dicom-web/studies?{uids}"),
+        &[("Accept", "application/dicom+json")],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len(),
+        2
+    );
+    // pages of one statement: every offset, and one past the end
+    let mut seen = std::collections::BTreeSet::new();
+    for offset in 0..3 {
+        let r = get(
+            &node,
+            &format!("/dicom-web/studies?limit=1&offset={offset}"),
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let page: Vec<Value> = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(page.len(), 1, "offset {offset}");
+        assert_eq!(r.header("warning").is_some(), offset < 2, "offset {offset}");
+        seen.insert(
+            page[0]["0020000D"]["Value"][0]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(seen.len(), 3);
+    let r = get(&node, "/dicom-web/studies?limit=5&offset=3", &[]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len(),
+        0
+    );
+    let r = get(
+        &node,
+        &format!("/dicom-web/studies?offset={}", u64::MAX),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        serde_json::from_slice::<Vec<Value>>(&r.body).unwrap().len(),
+        0
+    );
+    // C-FIND: the same caps, refused with Unable to Process and a comment
+    let mut cmd = support::dcmtk_command("findscu");
+    cmd.args(["-S", "-d", "-aet", "FINDSCU", "-aec", "PACS"])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyDescription={}", "D".repeat(65))])
+        .args(["127.0.0.1", &node.dimse_port().to_string()]);
+    let out = support::run_with_timeout(&mut cmd, support::TOOL_TIMEOUT);
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        log.contains("0xc000") || log.contains("Unable to Process"),
+        "{log}"
+    );
+    assert!(log.contains("longer than 64 characters"), "{log}");
+    assert!(!node.log().contains("panicked"));
+}
+both_backends!(queries_are_capped_and_paged_with_bound_parameters);
