@@ -141,19 +141,27 @@ impl DicomWebArchive {
 
     /// The one instance a scope names (an instance scope), with its object key.
     async fn one_instance(&self, scope: &Scope) -> Result<(InstanceInfo, String), ArchiveError> {
-        let mut rows = self.scope_rows(scope).await?;
-        if scope.instance.is_some() {
-            return Ok(rows.swap_remove(0));
-        }
+        let rows = self.scope_rows(scope).await?;
+        let first_series = match rows.first() {
+            Some((first, _)) if scope.instance.is_none() => first.series.clone(),
+            _ => {
+                return rows
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Self::not_found(scope))
+            }
+        };
         // a series or study: its representative image is the middle instance of its first
         // series (a scout or a localizer is usually first)
-        let first_series = rows[0].0.series.clone();
         let series: Vec<_> = rows
             .into_iter()
             .filter(|(i, _)| i.series == first_series)
             .collect();
         let middle = series.len() / 2;
-        Ok(series.into_iter().nth(middle).expect("non-empty"))
+        series
+            .into_iter()
+            .nth(middle)
+            .ok_or_else(|| Self::not_found(scope))
     }
 
     async fn object_bytes(&self, key: &str) -> Result<Bytes, ArchiveError> {
@@ -370,17 +378,27 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             });
         }
         let mut frames = Vec::with_capacity(numbers.len());
+        // a recorded range that does not fit in 64 bits is a damaged index, not a frame
+        let span = |offset: u64, len: u64| {
+            offset
+                .checked_add(len)
+                .map(|end| offset..end)
+                .ok_or_else(|| ArchiveError::Internal(format!("frame index of {}", info.instance)))
+        };
         for &n in numbers {
-            let ranges = index.get(n as usize - 1).ok_or_else(|| {
-                ArchiveError::NotFound(format!(
-                    "frame {n} does not exist: the instance has {} frame(s)",
-                    index.len()
-                ))
-            })?;
+            let ranges = (n as usize)
+                .checked_sub(1)
+                .and_then(|i| index.get(i))
+                .ok_or_else(|| {
+                    ArchiveError::NotFound(format!(
+                        "frame {n} does not exist: the instance has {} frame(s)",
+                        index.len()
+                    ))
+                })?;
             if let [(offset, len)] = ranges[..] {
                 frames.push(
                     self.storage()
-                        .get_range(&key, offset..offset + len)
+                        .get_range(&key, span(offset, len)?)
                         .await
                         .map_err(storage_err)?,
                 );
@@ -390,7 +408,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                     frame.extend_from_slice(
                         &self
                             .storage()
-                            .get_range(&key, offset..offset + len)
+                            .get_range(&key, span(offset, len)?)
                             .await
                             .map_err(storage_err)?,
                     );
@@ -583,15 +601,18 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
 
 /// `haystack` with every `needle` replaced.
 fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() {
+        return haystack.to_vec();
+    }
     let mut out = Vec::with_capacity(haystack.len() + with.len() * 2);
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
+    let mut rest = haystack;
+    while let Some((&first, after)) = rest.split_first() {
+        if let Some(after_needle) = rest.strip_prefix(needle) {
             out.extend_from_slice(with);
-            i += needle.len();
+            rest = after_needle;
         } else {
-            out.push(haystack[i]);
-            i += 1;
+            out.push(first);
+            rest = after;
         }
     }
     out
@@ -600,8 +621,11 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 /// The value bytes of the element at `path` (`TTTTTTTT` or `TTTTTTTT/item/TTTTTTTT/...`).
 fn element_bytes(part10: &[u8], path: &str) -> Result<Bytes, ArchiveError> {
     use dicom_core::value::Value as DValue;
+    let unreadable = || ArchiveError::Internal("stored object unreadable: too short".into());
     let obj = dicom_object::OpenFileOptions::new()
-        .from_reader(std::io::Cursor::new(&part10[128..]))
+        .from_reader(std::io::Cursor::new(
+            part10.get(128..).ok_or_else(unreadable)?,
+        ))
         .map_err(|e| ArchiveError::Internal(format!("stored object unreadable: {e}")))?;
     let not_found = || ArchiveError::NotFound(format!("no bulk data at {path}"));
     let parse_tag = |t: &str| -> Result<dicom_core::Tag, ArchiveError> {
@@ -635,5 +659,32 @@ fn element_bytes(part10: &[u8], path: &str) -> Result<Bytes, ArchiveError> {
             .to_bytes()
             .map(|b| Bytes::from(b.into_owned()))
             .map_err(|_| not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_all_replaces_every_needle_and_nothing_else() {
+        let r = |h: &[u8], n: &[u8], w: &[u8]| String::from_utf8(replace_all(h, n, w)).unwrap();
+        assert_eq!(r(b"a-b-c", b"-", b"+-+"), "a+-+b+-+c");
+        assert_eq!(r(b"--", b"-", b""), "");
+        assert_eq!(r(b"abab", b"abab", b"x"), "x");
+        assert_eq!(r(b"aba", b"abab", b"x"), "aba");
+        assert_eq!(r(b"", b"x", b"y"), "");
+        assert_eq!(r(b"xyz", b"", b"q"), "xyz");
+    }
+
+    #[test]
+    fn element_bytes_refuses_what_is_not_there() {
+        assert!(matches!(
+            element_bytes(b"short", "00100010"),
+            Err(ArchiveError::Internal(_))
+        ));
+        let mut part10 = vec![0u8; 128];
+        part10.extend_from_slice(b"DICM");
+        assert!(element_bytes(&part10, "00100010").is_err());
     }
 }

@@ -647,3 +647,68 @@ async fn queries_are_capped_and_paged_with_bound_parameters(backend: Backend) {
     assert!(!node.log().contains("panicked"));
 }
 both_backends!(queries_are_capped_and_paged_with_bound_parameters);
+
+/// WADO-RS parameters from the network that reached an index, a slice or an unchecked parse:
+/// each is answered (400, 404, 416), none panics a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_wado_parameters_are_answered() {
+    let node = node(&[]);
+    let (status, _) = stow(&node, &[("application/dicom", &test_file("CT_small.dcm"))]);
+    assert_eq!(status, 200);
+    let instance = format!(
+        "/dicom-web/studies/{CT_SMALL_STUDY}/series/{CT_SMALL_SERIES}/instances/{CT_SMALL_SOP}"
+    );
+    let many = vec!["1"; 4097].join(",");
+    let octets = ("Accept", "application/octet-stream");
+    let any = ("Accept", "*/*");
+    for (path, header, status) in [
+        (format!("{instance}/frames/0"), any, 400),
+        (format!("{instance}/frames/1,,2"), any, 400),
+        (format!("{instance}/frames/4294967296"), any, 400),
+        (format!("{instance}/frames/99"), any, 404),
+        (format!("{instance}/frames/{many}"), any, 400),
+        (format!("{instance}/frames/0/rendered"), any, 400),
+        (format!("{instance}/rendered?window=nan,100"), any, 400),
+        (format!("{instance}/rendered?window=40,inf"), any, 400),
+        (format!("{instance}/rendered?viewport=0,0"), any, 400),
+        (format!("{instance}/rendered?quality=0"), any, 400),
+        (format!("{instance}/bulkdata/zz"), octets, 404),
+        (
+            format!("{instance}/bulkdata/00100010/0/00100010"),
+            octets,
+            404,
+        ),
+        (
+            format!("{instance}/bulkdata/00081140/99999999999999999999/00081150"),
+            octets,
+            404,
+        ),
+        (
+            format!("/dicom-web/studies/{CT_SMALL_STUDY}%ff/metadata"),
+            any,
+            400,
+        ),
+        (
+            "/dicom-web/studies?PatientName=%ff%fe%".to_string(),
+            any,
+            200,
+        ),
+        ("/dicom-web/studies?%ZZ=%&=&&".to_string(), any, 400),
+    ] {
+        let r = get(&node, &path, &[header]);
+        assert_eq!(r.status, status, "{path:.120}: {}", r.text());
+    }
+    let pixels = format!("{instance}/bulkdata/7FE00010");
+    for range in [
+        "bytes=-5",
+        "bytes=5-2",
+        "bytes=99999999999999999999-",
+        "bytes=1-2,4-5",
+        "items=0-1",
+    ] {
+        let r = get(&node, &pixels, &[octets, ("Range", range)]);
+        assert_eq!(r.status, 416, "{range}: {}", r.text());
+    }
+    assert_eq!(get(&node, "/healthz", &[]).status, 200);
+    assert!(!node.log().contains("panicked"), "{}", node.log());
+}

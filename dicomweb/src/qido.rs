@@ -68,26 +68,32 @@ pub(crate) fn form_pairs(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `+` is a space, `%XX` the byte XX; a `%` not followed by two hex digits stays as it is;
+/// bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&b, after)) = rest.split_first() {
+        rest = after;
+        match b {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
+            b'%' => {
+                // two hex digits (from_str_radix alone would take "+1")
+                let hex = rest
+                    .get(..2)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(decoded) => {
+                        out.push(decoded);
+                        rest = rest.get(2..).unwrap_or_default();
                     }
                     None => out.push(b'%'),
                 }
             }
             b => out.push(b),
         }
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -125,14 +131,13 @@ async fn search(
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, json_type)], body).into_response();
     if result.truncated {
         // PS3.18 8.3.4.4.1: say that there are more results than were returned.
-        response.headers_mut().insert(
-            header::WARNING,
-            HeaderValue::from_str(&format!(
-                "299 pacs \"The number of results exceeded the maximum supported by the server ({}). Additional results can be requested.\"",
-                result.limit
-            ))
-            .expect("ascii header"),
+        let warning = format!(
+            "299 pacs \"The number of results exceeded the maximum supported by the server ({}). Additional results can be requested.\"",
+            result.limit
         );
+        if let Ok(v) = HeaderValue::try_from(warning) {
+            response.headers_mut().insert(header::WARNING, v);
+        }
     }
     Ok(response)
 }
@@ -244,5 +249,31 @@ mod tests {
         assert_eq!(pairs[3], ("x".into(), "a b".into()));
         assert_eq!(pairs[4], ("bad".into(), "%zz".into()));
         assert_eq!(pairs[5], ("end".into(), "%4".into()));
+    }
+
+    #[test]
+    fn percent_decoding_never_reads_past_the_end() {
+        for (raw, decoded) in [
+            ("%", "%"),
+            ("%%", "%%"),
+            ("%4", "%4"),
+            ("%41", "A"),
+            ("a%41%", "aA%"),
+            ("%+1", "% 1"),
+            ("%e9t%C3%A9", "\u{FFFD}t\u{e9}"),
+            ("%C3", "\u{FFFD}"),
+            ("%00", "\0"),
+            ("\u{e9}%2", "\u{e9}%2"),
+        ] {
+            assert_eq!(percent_decode(raw), decoded, "{raw:?}");
+        }
+        assert_eq!(
+            form_pairs("=&&a=&=b"),
+            [
+                ("".into(), "".into()),
+                ("a".into(), "".into()),
+                ("".into(), "b".into())
+            ]
+        );
     }
 }

@@ -322,8 +322,10 @@ async fn receive(
                 });
             }
         },
-        None if memory.len() == 1 => ReceivedPart::Memory(memory.remove(0)),
-        None => ReceivedPart::Memory(Bytes::from(memory.concat())),
+        None => match memory.as_slice() {
+            [one] => ReceivedPart::Memory(one.clone()),
+            _ => ReceivedPart::Memory(Bytes::from(memory.concat())),
+        },
     }))
 }
 
