@@ -9,6 +9,8 @@ import http.client
 import sys
 import time
 
+from latency_lib import fetch, pct
+
 port, runs, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 specs = [s.split("=", 1) for s in sys.argv[4:]]
 variants = {
@@ -18,17 +20,6 @@ variants = {
 }
 
 
-def fetch(conn, path, headers):
-    conn.request("GET", path, headers=headers)
-    r = conn.getresponse()
-    body = r.read()
-    if r.status != 200:
-        raise SystemExit(f"GET {path}: {r.status} {body[:200]!r}")
-
-
-def pct(times, q):
-    times = sorted(times)
-    return times[min(len(times) - 1, int(len(times) * q))] * 1000
 
 
 print(f"{'request':18} {'caller':12} {'p50_ms':>8} {'p95_ms':>8}")

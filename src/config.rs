@@ -82,6 +82,49 @@ pub struct ServeArgs {
     /// Lifetime of the login tokens of POST /api/login, in seconds [default: 1800].
     #[arg(long, env = "PACS_LOGIN_TOKEN_SECS")]
     pub login_token_secs: Option<u64>,
+    /// The node's certificate chain (PEM): with --tls-key, turns on HTTPS on the HTTP port and
+    /// the DIMSE TLS listener. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "PACS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "PACS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Port of the DIMSE TLS listener (PS3.15 Annex B) [default: 2762].
+    #[arg(long, env = "PACS_DIMSE_TLS_PORT")]
+    pub dimse_tls_port: Option<u16>,
+    /// CA bundle (PEM): DIMSE TLS peers must present a certificate it signed, and HTTPS
+    /// clients may authenticate with one.
+    #[arg(long, env = "PACS_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// CA bundle (PEM) the node trusts when it connects out over TLS; default: the system's
+    /// root certificates.
+    #[arg(long, env = "PACS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve plain DIMSE on --dimse-port (false: TLS only) [default: true].
+    #[arg(
+        long,
+        env = "PACS_PLAIN_DIMSE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub plain_dimse: Option<bool>,
+    /// Answer plain HTTP on the HTTP port besides HTTPS (false: HTTPS only) [default: true].
+    #[arg(
+        long,
+        env = "PACS_PLAIN_HTTP",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub plain_http: Option<bool>,
+    /// HTTP connections served at once [default: 1024].
+    #[arg(long, env = "PACS_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// Seconds a client gets to send a request's headers, and to send its next request on a
+    /// kept-alive connection [default: 30].
+    #[arg(long, env = "PACS_HTTP_HEADER_TIMEOUT_SECS")]
+    pub http_header_timeout_secs: Option<u64>,
     /// Directory for the embedded index, local objects and temporary files [default: ./data].
     #[arg(long, env = "PACS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -357,6 +400,13 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub auth: crate::auth::AuthSettings,
     pub trusted_proxies: Vec<IpAddr>,
+    /// TLS, when a certificate is configured.
+    pub tls: Option<TlsSettings>,
+    pub dimse_tls_port: u16,
+    pub plain_dimse: bool,
+    pub plain_http: bool,
+    pub http_max_connections: usize,
+    pub http_header_timeout: Duration,
     pub move_associations: usize,
     /// The AI job queue, when a worker token is set.
     pub ai: Option<crate::ai::AiSettings>,
@@ -495,9 +545,48 @@ impl Settings {
                 ),
             },
             trusted_proxies: args.trusted_proxies.clone().unwrap_or_default(),
+            tls: tls_settings(args)?,
+            dimse_tls_port: args.dimse_tls_port.unwrap_or(2762),
+            plain_dimse: args.plain_dimse.unwrap_or(true),
+            plain_http: args.plain_http.unwrap_or(true),
+            http_max_connections: args.http_max_connections.unwrap_or(1024).max(1),
+            http_header_timeout: Duration::from_secs(
+                args.http_header_timeout_secs.unwrap_or(30).clamp(1, 3600),
+            ),
             move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
             ai,
         })
+    }
+}
+
+/// The node's certificate and the CA bundles, when TLS is configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert: crate::tls::CertFiles,
+    /// Client certificates are checked against this bundle (required for DIMSE TLS).
+    pub client_ca: Option<PathBuf>,
+    /// What the node trusts when it connects out (None: the system roots).
+    pub ca: Option<PathBuf>,
+}
+
+fn tls_settings(args: &ServeArgs) -> Result<Option<TlsSettings>, ConfigError> {
+    let plain_off = args.plain_http == Some(false) || args.plain_dimse == Some(false);
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+            cert: crate::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            client_ca: args.tls_client_ca.clone(),
+            ca: args.tls_ca.clone(),
+        })),
+        (None, None) if plain_off => Err(ConfigError::Invalid(
+            "plain_http / plain_dimse false needs TLS (tls_cert and tls_key)".into(),
+        )),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::Invalid(
+            "tls_cert and tls_key go together".into(),
+        )),
     }
 }
 
@@ -906,6 +995,15 @@ mod tests {
             "oidc_roles_claim",
             "trusted_proxies",
             "login_token_secs",
+            "tls_cert",
+            "tls_key",
+            "dimse_tls_port",
+            "tls_client_ca",
+            "tls_ca",
+            "plain_dimse",
+            "plain_http",
+            "http_max_connections",
+            "http_header_timeout_secs",
             "data_dir",
             "database_url",
             "storage",

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::dimse_service::{AePolicy, NodeDimseService};
@@ -24,6 +24,8 @@ pub enum NodeError {
     Registry(String),
     #[error("{0}")]
     Insecure(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -59,6 +61,7 @@ pub fn http_config(
         // as C-STORE's: parts beyond 32 MiB are received into <data-dir>/tmp
         spill_threshold: 32 * 1024 * 1024,
         spill_dir: Some(settings.data_dir.join("tmp")),
+        hsts: settings.tls.is_some(),
     }
 }
 
@@ -198,27 +201,42 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         ae_title: settings.aet.clone(),
         scu_timeout: std::time::Duration::from_secs(30),
     });
+    let https = match &settings.tls {
+        Some(tls) => {
+            let cert = crate::tls::ReloadingCert::open(tls.cert.clone())?;
+            cert.spawn_watch(std::time::Duration::from_secs(2));
+            Some(crate::tls::server_config(
+                cert,
+                tls.client_ca.as_deref(),
+                crate::tls::ClientAuth::Optional,
+                &[b"h2", b"http/1.1"],
+            )?)
+        }
+        None => None,
+    };
     let router = http_app(http_config(&settings, auth), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
-    let mut http_shutdown = shutdown_rx.clone();
-    let http_task = tokio::spawn(async move {
-        use axum::serve::ListenerExt;
-        // TCP_NODELAY on every accepted connection: small replies must not wait for Nagle.
-        let listener = http_listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.changed().await;
-            })
-            .await;
-        if let Err(e) = result {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
-    info!(aet = %settings.aet, dimse = %dimse_addr, http = %http_addr, "node ready");
+    let http_settings = crate::http_server::HttpServerSettings {
+        tls: https,
+        plain: settings.plain_http,
+        header_timeout: settings.http_header_timeout,
+        handshake_timeout: std::time::Duration::from_secs(10),
+        max_connections: settings.http_max_connections,
+    };
+    let http_task = tokio::spawn(crate::http_server::serve(
+        http_listener,
+        router,
+        http_settings,
+        shutdown_rx.clone(),
+        settings.shutdown_grace,
+    ));
+    let scheme = match (&settings.tls, settings.plain_http) {
+        (Some(_), true) => "https+http",
+        (Some(_), false) => "https",
+        (None, _) => "http",
+    };
+    info!(aet = %settings.aet, dimse = %dimse_addr, http = %http_addr, %scheme, "node ready");
 
     wait_for_signal().await;
     info!("shutting down: no new associations or requests");

@@ -20,6 +20,7 @@ mod dimse_retrieve;
 mod dimse_store;
 mod index_backends;
 mod s3_storage;
+mod tls;
 
 /// Every `tests/*.rs` file is a module of this crate (with `autotests = false`, cargo would
 /// otherwise silently build none of its tests).

@@ -131,6 +131,8 @@ pub enum Principal {
     AdminToken,
     /// The holder of the node's shared `--worker-token`.
     WorkerToken,
+    /// A TLS client certificate, by its subject's Common Name.
+    Certificate(String),
 }
 
 impl Principal {
@@ -143,6 +145,7 @@ impl Principal {
             Principal::Oidc(n) => format!("oidc:{n}"),
             Principal::AdminToken => "admin-token".into(),
             Principal::WorkerToken => "worker-token".into(),
+            Principal::Certificate(n) => format!("cert:{n}"),
         }
     }
 }
@@ -238,7 +241,15 @@ pub enum Credential {
         username: String,
         password: String,
     },
+    /// No Authorization header, but a client certificate the TLS handshake verified: its
+    /// subject's Common Name.
+    Certificate(String),
 }
+
+/// The verified client certificate of the request's connection (its subject), put into the
+/// request extensions by the server that terminated TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub String);
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -246,6 +257,7 @@ impl std::fmt::Debug for Credential {
             Credential::None => f.write_str("None"),
             Credential::Bearer(_) => f.write_str("Bearer(<hidden>)"),
             Credential::Basic { username, .. } => write!(f, "Basic({username}, <hidden>)"),
+            Credential::Certificate(subject) => write!(f, "Certificate({subject})"),
         }
     }
 }
@@ -410,7 +422,16 @@ pub(crate) async fn identify(
             other
         }
     };
-    let identity = match Credential::from_headers(request.headers()) {
+    let credential = match Credential::from_headers(request.headers()) {
+        // an Authorization header decides; else the connection's client certificate
+        Ok(Credential::None) => Ok(request
+            .extensions()
+            .get::<ClientCertificate>()
+            .map(|c| Credential::Certificate(c.0.clone()))
+            .unwrap_or(Credential::None)),
+        other => other,
+    };
+    let identity = match credential {
         Ok(credential) => security.authenticator.identify(credential, peer).await,
         Err(why) => Identity::refused(peer, why),
     };

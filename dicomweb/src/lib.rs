@@ -25,8 +25,8 @@ use dicom_dictionary_std::uids;
 pub use archive::{Archive, ArchiveError};
 pub use error::HttpError;
 pub use identity::{
-    token_matches, Authenticator, Credential, Identity, Need, Permission, Permissions, Principal,
-    RoutePolicy, Security,
+    token_matches, Authenticator, ClientCertificate, Credential, Identity, Need, Permission,
+    Permissions, Principal, RoutePolicy, Security,
 };
 pub use stack::app;
 
@@ -57,6 +57,8 @@ pub struct DicomWebConfig {
     pub spill_threshold: usize,
     /// Where those temporary files go (default: the system's temporary directory).
     pub spill_dir: Option<PathBuf>,
+    /// Send `Strict-Transport-Security` (RFC 6797): the node serves HTTPS.
+    pub hsts: bool,
 }
 
 impl Default for DicomWebConfig {
@@ -73,6 +75,7 @@ impl Default for DicomWebConfig {
             max_in_flight: 256,
             spill_threshold: 32 * 1024 * 1024,
             spill_dir: None,
+            hsts: false,
         }
     }
 }

@@ -39,6 +39,7 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     let cors = cors_layer(&config.cors_origins);
     let static_dir = config.static_dir.clone();
     let in_flight = InFlight::new(config.max_in_flight);
+    let hsts = config.hsts;
     let (dicomweb, mut api) = crate::routes(Arc::new(AppState { archive, config }));
     for group in routes {
         api = api.merge(group);
@@ -57,7 +58,21 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
                 .fallback(tower_http::services::ServeFile::new(index)),
         );
     }
-    layers(app, security, cors, in_flight)
+    let app = layers(app, security, cors, in_flight);
+    if hsts {
+        // one year; browsers then refuse plain HTTP to this host (RFC 6797 6.1)
+        app.layer(middleware::map_response(
+            |mut response: Response| async move {
+                response.headers_mut().insert(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    HeaderValue::from_static("max-age=31536000"),
+                );
+                response
+            },
+        ))
+    } else {
+        app
+    }
 }
 
 fn layers(app: Router, security: Arc<Security>, cors: CorsLayer, in_flight: InFlight) -> Router {

@@ -8,6 +8,9 @@
 //!   to the user's password generation, so that a password change ends them;
 //! - OpenID Connect access tokens ([`oidc`]).
 //!
+//! A TLS client certificate (HTTPS with `--tls-client-ca`), when no Authorization header is
+//! sent: its subject's Common Name names an API key, whose roles it gets.
+//!
 //! `Authorization: Basic` is a local user's name and password (Argon2id). Successful checks
 //! are remembered for a minute against the stored hash, so that a script sending Basic on
 //! every request does not pay Argon2 every time, while a password change applies at once.
@@ -282,6 +285,21 @@ impl NodeAuth {
         Ok((row.name, row.roles))
     }
 
+    /// A verified client certificate: its subject names an API key (`pacs key create SUBJECT
+    /// --roles ...`; the key itself is not needed), whose roles it gets while the key is live.
+    async fn check_certificate(&self, subject: &str) -> Result<Permissions, String> {
+        let row = self
+            .index
+            .api_key_by_name(subject)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("certificate subject {subject} is not registered"))?;
+        if row.revoked_at_ms.is_some() {
+            return Err(format!("certificate subject {subject} was revoked"));
+        }
+        Ok(permissions_of(&row.roles))
+    }
+
     /// A bearer token's principal and permissions.
     async fn check_bearer(&self, token: &str) -> Result<(Principal, Permissions), String> {
         let holds =
@@ -366,6 +384,12 @@ impl Authenticator for NodeAuth {
             Credential::None => Identity::anonymous(peer, self.anonymous_permissions(peer).await),
             Credential::Bearer(token) => match self.check_bearer(&token).await {
                 Ok((principal, permissions)) => Identity::new(principal, peer, permissions),
+                Err(why) => Identity::refused(peer, why),
+            },
+            Credential::Certificate(subject) => match self.check_certificate(&subject).await {
+                Ok(permissions) => {
+                    Identity::new(Principal::Certificate(subject), peer, permissions)
+                }
                 Err(why) => Identity::refused(peer, why),
             },
             Credential::Basic { username, password } => {

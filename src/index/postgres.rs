@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 
 use super::schema::InsertValues;
 use super::schema::{self, Dialect, MIGRATIONS};
@@ -70,22 +70,134 @@ impl Statements {
 fn db_err(e: tokio_postgres::Error) -> IndexError {
     match e.as_db_error() {
         Some(db) => IndexError::Database(format!("{}: {}", db.code().code(), db.message())),
-        None => IndexError::Database(e.to_string()),
+        None => IndexError::Database(with_causes(&e)),
     }
 }
 
+/// An error with its causes (a TLS handshake failure says why only in its source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn pool_err(e: deadpool_postgres::PoolError) -> IndexError {
-    IndexError::Unavailable(e.to_string())
+    IndexError::Unavailable(with_causes(&e))
+}
+
+/// libpq's `sslmode` (PostgreSQL documentation, libpq 34.19): tokio-postgres knows only the
+/// first three, so the URL's `sslmode` and `sslrootcert` are read here and the checks done by
+/// the rustls connector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// libpq's default: TLS when the server offers it, certificate unchecked.
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn wire(self) -> tokio_postgres::config::SslMode {
+        use tokio_postgres::config::SslMode as Wire;
+        match self {
+            SslMode::Disable => Wire::Disable,
+            SslMode::Prefer => Wire::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Wire::Require,
+        }
+    }
+}
+
+/// The TLS options of a database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslOptions {
+    pub mode: SslMode,
+    pub root_cert: Option<std::path::PathBuf>,
+}
+
+impl SslOptions {
+    /// What is checked of the server's certificate. As in libpq, `require` with a root CA
+    /// file behaves as `verify-ca`.
+    fn check(&self) -> crate::tls::ServerCheck {
+        use crate::tls::ServerCheck;
+        match self.mode {
+            SslMode::VerifyFull => ServerCheck::Full,
+            SslMode::VerifyCa => ServerCheck::Chain,
+            SslMode::Require if self.root_cert.is_some() => ServerCheck::Chain,
+            _ => ServerCheck::None,
+        }
+    }
+}
+
+/// The URL without `sslmode` and `sslrootcert`, and what they said.
+pub fn split_ssl_options(url: &str) -> IndexResult<(String, SslOptions)> {
+    let mut parsed = url::Url::parse(url).map_err(|e| IndexError::BadUrl(e.to_string()))?;
+    let mut options = SslOptions {
+        mode: SslMode::Prefer,
+        root_cert: None,
+    };
+    let mut kept = Vec::new();
+    for (key, value) in parsed.query_pairs() {
+        match key.as_ref() {
+            "sslmode" => {
+                options.mode = match value.as_ref() {
+                    "disable" => SslMode::Disable,
+                    "allow" | "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(IndexError::BadUrl(format!(
+                            "sslmode {other:?}: disable, prefer, require, verify-ca or verify-full"
+                        )))
+                    }
+                }
+            }
+            "sslrootcert" => options.root_cert = Some(value.as_ref().into()),
+            _ => kept.push((key.into_owned(), value.into_owned())),
+        }
+    }
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok((parsed.to_string(), options))
+}
+
+/// Statements kept prepared per connection, at most: past this the cache starts afresh, so
+/// that queries of ever new shapes (QIDO with other keys) cannot grow it without bound.
+const STATEMENT_CACHE_MAX: usize = 512;
+
+fn bound_statement_cache(client: &deadpool_postgres::Client) {
+    if client.statement_cache.size() > STATEMENT_CACHE_MAX {
+        client.statement_cache.clear();
+    }
 }
 
 impl PostgresIndex {
     pub async fn connect(url: &str) -> IndexResult<PostgresIndex> {
-        let config: tokio_postgres::Config = url
+        let (url, ssl) = split_ssl_options(url)?;
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| IndexError::BadUrl(e.to_string()))?;
+        config.ssl_mode(ssl.mode.wire());
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+            crate::tls::client_config(ssl.check(), ssl.root_cert.as_deref())
+                .map_err(|e| IndexError::BadUrl(e.to_string()))?,
+        );
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -299,6 +411,7 @@ impl Index for PostgresIndex {
 
     async fn fetch(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Vec<Vec<SqlValue>>> {
         let client = self.pool.get().await.map_err(pool_err)?;
+        bound_statement_cache(&client);
         let stmt = client
             .prepare_cached(&Dialect::Postgres.render(sql.text()))
             .await
@@ -309,6 +422,7 @@ impl Index for PostgresIndex {
 
     async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed> {
         let client = self.pool.get().await.map_err(pool_err)?;
+        bound_statement_cache(&client);
         let stmt = client
             .prepare_cached(&Dialect::Postgres.render(sql.text()))
             .await

@@ -186,6 +186,15 @@ impl dyn Index {
         Ok(rows.first().map(|r| key_from_row(r)))
     }
 
+    /// The key named `name`, revoked or not.
+    pub async fn api_key_by_name(&self, name: &str) -> IndexResult<Option<ApiKeyRow>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE name = ?1");
+        let rows = self
+            .fetch(Sql::new(&sql), vec![SqlValue::Text(name.into())])
+            .await?;
+        Ok(rows.first().map(|r| key_from_row(r)))
+    }
+
     pub async fn api_keys(&self) -> IndexResult<Vec<ApiKeyRow>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY name");
         let rows = self.fetch(Sql::new(&sql), vec![]).await?;

@@ -358,9 +358,10 @@ impl Ingest {
 
         let result = match self.policy {
             DuplicatePolicy::Overwrite => match self.index.replace_instance(record).await {
-                Ok(Some(previous)) => Ok(IngestOutcome::Replaced).inspect(|_| {
-                    self.forget_object(&previous, &key);
-                }),
+                Ok(Some(previous)) => {
+                    self.forget_object(&previous, &key).await;
+                    Ok(IngestOutcome::Replaced)
+                }
                 Ok(None) => Ok(IngestOutcome::Stored),
                 Err(e) => Err(e),
             },
@@ -414,19 +415,17 @@ impl Ingest {
         }
     }
 
-    fn forget_object(&self, previous: &StoredInstance, new_key: &str) {
+    /// Deletes the object a replaced row pointed to, before the store is answered: when the
+    /// sender hears Success, the archive holds exactly what the index says.
+    async fn forget_object(&self, previous: &StoredInstance, new_key: &str) {
         if previous.object_key == new_key {
             return;
         }
-        let storage = self.storage.clone();
-        let key = previous.object_key.clone();
-        tokio::spawn(async move {
-            if let Err(e) = storage.delete(&key).await {
-                warn!(key, error = %e, "cannot delete replaced object");
-            } else {
-                info!(key, "replaced object deleted");
-            }
-        });
+        let key = previous.object_key.as_str();
+        match self.storage.delete(key).await {
+            Ok(()) => info!(key, "replaced object deleted"),
+            Err(e) => warn!(key, error = %e, "cannot delete replaced object"),
+        }
     }
 
     async fn delete_quietly(&self, key: &str) {

@@ -144,20 +144,40 @@ fi
 series_dir=${work}/ct/0/0
 stow_file=$(ls "${work}"/stow/0/0/*.dcm | head -n 1)
 
+# --- TLS: a CA and the node's certificate (made here, never kept) ---------------------------
+mkdir -p "${work}/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=e2e CA" \
+    -keyout "${work}/tls/ca.key" -out "${work}/tls/ca.crt" >/dev/null 2>&1 \
+    || setup_failure "openssl: the test CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "${work}/tls/node.key" -out "${work}/tls/node.csr" >/dev/null 2>&1 \
+    && printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"${work}/tls/ext" \
+    && openssl x509 -req -in "${work}/tls/node.csr" -CA "${work}/tls/ca.crt" -CAkey "${work}/tls/ca.key" \
+        -CAcreateserial -days 2 -extfile "${work}/tls/ext" -out "${work}/tls/node.crt" >/dev/null 2>&1 \
+    || setup_failure "openssl: the node's certificate"
+# Chromium trusts the node's key by its SPKI hash (nothing else is accepted unchecked)
+E2E_SPKI=$(openssl x509 -in "${work}/tls/node.crt" -pubkey -noout | openssl pkey -pubin -outform der \
+    | openssl dgst -sha256 -binary | base64)
+export E2E_SPKI
+
 # --- the node ----------------------------------------------------------------------------
 # Ports are picked free, then bound by the node: another process may take one in between,
-# so a node that exits at start is started again on new ports.
+# so a node that exits at start is started again on new ports. It serves HTTPS (the viewer is
+# opened over HTTPS) and plain HTTP (the npm dicomweb-client) on the same port.
 for attempt in 1 2 3; do
     dimse_port=$(free_port)
     http_port=$(free_port)
     base=http://127.0.0.1:${http_port}
     export PACS_DICOMWEB=${base}/dicom-web
-    node "${here}/ohif.mjs" prepare "${work}/viewer" "${PACS_DICOMWEB}" \
+    export PACS_DICOMWEB_HTTPS=https://127.0.0.1:${http_port}/dicom-web
+    node "${here}/ohif.mjs" prepare "${work}/viewer" "${PACS_DICOMWEB_HTTPS}" \
         || setup_failure "preparing the OHIF viewer directory"
     rm -rf "${work}/data"
     mkdir -p "${work}/data"
     "${PACS_BIN}" serve --bind 127.0.0.1 --aet PACS --dimse-port "${dimse_port}" \
         --http-port "${http_port}" --data-dir "${work}/data" --viewer-dir "${work}/viewer" \
+        --tls-cert "${work}/tls/node.crt" --tls-key "${work}/tls/node.key" \
+        --dimse-tls-port "$(free_port)" \
         >"${artifacts}/node.log" 2>&1 &
     node_pid=$!
     wait_ready "${node_pid}" "${base}/healthz" && break
@@ -199,7 +219,7 @@ run_suite() {
 }
 
 run_suite dicomweb-client npm-dicomweb-client.mjs
-run_suite ohif ohif.mjs
+PACS_DICOMWEB=${PACS_DICOMWEB_HTTPS} run_suite ohif ohif.mjs
 failed_anonymous=${failed}
 
 # --- the OpenID provider, and a node that requires its tokens ------------------------------

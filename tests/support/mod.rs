@@ -17,6 +17,7 @@
 
 /// Index/object-store consistency checks (tests/support/archive.rs).
 pub mod archive;
+pub mod certs;
 pub mod issuer;
 /// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
@@ -490,7 +491,7 @@ fn start_cluster() -> Result<PgServer, String> {
     // A port can be taken between free_port() and postgres binding it:
     // retry a few times on that.
     for _ in 0..3 {
-        match try_start_cluster(&bin) {
+        match try_start_cluster(&bin, None) {
             Ok(server) => {
                 eprintln!(
                     "support: PostgreSQL test cluster ready in {:.1?} ({})",
@@ -510,8 +511,28 @@ fn start_cluster() -> Result<PgServer, String> {
     Err(last_err)
 }
 
+/// A private PostgreSQL cluster with `ssl=on` and this certificate and key (PEM), for the
+/// TLS tests: its admin URL (`postgres://postgres@127.0.0.1:PORT/postgres`). Stopped and
+/// deleted when the test process exits.
+pub fn start_tls_postgres(cert_pem: &str, key_pem: &str) -> String {
+    let bin = pg_bin_dir().unwrap_or_else(|e| panic!("no PostgreSQL server for tests: {e}"));
+    let mut last = String::new();
+    for _ in 0..3 {
+        match try_start_cluster(&bin, Some((cert_pem, key_pem))) {
+            Ok(server) => return server.admin_url,
+            Err((e, retry)) => {
+                last = e;
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    panic!("cannot start a PostgreSQL cluster with ssl=on: {last}");
+}
+
 /// Returns the error and whether retrying may help.
-fn try_start_cluster(bin: &Path) -> Result<PgServer, (String, bool)> {
+fn try_start_cluster(bin: &Path, tls: Option<(&str, &str)>) -> Result<PgServer, (String, bool)> {
     let fail = |msg: String| (msg, false);
     let dir = tempfile::Builder::new()
         .prefix("pacs-test-pg-")
@@ -564,6 +585,32 @@ fn try_start_cluster(bin: &Path) -> Result<PgServer, (String, bool)> {
         )));
     }
 
+    let mut ssl_args: Vec<String> = Vec::new();
+    if let Some((cert, key)) = tls {
+        // the key must be the server user's and private (PostgreSQL refuses it otherwise)
+        let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::write(&cert_path, cert).map_err(|e| fail(format!("write cert: {e}")))?;
+        std::fs::write(&key_path, key).map_err(|e| fail(format!("write key: {e}")))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(format!("chmod key: {e}")))?;
+        if is_root() {
+            let _ = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&cert_path)
+                .arg(&key_path)
+                .output();
+        }
+        ssl_args = vec![
+            "-c".into(),
+            "ssl=on".into(),
+            "-c".into(),
+            format!("ssl_cert_file={}", cert_path.display()),
+            "-c".into(),
+            format!("ssl_key_file={}", key_path.display()),
+        ];
+    }
+
     let port = free_port();
     // The watchdog (plain sh) runs postgres in the background, then waits
     // for this test process to disappear; it then stops the postmaster
@@ -600,6 +647,7 @@ rm -rf "$dir"
         .arg(&dir)
         .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
         .args(["-c", "shared_buffers=32MB", "-c", "max_connections=300"])
+        .args(&ssl_args)
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -1250,8 +1298,11 @@ impl Node {
                     self.log()
                 ));
             }
-            let healthy = try_http_request(self.http_port, "GET", "/healthz", &[], &[])
-                .is_ok_and(|r| r.status == 200);
+            // (an HTTPS-only node answers a plain request with 400 "HTTPS only": it is up)
+            let healthy =
+                try_http_request(self.http_port, "GET", "/healthz", &[], &[]).is_ok_and(|r| {
+                    r.status == 200 || (r.status == 400 && r.text().contains("HTTPS only"))
+                });
             if healthy && TcpStream::connect(("127.0.0.1", self.dimse_port)).is_ok() {
                 return Ok(());
             }
