@@ -100,7 +100,8 @@ pub(crate) fn base_url(
 
 /// `scheme://host[:port]` of this node as the client reached it: the configured public URL;
 /// else what a trusted proxy forwarded (`X-Forwarded-Host`/`-Proto`; the identity layer drops
-/// them from anyone else); else the request's Host (or HTTP/2 authority), completed with the
+/// them from anyone else); else the request's Host (or HTTP/2 authority and scheme; an
+/// HTTP/1.1 request over TLS does not say it is one, so set the public URL), completed with the
 /// listening port when the client left it out; else, with neither, `127.0.0.1:<port>`. A host
 /// that is not `host[:port]` (a DNS name, IPv4 or bracketed IPv6, a port 1-65535) is refused
 /// (400, RFC 9112 3.2): it would otherwise be written into every URL the node answers with.
@@ -122,8 +123,13 @@ pub(crate) fn origin(
             })
             .transpose()
     };
+    // an HTTP/2 request names its scheme (`:scheme`); an HTTP/1.1 one does not
+    let own_scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
     let scheme = match header("x-forwarded-proto")? {
-        None => "http",
+        None => own_scheme,
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
         Some(p) if p.eq_ignore_ascii_case("http") => "http",
         Some(_) => return Err(HttpError::bad_request("malformed X-Forwarded-Proto header")),
@@ -410,10 +416,10 @@ mod tests {
         let h = headers(&[("host", b"[::1]")]);
         assert_eq!(origin(&c, &h, &uri).unwrap(), "http://[::1]:8042");
         // no Host: the HTTP/2 authority, else loopback
-        let h2 = Uri::from_static("http://viewer.example:8042/dicom-web/studies");
+        let h2 = Uri::from_static("https://viewer.example:8042/dicom-web/studies");
         assert_eq!(
             origin(&c, &HeaderMap::new(), &h2).unwrap(),
-            "http://viewer.example:8042"
+            "https://viewer.example:8042"
         );
         assert_eq!(
             origin(&c, &HeaderMap::new(), &uri).unwrap(),
