@@ -102,7 +102,8 @@ pub(crate) fn base_url(
 /// else what a trusted proxy forwarded (`X-Forwarded-Host`/`-Proto`; the identity layer drops
 /// them from anyone else); else the request's Host (or HTTP/2 authority and scheme; an
 /// HTTP/1.1 request over TLS does not say it is one, so set the public URL), completed with the
-/// listening port when the client left it out; else, with neither, `127.0.0.1:<port>`. A host
+/// listening port when the client left it out; else, with neither, `127.0.0.1:<port>`.
+/// (The node's TLS listener gives HTTP/1.1 requests over TLS the `https` scheme.) A host
 /// that is not `host[:port]` (a DNS name, IPv4 or bracketed IPv6, a port 1-65535) is refused
 /// (400, RFC 9112 3.2): it would otherwise be written into every URL the node answers with.
 pub(crate) fn origin(
