@@ -207,6 +207,9 @@ pub struct ServeArgs {
     /// Largest STOW-RS request, in MiB [default: 8192].
     #[arg(long, env = "PACS_STOW_MAX_REQUEST_MB")]
     pub stow_max_request_mb: Option<u64>,
+    /// HTTP requests served at once; beyond it, 503 with Retry-After [default: 256].
+    #[arg(long, env = "PACS_HTTP_MAX_IN_FLIGHT")]
+    pub http_max_in_flight: Option<usize>,
     /// A bearer token with the admin role (`Authorization: Bearer`), for scripts on sites
     /// without users; setting it counts as configuring authentication.
     #[arg(long, env = "PACS_ADMIN_TOKEN", hide_env_values = true)]
@@ -406,6 +409,7 @@ pub struct Settings {
     pub qido_max_results: usize,
     pub stow_max_instance_bytes: u64,
     pub stow_max_request_bytes: u64,
+    pub http_max_in_flight: usize,
     pub remote_aes: Vec<RemoteAe>,
     pub admin_token: Option<String>,
     pub auth: crate::auth::AuthSettings,
@@ -546,6 +550,7 @@ impl Settings {
                 .unwrap_or(2048)
                 .saturating_mul(MIB),
             stow_max_request_bytes: args.stow_max_request_mb.unwrap_or(8192).saturating_mul(MIB),
+            http_max_in_flight: args.http_max_in_flight.unwrap_or(256).max(1),
             remote_aes: args.ae.clone(),
             admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
             auth: crate::auth::AuthSettings {
@@ -1045,6 +1050,7 @@ mod tests {
             "qido_max_results",
             "stow_max_instance_mb",
             "stow_max_request_mb",
+            "http_max_in_flight",
             "admin_token",
             "move_associations",
             "worker_token",

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use pacs_dicomweb::archive::{
-    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, RenderRequest, Scope, SearchLevel,
-    SearchRequest, SearchResponse, StoreResult, StoredFrames,
+    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, ReceivedPart, RenderRequest, Scope,
+    SearchLevel, SearchRequest, SearchResponse, StoreResult, StoredFrames,
 };
 
 use pacs_dicomweb::Identity;
@@ -141,19 +141,27 @@ impl DicomWebArchive {
 
     /// The one instance a scope names (an instance scope), with its object key.
     async fn one_instance(&self, scope: &Scope) -> Result<(InstanceInfo, String), ArchiveError> {
-        let mut rows = self.scope_rows(scope).await?;
-        if scope.instance.is_some() {
-            return Ok(rows.swap_remove(0));
-        }
+        let rows = self.scope_rows(scope).await?;
+        let first_series = match rows.first() {
+            Some((first, _)) if scope.instance.is_none() => first.series.clone(),
+            _ => {
+                return rows
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Self::not_found(scope))
+            }
+        };
         // a series or study: its representative image is the middle instance of its first
         // series (a scout or a localizer is usually first)
-        let first_series = rows[0].0.series.clone();
         let series: Vec<_> = rows
             .into_iter()
             .filter(|(i, _)| i.series == first_series)
             .collect();
         let middle = series.len() / 2;
-        Ok(series.into_iter().nth(middle).expect("non-empty"))
+        series
+            .into_iter()
+            .nth(middle)
+            .ok_or_else(|| Self::not_found(scope))
     }
 
     async fn object_bytes(&self, key: &str) -> Result<Bytes, ArchiveError> {
@@ -215,6 +223,11 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             Include::All
         } else if request.include.is_empty() {
             Include::Defaults
+        } else if request.include.len() > crate::query::limits::MAX_RETURN_KEYS {
+            return Err(query_err(QueryError::TooMany {
+                what: "includefield attributes".into(),
+                limit: crate::query::limits::MAX_RETURN_KEYS,
+            }));
         } else {
             Include::Tags(
                 request
@@ -365,17 +378,27 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             });
         }
         let mut frames = Vec::with_capacity(numbers.len());
+        // a recorded range that does not fit in 64 bits is a damaged index, not a frame
+        let span = |offset: u64, len: u64| {
+            offset
+                .checked_add(len)
+                .map(|end| offset..end)
+                .ok_or_else(|| ArchiveError::Internal(format!("frame index of {}", info.instance)))
+        };
         for &n in numbers {
-            let ranges = index.get(n as usize - 1).ok_or_else(|| {
-                ArchiveError::NotFound(format!(
-                    "frame {n} does not exist: the instance has {} frame(s)",
-                    index.len()
-                ))
-            })?;
+            let ranges = (n as usize)
+                .checked_sub(1)
+                .and_then(|i| index.get(i))
+                .ok_or_else(|| {
+                    ArchiveError::NotFound(format!(
+                        "frame {n} does not exist: the instance has {} frame(s)",
+                        index.len()
+                    ))
+                })?;
             if let [(offset, len)] = ranges[..] {
                 frames.push(
                     self.storage()
-                        .get_range(&key, offset..offset + len)
+                        .get_range(&key, span(offset, len)?)
                         .await
                         .map_err(storage_err)?,
                 );
@@ -385,7 +408,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                     frame.extend_from_slice(
                         &self
                             .storage()
-                            .get_range(&key, offset..offset + len)
+                            .get_range(&key, span(offset, len)?)
                             .await
                             .map_err(storage_err)?,
                     );
@@ -436,29 +459,33 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
     ) -> Result<BulkData, ArchiveError> {
         let (info, key) = self.one_instance(scope).await?;
         let path = path.trim_matches('/').to_ascii_uppercase();
+        // RFC 9110 14.1.2: a range is satisfiable when it starts before the end of the value
+        // (so no range of an empty value is); its end is clipped to the value's length.
         let clip = |total: u64| -> Result<Range<u64>, ArchiveError> {
-            let r = range.clone().unwrap_or(0..total);
-            let r = r.start..r.end.min(total);
-            if r.start >= total && total > 0 {
-                return Err(ArchiveError::BadRequest(format!(
-                    "range starts past the end ({total} bytes)"
-                )));
+            match range.clone() {
+                None => Ok(0..total),
+                Some(r) if r.start < total && r.start < r.end => Ok(r.start..r.end.min(total)),
+                Some(_) => Err(ArchiveError::RangeNotSatisfiable { length: total }),
             }
-            Ok(r)
         };
         let is_pixel = matches!(path.as_str(), "7FE00010" | "7FE00008" | "7FE00009");
         if is_pixel {
             let index = self.frame_index(&info.instance).await?;
             let ranges: Vec<(u64, u64)> = index.into_iter().flatten().collect();
-            let contiguous = ranges.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0);
+            let contiguous = ranges
+                .windows(2)
+                .all(|w| w[0].0.checked_add(w[0].1) == Some(w[1].0));
             if !ranges.is_empty() && contiguous {
                 // native pixel data: one range of the stored object
-                let start = ranges[0].0;
+                let start = ranges.first().map_or(0, |r| r.0);
                 let total = ranges.iter().map(|r| r.1).sum::<u64>();
                 let r = clip(total)?;
                 let bytes = self
                     .storage()
-                    .get_range(&key, start + r.start..start + r.end)
+                    .get_range(
+                        &key,
+                        start.saturating_add(r.start)..start.saturating_add(r.end),
+                    )
                     .await
                     .map_err(storage_err)?;
                 return Ok(BulkData {
@@ -473,8 +500,13 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         let value = Self::blocking(move || element_bytes(&bytes, &path)).await?;
         let total = value.len() as u64;
         let r = clip(total)?;
+        // within the value: clip keeps start < end <= total
+        let bytes = match (usize::try_from(r.start), usize::try_from(r.end)) {
+            (Ok(start), Ok(end)) if start < end && end <= value.len() => value.slice(start..end),
+            _ => Bytes::new(),
+        };
         Ok(BulkData {
-            bytes: value.slice(r.start as usize..r.end as usize),
+            bytes,
             total_len: total,
             range: r,
         })
@@ -507,8 +539,30 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         .await
     }
 
-    async fn store(&self, object: Bytes, study: Option<&str>, identity: &Identity) -> StoreResult {
-        let mut incoming = match Incoming::from_part10(object, Origin::from(identity)) {
+    async fn store(
+        &self,
+        object: ReceivedPart,
+        study: Option<&str>,
+        identity: &Identity,
+    ) -> StoreResult {
+        let origin = Origin::from(identity);
+        // a spilled part's file lives (and is deleted) with `_spilled`, once ingest is done
+        let (incoming, _spilled) = match object {
+            ReceivedPart::Memory(bytes) => (Incoming::from_part10(bytes, origin), None),
+            ReceivedPart::File { path, .. } => {
+                let file = path.to_path_buf();
+                let incoming =
+                    tokio::task::spawn_blocking(move || Incoming::from_part10_file(file, origin))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(IngestError::CannotUnderstand(format!(
+                                "cannot read the object: {e}"
+                            )))
+                        });
+                (incoming, Some(path))
+            }
+        };
+        let mut incoming = match incoming {
             Ok(i) => i,
             Err(e) => {
                 return StoreResult::Failed {
@@ -547,15 +601,18 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
 
 /// `haystack` with every `needle` replaced.
 fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
+    if needle.is_empty() {
+        return haystack.to_vec();
+    }
     let mut out = Vec::with_capacity(haystack.len() + with.len() * 2);
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
+    let mut rest = haystack;
+    while let Some((&first, after)) = rest.split_first() {
+        if let Some(after_needle) = rest.strip_prefix(needle) {
             out.extend_from_slice(with);
-            i += needle.len();
+            rest = after_needle;
         } else {
-            out.push(haystack[i]);
-            i += 1;
+            out.push(first);
+            rest = after;
         }
     }
     out
@@ -564,8 +621,11 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
 /// The value bytes of the element at `path` (`TTTTTTTT` or `TTTTTTTT/item/TTTTTTTT/...`).
 fn element_bytes(part10: &[u8], path: &str) -> Result<Bytes, ArchiveError> {
     use dicom_core::value::Value as DValue;
+    let unreadable = || ArchiveError::Internal("stored object unreadable: too short".into());
     let obj = dicom_object::OpenFileOptions::new()
-        .from_reader(std::io::Cursor::new(&part10[128..]))
+        .from_reader(std::io::Cursor::new(
+            part10.get(128..).ok_or_else(unreadable)?,
+        ))
         .map_err(|e| ArchiveError::Internal(format!("stored object unreadable: {e}")))?;
     let not_found = || ArchiveError::NotFound(format!("no bulk data at {path}"));
     let parse_tag = |t: &str| -> Result<dicom_core::Tag, ArchiveError> {
@@ -599,5 +659,32 @@ fn element_bytes(part10: &[u8], path: &str) -> Result<Bytes, ArchiveError> {
             .to_bytes()
             .map(|b| Bytes::from(b.into_owned()))
             .map_err(|_| not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_all_replaces_every_needle_and_nothing_else() {
+        let r = |h: &[u8], n: &[u8], w: &[u8]| String::from_utf8(replace_all(h, n, w)).unwrap();
+        assert_eq!(r(b"a-b-c", b"-", b"+-+"), "a+-+b+-+c");
+        assert_eq!(r(b"--", b"-", b""), "");
+        assert_eq!(r(b"abab", b"abab", b"x"), "x");
+        assert_eq!(r(b"aba", b"abab", b"x"), "aba");
+        assert_eq!(r(b"", b"x", b"y"), "");
+        assert_eq!(r(b"xyz", b"", b"q"), "xyz");
+    }
+
+    #[test]
+    fn element_bytes_refuses_what_is_not_there() {
+        assert!(matches!(
+            element_bytes(b"short", "00100010"),
+            Err(ArchiveError::Internal(_))
+        ));
+        let mut part10 = vec![0u8; 128];
+        part10.extend_from_slice(b"DICM");
+        assert!(element_bytes(&part10, "00100010").is_err());
     }
 }

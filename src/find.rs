@@ -11,7 +11,7 @@ use dicom_dictionary_std::{tags, uids, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 
 use crate::index::{Index, SqlValue};
-use crate::query::{attributes, Attribute, Include, Level, Matcher, Query, QueryError};
+use crate::query::{attributes, limits, Attribute, Include, Level, Matcher, Query, QueryError};
 
 /// Identifier does not match SOP Class (PS3.4 C.4.1.1.4).
 const IDENTIFIER_DOES_NOT_MATCH: u16 = 0xA900;
@@ -87,6 +87,16 @@ impl FindQuery {
             other => return Err(mismatch(format!("unknown Query/Retrieve Level {other:?}"))),
         };
         let unable = |e: QueryError| (UNABLE_TO_PROCESS, e.to_string());
+        let too_many = |what: &str, limit: usize| {
+            unable(QueryError::TooMany {
+                what: what.into(),
+                limit,
+            })
+        };
+        if identifier.iter().count() > limits::MAX_RETURN_KEYS + 2 {
+            // (Query/Retrieve Level and Specific Character Set are not keys)
+            return Err(too_many("keys in the identifier", limits::MAX_RETURN_KEYS));
+        }
         let mut query =
             Query::parse(level, &[], Include::Defaults, false, limit, 0).map_err(unable)?;
         // Matching keys: every attribute the index knows, at this level or above; any other
@@ -137,6 +147,9 @@ impl FindQuery {
             }
             match Matcher::parse(attribute, &value, false).map_err(unable)? {
                 Matcher::Universal => {}
+                _ if query.conditions.len() >= limits::MAX_MATCHING_KEYS => {
+                    return Err(too_many("matching keys", limits::MAX_MATCHING_KEYS));
+                }
                 matcher => query.conditions.push((attribute, matcher)),
             }
         }
@@ -364,6 +377,33 @@ mod tests {
             at += header + len;
         }
         panic!("{tag} not in the data set");
+    }
+
+    #[test]
+    fn identifiers_beyond_the_caps_are_refused_with_a_comment() {
+        // more keys than MAX_RETURN_KEYS (private return keys, all empty)
+        let keys: Vec<(Tag, VR, &str)> = (0..300u16)
+            .map(|n| (Tag(0x0009, 0x1000 + n), VR::LO, ""))
+            .collect();
+        let (status, comment) =
+            FindQuery::from_identifier(STUDY_ROOT, &identifier("STUDY", &keys), 10).unwrap_err();
+        assert_eq!(status, UNABLE_TO_PROCESS);
+        assert!(comment.contains("at most 256"), "{comment}");
+        // a value longer than its VR holds (LO: 64)
+        let long = "D".repeat(65);
+        let keys = [(tags::STUDY_DESCRIPTION, VR::LO, long.as_str())];
+        let (status, comment) =
+            FindQuery::from_identifier(STUDY_ROOT, &identifier("STUDY", &keys), 10).unwrap_err();
+        assert_eq!(status, UNABLE_TO_PROCESS);
+        assert!(comment.contains("longer than 64"), "{comment}");
+        // a list of more than 1000 UIDs
+        let uids: Vec<String> = (0..1001).map(|n| format!("1.2.{n}")).collect();
+        let list = uids.join("\\");
+        let keys = [(tags::STUDY_INSTANCE_UID, VR::UI, list.as_str())];
+        let (status, comment) =
+            FindQuery::from_identifier(STUDY_ROOT, &identifier("STUDY", &keys), 10).unwrap_err();
+        assert_eq!(status, UNABLE_TO_PROCESS);
+        assert!(comment.contains("more than 1000 values"), "{comment}");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn serve(
             let _permit = permit;
             match accept(tcp, peer, &settings).await {
                 Some(Accepted::Tls(stream, cert)) => {
-                    let service = service(router, peer, cert);
+                    let service = service(router, peer, cert, true);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -101,7 +101,7 @@ pub async fn serve(
                     }
                 }
                 Some(Accepted::Plain(stream)) => {
-                    let service = service(router, peer, None);
+                    let service = service(router, peer, None, false);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -180,11 +180,14 @@ async fn refuse_plain(mut tcp: TcpStream) {
 }
 
 /// The application for one connection: the client's address and certificate subject go into
-/// every request's extensions (where the stack's identity layer reads them).
+/// every request's extensions (where the stack's identity layer reads them); on a TLS
+/// connection, an HTTP/1.1 request's URI gets the `https` scheme it does not carry, so that the
+/// URLs the node writes (Retrieve URL, BulkDataURI) say https.
 fn service(
     router: Router,
     peer: SocketAddr,
     certificate: Option<String>,
+    tls: bool,
 ) -> TowerToHyperService<
     impl tower::Service<
             hyper::Request<Incoming>,
@@ -195,6 +198,9 @@ fn service(
 > {
     let service = router.map_request(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        if tls && request.uri().scheme().is_none() {
+            with_https_scheme(&mut request);
+        }
         if let Some(subject) = &certificate {
             request
                 .extensions_mut()
@@ -203,4 +209,26 @@ fn service(
         request
     });
     TowerToHyperService::new(service)
+}
+
+/// `https://HOST/path?query` for an origin-form request over TLS, HOST from the Host header
+/// (left as it is when there is none or it is no authority).
+fn with_https_scheme(request: &mut hyper::Request<Incoming>) {
+    let Some(host) = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+    else {
+        return;
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(hyper::http::uri::Scheme::HTTPS);
+    parts.authority = Some(host);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = hyper::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
 }

@@ -101,6 +101,10 @@ pub fn http_config(
             trusted_proxies: settings.trusted_proxies.clone(),
             realm: "pacs".into(),
         },
+        max_in_flight: settings.http_max_in_flight,
+        // as C-STORE's: parts beyond 32 MiB are received into <data-dir>/tmp
+        spill_threshold: 32 * 1024 * 1024,
+        spill_dir: Some(settings.data_dir.join("tmp")),
         hsts: settings.tls.is_some(),
     }
 }

@@ -13,6 +13,7 @@ mod ai_jobs;
 mod ai_worker;
 mod auth;
 mod dicomweb;
+mod dicomweb_limits;
 mod dimse_bad_input;
 mod dimse_find;
 mod dimse_retrieve;

@@ -138,6 +138,28 @@ async fn https_with_client_certificates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "studies: 0");
+
+    // the URLs the node writes say https to an HTTPS client (HTTP/1.1 does not say it)
+    let (_dir, synth) = crate::support::synth_ct(1, 7301);
+    let file = synth.instances[0].path.clone();
+    let stored = crate::support::storescu(&node, "CT1", &[], &[file.as_path()]);
+    assert!(
+        stored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stored.stderr)
+    );
+    let (_, answer) = curl(&[
+        "--http1.1",
+        "--cacert",
+        &cafile,
+        "-H",
+        &format!("Authorization: {}", basic("ada", "correct horse battery")),
+        &format!("{https}/dicom-web/studies"),
+    ]);
+    assert!(
+        answer.contains(&format!("\"{https}/dicom-web/studies/")),
+        "{answer}"
+    );
 }
 
 /// The certificate is replaced on disk while a connection stays open: new connections get the

@@ -19,6 +19,10 @@ pub enum ArchiveError {
     NotAcceptable(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A byte range that starts at or past the end of a value of `length` bytes (every range
+    /// of an empty value): RFC 9110 15.5.17.
+    #[error("range not satisfiable: the value has {length} bytes")]
+    RangeNotSatisfiable { length: u64 },
     #[error("{0}")]
     Internal(String),
 }
@@ -134,6 +138,28 @@ pub enum StoreResult {
 
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 
+/// One STOW-RS part as received: a Part 10 object, in memory when small, else in a temporary
+/// file that is deleted when this value is dropped (so that a 2 GB object never needs 2 GB of
+/// memory, as with C-STORE).
+#[derive(Debug)]
+pub enum ReceivedPart {
+    Memory(Bytes),
+    File { path: tempfile::TempPath, len: u64 },
+}
+
+impl ReceivedPart {
+    pub fn len(&self) -> u64 {
+        match self {
+            ReceivedPart::Memory(b) => b.len() as u64,
+            ReceivedPart::File { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Every method that reads or writes receives the caller's [`Identity`] (for the audit trail
 /// and per-caller permissions); an implementation may not need it yet, but it is always there.
 #[async_trait::async_trait]
@@ -218,6 +244,11 @@ pub trait Archive: Send + Sync + 'static {
     ) -> Result<Bytes, ArchiveError>;
 
     /// Stores one Part 10 object received by STOW-RS; `study` is the study in the request URL,
-    /// which the instance must belong to.
-    async fn store(&self, object: Bytes, study: Option<&str>, identity: &Identity) -> StoreResult;
+    /// which the instance must belong to. The part is within the instance limit.
+    async fn store(
+        &self,
+        object: ReceivedPart,
+        study: Option<&str>,
+        identity: &Identity,
+    ) -> StoreResult;
 }

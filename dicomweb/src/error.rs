@@ -55,12 +55,21 @@ impl HttpError {
 
 impl From<ArchiveError> for HttpError {
     fn from(e: ArchiveError) -> Self {
+        if let ArchiveError::RangeNotSatisfiable { length } = e {
+            // RFC 9110 15.5.17: a 416 says how long the representation is
+            let error = HttpError::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string());
+            return match HeaderValue::try_from(format!("bytes */{length}")) {
+                Ok(v) => error.with_header(header::CONTENT_RANGE, v),
+                Err(_) => error,
+            };
+        }
         let status = match &e {
             ArchiveError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ArchiveError::NotFound(_) => StatusCode::NOT_FOUND,
             ArchiveError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ArchiveError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ArchiveError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ArchiveError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
         };
         HttpError::new(status, e.to_string())
     }

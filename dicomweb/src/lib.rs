@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod error;
 pub mod identity;
+pub mod limits;
 pub mod media;
 mod qido;
 mod stack;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -50,6 +51,12 @@ pub struct DicomWebConfig {
     pub listen_port: u16,
     /// How callers are identified and what each route needs.
     pub security: Security,
+    /// Requests served at once; beyond it, 503 with `Retry-After` (see [`limits`]).
+    pub max_in_flight: usize,
+    /// STOW-RS parts larger than this are written to a temporary file while they arrive.
+    pub spill_threshold: usize,
+    /// Where those temporary files go (default: the system's temporary directory).
+    pub spill_dir: Option<PathBuf>,
     /// Send `Strict-Transport-Security` (RFC 6797): the node serves HTTPS.
     pub hsts: bool,
 }
@@ -65,6 +72,9 @@ impl Default for DicomWebConfig {
             public_url: None,
             listen_port: 8080,
             security: Security::default(),
+            max_in_flight: 256,
+            spill_threshold: 32 * 1024 * 1024,
+            spill_dir: None,
             hsts: false,
         }
     }
@@ -75,35 +85,133 @@ pub(crate) struct AppState {
     pub config: DicomWebConfig,
 }
 
-/// The URL of the DICOMweb root as clients reach it.
-pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    let origin = match &state.config.public_url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => {
-            let header_str = |name: &str| headers.get(name).and_then(|h| h.to_str().ok());
-            let scheme = header_str("x-forwarded-proto").unwrap_or("http");
-            match header_str("x-forwarded-host") {
-                Some(host) => format!("{scheme}://{host}"),
-                None => {
-                    let host = header_str("host").unwrap_or("localhost");
-                    // Some clients (the Python dicomweb-client among them) send Host without
-                    // the port they connected to; complete it with ours. Behind a proxy, set
-                    // the public URL or X-Forwarded-Host instead.
-                    let has_port = host
-                        .rsplit_once(':')
-                        .is_some_and(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-                        && !host.ends_with(']');
-                    let port = state.config.listen_port;
-                    if has_port || port == 80 || port == 443 {
-                        format!("{scheme}://{host}")
-                    } else {
-                        format!("{scheme}://{host}:{port}")
-                    }
-                }
-            }
+/// The URL of the DICOMweb root as clients reach it (see [`origin`]).
+pub(crate) fn base_url(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<String, HttpError> {
+    Ok(format!(
+        "{}{}",
+        origin(&state.config, headers, uri)?,
+        state.config.root
+    ))
+}
+
+/// `scheme://host[:port]` of this node as the client reached it: the configured public URL;
+/// else what a trusted proxy forwarded (`X-Forwarded-Host`/`-Proto`; the identity layer drops
+/// them from anyone else); else the request's Host (or HTTP/2 authority and scheme; an
+/// HTTP/1.1 request over TLS does not say it is one, so set the public URL), completed with the
+/// listening port when the client left it out; else, with neither, `127.0.0.1:<port>`.
+/// (The node's TLS listener gives HTTP/1.1 requests over TLS the `https` scheme.) A host
+/// that is not `host[:port]` (a DNS name, IPv4 or bracketed IPv6, a port 1-65535) is refused
+/// (400, RFC 9112 3.2): it would otherwise be written into every URL the node answers with.
+pub(crate) fn origin(
+    config: &DicomWebConfig,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<String, HttpError> {
+    if let Some(u) = &config.public_url {
+        return Ok(u.trim_end_matches('/').to_string());
+    }
+    let header = |name: &str| -> Result<Option<&str>, HttpError> {
+        headers
+            .get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(str::trim)
+                    .map_err(|_| HttpError::bad_request(format!("malformed {name} header")))
+            })
+            .transpose()
+    };
+    // an HTTP/2 request names its scheme (`:scheme`); an HTTP/1.1 one does not
+    let own_scheme = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let scheme = match header("x-forwarded-proto")? {
+        None => own_scheme,
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        Some(_) => return Err(HttpError::bad_request("malformed X-Forwarded-Proto header")),
+    };
+    let well_formed = |name: &str, authority: &str| -> Result<(), HttpError> {
+        if authority_is_well_formed(authority) {
+            Ok(())
+        } else {
+            Err(HttpError::bad_request(format!(
+                "malformed {name}: expected host[:port]"
+            )))
         }
     };
-    format!("{origin}{}", state.config.root)
+    if let Some(forwarded) = header("x-forwarded-host")? {
+        // a chain of proxies lists the first host first
+        let host = forwarded.split(',').next().unwrap_or_default().trim();
+        well_formed("X-Forwarded-Host header", host)?;
+        return Ok(format!("{scheme}://{host}"));
+    }
+    let port = config.listen_port;
+    let host = match header("host")? {
+        Some(host) => host,
+        None => match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => return Ok(format!("{scheme}://127.0.0.1:{port}")),
+        },
+    };
+    well_formed("Host header", host)?;
+    // Some clients (the Python dicomweb-client among them) send Host without the port they
+    // connected to; complete it with ours. Behind a proxy, set the public URL or
+    // X-Forwarded-Host instead.
+    let has_port = split_port(host).is_some_and(|(_, p)| p.is_some());
+    if has_port || port == 80 || port == 443 {
+        Ok(format!("{scheme}://{host}"))
+    } else {
+        Ok(format!("{scheme}://{host}:{port}"))
+    }
+}
+
+/// `host` and the port after it, if any (`[v6]:port`, `name:port`); None when something else
+/// follows a bracketed host.
+fn split_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if authority.starts_with('[') {
+        let end = authority.rfind(']')?;
+        let (host, rest) = authority.split_at(end + 1);
+        return match rest {
+            "" => Some((host, None)),
+            _ => Some((host, Some(rest.strip_prefix(':')?))),
+        };
+    }
+    Some(match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (authority, None),
+    })
+}
+
+/// `host[:port]` (RFC 3986 3.2.2, 3.2.3), strictly: a DNS name or IPv4 address (labels of
+/// letters, digits, `-` and `_`, up to 63 characters each and 253 in all), or an IPv6 address
+/// in brackets; a port of 1 to 65535.
+pub(crate) fn authority_is_well_formed(authority: &str) -> bool {
+    let Some((host, port)) = split_port(authority) else {
+        return false;
+    };
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            (1..=253).contains(&host.len())
+                && host.split('.').all(|label| {
+                    (1..=63).contains(&label.len())
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                })
+        }
+    };
+    port_ok && host_ok
 }
 
 /// Media type of an encapsulated transfer syntax's frames for WADO-RS (PS3.18 Table 8.7.3-5).
@@ -133,9 +241,9 @@ pub fn frame_media_type(transfer_syntax_uid: &str) -> Option<&'static str> {
     })
 }
 
-/// The DICOMweb routes under `config.root`, health and statistics (no layers: [`app`] puts
-/// them under the one HTTP stack with the node's other route groups).
-pub(crate) fn routes(state: Arc<AppState>) -> Router {
+/// The DICOMweb routes under `config.root`, and beside them health and statistics (no
+/// layers: [`app`] puts them under the one HTTP stack with the node's other route groups).
+pub(crate) fn routes(state: Arc<AppState>) -> (Router, Router) {
     let root = state.config.root.trim_end_matches('/').to_string();
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store_studies))
@@ -211,11 +319,11 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         })
         // no request body limit here: STOW-RS enforces its own limits while streaming
         .layer(axum::extract::DefaultBodyLimit::disable());
-    Router::new()
-        .nest(&root, dicomweb)
+    let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/api/statistics", get(statistics))
-        .with_state(state)
+        .with_state(state.clone());
+    (Router::new().nest(&root, dicomweb).with_state(state), api)
 }
 
 async fn healthz() -> &'static str {
@@ -226,5 +334,120 @@ async fn statistics(State(state): State<Arc<AppState>>, identity: Identity) -> R
     match state.archive.statistics(&identity).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => error::HttpError::from(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn config(port: u16) -> DicomWebConfig {
+        DicomWebConfig {
+            listen_port: port,
+            ..DicomWebConfig::default()
+        }
+    }
+
+    #[test]
+    fn authorities_are_host_and_port() {
+        for good in [
+            "localhost",
+            "pacs.example.org",
+            "pacs-1.example.org:8443",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]:443",
+            "internal_host:1",
+        ] {
+            assert!(authority_is_well_formed(good), "{good}");
+        }
+        for bad in [
+            "",
+            ":8080",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:80a",
+            "host:+80",
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[zz::1]",
+            "[fe80::1%25eth0]",
+            "a..b",
+            "evil.example/path",
+            "user@host",
+            "host\"><script>",
+            "host name",
+            "ho%73t",
+            &"a".repeat(64),
+            &format!("{}.org", "a.".repeat(130)),
+        ] {
+            assert!(!authority_is_well_formed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_origin_comes_from_a_well_formed_host_or_nowhere() {
+        let uri = Uri::from_static("/dicom-web/studies");
+        let c = config(8042);
+        // the port is completed when the client left it out
+        let h = headers(&[("host", b"pacs.example.org")]);
+        assert_eq!(
+            origin(&c, &h, &uri).unwrap(),
+            "http://pacs.example.org:8042"
+        );
+        let h = headers(&[("host", b"pacs.example.org:9000")]);
+        assert_eq!(
+            origin(&c, &h, &uri).unwrap(),
+            "http://pacs.example.org:9000"
+        );
+        let h = headers(&[("host", b"[::1]")]);
+        assert_eq!(origin(&c, &h, &uri).unwrap(), "http://[::1]:8042");
+        // no Host: the HTTP/2 authority, else loopback
+        let h2 = Uri::from_static("https://viewer.example:8042/dicom-web/studies");
+        assert_eq!(
+            origin(&c, &HeaderMap::new(), &h2).unwrap(),
+            "https://viewer.example:8042"
+        );
+        assert_eq!(
+            origin(&c, &HeaderMap::new(), &uri).unwrap(),
+            "http://127.0.0.1:8042"
+        );
+        // malformed: 400, never written into a URL
+        for bad in [&b"evil.example/x?"[..], b"a b", b"h\xc3\xa9te", b"x:99999"] {
+            let e = origin(&c, &headers(&[("host", bad)]), &uri).unwrap_err();
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+        // what a trusted proxy forwarded (the identity layer drops it from anyone else)
+        let h = headers(&[
+            ("host", b"10.0.0.5:8042"),
+            ("x-forwarded-host", b"pacs.example.org, 10.0.0.1"),
+            ("x-forwarded-proto", b"https"),
+        ]);
+        assert_eq!(origin(&c, &h, &uri).unwrap(), "https://pacs.example.org");
+        let h = headers(&[("host", b"ok"), ("x-forwarded-host", b"bad host")]);
+        assert!(origin(&c, &h, &uri).is_err());
+        let h = headers(&[("host", b"ok"), ("x-forwarded-proto", b"javascript")]);
+        assert!(origin(&c, &h, &uri).is_err());
+        // a public URL wins over everything, even a malformed Host
+        let c = DicomWebConfig {
+            public_url: Some("https://pacs.example.org/".into()),
+            ..config(8042)
+        };
+        let h = headers(&[("host", b"a b")]);
+        assert_eq!(origin(&c, &h, &uri).unwrap(), "https://pacs.example.org");
     }
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use crate::archive::{SearchLevel, SearchRequest};
@@ -68,26 +68,32 @@ pub(crate) fn form_pairs(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `+` is a space, `%XX` the byte XX; a `%` not followed by two hex digits stays as it is;
+/// bytes that are not UTF-8 become U+FFFD.
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    let mut rest = s.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    while let Some((&b, after)) = rest.split_first() {
+        rest = after;
+        match b {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
+            b'%' => {
+                // two hex digits (from_str_radix alone would take "+1")
+                let hex = rest
+                    .get(..2)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(decoded) => {
+                        out.push(decoded);
+                        rest = rest.get(2..).unwrap_or_default();
                     }
                     None => out.push(b'%'),
                 }
             }
             b => out.push(b),
         }
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
 }
@@ -96,7 +102,7 @@ async fn search(
     state: Arc<AppState>,
     identity: Identity,
     headers: &HeaderMap,
-    raw: Option<String>,
+    uri: &Uri,
     level: SearchLevel,
     study: Option<String>,
     series: Option<String>,
@@ -113,11 +119,11 @@ async fn search(
         ));
     };
     let request = parse_query(
-        raw.as_deref(),
+        uri.query(),
         level,
         study,
         series,
-        base_url(&state, headers),
+        base_url(&state, headers, uri)?,
     )?;
     let result = state.archive.search(request, &identity).await?;
     let body = serde_json::to_vec(&result.datasets)
@@ -125,14 +131,13 @@ async fn search(
     let mut response = (StatusCode::OK, [(header::CONTENT_TYPE, json_type)], body).into_response();
     if result.truncated {
         // PS3.18 8.3.4.4.1: say that there are more results than were returned.
-        response.headers_mut().insert(
-            header::WARNING,
-            HeaderValue::from_str(&format!(
-                "299 pacs \"The number of results exceeded the maximum supported by the server ({}). Additional results can be requested.\"",
-                result.limit
-            ))
-            .expect("ascii header"),
+        let warning = format!(
+            "299 pacs \"The number of results exceeded the maximum supported by the server ({}). Additional results can be requested.\"",
+            result.limit
         );
+        if let Ok(v) = HeaderValue::try_from(warning) {
+            response.headers_mut().insert(header::WARNING, v);
+        }
     }
     Ok(response)
 }
@@ -141,27 +146,36 @@ pub async fn studies(
     State(s): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    search(s, identity, &headers, q, SearchLevel::Study, None, None).await
+    search(s, identity, &headers, &uri, SearchLevel::Study, None, None).await
 }
 
 pub async fn all_series(
     State(s): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    search(s, identity, &headers, q, SearchLevel::Series, None, None).await
+    search(s, identity, &headers, &uri, SearchLevel::Series, None, None).await
 }
 
 pub async fn all_instances(
     State(s): State<Arc<AppState>>,
     identity: Identity,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    search(s, identity, &headers, q, SearchLevel::Instance, None, None).await
+    search(
+        s,
+        identity,
+        &headers,
+        &uri,
+        SearchLevel::Instance,
+        None,
+        None,
+    )
+    .await
 }
 
 pub async fn study_series(
@@ -169,13 +183,13 @@ pub async fn study_series(
     identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     search(
         s,
         identity,
         &headers,
-        q,
+        &uri,
         SearchLevel::Series,
         Some(study),
         None,
@@ -188,13 +202,13 @@ pub async fn study_instances(
     identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     search(
         s,
         identity,
         &headers,
-        q,
+        &uri,
         SearchLevel::Instance,
         Some(study),
         None,
@@ -207,13 +221,13 @@ pub async fn series_instances(
     identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
-    RawQuery(q): RawQuery,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     search(
         s,
         identity,
         &headers,
-        q,
+        &uri,
         SearchLevel::Instance,
         Some(study),
         Some(series),
@@ -235,5 +249,31 @@ mod tests {
         assert_eq!(pairs[3], ("x".into(), "a b".into()));
         assert_eq!(pairs[4], ("bad".into(), "%zz".into()));
         assert_eq!(pairs[5], ("end".into(), "%4".into()));
+    }
+
+    #[test]
+    fn percent_decoding_never_reads_past_the_end() {
+        for (raw, decoded) in [
+            ("%", "%"),
+            ("%%", "%%"),
+            ("%4", "%4"),
+            ("%41", "A"),
+            ("a%41%", "aA%"),
+            ("%+1", "% 1"),
+            ("%e9t%C3%A9", "\u{FFFD}t\u{e9}"),
+            ("%C3", "\u{FFFD}"),
+            ("%00", "\0"),
+            ("\u{e9}%2", "\u{e9}%2"),
+        ] {
+            assert_eq!(percent_decode(raw), decoded, "{raw:?}");
+        }
+        assert_eq!(
+            form_pairs("=&&a=&=b"),
+            [
+                ("".into(), "".into()),
+                ("a".into(), "".into()),
+                ("".into(), "b".into())
+            ]
+        );
     }
 }

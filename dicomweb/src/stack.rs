@@ -1,8 +1,8 @@
 //! The one HTTP stack: every route of the node (DICOMweb, health, statistics, the admin and
 //! worker APIs, the viewer) under the same layers, applied once on the outermost router.
 //!
-//! From the outside in: request id, tracing span, CORS, compression, error bodies, identity,
-//! body limit.
+//! From the outside in: request id, tracing span, CORS, compression, error bodies, the cap on
+//! requests in flight, identity, body limit (every route but DICOMweb, see [`crate::limits`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,16 +21,14 @@ use tracing::Span;
 use crate::archive::Archive;
 use crate::error::HttpError;
 use crate::identity::{authorize, client_address, identify, Security};
+use crate::limits::{self, limit_api_body, InFlight};
 use crate::{AppState, DicomWebConfig};
 
 /// The request id header: taken from the request when the client (or a proxy) sent a usable
 /// one, generated otherwise; always echoed in the response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Largest body of a request to a route other than STOW-RS (which streams and enforces its own
-/// limits, see [`DicomWebConfig::max_request_bytes`]): the JSON bodies of the admin and worker
-/// APIs. Axum's default, stated.
-pub const API_BODY_LIMIT: usize = 2 * 1024 * 1024;
+pub use crate::limits::API_BODY_LIMIT;
 
 /// The node's whole HTTP application: DICOMweb under `config.root`, health and statistics, the
 /// node's other `routes` (admin, worker, login APIs), the static viewer as the fallback; every
@@ -40,11 +38,15 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     let security = Arc::new(config.security.clone());
     let cors = cors_layer(&config.cors_origins);
     let static_dir = config.static_dir.clone();
+    let in_flight = InFlight::new(config.max_in_flight);
     let hsts = config.hsts;
-    let mut app = crate::routes(Arc::new(AppState { archive, config }));
+    let (dicomweb, mut api) = crate::routes(Arc::new(AppState { archive, config }));
     for group in routes {
-        app = app.merge(group);
+        api = api.merge(group);
     }
+    // Every route but DICOMweb (whose STOW-RS streams with its own limits) has its body cut at
+    // API_BODY_LIMIT, whatever the handler reads it with.
+    let mut app = dicomweb.merge(api.layer(middleware::from_fn(limit_api_body)));
     // A route layer: it runs after routing, so the matched route is known; fallbacks (the
     // viewer's files, unknown DICOMweb resources) are not routes and stay public.
     app = app.route_layer(middleware::from_fn_with_state(security.clone(), authorize));
@@ -56,7 +58,7 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
                 .fallback(tower_http::services::ServeFile::new(index)),
         );
     }
-    let app = layers(app, security, cors);
+    let app = layers(app, security, cors, in_flight);
     if hsts {
         // one year; browsers then refuse plain HTTP to this host (RFC 6797 6.1)
         app.layer(middleware::map_response(
@@ -73,7 +75,7 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     }
 }
 
-fn layers(app: Router, security: Arc<Security>, cors: CorsLayer) -> Router {
+fn layers(app: Router, security: Arc<Security>, cors: CorsLayer, in_flight: InFlight) -> Router {
     // Compress JSON, not DICOM, pixels or images (already dense, and costly to deflate).
     let compress = SizeAbove::new(1024)
         .and(NotForContentType::new("multipart/related"))
@@ -110,6 +112,7 @@ fn layers(app: Router, security: Arc<Security>, cors: CorsLayer) -> Router {
     // Router::layer wraps what is already there: the last one added is the outermost.
     app.layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .layer(middleware::from_fn_with_state(security, identify))
+        .layer(middleware::from_fn_with_state(in_flight, limits::in_flight))
         .layer(middleware::map_response(error_body))
         .layer(CompressionLayer::new().compress_when(compress))
         .layer(cors)
@@ -336,7 +339,7 @@ mod tests {
         }
         async fn store(
             &self,
-            _: bytes::Bytes,
+            _: ReceivedPart,
             _: Option<&str>,
             identity: &Identity,
         ) -> StoreResult {
@@ -383,6 +386,7 @@ mod tests {
             Some(match (method.as_str(), route) {
                 (_, "/api/admin") => Need::Permission(Permission::Admin),
                 (_, "/api/work") => Need::Permission(Permission::AiWorker),
+                (_, "/api/raw") => Need::Public,
                 ("GET", "/api/statistics") => Need::Public,
                 ("GET", _) | (_, "/healthz") => Need::Permission(Permission::Read),
                 ("POST", "/dicom-web/studies") => Need::Public,
@@ -404,7 +408,17 @@ mod tests {
                 .post(|body: axum::body::Bytes| async move { body.len().to_string() }),
         );
         let work = Router::new().route("/api/work", post(|| async { "leased" }));
-        let app = app(archive.clone(), config, vec![admin, work])
+        // a handler that reads the body itself, without an extractor's limit
+        let raw = Router::new().route(
+            "/api/raw",
+            post(|body: Body| async move {
+                match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(b) => (StatusCode::OK, b.len().to_string()),
+                    Err(e) => (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+                }
+            }),
+        );
+        let app = app(archive.clone(), config, vec![admin, work, raw])
             .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
         (app, archive)
     }
@@ -657,5 +671,132 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert_eq!(archive.callers.lock().unwrap().len(), 1);
+    }
+
+    /// A body of unknown length (chunked), as a stream of `n` bytes.
+    fn streamed(n: usize) -> Body {
+        let chunks = (0..n.div_ceil(64 * 1024)).map(move |i| {
+            let len = (n - i * 64 * 1024).min(64 * 1024);
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; len]))
+        });
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn every_api_body_is_cut_at_the_limit_whatever_reads_it() {
+        let (app, _) = stack();
+        let send = |uri: &'static str, body: Body, length: Option<usize>| {
+            let app = app.clone();
+            async move {
+                let mut request = HttpRequest::builder()
+                    .method(Method::POST)
+                    .uri(uri)
+                    .header("authorization", "Bearer admin-secret");
+                if let Some(n) = length {
+                    request = request.header(header::CONTENT_LENGTH, n);
+                }
+                let response = app.oneshot(request.body(body).unwrap()).await.unwrap();
+                let status = response.status();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                (status, body)
+            }
+        };
+        for uri in ["/api/admin", "/api/raw"] {
+            // declared too large: refused before the handler
+            let (status, body) = send(uri, Body::empty(), Some(API_BODY_LIMIT + 1)).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+            assert!(error_message(&body).contains("limit"), "{uri}");
+        }
+        for uri in ["/api/admin", "/api/raw"] {
+            // chunked, no length: cut at the limit, even for a handler reading the raw body
+            let (status, body) = send(uri, streamed(API_BODY_LIMIT + 1), None).await;
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}");
+            error_message(&body);
+            let (status, body) = send(uri, streamed(API_BODY_LIMIT), None).await;
+            assert_eq!(status, StatusCode::OK, "{uri}");
+            assert_eq!(body, API_BODY_LIMIT.to_string(), "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_in_flight_cap_are_503_with_retry_after() {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let waiting = gate.clone();
+        let routes: RoutePolicy = Arc::new(|_, _| Some(Need::Public));
+        let config = DicomWebConfig {
+            max_in_flight: 2,
+            security: Security {
+                authenticator: Arc::new(Tokens),
+                routes,
+                ..Security::default()
+            },
+            ..DicomWebConfig::default()
+        };
+        // a handler that waits for the gate, and a response body that waits for it too
+        let slow = Router::new()
+            .route(
+                "/api/slow",
+                get(move || {
+                    let gate = waiting.clone();
+                    async move {
+                        gate.notified().await;
+                        "done"
+                    }
+                }),
+            )
+            .route(
+                "/api/stream",
+                get(|| async {
+                    let (tx, rx) =
+                        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let _ = tx.send(Ok(bytes::Bytes::from_static(b"late"))).await;
+                    });
+                    Body::from_stream(tokio_stream_from(rx))
+                }),
+            );
+        let app = app(Arc::new(Empty::default()), config, vec![slow])
+            .layer(MockConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+        let one = tokio::spawn(get_owned(app.clone(), "/api/slow"));
+        // the second is in flight while its body streams
+        let response = app
+            .clone()
+            .oneshot(
+                HttpRequest::builder()
+                    .uri("/api/stream")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let stream_body = response.into_body();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (status, h, body) = get_path(&app, "/healthz", &[]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(h[header::RETRY_AFTER], "1");
+        assert!(error_message(&body).contains("in flight"));
+        // the stream ends: its place is free
+        let streamed = axum::body::to_bytes(stream_body, 1024).await.unwrap();
+        assert_eq!(&streamed[..], b"late");
+        let (status, _, _) = get_path(&app, "/healthz", &[]).await;
+        assert_eq!(status, StatusCode::OK);
+        gate.notify_waiters();
+        let (status, _) = one.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    async fn get_owned(app: Router, uri: &'static str) -> (StatusCode, Vec<u8>) {
+        let (status, _, body) = get_path(&app, uri, &[]).await;
+        (status, body)
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures::Stream<Item = T> {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 }

@@ -4,39 +4,44 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 
-use crate::archive::StoreResult;
+use crate::archive::{ReceivedPart, StoreResult};
 use crate::error::HttpError;
 use crate::identity::Identity;
-use crate::{base_url, AppState};
+use crate::limits::{content_length, drain, too_large, DRAIN_BYTES};
+use crate::{base_url, AppState, DicomWebConfig};
 
 /// Failure reason for a part that could not even be read as a DICOM object (PS3.18 Table
 /// 10.5.3-3 uses the C-STORE statuses: C000 cannot understand).
 const CANNOT_UNDERSTAND: u16 = 0xC000;
-/// Out of resources (A700): here, a part larger than the per-instance limit.
+/// Refused: out of resources (A700, PS3.18 Table I.2-2): here, a part larger than the
+/// per-instance limit, or one there was no room to receive.
 const OUT_OF_RESOURCES: u16 = 0xA700;
 
 pub async fn store_studies(
     State(state): State<Arc<AppState>>,
     identity: Identity,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store(state, headers, body, None, identity).await
+    store(state, &uri, headers, body, None, identity).await
 }
 
 pub async fn store_study(
     State(state): State<Arc<AppState>>,
     identity: Identity,
     Path(study): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, HttpError> {
-    store(state, headers, body, Some(study), identity).await
+    store(state, &uri, headers, body, Some(study), identity).await
 }
 
 /// The boundary of a multipart/related body whose root type is application/dicom.
@@ -82,42 +87,38 @@ fn boundary(headers: &HeaderMap) -> Result<String, HttpError> {
 
 async fn store(
     state: Arc<AppState>,
+    uri: &Uri,
     headers: HeaderMap,
     body: Body,
     study: Option<String>,
     identity: Identity,
 ) -> Result<Response, HttpError> {
     let boundary = boundary(&headers)?;
-    let limits = &state.config;
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limits.max_request_bytes {
-            // Read (and drop) what the client is sending, up to a bound, so that it gets to
-            // read the 413 instead of a reset connection.
-            drain(body, 64 * 1024 * 1024).await;
-            return Err(too_large(limits.max_request_bytes));
-        }
+    let config = &state.config;
+    if content_length(&headers).is_some_and(|len| len > config.max_request_bytes) {
+        // Read (and drop) what the client is sending, up to a bound, so that it gets to read
+        // the 413 instead of a reset connection.
+        drain(body, DRAIN_BYTES).await;
+        return Err(too_large("request", config.max_request_bytes));
     }
-    let constraints = multer::Constraints::new().size_limit(
-        multer::SizeLimit::new()
-            .whole_stream(limits.max_request_bytes)
-            .per_field(limits.max_instance_bytes),
-    );
+    let base = base_url(&state, &headers, uri)?;
+    // The request limit is multer's; the instance limit is applied here, part by part, so
+    // that a part beyond it fails alone and the parts after it are still read.
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(config.max_request_bytes));
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let mut stored: Vec<Value> = Vec::new();
     let mut failed: Vec<Value> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
     let mut warnings = false;
-    let base = base_url(&state, &headers);
+    let mut part_number = 0usize;
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(multer::Error::StreamSizeExceeded { .. }) => {
-                return Err(too_large(limits.max_request_bytes))
+                return Err(too_large("request", config.max_request_bytes))
             }
             Err(e) => {
                 if stored.is_empty() && failed.is_empty() {
@@ -127,36 +128,41 @@ async fn store(
                 }
                 // a body cut short: report what was stored so far, and the failure
                 failed.push(failure(None, None, CANNOT_UNDERSTAND));
+                reasons.push(format!("the body ended in error: {e}"));
                 tracing::warn!(error = %e, "STOW-RS body ended in error");
                 break;
             }
         };
+        part_number += 1;
         if let Some(ct) = field.content_type() {
             if ct.essence_str() != "application/dicom" {
                 failed.push(failure(None, None, CANNOT_UNDERSTAND));
+                reasons.push(format!(
+                    "part {part_number}: {} is not application/dicom",
+                    ct.essence_str()
+                ));
                 continue;
             }
         }
-        let bytes = match field.bytes().await {
-            Ok(b) => b,
-            Err(multer::Error::FieldSizeExceeded { .. }) => {
+        let part = match receive(field, config).await {
+            Ok(Received::Part(part)) => part,
+            Ok(Received::Refused { len, why }) => {
+                tracing::info!(part = part_number, len, %why, "STOW-RS part refused");
                 failed.push(failure(None, None, OUT_OF_RESOURCES));
+                reasons.push(format!("part {part_number}: {why}"));
                 continue;
             }
             Err(multer::Error::StreamSizeExceeded { .. }) => {
-                return Err(too_large(limits.max_request_bytes))
+                return Err(too_large("request", config.max_request_bytes))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "STOW-RS part unreadable");
                 failed.push(failure(None, None, CANNOT_UNDERSTAND));
+                reasons.push(format!("part {part_number}: unreadable: {e}"));
                 break;
             }
         };
-        match state
-            .archive
-            .store(bytes, study.as_deref(), &identity)
-            .await
-        {
+        match state.archive.store(part, study.as_deref(), &identity).await {
             StoreResult::Stored {
                 sop_class_uid,
                 sop_instance_uid,
@@ -185,6 +191,7 @@ async fn store(
             } => {
                 tracing::info!(reason = format!("{reason:#06x}"), %message, "STOW-RS part refused");
                 failed.push(failure(sop_class_uid, sop_instance_uid, reason));
+                reasons.push(format!("part {part_number}: {message}"));
             }
         }
     }
@@ -212,12 +219,159 @@ async fn store(
             ))
         }
     };
-    Ok((
+    let mut response = (
         status,
         [(header::CONTENT_TYPE, "application/dicom+json")],
         serde_json::to_vec(&Value::Object(response)).unwrap_or_default(),
     )
-        .into_response())
+        .into_response();
+    // PS3.18 8.6.3: the reason of each failure, readable, beside its Failure Reason code
+    for reason in reasons.iter().take(MAX_WARNINGS) {
+        if let Ok(v) = HeaderValue::try_from(warning(reason)) {
+            response.headers_mut().append(header::WARNING, v);
+        }
+    }
+    Ok(response)
+}
+
+/// Warning headers of one response at most (one per failed part).
+const MAX_WARNINGS: usize = 16;
+
+/// `299 pacs "<text>"` (RFC 7234 5.5) with the text reduced to what a quoted-string can hold.
+fn warning(text: &str) -> String {
+    let text: String = text
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .take(300)
+        .collect();
+    format!("299 pacs \"{text}\"")
+}
+
+/// What became of one part.
+enum Received {
+    Part(ReceivedPart),
+    /// Not kept (larger than the instance limit, or no room to buffer it): whatever had
+    /// arrived is dropped (its spill file deleted) and the rest of the part read and discarded.
+    Refused {
+        len: u64,
+        why: String,
+    },
+}
+
+/// Reads one part: in memory up to the spill threshold, then into a temporary file, up to
+/// the instance limit. Past that limit, the rest of the part is read and dropped, so the
+/// request can go on with its next part.
+async fn receive(
+    mut field: multer::Field<'_>,
+    config: &DicomWebConfig,
+) -> Result<Received, multer::Error> {
+    let limit = config.max_instance_bytes;
+    let mut memory: Vec<Bytes> = Vec::new();
+    let mut spill: Option<Spill> = None;
+    let mut len = 0u64;
+    let mut refused: Option<String> = None;
+    while let Some(chunk) = field.chunk().await? {
+        len = len.saturating_add(chunk.len() as u64);
+        if refused.is_some() {
+            continue;
+        }
+        if len > limit {
+            memory.clear();
+            spill = None; // deletes the file
+            refused = Some(format!("instance larger than the limit of {limit} bytes"));
+            continue;
+        }
+        let written = match &mut spill {
+            Some(file) => file.write(&chunk).await,
+            None if len > config.spill_threshold as u64 => {
+                match Spill::create(config.spill_dir.as_deref(), &memory, &chunk).await {
+                    Ok(file) => {
+                        memory.clear();
+                        spill = Some(file);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            None => {
+                memory.push(chunk);
+                Ok(())
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot buffer a STOW-RS part");
+            memory.clear();
+            spill = None;
+            refused = Some("no room to receive the instance".into());
+        }
+    }
+    if let Some(why) = refused {
+        return Ok(Received::Refused { len, why });
+    }
+    Ok(Received::Part(match spill {
+        Some(file) => match file.finish().await {
+            Ok(path) => ReceivedPart::File { path, len },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot buffer a STOW-RS part");
+                return Ok(Received::Refused {
+                    len,
+                    why: "no room to receive the instance".into(),
+                });
+            }
+        },
+        None => match memory.as_slice() {
+            [one] => ReceivedPart::Memory(one.clone()),
+            _ => ReceivedPart::Memory(Bytes::from(memory.concat())),
+        },
+    }))
+}
+
+/// A part being received into a temporary file (deleted when dropped before [`Spill::finish`]
+/// hands its path on, and when that path is dropped).
+struct Spill {
+    file: tokio::fs::File,
+    path: tempfile::TempPath,
+}
+
+impl Spill {
+    async fn create(
+        dir: Option<&std::path::Path>,
+        before: &[Bytes],
+        chunk: &Bytes,
+    ) -> std::io::Result<Spill> {
+        let dir = dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        tokio::fs::create_dir_all(&dir).await?;
+        let (file, path) = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new().prefix("stow-").tempfile_in(dir)
+        })
+        .await
+        .map_err(std::io::Error::other)??
+        .into_parts();
+        tracing::debug!(path = %path.display(), "spilling a large STOW-RS part to disk");
+        let mut spill = Spill {
+            file: tokio::fs::File::from_std(file),
+            path,
+        };
+        for b in before {
+            spill.write(b).await?;
+        }
+        spill.write(chunk).await?;
+        Ok(spill)
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(bytes).await
+    }
+
+    async fn finish(mut self) -> std::io::Result<tempfile::TempPath> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await?;
+        Ok(self.path)
+    }
 }
 
 fn failure(class: Option<String>, instance: Option<String>, reason: u16) -> Value {
@@ -231,24 +385,4 @@ fn failure(class: Option<String>, instance: Option<String>, reason: u16) -> Valu
         None => json!({"vr": "UI"}),
     };
     item
-}
-
-async fn drain(body: Body, cap: u64) {
-    use futures::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut seen = 0u64;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
-        seen += chunk.len() as u64;
-        if seen > cap {
-            break;
-        }
-    }
-}
-
-fn too_large(limit: u64) -> HttpError {
-    HttpError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request larger than the limit of {limit} bytes"),
-    )
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -128,11 +128,11 @@ async fn retrieve(
         })
         .flatten()
         .chain(futures::stream::once(async move { Ok(multipart.close()) }));
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from_stream(body))
-        .expect("response"))
+    let mut response = Response::new(Body::from_stream(body));
+    if let Ok(v) = HeaderValue::try_from(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    Ok(response)
 }
 
 pub async fn retrieve_study(
@@ -174,6 +174,7 @@ async fn metadata(
     state: Arc<AppState>,
     identity: Identity,
     headers: HeaderMap,
+    uri: Uri,
     scope: Scope,
 ) -> Result<Response, HttpError> {
     let ranges = accept_ranges(&headers);
@@ -188,7 +189,7 @@ async fn metadata(
     };
     let metadata = state
         .archive
-        .metadata(&scope, &base_url(&state, &headers), &identity)
+        .metadata(&scope, &base_url(&state, &headers, &uri)?, &identity)
         .await?;
     let etag = format!("\"{}\"", metadata.etag);
     if headers
@@ -220,8 +221,9 @@ pub async fn study_metadata(
     identity: Identity,
     Path(study): Path<String>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    metadata(s, identity, headers, scope(study, None, None)).await
+    metadata(s, identity, headers, uri, scope(study, None, None)).await
 }
 
 pub async fn series_metadata(
@@ -229,8 +231,9 @@ pub async fn series_metadata(
     identity: Identity,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
-    metadata(s, identity, headers, scope(study, Some(series), None)).await
+    metadata(s, identity, headers, uri, scope(study, Some(series), None)).await
 }
 
 pub async fn instance_metadata(
@@ -238,11 +241,13 @@ pub async fn instance_metadata(
     identity: Identity,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Result<Response, HttpError> {
     metadata(
         s,
         identity,
         headers,
+        uri,
         scope(study, Some(series), Some(instance)),
     )
     .await
@@ -250,20 +255,37 @@ pub async fn instance_metadata(
 
 // ---------------------------------------------------------------- frames
 
+/// Frame numbers in one request at most: every frame is read (or decoded) before the answer.
+pub const MAX_FRAMES: usize = 4096;
+
 fn parse_frame_list(list: &str) -> Result<Vec<u32>, HttpError> {
+    if list.split(',').nth(MAX_FRAMES).is_some() {
+        return Err(HttpError::bad_request(format!(
+            "more than {MAX_FRAMES} frames in one request"
+        )));
+    }
     let frames: Vec<u32> = list
         .split(',')
         .map(|f| f.trim().parse::<u32>().ok().filter(|n| *n >= 1))
         .collect::<Option<_>>()
         .ok_or_else(|| {
             HttpError::bad_request(format!(
-                "invalid frame list {list:?}: expected 1-based numbers separated by commas"
+                "invalid frame list {:?}: expected 1-based numbers separated by commas",
+                list.chars().take(100).collect::<String>()
             ))
         })?;
     if frames.is_empty() {
         return Err(HttpError::bad_request("empty frame list"));
     }
     Ok(frames)
+}
+
+/// The first frame of a frame list (rendered frames take one).
+fn first_frame(list: &str) -> Result<u32, HttpError> {
+    parse_frame_list(list)?
+        .first()
+        .copied()
+        .ok_or_else(|| HttpError::bad_request("empty frame list"))
 }
 
 pub async fn frames(
@@ -426,10 +448,9 @@ pub async fn bulkdata(
         )
             .into_response();
         if partial {
-            response.headers_mut().insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&content_range).expect("ascii"),
-            );
+            if let Ok(v) = HeaderValue::try_from(content_range) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
         }
         return Ok(response);
     }
@@ -483,7 +504,9 @@ fn parse_render(
                     .map(|p| p.trim().parse().ok())
                     .collect();
                 match nums.as_deref() {
-                    Some([c, w]) if *w > 0.0 => request.window = Some((*c, *w)),
+                    Some([c, w]) if c.is_finite() && w.is_finite() && *w > 0.0 => {
+                        request.window = Some((*c, *w))
+                    }
                     _ => {
                         return Err(HttpError::bad_request(format!(
                             "window={v:?}: expected center,width[,function]"
@@ -592,6 +615,6 @@ render_handlers! {
     series_thumbnail, true, (), (study, series) => (study, Some(series), None, None);
     instance_rendered, false, (), (study, series, instance) => (study, Some(series), Some(instance), None);
     instance_thumbnail, true, (), (study, series, instance) => (study, Some(series), Some(instance), None);
-    frame_rendered, false, (), (study, series, instance, frame) => (study, Some(series), Some(instance), Some(parse_frame_list(&frame)?[0]));
-    frame_thumbnail, true, (), (study, series, instance, frame) => (study, Some(series), Some(instance), Some(parse_frame_list(&frame)?[0]));
+    frame_rendered, false, (), (study, series, instance, frame) => (study, Some(series), Some(instance), Some(first_frame(&frame)?));
+    frame_thumbnail, true, (), (study, series, instance, frame) => (study, Some(series), Some(instance), Some(first_frame(&frame)?));
 }

@@ -69,13 +69,13 @@ pub(crate) fn statement(
         page.push_str(" WHERE ");
         page.push_str(&wheres.join(" AND "));
     }
-    // Limit and offset are numbers, not text from the request: inlined, so that PostgreSQL
-    // plans every page with its real size (a generic plan guesses a parameter's).
-    page.push_str(&format!(
-        " ORDER BY {order} LIMIT {} OFFSET {}",
-        query.limit.saturating_add(1),
-        query.offset
-    ));
+    // Limit and offset are bound parameters: the statement text is the same whatever the
+    // page, so the per-connection prepared-statement cache (keyed on the text) holds one
+    // statement per query shape, not one per page.
+    let count = |n: usize| SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let limit = param(&mut params, count(query.limit.saturating_add(1)));
+    let offset = param(&mut params, count(query.offset));
+    page.push_str(&format!(" ORDER BY {order} LIMIT {limit} OFFSET {offset}"));
     let sql = format!(
         "SELECT {} FROM {from} JOIN ({page}) page ON page.page_key = {key} ORDER BY {order}",
         select.join(", ")
@@ -285,6 +285,32 @@ mod tests {
         let matcher = Matcher::parse(referring, "smith", false).unwrap();
         let sql = condition(&matcher, referring, false, &mut params);
         assert_eq!(sql, "UPPER(st.referring_physician_name) = ?1");
+    }
+
+    #[test]
+    fn pages_share_one_statement_text() {
+        let page = |limit: usize, offset: usize| {
+            let keys = [("PatientName".to_string(), "DOE*".to_string())];
+            let query = Query::parse(
+                crate::query::Level::Study,
+                &keys,
+                crate::query::Include::Defaults,
+                false,
+                limit,
+                offset,
+            )
+            .unwrap();
+            statement(&query, &query.columns(), false, Dialect::Postgres)
+        };
+        let (first, first_params) = page(10, 0);
+        let (later, later_params) = page(25, 500);
+        assert_eq!(first, later);
+        assert!(first.contains("LIMIT ?2 OFFSET ?3"), "{first}");
+        assert_eq!(first_params[1..], [SqlValue::Int(11), SqlValue::Int(0)]);
+        assert_eq!(later_params[1..], [SqlValue::Int(26), SqlValue::Int(500)]);
+        // an offset beyond any count is bound as the largest one
+        let (_, params) = page(10, usize::MAX);
+        assert_eq!(params[2], SqlValue::Int(i64::MAX));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum IncomingData {
     /// A complete Part 10 file (as STOW-RS delivers it), stored as received; its data set
     /// starts at `dataset_offset`.
     Part10 { bytes: Bytes, dataset_offset: u64 },
+    /// The same, in a file (a large STOW-RS part spilled to disk while receiving).
+    Part10File { path: PathBuf, dataset_offset: u64 },
 }
 
 /// Who stored an instance.
@@ -107,34 +109,79 @@ pub struct Incoming {
 pub fn read_part10_meta(
     bytes: &[u8],
 ) -> Result<(dicom_object::meta::FileMetaTable, usize), String> {
-    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
-        return Err("not a DICOM Part 10 file (no DICM prefix)".into());
+    let (meta, offset) = read_part10_meta_from(Cursor::new(bytes))?;
+    usize::try_from(offset)
+        .map(|offset| (meta, offset))
+        .map_err(|e| e.to_string())
+}
+
+/// [`read_part10_meta`] from a reader positioned at the start of the file.
+fn read_part10_meta_from<R: Read + Seek>(
+    mut reader: R,
+) -> Result<(dicom_object::meta::FileMetaTable, u64), String> {
+    let no_prefix = || "not a DICOM Part 10 file (no DICM prefix)".to_string();
+    let mut head = [0u8; 132];
+    reader.read_exact(&mut head).map_err(|_| no_prefix())?;
+    if &head[128..] != b"DICM" {
+        return Err(no_prefix());
     }
-    let mut cursor = Cursor::new(&bytes[128..]);
-    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut cursor)
+    // the file meta reader reads the prefix itself
+    reader
+        .seek(SeekFrom::Start(128))
+        .map_err(|e| e.to_string())?;
+    let meta = dicom_object::meta::FileMetaTable::from_reader(&mut reader)
         .map_err(|e| format!("file meta group: {e}"))?;
-    Ok((meta, 128 + cursor.position() as usize))
+    let offset = reader.stream_position().map_err(|e| e.to_string())?;
+    Ok((meta, offset))
 }
 
 impl Incoming {
     /// An incoming Part 10 file: its identity and transfer syntax come from its file meta
     /// group (PS3.10 7.1), which must be there.
     pub fn from_part10(bytes: Bytes, origin: Origin) -> Result<Incoming, IngestError> {
-        let (meta, dataset_offset) =
-            read_part10_meta(&bytes).map_err(IngestError::CannotUnderstand)?;
-        let dataset_offset = dataset_offset as u64;
+        let (meta, dataset_offset) = read_part10_meta_from(Cursor::new(&bytes[..]))
+            .map_err(IngestError::CannotUnderstand)?;
+        Ok(Incoming::with_meta(
+            &meta,
+            origin,
+            IncomingData::Part10 {
+                bytes,
+                dataset_offset,
+            },
+        ))
+    }
+
+    /// An incoming Part 10 file on disk (a spilled STOW-RS part), as [`Incoming::from_part10`].
+    /// Its file meta group is read here: call from blocking code.
+    pub fn from_part10_file(path: PathBuf, origin: Origin) -> Result<Incoming, IngestError> {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| IngestError::CannotUnderstand(format!("cannot read the object: {e}")))?;
+        let (meta, dataset_offset) = read_part10_meta_from(std::io::BufReader::new(file))
+            .map_err(IngestError::CannotUnderstand)?;
+        Ok(Incoming::with_meta(
+            &meta,
+            origin,
+            IncomingData::Part10File {
+                path,
+                dataset_offset,
+            },
+        ))
+    }
+
+    fn with_meta(
+        meta: &dicom_object::meta::FileMetaTable,
+        origin: Origin,
+        data: IncomingData,
+    ) -> Incoming {
         let trim = |s: &str| s.trim_end_matches(['\0', ' ']).to_string();
-        Ok(Incoming {
+        Incoming {
             sop_class_uid: trim(meta.media_storage_sop_class_uid()),
             sop_instance_uid: trim(meta.media_storage_sop_instance_uid()),
             transfer_syntax_uid: trim(meta.transfer_syntax()),
             origin,
-            data: IncomingData::Part10 {
-                bytes,
-                dataset_offset,
-            },
+            data,
             expected_study: None,
-        })
+        }
     }
 }
 
@@ -223,9 +270,11 @@ impl Ingest {
             .to_string();
         let received = match &incoming.data {
             IncomingData::Dataset(fragments) => fragments.iter().map(|f| f.len() as u64).sum(),
-            IncomingData::DatasetFile(path) => std::fs::metadata(path)
-                .map(|m| m.len())
-                .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?,
+            IncomingData::DatasetFile(path) | IncomingData::Part10File { path, .. } => {
+                std::fs::metadata(path)
+                    .map(|m| m.len())
+                    .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?
+            }
             IncomingData::Part10 { bytes, .. } => bytes.len() as u64,
         };
         if received > self.max_instance_bytes {
@@ -236,7 +285,8 @@ impl Ingest {
         }
         let max_inflated = self.max_instance_bytes;
         let (prefix, dataset_offset) = match &incoming.data {
-            IncomingData::Part10 { dataset_offset, .. } => (Vec::new(), *dataset_offset),
+            IncomingData::Part10 { dataset_offset, .. }
+            | IncomingData::Part10File { dataset_offset, .. } => (Vec::new(), *dataset_offset),
             _ => {
                 let prefix = part10_prefix(&incoming)?;
                 let offset = prefix.len() as u64;
@@ -330,6 +380,9 @@ impl Ingest {
             }
             IncomingData::DatasetFile(path) => self.storage.put_file(&key, prefix, &path).await?,
             IncomingData::Part10 { bytes, .. } => self.storage.put(&key, vec![bytes]).await?,
+            IncomingData::Part10File { path, .. } => {
+                self.storage.put_file(&key, Vec::new(), &path).await?
+            }
         }
         let stored_at = std::time::Instant::now();
 
@@ -444,6 +497,9 @@ fn part10_reader<'a>(
             Box::new(Chain::new(Cursor::new(prefix), std::fs::File::open(path)?)?)
         }
         IncomingData::Part10 { bytes, .. } => Box::new(Cursor::new(&bytes[..])),
+        IncomingData::Part10File { path, .. } => {
+            Box::new(std::io::BufReader::new(std::fs::File::open(path)?))
+        }
     })
 }
 
@@ -481,6 +537,19 @@ fn analyse(
                         IngestError::CannotUnderstand("data set offset past the end".into())
                     })?;
                 parse::parse_deflated(deflated, transfer_syntax_uid, max_inflated)
+            }
+            IncomingData::Part10File {
+                path,
+                dataset_offset,
+            } => {
+                let mut file = std::fs::File::open(path).map_err(unreadable)?;
+                file.seek(SeekFrom::Start(*dataset_offset))
+                    .map_err(unreadable)?;
+                parse::parse_deflated(
+                    std::io::BufReader::new(file),
+                    transfer_syntax_uid,
+                    max_inflated,
+                )
             }
         }
     } else {
@@ -521,7 +590,7 @@ fn analyse(
             ctx.update(bytes);
             size += bytes.len() as u64;
         }
-        IncomingData::DatasetFile(path) => {
+        IncomingData::DatasetFile(path) | IncomingData::Part10File { path, .. } => {
             let mut f = std::fs::File::open(path).map_err(unreadable)?;
             let mut buf = vec![0u8; 1 << 20];
             loop {

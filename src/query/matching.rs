@@ -1,6 +1,6 @@
 //! Attribute matching (PS3.4 C.2.2.2) and its SQL.
 
-use super::{Attribute, QueryError};
+use super::{limits, Attribute, QueryError};
 use crate::uid::Uid;
 
 /// How one matching key matches (PS3.4 C.2.2.2).
@@ -60,12 +60,65 @@ fn check_date(attribute: &Attribute, value: &str, bound: &str) -> Result<(), Que
     }
 }
 
+/// The most characters one value of a VR holds (PS3.5 Table 6.2-1); VRs without a smaller
+/// maximum are held to [`limits::MAX_VALUE_CHARS`]. PN: 64 per component group, three groups
+/// and their two `=`. US is matched as a decimal number, like IS.
+const VR_MAX_CHARS: &[(&str, usize)] = &[
+    ("AE", 16),
+    ("AS", 4),
+    ("CS", 16),
+    ("DA", 8),
+    ("DS", 16),
+    ("DT", 26),
+    ("IS", 12),
+    ("LO", 64),
+    ("PN", 3 * 64 + 2),
+    ("SH", 16),
+    ("TM", 14),
+    ("UI", 64),
+    ("US", 12),
+];
+
+/// At most [`limits::MAX_LIST_VALUES`] values, each no longer than its VR allows (`*`, which
+/// stands for any number of characters, not counted; each bound of a range on its own).
+fn check_lengths(attribute: &Attribute, value: &str) -> Result<(), QueryError> {
+    let max = VR_MAX_CHARS
+        .iter()
+        .find(|(vr, _)| *vr == attribute.vr)
+        .map_or(limits::MAX_VALUE_CHARS, |(_, n)| *n);
+    let range = matches!(attribute.vr, "DA" | "TM" | "DT");
+    for (n, item) in value.split('\\').enumerate() {
+        if n >= limits::MAX_LIST_VALUES {
+            return Err(invalid(
+                attribute,
+                value,
+                &format!("more than {} values", limits::MAX_LIST_VALUES),
+            ));
+        }
+        // splitting at a character the item cannot hold leaves it whole
+        for piece in item.split(if range { '-' } else { '\\' }) {
+            if piece.chars().filter(|c| *c != '*').count() > max {
+                return Err(invalid(
+                    attribute,
+                    value,
+                    &format!(
+                        "a value longer than {max} characters (the most a {} holds)",
+                        attribute.vr
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Matcher {
     pub fn parse(attribute: &Attribute, raw: &str, fuzzy: bool) -> Result<Matcher, QueryError> {
         let value = raw.trim();
         if value.is_empty() || value == "*" {
             return Ok(Matcher::Universal);
         }
+        check_lengths(attribute, value)?;
         let _ = fuzzy;
         match attribute.vr {
             "UI" => {
@@ -181,5 +234,39 @@ mod tests {
         }
         assert!(Matcher::parse(attr(0x0008_0030), "0800-1230", false).is_ok());
         assert!(Matcher::parse(attr(0x0020_0011), "x", false).is_err());
+    }
+
+    #[test]
+    fn values_are_held_to_their_vr_and_lists_to_a_thousand() {
+        let reason = |tag: u32, value: &str| match Matcher::parse(attr(tag), value, false) {
+            Err(QueryError::InvalidValue { reason, .. }) => reason,
+            other => panic!("{value:.40}: {other:?}"),
+        };
+        // SH (Accession Number) holds 16: a 16-character prefix and a wildcard is fine
+        let accession = 0x0008_0050;
+        assert!(Matcher::parse(attr(accession), &"A".repeat(16), false).is_ok());
+        assert!(Matcher::parse(attr(accession), &format!("{}*", "A".repeat(16)), false).is_ok());
+        assert!(reason(accession, &"A".repeat(17)).contains("longer than 16"));
+        // PN: three component groups of 64
+        let name = 0x0010_0010;
+        let full = format!("{0}={0}={0}", "N".repeat(64));
+        assert!(Matcher::parse(attr(name), &full, false).is_ok());
+        assert!(reason(name, &"N".repeat(195)).contains("longer than 194"));
+        // a date range: each bound on its own
+        assert!(Matcher::parse(attr(0x0008_0020), "20240101-20240131", false).is_ok());
+        assert!(reason(0x0008_0020, "202401011-2024").contains("longer than 8"));
+        // UID lists: a thousand UIDs of at most 64 characters
+        let study = 0x0020_000D;
+        let uids: Vec<String> = (0..1000).map(|n| format!("1.2.3.{n}")).collect();
+        assert!(Matcher::parse(attr(study), &uids.join("\\"), false).is_ok());
+        let more: Vec<String> = (0..1001).map(|n| format!("1.2.3.{n}")).collect();
+        assert!(reason(study, &more.join("\\")).contains("more than 1000 values"));
+        let long_uid = format!("1.{}", "2".repeat(63));
+        assert!(reason(study, &long_uid).contains("longer than 64"));
+        // the value in the error is cut short
+        match Matcher::parse(attr(name), &"N".repeat(5000), false) {
+            Err(QueryError::InvalidValue { value, .. }) => assert_eq!(value.len(), 100),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -19,14 +19,34 @@ pub enum QueryError {
     UnknownAttribute(String),
     #[error("attribute {0} cannot be used as a matching key at this level")]
     NotMatchable(String),
-    #[error("invalid value {value:?} for {attribute}: {reason}")]
+    // the reason first: a C-FIND Error Comment (LO) keeps only the first 64 characters
+    #[error("{attribute}: {reason}; value {value:?}")]
     InvalidValue {
         attribute: String,
         value: String,
         reason: String,
     },
+    /// More of something than [`limits`] allows.
+    #[error("{what}: at most {limit}")]
+    TooMany { what: String, limit: usize },
     #[error("index: {0}")]
     Index(#[from] IndexError),
+}
+
+/// Caps on what one query (a QIDO-RS search or a C-FIND identifier) may ask, so that no
+/// request builds a statement or a parse without bound. Value lengths are checked per VR by
+/// [`Matcher::parse`].
+pub mod limits {
+    /// Matching keys in one query (QIDO-RS parameters that are not `limit`, `offset`,
+    /// `includefield`...; C-FIND keys with a value).
+    pub const MAX_MATCHING_KEYS: usize = 64;
+    /// Attributes one query may ask to be returned (`includefield` values; the elements of a
+    /// C-FIND identifier, return keys included).
+    pub const MAX_RETURN_KEYS: usize = 256;
+    /// Values of one list (a UID list, PS3.4 C.2.2.2.2, or any backslash-separated list).
+    pub const MAX_LIST_VALUES: usize = 1000;
+    /// Characters of one value whose VR has no smaller maximum (PS3.5 Table 6.2-1).
+    pub const MAX_VALUE_CHARS: usize = 1024;
 }
 
 /// What to return beside the attributes returned by default.
@@ -88,6 +108,20 @@ impl Query {
         limit: usize,
         offset: usize,
     ) -> Result<Query, QueryError> {
+        if keys.len() > limits::MAX_MATCHING_KEYS {
+            return Err(QueryError::TooMany {
+                what: "matching keys".into(),
+                limit: limits::MAX_MATCHING_KEYS,
+            });
+        }
+        if let Include::Tags(tags) = &include {
+            if tags.len() > limits::MAX_RETURN_KEYS {
+                return Err(QueryError::TooMany {
+                    what: "includefield attributes".into(),
+                    limit: limits::MAX_RETURN_KEYS,
+                });
+            }
+        }
         let mut conditions = Vec::new();
         for (name, value) in keys {
             let tag = resolve_tag(name)?;

@@ -870,6 +870,210 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// Reads one response from a kept-alive connection: the status line, the headers, then a body
+/// framed by `Content-Length` or chunked (none for 204 and 304, or after `HEAD`).
+pub fn read_response<R: std::io::BufRead>(
+    reader: &mut R,
+    method: &str,
+) -> std::io::Result<HttpResponse> {
+    let mut line = String::new();
+    let mut read_line = |reader: &mut R| -> std::io::Result<String> {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(invalid("connection closed before a response"));
+        }
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let status_line = read_line(reader)?;
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        let l = read_line(reader)?;
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut resp = HttpResponse {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if method == "HEAD" || status == 204 || status == 304 {
+        return Ok(resp);
+    }
+    let chunked = resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        loop {
+            let size_line = read_line(reader)?;
+            let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+            let size = usize::from_str_radix(size_hex, 16)
+                .map_err(|_| invalid(format!("bad chunk size {size_hex:?}")))?;
+            if size == 0 {
+                // trailers, then the empty line
+                while !read_line(reader)?.is_empty() {}
+                break;
+            }
+            let mut chunk = vec![0u8; size + 2];
+            reader.read_exact(&mut chunk)?;
+            chunk.truncate(size);
+            resp.body.extend_from_slice(&chunk);
+        }
+    } else if let Some(len) = resp.header("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| invalid(format!("bad content-length {len:?}")))?;
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body)?;
+        resp.body = body;
+    } else {
+        reader.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// One HTTP/1.1 connection to `127.0.0.1:<port>` kept alive across requests, for tests that
+/// check a connection stays usable after an answer (`request` fails once the node closed it).
+pub struct HttpConnection {
+    reader: std::io::BufReader<TcpStream>,
+    port: u16,
+}
+
+impl HttpConnection {
+    pub fn open(port: u16) -> std::io::Result<HttpConnection> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+        Ok(HttpConnection {
+            reader: std::io::BufReader::new(stream),
+            port,
+        })
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n",
+            self.port
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        stream.flush()?;
+        read_response(&mut self.reader, method)
+    }
+}
+
+/// What [`streamed_request`] saw: the answer, if one could be read (the node may reset the
+/// connection after answering early), and how many body bytes were written.
+#[derive(Debug)]
+pub struct Streamed {
+    pub response: std::io::Result<HttpResponse>,
+    pub written: u64,
+}
+
+/// A request whose body is `chunks`, sent chunked (or as they come under a `Content-Length`
+/// given in `headers`) over a fresh connection while another thread reads the answer: the body
+/// can be far larger than memory, and a node that answers before the end (413) is heard.
+/// Writing stops at the first write error or once the answer has begun to arrive.
+pub fn streamed_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    chunks: impl Iterator<Item = Vec<u8>>,
+) -> Streamed {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let mut stream = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => {
+            return Streamed {
+                response: Err(e),
+                written: 0,
+            }
+        }
+    };
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
+    let chunked = !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    }
+    head.push_str("\r\n");
+    let answered = Arc::new(AtomicBool::new(false));
+    let reader = stream.try_clone().map(|r| {
+        let answered = answered.clone();
+        let method = method.to_string();
+        std::thread::spawn(move || {
+            let _ = r.set_read_timeout(Some(Duration::from_secs(120)));
+            let mut reader = std::io::BufReader::new(r);
+            let peeked = std::io::BufRead::fill_buf(&mut reader).map(|b| !b.is_empty());
+            answered.store(true, Ordering::SeqCst);
+            match peeked {
+                Ok(true) => read_response(&mut reader, &method),
+                Ok(false) => Err(invalid("connection closed without an answer")),
+                Err(e) => Err(e),
+            }
+        })
+    });
+    let mut written = 0u64;
+    let send = |stream: &mut TcpStream| -> std::io::Result<()> {
+        stream.write_all(head.as_bytes())?;
+        for chunk in chunks {
+            if answered.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            if chunked {
+                stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+            }
+            stream.write_all(&chunk)?;
+            if chunked {
+                stream.write_all(b"\r\n")?;
+            }
+            written += chunk.len() as u64;
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n")?;
+        }
+        stream.flush()
+    };
+    let _ = send(&mut stream);
+    let response = match reader {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err(invalid("the reading thread panicked"))),
+        Err(e) => Err(e),
+    };
+    Streamed { response, written }
+}
+
 /// `try_http_request`, panicking on I/O errors.
 pub fn http_request(
     port: u16,
