@@ -46,10 +46,11 @@ echo
 echo "== C-STORE ingest, $((SLICES * 2)) instances over 4 associations"
 find "$WORK/series" -name '*.dcm' | sort > "$WORK/files.txt"
 split -n r/4 "$WORK/files.txt" "$WORK/part-"
-ingest() {  # ingest plain|tls: prints instances per second
+ingest() {  # ingest plain|tls: sets RATE (instances per second); a fresh node each time
   local mode=$1 t0 t1 pids=()
   stop_node
   rm -rf "$WORK/node"
+  TLS_PORT=$(free_port)
   start_node "$WORK/node" --tls-cert "$tls/node.crt" --tls-key "$tls/node.key" --dimse-tls-port "$TLS_PORT"
   t0=$(date +%s.%N)
   for part in "$WORK"/part-*; do
@@ -63,11 +64,12 @@ ingest() {  # ingest plain|tls: prints instances per second
   done
   wait "${pids[@]}"
   t1=$(date +%s.%N)
-  python3 -c "print(f'{$((SLICES * 2)) / ($t1 - $t0):.0f}')"
+  RATE=$(python3 -c "print(f'{$((SLICES * 2)) / ($t1 - $t0):.0f}')")
 }
 printf '%-8s %10s %10s\n' round plain tls
 for round in 1 2 3; do
-  plain=$(ingest plain)
-  tls_rate=$(ingest tls)
-  printf '%-8s %10s %10s   (instances/s)\n' "$round" "$plain" "$tls_rate"
+  ingest plain
+  plain=$RATE
+  ingest tls
+  printf '%-8s %10s %10s   (instances/s)\n' "$round" "$plain" "$RATE"
 done
