@@ -106,9 +106,8 @@ fn trim_uid(s: &str) -> String {
 
 impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
-        let obj =
-            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-                .map_err(|e| CommandError::Parse(e.to_string()))?;
+        let obj = crate::dataset::read_dataset(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .map_err(|e| CommandError::Parse(e.to_string()))?;
         let u16_of = |tag: Tag| -> Option<u16> {
             obj.element_opt(tag)
                 .ok()

@@ -3,6 +3,7 @@
 //! the archive goes through the [`DimseService`] trait.
 
 pub mod command;
+pub mod dataset;
 pub mod pdata;
 pub mod scu;
 pub mod server;

@@ -487,7 +487,7 @@ pub(super) fn read_identifier(
     match dataset {
         Some(ReceivedDataset::Memory(fragments)) => {
             let bytes: Vec<u8> = fragments.concat();
-            dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
+            crate::dataset::read_dataset(&bytes, ts)
                 .map_err(|e| format!("unreadable identifier: {e}"))
         }
         Some(ReceivedDataset::File { .. }) => Err("identifier larger than 32 MiB".into()),
