@@ -4,6 +4,8 @@
 
 pub mod command;
 pub mod dataset;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pdata;
 pub mod scu;
 pub mod server;
