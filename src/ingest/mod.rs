@@ -445,7 +445,20 @@ fn analyse(
             } => parse::parse_deflated(&bytes[*dataset_offset as usize..], transfer_syntax_uid),
         }
     } else {
-        parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?)
+        // no value may claim more than the data holds (the parser would allocate it first)
+        let mut reader = part10_reader(prefix, data).map_err(unreadable)?;
+        let total = reader.seek(SeekFrom::End(0)).map_err(unreadable)?;
+        reader
+            .seek(SeekFrom::Start(dataset_offset))
+            .map_err(unreadable)?;
+        match parse::check_value_lengths(
+            std::io::BufReader::new(reader),
+            transfer_syntax_uid,
+            total.saturating_sub(dataset_offset),
+        ) {
+            Ok(()) => parse::parse_part10(part10_reader(prefix, data).map_err(unreadable)?),
+            Err(e) => Err(e),
+        }
     };
     let mut parsed = parsed.map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
     let rec = &mut parsed.record;
