@@ -110,46 +110,51 @@ impl Archive for NullArchive {
     }
 }
 
+/// (largest instance, largest request) of each configuration `data[0]` can pick.
+const LIMITS: [(u64, u64); 4] = [
+    (64, 4096),
+    (4096, 1 << 20),
+    (1 << 20, 1 << 20),
+    (u64::MAX, u64::MAX),
+];
+
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    /// The HTTP stack of each configuration, built once.
+    static APPS: Vec<axum::Router> = LIMITS
+        .iter()
+        .map(|&(max_instance_bytes, max_request_bytes)| {
+            let config = DicomWebConfig {
+                max_instance_bytes,
+                max_request_bytes,
+                ..DicomWebConfig::default()
+            };
+            crate::app(Arc::new(NullArchive), config, Vec::new())
+        })
+        .collect();
 }
 
-/// One STOW-RS request. `data[0]` picks the limits, the path (with or without a study) and the
+/// One STOW-RS request. `data[0]` picks the limits ([`LIMITS`]), the path (with or without a study) and the
 /// size of the chunks the body arrives in; the bytes up to the first newline are the
-/// Content-Type; the rest is the body.
+/// Content-Type; the rest is the body. Returns the response status, if a request was made.
 #[doc(hidden)]
-pub fn stow(data: &[u8]) {
-    let Some((&knobs, rest)) = data.split_first() else {
-        return;
-    };
+pub fn stow(data: &[u8]) -> Option<StatusCode> {
+    let (&knobs, rest) = data.split_first()?;
     let (content_type, body) = match rest.iter().position(|&b| b == b'\n') {
         Some(i) => (&rest[..i], &rest[i + 1..]),
         None => (rest, &[][..]),
     };
-    let Ok(content_type) = HeaderValue::from_bytes(content_type) else {
-        return;
-    };
-    let (max_instance_bytes, max_request_bytes) = match knobs & 3 {
-        0 => (64, 4096),
-        1 => (4096, 1 << 20),
-        2 => (1 << 20, 1 << 20),
-        _ => (u64::MAX, u64::MAX),
-    };
+    let content_type = HeaderValue::from_bytes(content_type).ok()?;
     let chunk = [1, 7, 100, 1 << 20][usize::from((knobs >> 2) & 3)];
     let uri = if knobs & 0x10 == 0 {
         "/dicom-web/studies"
     } else {
         "/dicom-web/studies/1.2.3"
     };
-    let config = DicomWebConfig {
-        max_instance_bytes,
-        max_request_bytes,
-        ..DicomWebConfig::default()
-    };
-    let app = crate::app(Arc::new(NullArchive), config, Vec::new());
+    let app = APPS.with(|apps| apps[usize::from(knobs & 3)].clone());
     let chunks: Vec<Result<Bytes, std::io::Error>> = body
         .chunks(chunk)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
@@ -161,9 +166,9 @@ pub fn stow(data: &[u8]) {
     if knobs & 0x20 != 0 {
         request = request.header(header::CONTENT_LENGTH, body.len());
     }
-    let Ok(request) = request.body(Body::from_stream(futures::stream::iter(chunks))) else {
-        return;
-    };
+    let request = request
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .ok()?;
     RUNTIME.with(|rt| {
         rt.block_on(async {
             use tower::Service;
@@ -185,8 +190,9 @@ pub fn stow(data: &[u8]) {
                 serde_json::from_slice::<serde_json::Value>(&body)
                     .expect("the STOW-RS response is JSON");
             }
+            Some(status)
         })
-    });
+    })
 }
 
 #[cfg(test)]
@@ -201,9 +207,35 @@ mod tests {
         );
         for knobs in 0..64 {
             input[0] = knobs;
-            stow(&input);
+            assert!(stow(&input).is_some());
         }
-        stow(b"");
-        stow(b"\x03text/plain\nx");
+        // no limits: one part stored (with a warning), one refused
+        input[0] = 3;
+        assert_eq!(stow(&input), Some(StatusCode::ACCEPTED));
+        // at most 64 bytes an instance: a part of 100 is refused, and so is the odd one
+        let part = b"--XX\r\nContent-Type: application/dicom\r\n\r\n";
+        let mut limited = b"\0multipart/related; boundary=XX\n".to_vec();
+        limited.extend_from_slice(part);
+        limited.extend_from_slice(&[b'x'; 100]);
+        limited.extend_from_slice(b"\r\n");
+        limited.extend_from_slice(part);
+        limited.extend_from_slice(b"abc\r\n--XX--\r\n");
+        assert_eq!(stow(&limited), Some(StatusCode::CONFLICT));
+        limited[0] = 3;
+        assert_eq!(stow(&limited), Some(StatusCode::ACCEPTED));
+        assert_eq!(stow(b""), None);
+        assert_eq!(
+            stow(b"\x03text/plain\nx"),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+    }
+
+    /// The inputs the `stow` fuzz target once failed on (fuzz/regressions/stow/) run through.
+    #[test]
+    fn regression_inputs_run_through_the_harness() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/regressions/stow");
+        for entry in std::fs::read_dir(dir).into_iter().flatten() {
+            stow(&std::fs::read(entry.unwrap().path()).unwrap());
+        }
     }
 }
