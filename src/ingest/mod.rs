@@ -386,7 +386,7 @@ impl Ingest {
 }
 
 /// The 128-byte preamble, "DICM" and the file meta group (PS3.10 7.1) of the stored object.
-fn part10_prefix(incoming: &Incoming) -> Result<Vec<u8>, IngestError> {
+pub(crate) fn part10_prefix(incoming: &Incoming) -> Result<Vec<u8>, IngestError> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(incoming.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(incoming.sop_instance_uid.as_str())
@@ -423,7 +423,7 @@ fn part10_reader<'a>(
 trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
 
-fn analyse(
+pub(crate) fn analyse(
     prefix: &[u8],
     data: &IncomingData,
     transfer_syntax_uid: &str,

@@ -216,7 +216,7 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
 /// DICOM JSON of the data set with bulk data replaced by `BulkDataURI`s relative to the
 /// instance's WADO-RS URL (`bulkdata/<tag path>`), which the DICOMweb front-end makes absolute.
 /// Pixel Data itself was not read; [`Parsed::set_pixel_data`] adds its reference.
-fn metadata_value(obj: &InMemDicomObject) -> Result<Value, ParseError> {
+pub(crate) fn metadata_value(obj: &InMemDicomObject) -> Result<Value, ParseError> {
     let mut value = dicom_json::to_value(obj).map_err(|e| ParseError::Unreadable(e.to_string()))?;
     replace_bulk(&mut value, "bulkdata");
     // The JSON holds decoded Unicode text, whatever the object's character set was (PS3.18
