@@ -9,6 +9,8 @@ pub mod config;
 pub mod dicomweb_service;
 pub mod dimse_service;
 pub mod find;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_server;
 pub mod index;
 pub mod ingest;

@@ -4,6 +4,8 @@
 
 pub mod archive;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod limits;
 pub mod media;

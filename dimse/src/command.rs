@@ -113,9 +113,8 @@ impl Command {
             crate::nesting::MAX_SEQUENCE_DEPTH,
         )
         .map_err(|e| CommandError::Parse(e.to_string()))?;
-        let obj =
-            InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-                .map_err(|e| CommandError::Parse(e.to_string()))?;
+        let obj = crate::dataset::read_dataset(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+            .map_err(|e| CommandError::Parse(e.to_string()))?;
         let u16_of = |tag: Tag| -> Option<u16> {
             obj.element_opt(tag)
                 .ok()

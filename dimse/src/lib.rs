@@ -3,6 +3,9 @@
 //! the archive goes through the [`DimseService`] trait.
 
 pub mod command;
+pub mod dataset;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod nesting;
 pub mod pdata;
 pub mod scu;

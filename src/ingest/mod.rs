@@ -125,6 +125,16 @@ fn read_part10_meta_from<R: Read + Seek>(
     if &head[128..] != b"DICM" {
         return Err(no_prefix());
     }
+    // no file meta element may claim more bytes than the file holds (the reader would
+    // allocate it first); the group is small, its first MiB is plenty to check
+    let mut meta_bytes = Vec::new();
+    (&mut reader)
+        .take(1024 * 1024)
+        .read_to_end(&mut meta_bytes)
+        .map_err(|e| e.to_string())?;
+    if !meta_lengths_fit(&meta_bytes) {
+        return Err("file meta group: a value runs past the end of the data".into());
+    }
     // the file meta reader reads the prefix itself
     reader
         .seek(SeekFrom::Start(128))
@@ -133,6 +143,46 @@ fn read_part10_meta_from<R: Read + Seek>(
         .map_err(|e| format!("file meta group: {e}"))?;
     let offset = reader.stream_position().map_err(|e| e.to_string())?;
     Ok((meta, offset))
+}
+
+/// Whether every element of the file meta group (from just after "DICM") fits in `meta`.
+/// dicom-object reserves and zero-fills an element's declared length before reading it (a
+/// 4-byte STOW-RS part claiming a 3 GiB Transfer Syntax UID cost 3 GiB; found by the ingest
+/// fuzz target), so the group is walked first as `FileMetaTable::from_reader` walks it:
+/// (0002,0000), then elements until its value is used up. What the walk cannot follow is left
+/// to `from_reader` to refuse.
+fn meta_lengths_fit(meta: &[u8]) -> bool {
+    use dicom_core::header::{HasLength, Header};
+    use dicom_encoding::decode::Decode;
+    let decoder = dicom_encoding::decode::file_header_decoder();
+    let mut cursor = Cursor::new(meta);
+    let Ok((header, _)) = decoder.decode_header(&mut cursor) else {
+        return true;
+    };
+    let mut group_length = [0u8; 4];
+    if header.tag() != dicom_dictionary_std::tags::FILE_META_INFORMATION_GROUP_LENGTH
+        || header.length().0 != 4
+        || cursor.read_exact(&mut group_length).is_err()
+    {
+        return true;
+    }
+    let group_length = u32::from_le_bytes(group_length);
+    let mut walked = 0u32;
+    while walked < group_length {
+        let Ok((header, header_len)) = decoder.decode_header(&mut cursor) else {
+            return true;
+        };
+        let Some(len) = header.length().get() else {
+            return true;
+        };
+        let left = meta.len() as u64 - cursor.position().min(meta.len() as u64);
+        if u64::from(len) > left {
+            return false;
+        }
+        cursor.set_position(cursor.position() + u64::from(len));
+        walked = walked.saturating_add(header_len as u32).saturating_add(len);
+    }
+    true
 }
 
 impl Incoming {
@@ -466,7 +516,7 @@ impl Ingest {
 }
 
 /// The 128-byte preamble, "DICM" and the file meta group (PS3.10 7.1) of the stored object.
-fn part10_prefix(incoming: &Incoming) -> Result<Vec<u8>, IngestError> {
+pub(crate) fn part10_prefix(incoming: &Incoming) -> Result<Vec<u8>, IngestError> {
     let meta = FileMetaTableBuilder::new()
         .media_storage_sop_class_uid(incoming.sop_class_uid.as_str())
         .media_storage_sop_instance_uid(incoming.sop_instance_uid.as_str())
@@ -506,7 +556,7 @@ fn part10_reader<'a>(
 trait ReadSeek: Read + Seek {}
 impl<T: Read + Seek> ReadSeek for T {}
 
-fn analyse(
+pub(crate) fn analyse(
     prefix: &[u8],
     data: &IncomingData,
     transfer_syntax_uid: &str,
@@ -553,8 +603,10 @@ fn analyse(
             }
         }
     } else {
-        // sequences nested past the limit are refused before the (recursive) parser sees them
+        // sequences nested past the limit, and values claiming more than the data holds (the
+        // parser would allocate them first), are refused before the parser sees them
         let mut reader = part10_reader(prefix, data).map_err(unreadable)?;
+        let total = reader.seek(SeekFrom::End(0)).map_err(unreadable)?;
         reader
             .seek(SeekFrom::Start(dataset_offset))
             .map_err(unreadable)?;
@@ -562,6 +614,18 @@ fn analyse(
             std::io::BufReader::with_capacity(16 * 1024, reader),
             transfer_syntax_uid,
         )
+        .and_then(|()| {
+            let mut reader = part10_reader(prefix, data)
+                .map_err(|e| parse::ParseError::Unreadable(e.to_string()))?;
+            reader
+                .seek(SeekFrom::Start(dataset_offset))
+                .map_err(|e| parse::ParseError::Unreadable(e.to_string()))?;
+            parse::check_value_lengths(
+                std::io::BufReader::new(reader),
+                transfer_syntax_uid,
+                total.saturating_sub(dataset_offset),
+            )
+        })
         .and_then(|()| {
             parse::parse_part10(
                 part10_reader(prefix, data)
@@ -765,6 +829,32 @@ impl<A: Read + Seek, B: Read + Seek> Seek for Chain<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the ingest fuzz target: a Transfer Syntax UID claiming 3.5 GiB in a STOW-RS
+    /// part of a few hundred bytes.
+    #[test]
+    fn a_file_meta_value_longer_than_the_data_is_refused_before_reading() {
+        let meta = FileMetaTableBuilder::new()
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.2")
+            .media_storage_sop_instance_uid("1.2.3")
+            .transfer_syntax("1.2.840.10008.1.2.1")
+            .implementation_class_uid("1.2.3.4")
+            .build()
+            .unwrap();
+        let mut file = vec![0u8; 128];
+        file.extend_from_slice(b"DICM");
+        meta.write(&mut file).unwrap();
+        let (_, offset) = read_part10_meta(&file).unwrap();
+        assert_eq!(offset, file.len());
+        // (0002,0010) UI: its 2-byte length set to 0xFFFF, with a few bytes left
+        let at = file
+            .windows(4)
+            .position(|w| w == [0x02, 0x00, 0x10, 0x00])
+            .unwrap();
+        file[at + 6..at + 8].copy_from_slice(&0xFFFFu16.to_le_bytes());
+        let err = read_part10_meta(&file).unwrap_err();
+        assert!(err.contains("runs past the end"), "{err}");
+    }
 
     #[test]
     fn fragments_read_and_seek_like_one_buffer() {

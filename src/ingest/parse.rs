@@ -118,6 +118,11 @@ pub fn parse_deflated<R: Read>(
         std::io::Cursor::new(&inflated[..]),
         dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
     )?;
+    check_value_lengths(
+        std::io::Cursor::new(&inflated),
+        dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        inflated.len() as u64,
+    )?;
     let mut collector = DicomCollectorOptions::new()
         .read_preamble(ReadPreamble::Never)
         .expected_ts(dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN)
@@ -143,6 +148,52 @@ pub fn check_nesting<R: Read + Seek>(
         })?;
     pacs_dimse::nesting::check_sequence_depth(source, ts, pacs_dimse::nesting::MAX_SEQUENCE_DEPTH)
         .map_err(|e| ParseError::Unreadable(e.to_string()))
+}
+
+/// Checks, before the data set is parsed, that none of its values claims more bytes than
+/// follow it. dicom-parser reserves and zero-fills a value's declared length before reading
+/// the value: a data set of a few hundred bytes that claims a 3.5 GiB value costs 3.5 GiB of
+/// memory before the read fails (found by the ingest fuzz target). The data set (`len` bytes
+/// from `source`'s position) is walked as the parser walks it, with dicom-parser's lazy reader,
+/// every value and pixel data fragment skipped rather than read; one that would run past the
+/// end is refused. A data set the walk cannot follow is left to the parser to refuse.
+pub fn check_value_lengths<R: Read + Seek>(
+    mut source: R,
+    transfer_syntax_uid: &str,
+    len: u64,
+) -> Result<(), ParseError> {
+    use dicom_parser::dataset::lazy_read::LazyDataSetReader;
+    use dicom_parser::dataset::LazyDataToken;
+    let Some(ts) = TransferSyntaxRegistry.get(transfer_syntax_uid) else {
+        return Ok(());
+    };
+    // the decoder counts positions in the source, from where it stands now
+    let Ok(start) = source.stream_position() else {
+        return Ok(());
+    };
+    let end = start.saturating_add(len);
+    let Ok(mut reader) = LazyDataSetReader::new_with_ts(source, ts) else {
+        return Ok(());
+    };
+    while let Some(token) = reader.advance() {
+        let Ok(token) = token else {
+            return Ok(());
+        };
+        let (value_len, position) = match &token {
+            LazyDataToken::LazyValue { header, decoder } => (header.len.0, decoder.position()),
+            LazyDataToken::LazyItemValue { len, decoder } => (*len, decoder.position()),
+            _ => continue,
+        };
+        if u64::from(value_len) > end.saturating_sub(position) {
+            return Err(ParseError::Truncated(format!(
+                "a value of {value_len} bytes at offset {position} runs past the end of the data ({end} bytes)"
+            )));
+        }
+        if token.skip().is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 fn tag_u32(t: Tag) -> u32 {
@@ -198,7 +249,7 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
 /// DICOM JSON of the data set with bulk data replaced by `BulkDataURI`s relative to the
 /// instance's WADO-RS URL (`bulkdata/<tag path>`), which the DICOMweb front-end makes absolute.
 /// Pixel Data itself was not read; [`Parsed::set_pixel_data`] adds its reference.
-fn metadata_value(obj: &InMemDicomObject) -> Result<Value, ParseError> {
+pub(crate) fn metadata_value(obj: &InMemDicomObject) -> Result<Value, ParseError> {
     let mut value = dicom_json::to_value(obj).map_err(|e| ParseError::Unreadable(e.to_string()))?;
     replace_bulk(&mut value, "bulkdata");
     // The JSON holds decoded Unicode text, whatever the object's character set was (PS3.18
@@ -478,6 +529,45 @@ mod tests {
             basic_offset_table: bot,
             fragments,
         }
+    }
+
+    /// Found by the ingest fuzz target: pydicom's UN_sequence.dcm read as Explicit VR Little
+    /// Endian; the parser took an item tag for a value length and zero-filled 3.5 GiB for it.
+    #[test]
+    fn a_value_longer_than_the_data_is_refused_before_parsing() {
+        use std::io::Cursor;
+        let ts = dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN;
+        // (0008,0016) UI, 4 bytes; then (0009,0010) OB claiming 0xE000FFFE bytes
+        let mut data = vec![
+            0x08, 0x00, 0x16, 0x00, b'U', b'I', 4, 0, b'1', b'.', b'2', 0,
+        ];
+        data.extend_from_slice(&[0x09, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        data.extend_from_slice(&0xE000_FFFEu32.to_le_bytes());
+        data.extend_from_slice(b"abcd");
+        let len = data.len() as u64;
+        let err = check_value_lengths(Cursor::new(&data), ts, len).unwrap_err();
+        assert!(matches!(err, ParseError::Truncated(_)), "{err}");
+        // a value that fits passes, and so does an object the walk cannot follow (left to
+        // the parser)
+        let n = data.len();
+        data[n - 8..n - 4].copy_from_slice(&4u32.to_le_bytes());
+        check_value_lengths(Cursor::new(&data), ts, len).unwrap();
+        check_value_lengths(Cursor::new(b"\xff\xff"), ts, 2).unwrap();
+        // the deflated path checks the inflated data set
+        let mut deflated = Vec::new();
+        {
+            use std::io::Write;
+            data[n - 8..n - 4].copy_from_slice(&0xE000_FFFEu32.to_le_bytes());
+            let mut encoder =
+                flate2::write::DeflateEncoder::new(&mut deflated, flate2::Compression::fast());
+            encoder.write_all(&data).unwrap();
+            encoder.finish().unwrap();
+        }
+        let uid = dicom_dictionary_std::uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
+        assert!(matches!(
+            parse_deflated(&deflated[..], uid),
+            Err(ParseError::Truncated(_))
+        ));
     }
 
     #[test]

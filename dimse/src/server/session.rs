@@ -551,7 +551,7 @@ pub(super) fn read_identifier(
                 crate::nesting::MAX_SEQUENCE_DEPTH,
             )
             .map_err(|e| format!("unreadable identifier: {e}"))?;
-            dicom_object::InMemDicomObject::read_dataset_with_ts(&bytes[..], ts)
+            crate::dataset::read_dataset(&bytes, ts)
                 .map_err(|e| format!("unreadable identifier: {e}"))
         }
         Some(ReceivedDataset::File { .. }) => Err("identifier larger than 32 MiB".into()),
