@@ -96,13 +96,13 @@ impl Archive for NullArchive {
         _: Option<&str>,
         _: &Identity,
     ) -> StoreResult {
-        if object.len() % 2 == 0 {
+        if object.len().is_multiple_of(2) {
             StoreResult::Stored {
                 sop_class_uid: "1.2.840.10008.5.1.4.1.1.7".into(),
                 sop_instance_uid: format!("1.2.3.{}", object.len()),
                 study_instance_uid: "1.2.3".into(),
                 series_instance_uid: "1.2.3.4".into(),
-                warning: (object.len() % 4 == 0).then_some(0xB006),
+                warning: object.len().is_multiple_of(4).then_some(0xB006),
             }
         } else {
             StoreResult::Failed {
