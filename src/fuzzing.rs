@@ -312,10 +312,13 @@ mod tests {
         dicom_json(&[0x80]);
     }
 
+    /// A fuzz target's harness, by the target's name.
+    type Harness = (&'static str, fn(&[u8]));
+
     /// The inputs the fuzz targets once failed on (fuzz/regressions/<target>/) run through.
     #[test]
     fn regression_inputs_run_through_the_harnesses() {
-        let targets: [(&str, fn(&[u8])); 3] = [
+        let targets: [Harness; 3] = [
             ("ingest", ingest),
             ("dicom_json", dicom_json),
             ("qido", |data| {

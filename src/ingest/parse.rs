@@ -565,7 +565,7 @@ mod tests {
         }
         let uid = dicom_dictionary_std::uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN;
         assert!(matches!(
-            parse_deflated(&deflated[..], uid),
+            parse_deflated(&deflated[..], uid, 1 << 20),
             Err(ParseError::Truncated(_))
         ));
     }
