@@ -17,6 +17,21 @@ use bytes::Bytes;
 
 use crate::ingest::{self, Incoming, IncomingData, Origin};
 
+/// libFuzzer's panic hook aborts on every panic, caught or not. The one place the node catches
+/// a panic on purpose (dicom-parser's lazy reader in `parse::check_value_lengths`) is let
+/// through; every other panic still aborts.
+fn contained_panics_unwind() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !ingest::parse::in_contained_walk() {
+                abort(info)
+            }
+        }));
+    });
+}
+
 /// The transfer syntaxes an association can negotiate: what a C-STORE data set may be in.
 fn transfer_syntax(knob: u8) -> &'static str {
     let all = pacs_dimse::server::ACCEPTED_TRANSFER_SYNTAXES;
@@ -31,6 +46,7 @@ const SOP_INSTANCE: &str = "1.2.3.4.5.6.7.8.9";
 /// one fragment or, with bit 6, in fragments of 1000 bytes.
 #[doc(hidden)]
 pub fn ingest(data: &[u8]) {
+    contained_panics_unwind();
     let Some((&knobs, rest)) = data.split_first() else {
         return;
     };
@@ -91,6 +107,7 @@ pub fn ingest(data: &[u8]) {
 pub fn dicom_json(data: &[u8]) {
     use dicom_encoding::TransferSyntaxIndex;
     use std::io::{Cursor, Read};
+    contained_panics_unwind();
     let Some((&knobs, rest)) = data.split_first() else {
         return;
     };

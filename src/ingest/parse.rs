@@ -166,7 +166,21 @@ pub fn check_value_lengths<R: Read + Seek>(
     len: u64,
 ) -> Result<(), ParseError> {
     let walk = std::panic::AssertUnwindSafe(|| walk_value_lengths(source, transfer_syntax_uid, len));
-    std::panic::catch_unwind(walk).unwrap_or(Ok(()))
+    IN_WALK.with(|w| w.set(true));
+    let checked = std::panic::catch_unwind(walk).unwrap_or(Ok(()));
+    IN_WALK.with(|w| w.set(false));
+    checked
+}
+
+thread_local! {
+    static IN_WALK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`check_value_lengths`], where a panic is caught: the fuzz
+/// targets' panic hook lets those unwind instead of aborting.
+#[doc(hidden)]
+pub fn in_contained_walk() -> bool {
+    IN_WALK.with(|w| w.get())
 }
 
 fn walk_value_lengths<R: Read + Seek>(
