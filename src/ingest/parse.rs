@@ -146,8 +146,25 @@ pub fn check_nesting<R: Read + Seek>(
         .ok_or_else(|| {
             ParseError::Unreadable(format!("unknown transfer syntax {transfer_syntax_uid}"))
         })?;
-    pacs_dimse::nesting::check_sequence_depth(source, ts, pacs_dimse::nesting::MAX_SEQUENCE_DEPTH)
+    // dicom-parser's lazy reader can panic on some inputs (see check_value_lengths): a data
+    // set the depth walk cannot follow is refused, since the recursive parser would be left
+    // unguarded
+    let walk = std::panic::AssertUnwindSafe(|| {
+        pacs_dimse::nesting::check_sequence_depth(
+            source,
+            ts,
+            pacs_dimse::nesting::MAX_SEQUENCE_DEPTH,
+        )
         .map_err(|e| ParseError::Unreadable(e.to_string()))
+    });
+    IN_WALK.with(|w| w.set(true));
+    let checked = std::panic::catch_unwind(walk).unwrap_or_else(|_| {
+        Err(ParseError::Unreadable(
+            "the data set's structure cannot be followed".into(),
+        ))
+    });
+    IN_WALK.with(|w| w.set(false));
+    checked
 }
 
 /// Checks, before the data set is parsed, that none of its values claims more bytes than
@@ -165,7 +182,8 @@ pub fn check_value_lengths<R: Read + Seek>(
     transfer_syntax_uid: &str,
     len: u64,
 ) -> Result<(), ParseError> {
-    let walk = std::panic::AssertUnwindSafe(|| walk_value_lengths(source, transfer_syntax_uid, len));
+    let walk =
+        std::panic::AssertUnwindSafe(|| walk_value_lengths(source, transfer_syntax_uid, len));
     IN_WALK.with(|w| w.set(true));
     let checked = std::panic::catch_unwind(walk).unwrap_or(Ok(()));
     IN_WALK.with(|w| w.set(false));
@@ -176,7 +194,7 @@ thread_local! {
     static IN_WALK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether this thread is inside [`check_value_lengths`], where a panic is caught: the fuzz
+/// Whether this thread is inside [`check_value_lengths`] or [`check_nesting`], where a panic is caught: the fuzz
 /// targets' panic hook lets those unwind instead of aborting.
 #[doc(hidden)]
 pub fn in_contained_walk() -> bool {
