@@ -24,7 +24,7 @@ fn ai_node(backend: Backend) -> Node {
             .arg("--worker-token")
             .arg(TOKEN)
             .arg("--series-quiet-secs")
-            .arg("1")
+            .arg("3")
             .arg("--ai-models-dir")
             .arg(MODELS),
     )

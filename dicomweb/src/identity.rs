@@ -31,21 +31,28 @@ pub enum Permission {
     Read,
     /// STOW-RS, C-STORE.
     Write,
-    /// Sending studies to other AEs (and de-identified export).
+    /// Sending studies, identified, to other AEs.
     Export,
-    /// AEs, routes, users, keys, jobs, audit.
+    /// AEs, routes, users, keys, jobs, the re-identification table.
     Admin,
     /// Leasing and completing AI jobs; what such a caller stores is AI output.
     AiWorker,
+    /// Searching and verifying the audit trail.
+    Audit,
+    /// De-identified export (PS3.15 Annex E): what leaves carries no patient identity, so this
+    /// does not imply [`Permission::Read`].
+    Deidentify,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 7] = [
         Permission::Read,
         Permission::Write,
         Permission::Export,
         Permission::Admin,
         Permission::AiWorker,
+        Permission::Audit,
+        Permission::Deidentify,
     ];
 
     /// The name used in configuration, logs and the API.
@@ -56,6 +63,8 @@ impl Permission {
             Permission::Export => "export",
             Permission::Admin => "admin",
             Permission::AiWorker => "ai-worker",
+            Permission::Audit => "audit",
+            Permission::Deidentify => "deidentify",
         }
     }
 

@@ -17,9 +17,13 @@ use Permission::*;
 pub const ROLES: &[(&str, &[Permission])] = &[
     ("viewer", &[Read]),
     ("technologist", &[Read, Write]),
-    ("radiologist", &[Read, Write, Export]),
-    ("admin", &[Read, Write, Export, Admin]),
+    ("radiologist", &[Read, Write, Export, Deidentify]),
+    ("admin", &[Read, Write, Export, Admin, Audit, Deidentify]),
     ("ai-worker", &[Read, Write, AiWorker]),
+    // a privacy officer: the audit trail, no images
+    ("auditor", &[Audit]),
+    // may run de-identified exports, never read identified data
+    ("researcher", &[Deidentify]),
 ];
 
 const fn need(p: Permission) -> Need {
@@ -63,6 +67,15 @@ pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/api/keys", need(Admin)),
     ("POST", "/api/keys", need(Admin)),
     ("DELETE", "/api/keys/{name}", need(Admin)),
+    // the audit trail (PS3.15 A.5)
+    ("GET", "/api/audit", need(Audit)),
+    // de-identified export (PS3.15 Annex E) and the re-identification table
+    ("GET", "/api/exports", need(Deidentify)),
+    ("POST", "/api/exports", need(Deidentify)),
+    ("GET", "/api/exports/{id}", need(Deidentify)),
+    ("DELETE", "/api/exports/{id}", need(Deidentify)),
+    ("GET", "/api/exports/{id}/archive", need(Deidentify)),
+    ("GET", "/api/reidentification", need(Admin)),
     // the AI workers
     ("POST", "/api/worker/lease", need(AiWorker)),
     ("POST", "/api/worker/jobs/{id}/*", need(AiWorker)),
@@ -166,7 +179,7 @@ mod tests {
         assert_eq!(permissions_of(&["technologist"]).names(), "read,write");
         assert_eq!(
             permissions_of(&["admin"]).names(),
-            "read,write,export,admin"
+            "read,write,export,admin,audit,deidentify"
         );
         assert!(!permissions_of(&["admin"]).contains(AiWorker));
         assert_eq!(
