@@ -201,9 +201,6 @@ pub struct ServeArgs {
     /// Most results a QIDO-RS search returns [default: 1000].
     #[arg(long, env = "PACS_QIDO_MAX_RESULTS")]
     pub qido_max_results: Option<usize>,
-    /// Largest instance STOW-RS accepts, in MiB [default: 2048].
-    #[arg(long, env = "PACS_STOW_MAX_INSTANCE_MB")]
-    pub stow_max_instance_mb: Option<u64>,
     /// Largest STOW-RS request, in MiB [default: 8192].
     #[arg(long, env = "PACS_STOW_MAX_REQUEST_MB")]
     pub stow_max_request_mb: Option<u64>,
@@ -238,10 +235,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PACS_MAX_ASSOCIATIONS_PER_HOST")]
     pub max_associations_per_host: Option<usize>,
     /// Largest instance the node accepts, in MiB: a larger C-STORE is answered A700 (Out of
-    /// Resources) and nothing of it kept; a deflated data set may not inflate past it either
-    /// [default: 2048].
+    /// Resources) and nothing of it kept, a larger STOW-RS part fails alone (A700 in its
+    /// response); a deflated data set may not inflate past it either [default: 2048].
     #[arg(long, env = "PACS_MAX_INSTANCE_MB")]
     pub max_instance_mb: Option<u64>,
+    /// Disk space, in MiB, that data sets being received (C-STORE and STOW-RS spill files in
+    /// <data-dir>/tmp) must leave free; one that would eat into it is refused (A700)
+    /// [default: 1024; 0: no reserve].
+    #[arg(long, env = "PACS_MIN_FREE_DISK_MB")]
+    pub min_free_disk_mb: Option<u64>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -407,7 +409,6 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub viewer_dir: Option<PathBuf>,
     pub qido_max_results: usize,
-    pub stow_max_instance_bytes: u64,
     pub stow_max_request_bytes: u64,
     pub http_max_in_flight: usize,
     pub remote_aes: Vec<RemoteAe>,
@@ -426,6 +427,7 @@ pub struct Settings {
     pub ai: Option<crate::ai::AiSettings>,
     // ---- DIMSE limits (issue 12) ----
     pub max_associations_per_host: usize,
+    pub min_free_disk_bytes: u64,
     /// Largest instance accepted (C-STORE; deflated data sets inflated).
     pub max_instance_bytes: u64,
 }
@@ -545,10 +547,6 @@ impl Settings {
             public_url: args.public_url.clone(),
             viewer_dir: args.viewer_dir.clone(),
             qido_max_results: args.qido_max_results.unwrap_or(1000).max(1),
-            stow_max_instance_bytes: args
-                .stow_max_instance_mb
-                .unwrap_or(2048)
-                .saturating_mul(MIB),
             stow_max_request_bytes: args.stow_max_request_mb.unwrap_or(8192).saturating_mul(MIB),
             http_max_in_flight: args.http_max_in_flight.unwrap_or(256).max(1),
             remote_aes: args.ae.clone(),
@@ -574,6 +572,7 @@ impl Settings {
             move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
             ai,
             max_associations_per_host: args.max_associations_per_host.unwrap_or(16).max(1),
+            min_free_disk_bytes: args.min_free_disk_mb.unwrap_or(1024).saturating_mul(MIB),
             max_instance_bytes: args
                 .max_instance_mb
                 .unwrap_or(2048)
@@ -1048,7 +1047,6 @@ mod tests {
             "public_url",
             "viewer_dir",
             "qido_max_results",
-            "stow_max_instance_mb",
             "stow_max_request_mb",
             "http_max_in_flight",
             "admin_token",
@@ -1060,6 +1058,7 @@ mod tests {
             // issue 12: DIMSE limits
             "max_associations_per_host",
             "max_instance_mb",
+            "min_free_disk_mb",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

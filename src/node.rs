@@ -90,7 +90,7 @@ pub fn http_config(
     pacs_dicomweb::DicomWebConfig {
         root: settings.dicomweb_root.clone(),
         cors_origins: settings.cors_origins.clone(),
-        max_instance_bytes: settings.stow_max_instance_bytes,
+        max_instance_bytes: settings.max_instance_bytes,
         max_request_bytes: settings.stow_max_request_bytes,
         static_dir: settings.viewer_dir.clone(),
         public_url: settings.public_url.clone(),
@@ -105,6 +105,7 @@ pub fn http_config(
         // as C-STORE's: parts beyond 32 MiB are received into <data-dir>/tmp
         spill_threshold: 32 * 1024 * 1024,
         spill_dir: Some(settings.data_dir.join("tmp")),
+        spill_min_free_bytes: settings.min_free_disk_bytes,
         hsts: settings.tls.is_some(),
     }
 }
@@ -155,10 +156,33 @@ pub fn http_bind(settings: &Settings, auth_configured: bool) -> Result<IpAddr, N
     Ok(ip)
 }
 
+/// Deletes what a previous run left in the spill folder (data sets being received when it was
+/// killed): nothing in it is ever acknowledged, so nothing of value is lost. A file changed in
+/// the last ten minutes is left alone, in case another process shares the data directory.
+fn remove_stale_spill_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    let (mut removed, mut bytes) = (0u64, 0u64);
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta.modified().is_ok_and(|m| m < stale);
+        if meta.is_file() && old && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+            bytes += meta.len();
+        }
+    }
+    if removed > 0 {
+        info!(dir = %dir.display(), files = removed, bytes, "removed stale spill files");
+    }
+}
+
 /// Runs the node until a shutdown signal.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| NodeError::Storage(crate::storage::StorageError::Io(e)))?;
+    remove_stale_spill_files(&settings.data_dir.join("tmp"));
     let index = crate::index::open(&settings.database_url).await?;
     let storage = Storage::open(&settings.storage)?;
     info!(
@@ -214,6 +238,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
             artim_timeout: settings.artim_timeout,
             spill_threshold: 32 * 1024 * 1024,
             spill_dir: settings.data_dir.join("tmp"),
+            spill_min_free_bytes: settings.min_free_disk_bytes,
             move_associations: settings.move_associations,
             plain: settings.plain_dimse,
             tls: dimse_tls_listener,

@@ -193,11 +193,7 @@ async fn unsatisfiable_bulk_data_ranges_are_416() {
 /// reason in a Warning header), the parts around it are stored (202), nothing of it is kept,
 /// and the connection stays usable.
 async fn stow_parts_beyond_the_instance_limit_fail_alone(backend: Backend) {
-    let node = Node::start_with(
-        NodeOptions::new(backend)
-            .arg("--stow-max-instance-mb")
-            .arg("1"),
-    );
+    let node = Node::start_with(NodeOptions::new(backend).arg("--max-instance-mb").arg("1"));
     let (ct, mr) = (test_file("CT_small.dcm"), test_file("MR_small.dcm"));
     let big = vec![0u8; MIB + MIB / 2];
     let (ctype, body) = multipart::build(&[
@@ -309,18 +305,54 @@ async fn large_stow_parts_are_received_through_a_spill_file() {
     assert!(spill_files(&node).is_empty(), "{:?}", spill_files(&node));
 }
 
+/// With less free disk than `--min-free-disk-mb` keeps in reserve, a part past the spill
+/// threshold fails alone (A700, "no room"), a small part beside it is stored, nothing is left
+/// in <data-dir>/tmp; a spill file a killed run left there is removed at startup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spill_files_leave_the_disk_reserve_free() {
+    let data = tempfile::tempdir().unwrap();
+    let leftover = data.path().join("tmp").join("stow-left-by-a-killed-run");
+    std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
+    std::fs::write(&leftover, b"partial").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&leftover)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // no file system has 2^40 MiB free
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .data_dir(data.path())
+            .arg("--min-free-disk-mb")
+            .arg((1u64 << 40).to_string()),
+    );
+    assert!(!leftover.exists(), "the stale spill file was not removed");
+    let ct = test_file("CT_small.dcm");
+    let big = large_ct_small(40 * MIB);
+    let (status, response) = stow(
+        &node,
+        &[("application/dicom", &big), ("application/dicom", &ct)],
+    );
+    assert_eq!(status, 202, "{response}");
+    let failed = response["00081198"]["Value"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{response}");
+    assert_eq!(failed[0]["00081197"]["Value"][0], 0xA700);
+    assert_eq!(response["00081199"]["Value"].as_array().unwrap().len(), 1);
+    let stored =
+        support::archive::verify_consistent(node.data_dir(), node.database_url().as_deref()).await;
+    assert_eq!(stored.len(), 1);
+    assert!(spill_files(&node).is_empty(), "{:?}", spill_files(&node));
+}
+
 /// The node stays responsive during a multi-gigabyte STOW-RS attempt (generated as it is sent,
 /// never stored anywhere): QIDO and C-ECHO from other connections answer normally, the part is
 /// refused at the instance limit and the request at the request limit, and afterwards nothing
 /// of it is stored and no spill file remains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_answers_during_a_multi_gigabyte_stow_attempt() {
-    let node = node(&[
-        "--stow-max-instance-mb",
-        "48",
-        "--stow-max-request-mb",
-        "256",
-    ]);
+    let node = node(&["--max-instance-mb", "48", "--stow-max-request-mb", "256"]);
     let (status, response) = stow(&node, &[("application/dicom", &test_file("MR_small.dcm"))]);
     assert_eq!(status, 200, "{response}");
     const SIZE: u64 = 4 * 1024 * 1024 * 1024;

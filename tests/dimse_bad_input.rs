@@ -547,11 +547,48 @@ async fn an_instance_over_the_limit_is_refused_and_the_association_goes_on(backe
     .await;
     expected.insert(small_sop);
     assert_healthy(&node, &expected).await;
-    assert!(node
-        .log()
-        .contains("data set over the limit refused (A700)"));
+    assert!(node.log().contains("data set refused (A700) bytes"));
 }
 both_backends!(an_instance_over_the_limit_is_refused_and_the_association_goes_on);
+
+/// With less free disk than `--min-free-disk-mb` keeps in reserve, a C-STORE past the spill
+/// threshold is answered A700 ("no disk space") instead of filling the disk, and the
+/// association goes on: the next, small, instance is stored in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_would_eat_the_disk_reserve_gets_out_of_resources() {
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--min-free-disk-mb")
+            .arg((1u64 << 40).to_string()),
+    );
+    let mut expected = seed(&node).await;
+    let port = node.dimse_port();
+    let small_sop = run_blocking(move || {
+        let mut assoc = raw_client::associate(port, "FULL", "PACS", CT_IMAGE_STORAGE).unwrap();
+        let (sop, mut data) = new_ct("7003");
+        data.resize(36 << 20, 0);
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, &sop, 1),
+            &data,
+        );
+        let (status, comment) = raw_client::read_response(&mut assoc);
+        assert_eq!(status, 0xA700, "{comment:?}");
+        assert!(comment.unwrap_or_default().contains("no disk space"));
+        let (small, data) = new_ct("7004");
+        raw_client::send_store(
+            &mut assoc,
+            raw_client::store_command(CT_IMAGE_STORAGE, &small, 2),
+            &data,
+        );
+        assert_eq!(raw_client::read_status(&mut assoc), 0x0000);
+        assoc.release().unwrap();
+        small
+    })
+    .await;
+    expected.insert(small_sop);
+    assert_healthy(&node, &expected).await;
+}
 
 /// Deflated Explicit VR Little Endian that inflates past the limit (a few KiB standing for
 /// 8 MiB) is refused with A700 (PS3.4 B.2.3, Out of Resources) before it is inflated whole;

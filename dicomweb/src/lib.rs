@@ -59,6 +59,9 @@ pub struct DicomWebConfig {
     pub spill_threshold: usize,
     /// Where those temporary files go (default: the system's temporary directory).
     pub spill_dir: Option<PathBuf>,
+    /// Free space a temporary file must leave on its file system: a part that would eat into
+    /// it fails alone (A700), like one over `max_instance_bytes`. 0: no reserve.
+    pub spill_min_free_bytes: u64,
     /// Send `Strict-Transport-Security` (RFC 6797): the node serves HTTPS.
     pub hsts: bool,
 }
@@ -77,6 +80,7 @@ impl Default for DicomWebConfig {
             max_in_flight: 256,
             spill_threshold: 32 * 1024 * 1024,
             spill_dir: None,
+            spill_min_free_bytes: 0,
             hsts: false,
         }
     }

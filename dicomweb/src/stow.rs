@@ -287,7 +287,7 @@ async fn receive(
         let written = match &mut spill {
             Some(file) => file.write(&chunk).await,
             None if len > config.spill_threshold as u64 => {
-                match Spill::create(config.spill_dir.as_deref(), &memory, &chunk).await {
+                match Spill::create(config, &memory, &chunk).await {
                     Ok(file) => {
                         memory.clear();
                         spill = Some(file);
@@ -334,18 +334,27 @@ async fn receive(
 struct Spill {
     file: tokio::fs::File,
     path: tempfile::TempPath,
+    dir: std::path::PathBuf,
+    /// Free space to leave on the file system (`DicomWebConfig::spill_min_free_bytes`).
+    min_free: u64,
+    written: u64,
 }
+
+/// The free space is checked when a spill file is made and every this many bytes written.
+const ROOM_CHECK_EVERY: u64 = 8 << 20;
 
 impl Spill {
     async fn create(
-        dir: Option<&std::path::Path>,
+        config: &DicomWebConfig,
         before: &[Bytes],
         chunk: &Bytes,
     ) -> std::io::Result<Spill> {
-        let dir = dir.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        let dir = config.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
         tokio::fs::create_dir_all(&dir).await?;
+        check_room(&dir, config.spill_min_free_bytes)?;
+        let in_dir = dir.clone();
         let (file, path) = tokio::task::spawn_blocking(move || {
-            tempfile::Builder::new().prefix("stow-").tempfile_in(dir)
+            tempfile::Builder::new().prefix("stow-").tempfile_in(in_dir)
         })
         .await
         .map_err(std::io::Error::other)??
@@ -354,6 +363,9 @@ impl Spill {
         let mut spill = Spill {
             file: tokio::fs::File::from_std(file),
             path,
+            dir,
+            min_free: config.spill_min_free_bytes,
+            written: 0,
         };
         for b in before {
             spill.write(b).await?;
@@ -364,13 +376,36 @@ impl Spill {
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
-        self.file.write_all(bytes).await
+        let after = self.written.saturating_add(bytes.len() as u64);
+        if self.written / ROOM_CHECK_EVERY != after / ROOM_CHECK_EVERY {
+            check_room(&self.dir, self.min_free)?;
+        }
+        self.file.write_all(bytes).await?;
+        self.written = after;
+        Ok(())
     }
 
     async fn finish(mut self) -> std::io::Result<tempfile::TempPath> {
         use tokio::io::AsyncWriteExt;
         self.file.flush().await?;
         Ok(self.path)
+    }
+}
+
+/// Ok when the file system of `dir` has `min_free` bytes available (0: no reserve), so that
+/// uploads cannot fill the disk the archive stores to.
+fn check_room(dir: &std::path::Path, min_free: u64) -> std::io::Result<()> {
+    if min_free == 0 {
+        return Ok(());
+    }
+    let stat = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    match free < min_free {
+        true => Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!("{free} bytes free, {min_free} kept in reserve"),
+        )),
+        false => Ok(()),
     }
 }
 

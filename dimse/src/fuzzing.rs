@@ -94,6 +94,7 @@ pub fn acceptor(data: &[u8]) -> usize {
         artim_timeout: std::time::Duration::from_secs(1),
         spill_threshold: 1 << 20,
         spill_dir: std::env::temp_dir(),
+        spill_min_free_bytes: 0,
         move_associations: 1,
         plain: true,
         tls: None,

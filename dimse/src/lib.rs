@@ -12,6 +12,7 @@ pub mod scu;
 pub mod server;
 pub mod service;
 pub mod sop_classes;
+mod spill_room;
 pub mod tls;
 
 pub use server::{DimseConfig, DimseServer, TlsListener};

@@ -124,6 +124,7 @@ async fn start(users: Arc<Users>, spill: &Path) -> u16 {
         artim_timeout: Duration::from_secs(10),
         spill_threshold: 1 << 20,
         spill_dir: spill.to_path_buf(),
+        spill_min_free_bytes: 0,
         move_associations: 1,
         plain: true,
         tls: None,

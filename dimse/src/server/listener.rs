@@ -88,6 +88,10 @@ pub struct DimseConfig {
     pub spill_threshold: usize,
     /// Where spilled data sets go.
     pub spill_dir: std::path::PathBuf,
+    /// Free space a spill file must leave on the file system of `spill_dir`: a data set that
+    /// would eat into it is discarded as it arrives and answered A700, like one over
+    /// `max_instance_bytes`.
+    pub spill_min_free_bytes: u64,
     /// Associations a C-MOVE opens to its destination at once.
     pub move_associations: usize,
     /// Whether the plain TCP listener on `listen` runs (it can be switched off when TLS is on).

@@ -29,16 +29,23 @@ enum Incoming {
         path: tempfile::TempPath,
         len: u64,
     },
-    /// Over `max_instance_bytes`: what came so far was dropped (a spill file deleted), the rest
-    /// is read and dropped too, and the request answered A700.
-    Discarded { len: u64 },
+    /// Over `max_instance_bytes`, or no room to spill it: what came so far was dropped (a
+    /// spill file deleted), the rest is read and dropped too, and the request answered A700.
+    Discarded { len: u64, why: Discard },
+}
+
+/// Why a data set was discarded as it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Discard {
+    TooLarge,
+    NoRoom,
 }
 
 impl Incoming {
     fn len(&self) -> u64 {
         match self {
             Incoming::Memory { len, .. } => *len as u64,
-            Incoming::File { len, .. } | Incoming::Discarded { len } => *len,
+            Incoming::File { len, .. } | Incoming::Discarded { len, .. } => *len,
         }
     }
 }
@@ -214,18 +221,26 @@ impl Session {
                         );
                     }
                     // dropping the old value drops the fragments and deletes a spill file
-                    p.data = Incoming::Discarded { len };
+                    p.data = Incoming::Discarded {
+                        len,
+                        why: Discard::TooLarge,
+                    };
                 } else if let Err(e) = self.append(&mut p.data, bytes).await {
-                    warn!(error = %e, "cannot buffer incoming data set");
-                    return Flow::Abort("cannot buffer incoming data set");
+                    // no room on disk (the reserve, or a failed write): the request is answered
+                    // A700 and the association goes on
+                    warn!(error = %e, "cannot buffer incoming data set: discarding it");
+                    p.data = Incoming::Discarded {
+                        len,
+                        why: Discard::NoRoom,
+                    };
                 }
                 if !last {
                     self.pending = Some(p);
                     return Flow::Continue;
                 }
                 let dataset = match p.data {
-                    Incoming::Discarded { len } => {
-                        return self.refuse_too_large(association, p, len).await;
+                    Incoming::Discarded { len, why } => {
+                        return self.refuse_discarded(association, p, len, why).await;
                     }
                     Incoming::Memory { fragments, .. } => ReceivedDataset::Memory(fragments),
                     Incoming::File {
@@ -255,21 +270,24 @@ impl Session {
         }
     }
 
-    /// Answers a request whose data set was over `max_instance_bytes` and discarded: A700, Out
-    /// of Resources (PS3.4 B.2.3 for C-STORE; C.4.1.1.4, C.4.2.1.5 for the others), with the
-    /// limit in the Error Comment. Nothing was handed to the archive.
-    async fn refuse_too_large<S: Transport>(
+    /// Answers a request whose data set was discarded as it arrived (over `max_instance_bytes`,
+    /// or no room to spill it): A700, Out of Resources (PS3.4 B.2.3 for C-STORE; C.4.1.1.4,
+    /// C.4.2.1.5 for the others), the reason in the Error Comment. Nothing was handed to the
+    /// archive.
+    async fn refuse_discarded<S: Transport>(
         &mut self,
         association: &mut Association<S>,
         pending: Pending,
         len: u64,
+        why: Discard,
     ) -> Flow {
         let limit = self.config.max_instance_bytes;
         warn!(
             bytes = len,
             limit,
+            reason = ?why,
             sop_instance_uid = pending.command.affected_sop_instance_uid.as_deref(),
-            "data set over the limit refused (A700)"
+            "data set refused (A700)"
         );
         let command = &pending.command;
         let mut rsp = Response::to(
@@ -278,7 +296,10 @@ impl Session {
             status::OUT_OF_RESOURCES,
         );
         // Error Comment is LO: 64 characters
-        rsp.error_comment = Some(format!("data set larger than the limit of {limit} bytes"));
+        rsp.error_comment = Some(match why {
+            Discard::TooLarge => format!("data set larger than the limit of {limit} bytes"),
+            Discard::NoRoom => "no disk space to receive the data set".to_string(),
+        });
         self.send_response(association, pending.context_id, &rsp, None)
             .await
     }
@@ -293,6 +314,7 @@ impl Session {
                     fragments.push(bytes);
                     return Ok(());
                 }
+                crate::spill_room::check(&self.config.spill_dir, self.config.spill_min_free_bytes)?;
                 let temp = tempfile::NamedTempFile::new_in(&self.config.spill_dir)?;
                 let (std_file, path) = temp.into_parts();
                 let mut file = tokio::fs::File::from_std(std_file);
@@ -306,11 +328,17 @@ impl Session {
                 Ok(())
             }
             Incoming::File { file, len, .. } => {
+                if crate::spill_room::crosses_check_point(*len, bytes.len()) {
+                    crate::spill_room::check(
+                        &self.config.spill_dir,
+                        self.config.spill_min_free_bytes,
+                    )?;
+                }
                 file.write_all(&bytes).await?;
                 *len += bytes.len() as u64;
                 Ok(())
             }
-            Incoming::Discarded { len } => {
+            Incoming::Discarded { len, .. } => {
                 *len = len.saturating_add(bytes.len() as u64);
                 Ok(())
             }
