@@ -37,7 +37,7 @@ pub struct AdminState {
     pub ae_title: String,
     pub scu_timeout: Duration,
     /// What the node trusts and presents when it connects to an AE marked `tls` (issue 12).
-    pub tls_client: Option<Arc<pacs_dimse::tls::ClientConfig>>,
+    pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 /// The `/api` routes other than the statistics, plus `extra` administrators' routes (the AI

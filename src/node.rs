@@ -31,8 +31,6 @@ pub enum NodeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("DIMSE TLS: {0}")]
-    DimseTls(#[from] pacs_dimse::tls::TlsError),
 }
 
 /// DIMSE over TLS (PS3.15 Annex B): the TLS listener, when the node has a certificate (`cert`,
@@ -45,7 +43,7 @@ pub fn dimse_tls(
 ) -> Result<
     (
         Option<pacs_dimse::TlsListener>,
-        Arc<pacs_dimse::tls::ClientConfig>,
+        Arc<tokio_rustls::rustls::ClientConfig>,
     ),
     NodeError,
 > {
@@ -69,8 +67,7 @@ pub fn dimse_tls(
         }
         _ => None,
     };
-    let identity = tls.map(|t| (t.cert.cert.as_path(), t.cert.key.as_path()));
-    let client = pacs_dimse::tls::client_config(tls.and_then(|t| t.ca.as_deref()), identity)?;
+    let client = crate::tls::dimse_client_config(tls.and_then(|t| t.ca.as_deref()), cert.cloned())?;
     if !settings.plain_dimse {
         info!("plain DIMSE listener off: DIMSE over TLS only");
     }

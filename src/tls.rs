@@ -194,6 +194,43 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// The node presents its current certificate when a server asks for one (mutual TLS to an
+/// AE), the reloaded one after a change.
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// What the node trusts and presents when it connects to an AE over TLS (C-MOVE destinations,
+/// send to AE, C-ECHO; PS3.15 Annex B, BCP 195 versions): servers are checked against `ca`, else
+/// the system's roots; with `cert`, the node's own (reloading) certificate is its client
+/// certificate. With neither a CA nor system roots, connecting over TLS fails, not startup.
+pub fn dimse_client_config(
+    ca: Option<&Path>,
+    cert: Option<Arc<ReloadingCert>>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = match ca {
+        Some(path) => load_roots(path)?,
+        None => outgoing_roots(None).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "DIMSE over TLS to other AEs will fail");
+            RootCertStore::empty()
+        }),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    Ok(Arc::new(match cert {
+        Some(cert) => builder.with_client_cert_resolver(cert),
+        None => builder.with_no_client_auth(),
+    }))
+}
+
 /// Whether a server asks its clients for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
@@ -395,4 +432,34 @@ pub fn client_config(
         }
     };
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// BCP 195 (RFC 9325 4.2): every suite on offer uses ECDHE and an AEAD cipher, TLS 1.2 or
+    /// 1.3 (the versions are [`VERSIONS`]).
+    #[test]
+    fn only_bcp195_cipher_suites_are_offered() {
+        for suite in &provider().cipher_suites {
+            let name = format!("{:?}", suite.suite());
+            let tls13 = name.starts_with("TLS13_");
+            let ecdhe_aead = name.contains("_ECDHE_")
+                && (name.contains("_GCM_") || name.contains("CHACHA20_POLY1305"));
+            assert!(tls13 || ecdhe_aead, "{name}");
+        }
+        assert_eq!(VERSIONS.len(), 2);
+    }
+
+    /// Without a CA file and with the system's roots, an outgoing configuration is built; a
+    /// missing CA file is named.
+    #[test]
+    fn dimse_client_configs() {
+        dimse_client_config(None, None).unwrap();
+        let error = dimse_client_config(Some(Path::new("/nonexistent/ca.pem")), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+    }
 }
