@@ -240,8 +240,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PACS_MAX_INSTANCE_MB")]
     pub max_instance_mb: Option<u64>,
     /// Disk space, in MiB, that data sets being received (C-STORE and STOW-RS spill files in
-    /// <data-dir>/tmp) must leave free; one that would eat into it is refused (A700)
-    /// [default: 1024; 0: no reserve].
+    /// <data-dir>/tmp) must leave free; one that would eat into it is refused (A700); 0: no
+    /// reserve [default: 1024].
     #[arg(long, env = "PACS_MIN_FREE_DISK_MB")]
     pub min_free_disk_mb: Option<u64>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).

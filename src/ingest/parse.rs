@@ -173,10 +173,11 @@ pub fn check_nesting<R: Read + Seek>(
 /// memory before the read fails (found by the ingest fuzz target). The data set (`len` bytes
 /// from `source`'s position) is walked as the parser walks it, with dicom-parser's lazy reader,
 /// every value and pixel data fragment skipped rather than read; one that would run past the
-/// end is refused. A data set the walk cannot follow is left to the parser to refuse, and so is
-/// one on which the lazy reader panics (dicom-parser 0.10.1 has an `expect` that input can reach,
-/// lazy_read.rs: "item header should be read only inside an existing sequence", found by the
-/// ingest fuzz target on a data set the collector itself reads).
+/// end is refused. So is a data set the walk cannot follow to its end, or on which the lazy
+/// reader panics (dicom-parser 0.10.1 has an `expect` that input can reach, lazy_read.rs: "item
+/// header should be read only inside an existing sequence"): the parser, more lenient, would
+/// go on past the point the walk checked and could meet the oversized value there (both found
+/// by the ingest fuzz target).
 pub fn check_value_lengths<R: Read + Seek>(
     source: R,
     transfer_syntax_uid: &str,
@@ -185,7 +186,11 @@ pub fn check_value_lengths<R: Read + Seek>(
     let walk =
         std::panic::AssertUnwindSafe(|| walk_value_lengths(source, transfer_syntax_uid, len));
     IN_WALK.with(|w| w.set(true));
-    let checked = std::panic::catch_unwind(walk).unwrap_or(Ok(()));
+    let checked = std::panic::catch_unwind(walk).unwrap_or_else(|_| {
+        Err(ParseError::Unreadable(
+            "the data set's structure cannot be followed".into(),
+        ))
+    });
     IN_WALK.with(|w| w.set(false));
     checked
 }
@@ -219,10 +224,11 @@ fn walk_value_lengths<R: Read + Seek>(
     let Ok(mut reader) = LazyDataSetReader::new_with_ts(source, ts) else {
         return Ok(());
     };
+    let unreadable = |e: &dyn std::fmt::Display| {
+        ParseError::Unreadable(format!("cannot be read to its end: {e}"))
+    };
     while let Some(token) = reader.advance() {
-        let Ok(token) = token else {
-            return Ok(());
-        };
+        let token = token.map_err(|e| unreadable(&e))?;
         let (value_len, position) = match &token {
             LazyDataToken::LazyValue { header, decoder } => (header.len.0, decoder.position()),
             LazyDataToken::LazyItemValue { len, decoder } => (*len, decoder.position()),
@@ -233,9 +239,7 @@ fn walk_value_lengths<R: Read + Seek>(
                 "a value of {value_len} bytes at offset {position} runs past the end of the data ({end} bytes)"
             )));
         }
-        if token.skip().is_err() {
-            return Ok(());
-        }
+        token.skip().map_err(|e| unreadable(&e))?;
     }
     Ok(())
 }
