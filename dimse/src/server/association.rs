@@ -468,12 +468,16 @@ where
         self.write_buffer.clear();
         dicom_ul::write_pdu(&mut self.write_buffer, pdu)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        self.stream.write_all(&self.write_buffer).await
+        self.stream.write_all(&self.write_buffer).await?;
+        // a TLS stream may keep records it could not write yet (the socket was full) until it
+        // is flushed; a TCP stream's flush does nothing
+        self.stream.flush().await
     }
 
     /// Sends DIMSE messages as P-DATA-TF PDUs that fit the requestor's Maximum Length.
     pub async fn send_messages(&mut self, messages: &[Outgoing<'_>]) -> std::io::Result<()> {
-        pdata::write_messages(&mut self.stream, self.peer_max_pdu_length, messages).await
+        pdata::write_messages(&mut self.stream, self.peer_max_pdu_length, messages).await?;
+        self.stream.flush().await
     }
 
     /// Closes our side of the connection.
