@@ -371,18 +371,20 @@ fn c_cancel_stops_a_c_find() {
             data,
         }],
     };
-    assoc
-        .send(&pdv(PDataValueType::Command, request.encode()))
-        .unwrap();
-    assoc
-        .send(&pdv(
+    // the three PDUs in one write: they are in the node's receive buffer together, so the
+    // cancel is there before the first match is answered, however the test thread is scheduled
+    let mut burst = Vec::new();
+    for pdu in [
+        pdv(PDataValueType::Command, request.encode()),
+        pdv(
             PDataValueType::Data,
             support::raw_client::dataset_bytes(&identifier),
-        ))
-        .unwrap();
-    assoc
-        .send(&pdv(PDataValueType::Command, cancel_bytes))
-        .unwrap();
+        ),
+        pdv(PDataValueType::Command, cancel_bytes),
+    ] {
+        dicom_ul::pdu::write_pdu(&mut burst, &pdu).unwrap();
+    }
+    std::io::Write::write_all(assoc.inner_stream(), &burst).unwrap();
     let mut pending = 0;
     let final_status = loop {
         let Pdu::PData { data } = assoc.receive().unwrap() else {
