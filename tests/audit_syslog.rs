@@ -464,3 +464,93 @@ async fn records_in_flight_when_the_connection_breaks_are_sent_again() {
     assert!(forwarder.status().failures >= 1);
     forwarder.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The spool (the index) failing: retried like a collector, nothing sent meanwhile, and every
+/// record forwarded once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_spool_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("syslog test CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let client = ca.client(dir.path(), "pacs-node");
+    let listener = FramingListener::start(&ca, dir.path()).await;
+    let spool = MemorySpool::new();
+    spool.push("query", 0, audit_xml(1, 0, 0));
+    spool.push("query", 0, audit_xml(2, 0, 0));
+    spool.set_failing(true);
+    let mut settings = SyslogSettings::from_options(
+        &format!("tls://127.0.0.1:{}", listener.port),
+        Some(ca_file),
+        Some(client.cert.clone()),
+        Some(client.key.clone()),
+        None,
+    )
+    .unwrap();
+    fast(&mut settings);
+    let forwarder = start_forwarder(settings, spool.clone()).unwrap();
+    let mut status = forwarder.watch_status();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.failures >= 2),
+    )
+    .await
+    .expect("the spool's failures are counted")
+    .unwrap();
+    let error = forwarder.status().last_error.unwrap_or_default();
+    assert!(error.contains("audit spool"), "{error}");
+    assert!(listener.messages().is_empty());
+    spool.set_failing(false);
+    wait_cursor(&spool, 2, Duration::from_secs(10)).await;
+    let seqs: Vec<_> = listener
+        .messages()
+        .iter()
+        .map(|m| seq_of(&String::from_utf8_lossy(m)))
+        .collect();
+    assert_eq!(seqs, vec![Some(1), Some(2)]);
+    assert_eq!(forwarder.status().last_error, None);
+    forwarder.shutdown(Duration::from_secs(5)).await;
+}
+
+/// UDP: a message up to 65507 octets goes whole in one datagram; a longer one is cut to 65507
+/// octets (docs/audit-syslog.md), and the next one is sent as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagram_sizes() {
+    use pacs::audit::syslog::UDP_MAX_MESSAGE;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let spool = MemorySpool::new();
+    spool.push("query", 0, audit_xml(1, 0, 50_000));
+    spool.push("query", 0, audit_xml(2, 0, 70_000));
+    spool.push("query", 0, audit_xml(3, 0, 0));
+    let mut settings =
+        SyslogSettings::from_options(&format!("udp://127.0.0.1:{port}"), None, None, None, None)
+            .unwrap();
+    fast(&mut settings);
+    let forwarder = start_forwarder(settings, spool.clone()).unwrap();
+    let mut datagrams = Vec::new();
+    let mut buf = vec![0u8; 70_000];
+    for _ in 0..3 {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut buf))
+            .await
+            .expect("a datagram")
+            .unwrap();
+        datagrams.push(buf[..n].to_vec());
+    }
+    let xml_of = |d: &[u8]| {
+        let start = d.windows(3).position(|w| w == BOM).expect("the BOM") + 3;
+        d[start..].to_vec()
+    };
+    assert!(datagrams[0].len() < UDP_MAX_MESSAGE);
+    assert_eq!(xml_of(&datagrams[0]), spool.get(1).xml.as_bytes());
+    assert_eq!(
+        datagrams[1].len(),
+        UDP_MAX_MESSAGE,
+        "cut to the largest datagram"
+    );
+    let whole = spool.get(2).xml;
+    let cut = xml_of(&datagrams[1]);
+    assert!(cut.len() < whole.len() && whole.as_bytes().starts_with(&cut));
+    assert_eq!(xml_of(&datagrams[2]), spool.get(3).xml.as_bytes());
+    wait_cursor(&spool, 3, Duration::from_secs(10)).await;
+    forwarder.shutdown(Duration::from_secs(5)).await;
+}

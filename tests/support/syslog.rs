@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pacs::audit::syslog::{AuditSpool, SpooledRecord};
-use pacs::index::IndexResult;
+use pacs::index::{IndexError, IndexResult};
 use tokio::io::AsyncReadExt;
 
 use super::certs::{Issued, TestCa};
@@ -28,6 +28,8 @@ use super::certs::{Issued, TestCa};
 pub struct MemorySpool {
     records: Mutex<Vec<SpooledRecord>>,
     cursor: Mutex<i64>,
+    /// While set, every call fails as an unreachable index would.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl MemorySpool {
@@ -62,11 +64,27 @@ impl MemorySpool {
     pub fn cursor(&self) -> i64 {
         *self.cursor.lock().unwrap()
     }
+
+    /// Makes every call fail (`true`) or succeed again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check(&self) -> IndexResult<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(IndexError::Unavailable(
+                "the test's spool is failing".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl AuditSpool for MemorySpool {
     async fn records_after(&self, seq: i64, limit: usize) -> IndexResult<Vec<SpooledRecord>> {
+        self.check()?;
         let records = self.records.lock().unwrap();
         Ok(records
             .iter()
@@ -77,10 +95,12 @@ impl AuditSpool for MemorySpool {
     }
 
     async fn forwarded_up_to(&self) -> IndexResult<i64> {
+        self.check()?;
         Ok(self.cursor())
     }
 
     async fn set_forwarded_up_to(&self, seq: i64) -> IndexResult<()> {
+        self.check()?;
         let mut cursor = self.cursor.lock().unwrap();
         assert!(
             seq >= *cursor,
