@@ -631,10 +631,10 @@ impl Worker {
             s.last_error = None;
         });
         self.backoff = self.settings.retry_min;
+        self.pending.push_back((last, Instant::now()));
         if matches!(self.conn, Some(Conn::Udp(_))) {
-            self.set_cursor(last).await?;
-        } else {
-            self.pending.push_back((last, Instant::now()));
+            // no delivery signal over UDP: sent is as good as it gets
+            self.confirm(true).await?;
         }
         Ok(Step::Sent)
     }
@@ -737,20 +737,21 @@ impl Worker {
 
     /// Moves the cursor past the records whose connection stayed open `confirm_after` after
     /// they were written (all of them when `all`).
+    /// (The entries leave `pending` only once the spool took the cursor: a failure to store it
+    /// is retried with the next confirmation.)
     async fn confirm(&mut self, all: bool) -> Result<(), Failure> {
         let now = Instant::now();
-        let mut upto = None;
-        while let Some(&(seq, at)) = self.pending.front() {
-            if !all && now.duration_since(at) < self.settings.confirm_after {
-                break;
-            }
-            upto = Some(seq);
-            self.pending.pop_front();
-        }
-        match upto {
-            Some(seq) => self.set_cursor(seq).await,
-            None => Ok(()),
-        }
+        let confirmed = self
+            .pending
+            .iter()
+            .take_while(|&&(_, at)| all || now.duration_since(at) >= self.settings.confirm_after)
+            .count();
+        let Some(&(seq, _)) = confirmed.checked_sub(1).and_then(|i| self.pending.get(i)) else {
+            return Ok(());
+        };
+        self.set_cursor(seq).await?;
+        self.pending.drain(..confirmed);
+        Ok(())
     }
 
     async fn set_cursor(&mut self, seq: i64) -> Result<(), Failure> {
