@@ -244,6 +244,25 @@ pub struct ServeArgs {
     /// reserve [default: 1024].
     #[arg(long, env = "PACS_MIN_FREE_DISK_MB")]
     pub min_free_disk_mb: Option<u64>,
+    // ---- audit trail forwarding to a syslog collector (issue 13, docs/audit-syslog.md) ----
+    /// Forward the audit trail to a syslog collector: tls://host[:port] (RFC 5425, port 6514
+    /// when none is given) or udp://host[:port] (RFC 5426, port 514).
+    #[arg(long, env = "PACS_AUDIT_SYSLOG", value_name = "URL")]
+    pub audit_syslog: Option<String>,
+    /// CA bundle (PEM) the syslog collector's certificate must chain to; default: the system's
+    /// root certificates.
+    #[arg(long, env = "PACS_AUDIT_SYSLOG_CA")]
+    pub audit_syslog_ca: Option<PathBuf>,
+    /// Certificate chain (PEM) the node presents to the syslog collector (mutual TLS, as IHE
+    /// ATNA requires); with --audit-syslog-key.
+    #[arg(long, env = "PACS_AUDIT_SYSLOG_CERT")]
+    pub audit_syslog_cert: Option<PathBuf>,
+    /// The private key of --audit-syslog-cert (PEM).
+    #[arg(long, env = "PACS_AUDIT_SYSLOG_KEY")]
+    pub audit_syslog_key: Option<PathBuf>,
+    /// APP-NAME of the syslog messages, 1 to 48 printable ASCII characters. Default: pacs.
+    #[arg(long, env = "PACS_AUDIT_SYSLOG_APP_NAME")]
+    pub audit_syslog_app_name: Option<String>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -430,6 +449,8 @@ pub struct Settings {
     pub min_free_disk_bytes: u64,
     /// Largest instance accepted (C-STORE; deflated data sets inflated).
     pub max_instance_bytes: u64,
+    /// Forwarding of the audit trail to a syslog collector, when `audit_syslog` is set.
+    pub audit_syslog: Option<crate::audit::syslog::SyslogSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -578,8 +599,41 @@ impl Settings {
                 .unwrap_or(2048)
                 .max(1)
                 .saturating_mul(MIB),
+            audit_syslog: audit_syslog_settings(args)?,
         })
     }
+}
+
+/// The syslog forwarding, when `audit_syslog` is set; its companions without it are an error.
+fn audit_syslog_settings(
+    args: &ServeArgs,
+) -> Result<Option<crate::audit::syslog::SyslogSettings>, ConfigError> {
+    let Some(url) = args.audit_syslog.clone().filter(|u| !u.is_empty()) else {
+        let companions = [
+            ("audit_syslog_ca", args.audit_syslog_ca.is_some()),
+            ("audit_syslog_cert", args.audit_syslog_cert.is_some()),
+            ("audit_syslog_key", args.audit_syslog_key.is_some()),
+            (
+                "audit_syslog_app_name",
+                args.audit_syslog_app_name.is_some(),
+            ),
+        ];
+        return match companions.iter().find(|(_, given)| *given) {
+            Some((name, _)) => Err(ConfigError::Invalid(format!(
+                "{name} is set but audit_syslog (the collector's URL) is not"
+            ))),
+            None => Ok(None),
+        };
+    };
+    crate::audit::syslog::SyslogSettings::from_options(
+        &url,
+        args.audit_syslog_ca.clone(),
+        args.audit_syslog_cert.clone(),
+        args.audit_syslog_key.clone(),
+        args.audit_syslog_app_name.clone(),
+    )
+    .map(Some)
+    .map_err(ConfigError::Invalid)
 }
 
 /// The node's certificate and the CA bundles, when TLS is configured.
@@ -1059,6 +1113,12 @@ mod tests {
             "max_associations_per_host",
             "max_instance_mb",
             "min_free_disk_mb",
+            // issue 13: audit trail forwarding to syslog
+            "audit_syslog",
+            "audit_syslog_ca",
+            "audit_syslog_cert",
+            "audit_syslog_key",
+            "audit_syslog_app_name",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command
@@ -1203,6 +1263,64 @@ mod tests {
         assert!(s.remote_aes[0].tls);
         let error = error_of(&["--plain-dimse", "false"], &[], None);
         assert!(error.contains("plain_dimse"), "{error}");
+    }
+
+    /// Issue 13: the syslog collector of the audit trail, through the layers, and its errors.
+    #[test]
+    fn audit_syslog_options() {
+        use crate::audit::syslog::Transport;
+        assert!(layered(&[], &[], None).unwrap().audit_syslog.is_none());
+        let s = layered(
+            &[
+                "--audit-syslog-cert",
+                "node.pem",
+                "--audit-syslog-key",
+                "node.key",
+            ],
+            &[("PACS_AUDIT_SYSLOG_CA", "collector-ca.pem")],
+            Some("audit_syslog = \"tls://audit.example.org\"\naudit_syslog_app_name = \"PACS1\"\n"),
+        )
+        .unwrap();
+        let syslog = s.audit_syslog.expect("forwarding configured");
+        assert_eq!(syslog.transport, Transport::Tls);
+        assert_eq!(syslog.host, "audit.example.org");
+        assert_eq!(syslog.port, 6514);
+        assert_eq!(syslog.ca, Some(PathBuf::from("collector-ca.pem")));
+        let client = syslog.client_cert.expect("client certificate");
+        assert_eq!(client.cert, PathBuf::from("node.pem"));
+        assert_eq!(client.key, PathBuf::from("node.key"));
+        assert_eq!(syslog.app_name, "PACS1");
+        let s = layered(&["--audit-syslog", "udp://10.1.2.3:5514"], &[], None).unwrap();
+        let syslog = s.audit_syslog.unwrap();
+        assert_eq!(
+            (syslog.transport, syslog.host.as_str(), syslog.port),
+            (Transport::Udp, "10.1.2.3", 5514)
+        );
+        assert_eq!(syslog.app_name, "pacs");
+        for (cli, expected) in [
+            (&["--audit-syslog", "syslog://h:514"][..], "syslog://h:514"),
+            (&["--audit-syslog-ca", "ca.pem"][..], "audit_syslog_ca"),
+            (
+                &["--audit-syslog", "tls://h", "--audit-syslog-key", "k.pem"][..],
+                "audit_syslog_cert",
+            ),
+            (
+                &["--audit-syslog", "udp://h", "--audit-syslog-ca", "ca.pem"][..],
+                "tls://",
+            ),
+            (
+                &[
+                    "--audit-syslog",
+                    "udp://h",
+                    "--audit-syslog-app-name",
+                    "a b",
+                ][..],
+                "audit_syslog_app_name",
+            ),
+        ] {
+            let error = error_of(cli, &[], None);
+            assert!(error.contains(expected), "{cli:?}: {error}");
+        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub mod issuer;
 pub mod multipart;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
 pub mod raw_client;
+/// Syslog collectors (rsyslogd, a strict RFC 5425 listener) and an in-memory audit spool.
+pub mod syslog;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
