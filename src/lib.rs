@@ -6,6 +6,7 @@ pub mod ae_registry;
 pub mod ai;
 pub mod auth;
 pub mod config;
+pub mod deid;
 pub mod dicomweb_service;
 pub mod dimse_service;
 pub mod find;
