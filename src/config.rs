@@ -242,6 +242,12 @@ pub struct ServeArgs {
     /// [default: 2048].
     #[arg(long, env = "PACS_MAX_INSTANCE_MB")]
     pub max_instance_mb: Option<u64>,
+    // ---- de-identified export (issue 13) ----
+    /// The secret key of the de-identification pseudonyms (HMAC-SHA256): the same patient and
+    /// UID get the same pseudonym in every export made with it. Exports are refused without
+    /// it. Never logged.
+    #[arg(long, env = "PACS_DEID_SECRET", hide_env_values = true)]
+    pub deid_secret: Option<String>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -428,6 +434,8 @@ pub struct Settings {
     pub max_associations_per_host: usize,
     /// Largest instance accepted (C-STORE; deflated data sets inflated).
     pub max_instance_bytes: u64,
+    /// The pseudonym key of de-identified exports (issue 13).
+    pub deid_secret: Option<crate::deid::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -579,6 +587,7 @@ impl Settings {
                 .unwrap_or(2048)
                 .max(1)
                 .saturating_mul(MIB),
+            deid_secret: args.deid_secret.clone().and_then(crate::deid::Secret::new),
         })
     }
 }
@@ -1060,6 +1069,8 @@ mod tests {
             // issue 12: DIMSE limits
             "max_associations_per_host",
             "max_instance_mb",
+            // issue 13: de-identified export
+            "deid_secret",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

@@ -9,6 +9,7 @@ pub mod config;
 pub mod deid;
 pub mod dicomweb_service;
 pub mod dimse_service;
+pub mod export;
 pub mod find;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -6,8 +6,8 @@ pub mod table;
 
 use std::sync::Arc;
 
-use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::header::Header;
+use dicom_core::value::{DataSetSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
@@ -60,11 +60,7 @@ impl Options {
     pub fn method_codes(&self) -> Vec<(&'static str, &'static str)> {
         let mut codes = vec![("113100", "Basic Application Confidentiality Profile")];
         let options = [
-            (
-                self.clean_descriptors,
-                "113105",
-                "Clean Descriptors Option",
-            ),
+            (self.clean_descriptors, "113105", "Clean Descriptors Option"),
             (
                 self.retain_longitudinal_modified_dates,
                 "113107",
@@ -279,11 +275,7 @@ fn shift_date(value: &str, days: i64) -> Option<String> {
         return Some(String::new());
     }
     if let Some((a, b)) = value.split_once('-') {
-        return Some(format!(
-            "{}-{}",
-            shift_date(a, days)?,
-            shift_date(b, days)?
-        ));
+        return Some(format!("{}-{}", shift_date(a, days)?, shift_date(b, days)?));
     }
     if value.len() != 8 || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -439,10 +431,7 @@ impl Context<'_> {
             return Some(DataElement::new(
                 tag,
                 vr,
-                PrimitiveValue::from(
-                    self.pseudonyms
-                        .patient_name(&self.patient_id, &self.issuer),
-                ),
+                PrimitiveValue::from(self.pseudonyms.patient_name(&self.patient_id, &self.issuer)),
             ));
         }
         match element.value() {
@@ -544,8 +533,7 @@ impl Deidentifier {
             tags::PATIENT_MOTHER_BIRTH_NAME,
             tags::ACCESSION_NUMBER,
         ] {
-            for word in text_of(obj, tag).split(|c: char| c.is_whitespace() || "^\\=".contains(c))
-            {
+            for word in text_of(obj, tag).split(|c: char| c.is_whitespace() || "^\\=".contains(c)) {
                 let bare: String = word
                     .chars()
                     .filter(|c| c.is_alphanumeric())
@@ -621,9 +609,9 @@ impl Deidentifier {
     /// syntax stays).
     pub fn deidentify_part10(&self, part10: &[u8]) -> Result<(Vec<u8>, Identities), DeidError> {
         let file = dicom_object::OpenFileOptions::new()
-            .from_reader(std::io::Cursor::new(part10.get(128..).ok_or_else(|| {
-                DeidError::Unreadable("shorter than a Part 10 preamble".into())
-            })?))
+            .from_reader(std::io::Cursor::new(part10.get(128..).ok_or_else(
+                || DeidError::Unreadable("shorter than a Part 10 preamble".into()),
+            )?))
             .map_err(|e| DeidError::Unreadable(e.to_string()))?;
         let transfer_syntax = file.meta().transfer_syntax().to_string();
         let dataset = file.into_inner();

@@ -11,7 +11,11 @@ fn el(tag: Tag, vr: VR, v: &str) -> InMemElement {
 
 fn sample() -> InMemDicomObject {
     let reference = InMemDicomObject::from_element_iter([
-        el(tags::REFERENCED_SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2"),
+        el(
+            tags::REFERENCED_SOP_CLASS_UID,
+            VR::UI,
+            "1.2.840.10008.5.1.4.1.1.2",
+        ),
         el(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, "1.2.3.4.5"),
     ]);
     let private = DataElement::new(Tag(0x0009, 0x1001), VR::LO, P::from("DOE secret"));
@@ -45,7 +49,12 @@ fn sample() -> InMemDicomObject {
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.get(tag).map(|e| e.to_str().unwrap().trim_end_matches(['\0', ' ']).to_string())
+    obj.get(tag).map(|e| {
+        e.to_str()
+            .unwrap()
+            .trim_end_matches(['\0', ' '])
+            .to_string()
+    })
 }
 
 #[test]
@@ -54,12 +63,18 @@ fn the_table_is_loaded_with_every_row() {
     assert_eq!(TABLE.len(), 621);
     assert_eq!(TABLE.row(Tag(0x5012, 0x3000)).unwrap().name, "Curve Data");
     assert_eq!(TABLE.row(Tag(0x6002, 0x3000)).unwrap().name, "Overlay Data");
-    assert_eq!(TABLE.row(Tag(0x0019, 0x10AA)).unwrap().name, "Private Attributes");
+    assert_eq!(
+        TABLE.row(Tag(0x0019, 0x10AA)).unwrap().name,
+        "Private Attributes"
+    );
     assert!(TABLE.row(tags::ROWS).is_none());
     let none = Options::default();
     assert_eq!(TABLE.action(tags::STUDY_DATE, &none), Some(Action::Z));
     assert_eq!(TABLE.action(tags::INSTITUTION_NAME, &none), Some(Action::D));
-    assert_eq!(TABLE.action(tags::SOURCE_IMAGE_SEQUENCE, &none), Some(Action::U));
+    assert_eq!(
+        TABLE.action(tags::SOURCE_IMAGE_SEQUENCE, &none),
+        Some(Action::U)
+    );
     let dates = Options {
         retain_longitudinal_modified_dates: true,
         ..Options::default()
@@ -93,16 +108,27 @@ fn the_basic_profile_removes_replaces_and_pseudonymises() {
     let d = Deidentifier::new(Options::default(), pseudonyms("s1"));
     let (out, ids) = d.deidentify(&sample()).unwrap();
     let p = pseudonyms("s1");
-    assert_eq!(text(&out, tags::PATIENT_ID).unwrap(), p.patient_id("MRN123", ""));
-    assert!(text(&out, tags::PATIENT_NAME).unwrap().starts_with("PSEUDONYM^"));
-    assert_eq!(text(&out, tags::SOP_INSTANCE_UID).unwrap(), p.uid("1.2.3.4.6"));
+    assert_eq!(
+        text(&out, tags::PATIENT_ID).unwrap(),
+        p.patient_id("MRN123", "")
+    );
+    assert!(text(&out, tags::PATIENT_NAME)
+        .unwrap()
+        .starts_with("PSEUDONYM^"));
+    assert_eq!(
+        text(&out, tags::SOP_INSTANCE_UID).unwrap(),
+        p.uid("1.2.3.4.6")
+    );
     assert_eq!(ids.new_sop_instance_uid, p.uid("1.2.3.4.6"));
     assert_eq!(text(&out, tags::STUDY_DATE).unwrap(), "");
     assert_eq!(text(&out, tags::ACCESSION_NUMBER).unwrap(), "");
     assert_eq!(text(&out, tags::INSTITUTION_NAME).unwrap(), "ANONYMIZED");
     assert!(out.get(tags::STUDY_DESCRIPTION).is_none());
     // X/Z/D: a dummy
-    assert_eq!(text(&out, tags::DEVICE_SERIAL_NUMBER).unwrap(), "ANONYMIZED");
+    assert_eq!(
+        text(&out, tags::DEVICE_SERIAL_NUMBER).unwrap(),
+        "ANONYMIZED"
+    );
     assert!(out.get(Tag(0x0009, 0x1001)).is_none());
     assert!(out.get(Tag(0x6000, 0x3000)).is_none());
     assert_eq!(text(&out, tags::MODALITY).unwrap(), "CT");
@@ -123,9 +149,14 @@ fn the_basic_profile_removes_replaces_and_pseudonymises() {
         text(&out, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED).unwrap(),
         "REMOVED"
     );
-    let codes = out.get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE).unwrap();
+    let codes = out
+        .get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+        .unwrap();
     assert_eq!(codes.items().unwrap().len(), 1);
-    assert_eq!(text(&codes.items().unwrap()[0], tags::CODE_VALUE).unwrap(), "113100");
+    assert_eq!(
+        text(&codes.items().unwrap()[0], tags::CODE_VALUE).unwrap(),
+        "113100"
+    );
 }
 
 #[test]
@@ -152,7 +183,10 @@ fn options_retain_and_shift_consistently() {
         format!("{expected}101500.000000")
     );
     assert_eq!(text(&out, tags::SOP_INSTANCE_UID).unwrap(), "1.2.3.4.6");
-    assert_eq!(text(&out, tags::INSTITUTION_NAME).unwrap(), "General Hospital");
+    assert_eq!(
+        text(&out, tags::INSTITUTION_NAME).unwrap(),
+        "General Hospital"
+    );
     assert_eq!(text(&out, tags::DEVICE_SERIAL_NUMBER).unwrap(), "SN-42");
     assert_eq!(text(&out, tags::PATIENT_SEX).unwrap(), "M");
     assert_eq!(text(&out, tags::PATIENT_AGE).unwrap(), "064Y");
@@ -191,7 +225,10 @@ fn pseudonyms_are_keyed_consistent_and_valid_uids() {
         assert!(u.len() <= 64);
         crate::uid::Uid::parse(&u).unwrap();
     }
-    assert_eq!(format!("{:?}", Secret::new("hush").unwrap()), "Secret(<hidden>)");
+    assert_eq!(
+        format!("{:?}", Secret::new("hush").unwrap()),
+        "Secret(<hidden>)"
+    );
     assert!(Secret::new("").is_none());
 }
 
@@ -200,7 +237,10 @@ fn burned_in_annotation_is_refused() {
     let mut obj = sample();
     obj.put(el(tags::BURNED_IN_ANNOTATION, VR::CS, "YES"));
     let d = Deidentifier::new(Options::default(), pseudonyms("s1"));
-    assert_eq!(d.deidentify(&obj).unwrap_err(), DeidError::BurnedInAnnotation);
+    assert_eq!(
+        d.deidentify(&obj).unwrap_err(),
+        DeidError::BurnedInAnnotation
+    );
     obj.put(el(tags::BURNED_IN_ANNOTATION, VR::CS, "NO"));
     assert!(d.deidentify(&obj).is_ok());
 }
@@ -208,7 +248,13 @@ fn burned_in_annotation_is_refused() {
 #[test]
 fn dates_shift_by_whole_days() {
     assert_eq!(shift_date("20240301", 1).unwrap(), "20240229");
-    assert_eq!(shift_date("20240301-20240302", 1).unwrap(), "20240229-20240301");
-    assert_eq!(shift_datetime("20240301120000+0100", 1).unwrap(), "20240229120000+0100");
+    assert_eq!(
+        shift_date("20240301-20240302", 1).unwrap(),
+        "20240229-20240301"
+    );
+    assert_eq!(
+        shift_datetime("20240301120000+0100", 1).unwrap(),
+        "20240229120000+0100"
+    );
     assert_eq!(shift_date("garbage", 1), None);
 }
