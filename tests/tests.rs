@@ -12,6 +12,7 @@ mod support;
 mod ai_jobs;
 mod ai_worker;
 mod auth;
+mod deid_export;
 mod dicomweb;
 mod dicomweb_limits;
 mod dimse_bad_input;

@@ -142,7 +142,8 @@ async fn archive(
     if row.destination != "zip" {
         return error(StatusCode::NOT_FOUND, "this export has no archive");
     }
-    if row.state != "succeeded" || row.archive_path.is_empty() {
+    // a finished export with refused instances keeps its archive (the refusals are listed)
+    if row.archive_path.is_empty() {
         return error(
             StatusCode::CONFLICT,
             format!("export {} is {}: no archive to download", row.id, row.state),
