@@ -281,3 +281,61 @@ impl dyn Index {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn deid_exports_move_through_their_states_and_recover_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::open(&dir.path().join("i.sqlite").to_string_lossy())
+            .await
+            .unwrap();
+        let request = serde_json::json!({"studies": ["1.2.3"]});
+        let roles = ["deidentify".to_string()];
+        let a = index
+            .insert_export(&request, "user:rita", &roles, "127.0.0.1", "zip", 1)
+            .await
+            .unwrap();
+        let b = index
+            .insert_export(&request, "user:rita", &roles, "127.0.0.1", "zip", 2)
+            .await
+            .unwrap();
+        let c = index
+            .insert_export(&request, "user:rita", &roles, "127.0.0.1", "zip", 3)
+            .await
+            .unwrap();
+        assert!(index.start_export(a, 10, 5).await.unwrap());
+        assert!(!index.start_export(a, 10, 5).await.unwrap());
+        assert!(index
+            .export_progress(a, 3, 1, 300, &serde_json::json!([{"error": "x"}]))
+            .await
+            .unwrap());
+        // cancelled: progress and the end are refused
+        assert!(index.cancel_export(c, 6).await.unwrap());
+        assert!(!index.start_export(c, 1, 7).await.unwrap());
+        assert!(!index.finish_export(c, "succeeded", "", "", 8).await.unwrap());
+        assert!(!index.cancel_export(c, 9).await.unwrap());
+        // a restart: the running one failed, the queued one to run
+        assert_eq!(index.recover_exports(10).await.unwrap(), vec![b]);
+        let row = index.export(a).await.unwrap().unwrap();
+        assert_eq!(row.state, "failed");
+        assert!(row.error.contains("interrupted"));
+        assert_eq!((row.instances_done, row.instances_failed, row.bytes_done), (3, 1, 300));
+        assert_eq!(row.roles, roles);
+        assert_eq!(index.export(c).await.unwrap().unwrap().state, "cancelled");
+        assert_eq!(index.exports(10).await.unwrap().len(), 3);
+        // the re-identification table keeps the first pseudonym
+        index
+            .put_reidentification("patient_id", "MRN1", "PSN1", a, 1)
+            .await
+            .unwrap();
+        index
+            .put_reidentification("patient_id", "MRN1", "PSN2", b, 2)
+            .await
+            .unwrap();
+        let rows = index.reidentifications(None).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].pseudonym.as_str(), rows[0].first_export), ("PSN1", a));
+        assert_eq!(index.reidentifications(Some("PSN9")).await.unwrap().len(), 0);
+    }
+}
