@@ -184,12 +184,20 @@ fn store(node: &Node, files: &[PathBuf]) {
     );
 }
 
-#[test]
-fn researcher_exports_deidentified_studies_everywhere() {
+crate::support::both_backends!(researcher_exports_deidentified_studies_everywhere);
+
+async fn researcher_exports_deidentified_studies_everywhere(backend: Backend) {
+    // the harness's calls block: off the runtime's threads
+    if let Err(e) = tokio::task::spawn_blocking(move || export_matrix(backend)).await {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn export_matrix(backend: Backend) {
     let scp = StoreScp::start("DEIDSCP", &[]);
     let receiver = Node::start_with(NodeOptions::new(Backend::Sqlite));
     let node = Node::start_with(
-        NodeOptions::new(Backend::Sqlite)
+        NodeOptions::new(backend)
             .arg("--admin-token")
             .arg("deid-admin-token")
             .env("PACS_DEID_SECRET", "a test secret of the site"),

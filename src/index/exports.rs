@@ -313,14 +313,20 @@ mod tests {
         // cancelled: progress and the end are refused
         assert!(index.cancel_export(c, 6).await.unwrap());
         assert!(!index.start_export(c, 1, 7).await.unwrap());
-        assert!(!index.finish_export(c, "succeeded", "", "", 8).await.unwrap());
+        assert!(!index
+            .finish_export(c, "succeeded", "", "", 8)
+            .await
+            .unwrap());
         assert!(!index.cancel_export(c, 9).await.unwrap());
         // a restart: the running one failed, the queued one to run
         assert_eq!(index.recover_exports(10).await.unwrap(), vec![b]);
         let row = index.export(a).await.unwrap().unwrap();
         assert_eq!(row.state, "failed");
         assert!(row.error.contains("interrupted"));
-        assert_eq!((row.instances_done, row.instances_failed, row.bytes_done), (3, 1, 300));
+        assert_eq!(
+            (row.instances_done, row.instances_failed, row.bytes_done),
+            (3, 1, 300)
+        );
         assert_eq!(row.roles, roles);
         assert_eq!(index.export(c).await.unwrap().unwrap().state, "cancelled");
         assert_eq!(index.exports(10).await.unwrap().len(), 3);
@@ -335,7 +341,13 @@ mod tests {
             .unwrap();
         let rows = index.reidentifications(None).await.unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].pseudonym.as_str(), rows[0].first_export), ("PSN1", a));
-        assert_eq!(index.reidentifications(Some("PSN9")).await.unwrap().len(), 0);
+        assert_eq!(
+            (rows[0].pseudonym.as_str(), rows[0].first_export),
+            ("PSN1", a)
+        );
+        assert_eq!(
+            index.reidentifications(Some("PSN9")).await.unwrap().len(),
+            0
+        );
     }
 }
