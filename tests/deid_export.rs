@@ -248,8 +248,8 @@ fn export_matrix(backend: Backend) {
     let study_a = a.instances[0].study_instance_uid.clone();
     let study_b = b.instances[0].study_instance_uid.clone();
     let mut forbid_a = originals(&files_a);
-    forbid_a.extend(originals(&[burned.clone()]));
-    forbid_a.extend(originals(&[seg.clone()]));
+    forbid_a.extend(originals(std::slice::from_ref(&burned)));
+    forbid_a.extend(originals(std::slice::from_ref(&seg)));
 
     // the researcher reads no identified data
     for path in [

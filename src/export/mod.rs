@@ -629,7 +629,7 @@ impl Exporter {
                 (_, Some((ids, len))) => progress.ok(&ids, len),
             }
             n += 1;
-            if n % 10 == 0 && !cancelled && !self.checkpoint(id, progress).await {
+            if n.is_multiple_of(10) && !cancelled && !self.checkpoint(id, progress).await {
                 cancel.store(true, Ordering::Relaxed);
                 cancelled = true;
             }
