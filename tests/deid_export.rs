@@ -163,7 +163,7 @@ fn originals(files: &[PathBuf]) -> Vec<String> {
 out=set()
 for f in sys.argv[1:]:
     d=pydicom.dcmread(f)
-    out.update([str(d.PatientName), d.PatientID, d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID, d.FrameOfReferenceUID])
+    out.update([str(d.PatientName), d.PatientID, d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID, d.get('FrameOfReferenceUID', d.SOPInstanceUID)])
 print(json.dumps(sorted(out)))";
     let out = crate::support::python_stdout(
         std::iter::once("-c".into())
@@ -242,14 +242,24 @@ fn export_matrix(backend: Backend) {
     ];
     make.extend(files_a.iter().map(|f| f.to_string_lossy().into_owned()));
     crate::support::python_stdout(make);
+    // and a highdicom Comprehensive 3D SR measurement report
+    let sr = dir_a.path().join("sr.dcm");
+    let mut make = vec![
+        script.to_string_lossy().into_owned(),
+        "make-sr".into(),
+        sr.to_string_lossy().into_owned(),
+    ];
+    make.extend(files_a.iter().map(|f| f.to_string_lossy().into_owned()));
+    crate::support::python_stdout(make);
     store(&node, &files_a);
-    store(&node, &[burned.clone(), seg.clone()]);
+    store(&node, &[burned.clone(), seg.clone(), sr.clone()]);
     store(&node, &synth_paths(&b));
     let study_a = a.instances[0].study_instance_uid.clone();
     let study_b = b.instances[0].study_instance_uid.clone();
     let mut forbid_a = originals(&files_a);
     forbid_a.extend(originals(std::slice::from_ref(&burned)));
     forbid_a.extend(originals(std::slice::from_ref(&seg)));
+    forbid_a.extend(originals(std::slice::from_ref(&sr)));
 
     // the researcher reads no identified data
     for path in [
@@ -268,8 +278,8 @@ fn export_matrix(backend: Backend) {
         &rita,
         serde_json::json!({"studies": [study_a], "destination": {"type": "zip"}}),
     );
-    assert_eq!(job["instances_total"], 6, "{job}");
-    assert_eq!(job["instances_done"], 5, "{job}");
+    assert_eq!(job["instances_total"], 7, "{job}");
+    assert_eq!(job["instances_done"], 6, "{job}");
     assert_eq!(job["instances_failed"], 1, "{job}");
     assert!(
         job["errors"][0]["error"]
@@ -292,7 +302,7 @@ fn export_matrix(backend: Backend) {
         job["id"].as_i64().unwrap(),
         &tmp.path().join("first"),
     );
-    assert_eq!(first.len(), 5);
+    assert_eq!(first.len(), 6);
     let report = check(&first, &[], &forbid_a);
     // highdicom reads the exported SEG, and its source images are the exported CT slices
     let exported_seg = report["instances"]
@@ -312,6 +322,26 @@ fn export_matrix(backend: Backend) {
     ]);
     assert!(
         String::from_utf8_lossy(&refs).contains("\"references\": 4"),
+        "{}",
+        String::from_utf8_lossy(&refs)
+    );
+    let exported_sr = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sop_class"] == "1.2.840.10008.5.1.4.1.1.88.34")
+        .expect("the SR was exported")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refs = crate::support::python_stdout([
+        script.to_string_lossy().into_owned(),
+        "sr-refs".into(),
+        exported_sr,
+        tmp.path().join("first").to_string_lossy().into_owned(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refs).contains("\"missing\": []"),
         "{}",
         String::from_utf8_lossy(&refs)
     );
@@ -341,7 +371,7 @@ fn export_matrix(backend: Backend) {
         again["id"].as_i64().unwrap(),
         &tmp.path().join("again"),
     );
-    assert_eq!(both.len(), 8);
+    assert_eq!(both.len(), 9);
     let mut forbid = forbid_a.clone();
     forbid.extend(originals(&synth_paths(&b)));
     let report2 = check(&both, &[], &forbid);
@@ -356,7 +386,7 @@ fn export_matrix(backend: Backend) {
         .iter()
         .filter(|i| i["patient_id"] == pseudonym.as_str())
         .collect();
-    assert_eq!(of_a.len(), 5);
+    assert_eq!(of_a.len(), 6);
     assert!(of_a.iter().all(|i| i["study_uid"] == new_study.as_str()
         && sops_first.contains(i["sop_uid"].as_str().unwrap())));
     let of_b: Vec<&serde_json::Value> = instances
@@ -376,7 +406,7 @@ fn export_matrix(backend: Backend) {
         "options": {"retain_longitudinal_modified_dates": true, "clean_descriptors": true},
         "destination": {"type": "zip"}}),
     );
-    assert_eq!(shifted["instances_done"], 5, "{shifted}");
+    assert_eq!(shifted["instances_done"], 6, "{shifted}");
     let files = unpack(
         &node,
         &rita,
@@ -419,7 +449,7 @@ fn export_matrix(backend: Backend) {
         &rita,
         serde_json::json!({"studies": [study_a], "destination": {"type": "stow", "url": url}}),
     );
-    assert_eq!(stowed["instances_done"], 5, "{stowed}");
+    assert_eq!(stowed["instances_done"], 6, "{stowed}");
     let qido = http_request(
         receiver.http_port(),
         "GET",

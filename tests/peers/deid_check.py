@@ -17,7 +17,10 @@ Prints a JSON summary; exits 1 when anything is wrong.
 
 Two helpers for SEG tests: `deid_check.py make-seg OUT CT...` writes a highdicom SEG of a box
 over the CT slices; `deid_check.py seg-refs SEG FILE_OR_DIR...` reads an (exported) SEG with
-highdicom and fails unless every source image it references is among the files given.
+highdicom and fails unless every source image it references is among the files given;
+`make-sr OUT CT...` writes a highdicom Comprehensive 3D SR measurement report over the first
+slice; `sr-refs SR FILE_OR_DIR...` reads an (exported) SR with highdicom and fails unless every
+Referenced SOP Instance UID in it (evidence, image regions) is among the files given.
 
 usage: deid_check.py [--retain-uids] [--retain-longitudinal-modified-dates]
                      [--clean-descriptors] [--forbid S ...] FILE_OR_DIR...
@@ -169,6 +172,75 @@ def make_seg(out, ct_files):
     return 0
 
 
+def make_sr(out, ct_files):
+    import highdicom as hd
+    import numpy as np
+    from pydicom.sr.codedict import codes
+
+    images = sorted(
+        (pydicom.dcmread(f) for f in ct_files),
+        key=lambda d: float(d.ImagePositionPatient[2]),
+    )
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=np.array([[10.0, 10.0], [30.0, 10.0], [30.0, 30.0], [10.0, 10.0]]),
+        source_image=hd.sr.SourceImageForRegion.from_source_image(images[0]),
+    )
+    group = hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="roi 1"),
+        referenced_region=region,
+        measurements=[
+            hd.sr.Measurement(
+                name=codes.SCT.Area, value=400.0, unit=codes.UCUM.SquareMillimeter
+            )
+        ],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(),
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=images,
+        content=report[0],
+        series_number=101,
+        series_instance_uid=hd.UID(),
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="deid test",
+    )
+    sr.save_as(out)
+    return 0
+
+
+def exported_uids(paths):
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, names in os.walk(p):
+                files.extend(os.path.join(root, n) for n in names)
+        else:
+            files.append(p)
+    out = {}
+    for f in files:
+        d = pydicom.dcmread(f, stop_before_pixels=True)
+        out[d.SOPInstanceUID] = (d.StudyInstanceUID, d.SeriesInstanceUID)
+    return out
+
+
+def sr_refs(sr_path, paths):
+    import highdicom as hd
+
+    sr = hd.sr.srread(sr_path)
+    exported = exported_uids(paths)
+    refs = sorted(
+        {str(e.value) for _, e in walk(sr) if int(e.tag) == 0x00081155}
+    )
+    missing = [r for r in refs if r not in exported]
+    print(json.dumps({"references": len(refs), "missing": missing}))
+    return 1 if missing or not refs else 0
+
+
 def seg_refs(seg_path, paths):
     import highdicom as hd
 
@@ -193,6 +265,10 @@ def seg_refs(seg_path, paths):
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "make-seg":
         return make_seg(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) > 2 and sys.argv[1] == "make-sr":
+        return make_sr(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) > 2 and sys.argv[1] == "sr-refs":
+        return sr_refs(sys.argv[2], sys.argv[3:])
     if len(sys.argv) > 2 and sys.argv[1] == "seg-refs":
         return seg_refs(sys.argv[2], sys.argv[3:])
     parser = argparse.ArgumentParser()
