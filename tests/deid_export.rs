@@ -520,6 +520,39 @@ fn export_matrix(backend: Backend) {
     .unwrap();
     let kept = check(&cli_files, &["--retain-uids"], &identity);
     assert_eq!(kept["instances"][0]["study_uid"], study_b.as_str());
+    // and to STOW-RS: patient B's pseudonym arrives at the second node
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pacs"))
+        .args([
+            "export",
+            "--node",
+            &node.base_url(),
+            "--token",
+            &token,
+            "--study",
+            &study_b,
+            "--to-stow",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let qido = http_request(
+        receiver.http_port(),
+        "GET",
+        &format!("/dicom-web/studies?PatientID={b_pseudonym}"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        json(&qido.body).as_array().unwrap().len(),
+        1,
+        "{}",
+        qido.text()
+    );
 
     // nobody exports without the secret
     let plain = Node::start_with(
