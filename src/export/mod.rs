@@ -357,7 +357,11 @@ impl Exporter {
             .await
         {
             Ok(true) => state,
-            _ => "cancelled",
+            Ok(false) => "cancelled",
+            Err(e) => {
+                warn!(id, error = %e, "cannot record the end of the export");
+                state
+            }
         };
         if outcome == "cancelled" {
             let _ = std::fs::remove_file(self.archive_path(id));
