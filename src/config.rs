@@ -263,6 +263,12 @@ pub struct ServeArgs {
     /// APP-NAME of the syslog messages, 1 to 48 printable ASCII characters. Default: pacs.
     #[arg(long, env = "PACS_AUDIT_SYSLOG_APP_NAME")]
     pub audit_syslog_app_name: Option<String>,
+    // ---- de-identified export (issue 13) ----
+    /// The secret key of the de-identification pseudonyms (HMAC-SHA256): the same patient and
+    /// UID get the same pseudonym in every export made with it. Exports are refused without
+    /// it. Never logged.
+    #[arg(long, env = "PACS_DEID_SECRET", hide_env_values = true)]
+    pub deid_secret: Option<String>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -451,6 +457,8 @@ pub struct Settings {
     pub max_instance_bytes: u64,
     /// Forwarding of the audit trail to a syslog collector, when `audit_syslog` is set.
     pub audit_syslog: Option<crate::audit::syslog::SyslogSettings>,
+    /// The pseudonym key of de-identified exports (issue 13).
+    pub deid_secret: Option<crate::deid::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -600,6 +608,7 @@ impl Settings {
                 .max(1)
                 .saturating_mul(MIB),
             audit_syslog: audit_syslog_settings(args)?,
+            deid_secret: args.deid_secret.clone().and_then(crate::deid::Secret::new),
         })
     }
 }
@@ -1119,6 +1128,8 @@ mod tests {
             "audit_syslog_cert",
             "audit_syslog_key",
             "audit_syslog_app_name",
+            // issue 13: de-identified export
+            "deid_secret",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

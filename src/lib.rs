@@ -7,8 +7,10 @@ pub mod ai;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod deid;
 pub mod dicomweb_service;
 pub mod dimse_service;
+pub mod export;
 pub mod find;
 #[doc(hidden)]
 pub mod fuzzing;

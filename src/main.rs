@@ -29,6 +29,45 @@ enum Command {
     /// Write synthetic CT or MR series (realistic geometry, deterministic UIDs) for tests,
     /// demos and benchmarks.
     Synth(SynthArgs),
+    /// De-identified export (PS3.15 Annex E) of studies through a running node: creates the
+    /// export job, follows it, and downloads the ZIP (or sends to an AE or a STOW-RS URL).
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The node's HTTP URL.
+    #[arg(long, env = "PACS_NODE_URL", default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// A bearer token (login token, API key or admin token) with the deidentify permission.
+    #[arg(long, env = "PACS_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A Study Instance UID to export (repeat for several).
+    #[arg(long = "study", required = true)]
+    studies: Vec<String>,
+    /// Where the ZIP goes: FILE.zip, or a directory it is unpacked into.
+    #[arg(long, required_unless_present_any = ["to_ae", "to_stow"], conflicts_with_all = ["to_ae", "to_stow"])]
+    out: Option<std::path::PathBuf>,
+    /// Send to this registered AE (C-STORE) instead.
+    #[arg(long, conflicts_with = "to_stow")]
+    to_ae: Option<String>,
+    /// Post to this STOW-RS URL (the studies resource) instead.
+    #[arg(long)]
+    to_stow: Option<String>,
+    #[arg(long)]
+    retain_longitudinal_modified_dates: bool,
+    #[arg(long)]
+    retain_patient_characteristics: bool,
+    #[arg(long)]
+    retain_device_identity: bool,
+    #[arg(long)]
+    retain_institution_identity: bool,
+    #[arg(long)]
+    retain_uids: bool,
+    #[arg(long)]
+    retain_safe_private: bool,
+    #[arg(long)]
+    clean_descriptors: bool,
 }
 
 #[derive(clap::Args)]
@@ -196,6 +235,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Ae(args)) => runtime.block_on(run_ae(args)),
         Some(Command::User(args)) => runtime.block_on(run_user(args)),
         Some(Command::Key(args)) => runtime.block_on(run_key(args)),
+        Some(Command::Export(args)) => runtime.block_on(run_export(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -448,6 +488,122 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (AeCommand::Remove { title }, _) => println!("removed {title}"),
         (_, Some(v)) => println!("{}", serde_json::to_string_pretty(&v)?),
         (_, None) => {}
+    }
+    Ok(())
+}
+
+async fn run_export(args: ExportArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let base = args.node.trim_end_matches('/').to_string();
+    let client = reqwest::Client::new();
+    let with_token = |rb: reqwest::RequestBuilder| match &args.token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    };
+    let destination = match (&args.to_ae, &args.to_stow) {
+        (Some(title), _) => serde_json::json!({ "type": "ae", "title": title }),
+        (_, Some(url)) => serde_json::json!({ "type": "stow", "url": url }),
+        _ => serde_json::json!({ "type": "zip" }),
+    };
+    let body = serde_json::json!({
+        "studies": args.studies,
+        "destination": destination,
+        "options": {
+            "retain_longitudinal_modified_dates": args.retain_longitudinal_modified_dates,
+            "retain_patient_characteristics": args.retain_patient_characteristics,
+            "retain_device_identity": args.retain_device_identity,
+            "retain_institution_identity": args.retain_institution_identity,
+            "retain_uids": args.retain_uids,
+            "retain_safe_private": args.retain_safe_private,
+            "clean_descriptors": args.clean_descriptors,
+        },
+    });
+    async fn answer(
+        response: reqwest::Response,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        let status = response.status();
+        let text = response.text().await?;
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if !status.is_success() {
+            let message = value["error"].as_str().map(str::to_string).unwrap_or(text);
+            return Err(format!("{status}: {message}").into());
+        }
+        Ok(value)
+    }
+    let created = answer(
+        with_token(client.post(format!("{base}/api/exports")))
+            .json(&body)
+            .send()
+            .await?,
+    )
+    .await?;
+    let id = created["id"]
+        .as_i64()
+        .ok_or("the node did not say the export's id")?;
+    eprintln!("export {id} queued");
+    let job = loop {
+        let job = answer(
+            with_token(client.get(format!("{base}/api/exports/{id}")))
+                .send()
+                .await?,
+        )
+        .await?;
+        let state = job["state"].as_str().unwrap_or_default().to_string();
+        eprintln!(
+            "export {id}: {state}, {}/{} instances, {} failed, {} bytes",
+            job["instances_done"],
+            job["instances_total"],
+            job["instances_failed"],
+            job["bytes_done"]
+        );
+        if !matches!(state.as_str(), "queued" | "running") {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    if let Some(errors) = job["errors"].as_array() {
+        for e in errors {
+            eprintln!(
+                "  {}: {}",
+                e["sop_instance_uid"].as_str().unwrap_or("-"),
+                e["error"].as_str().unwrap_or("-")
+            );
+        }
+    }
+    if job["state"] != "succeeded" {
+        return Err(format!(
+            "export {id} {}: {}",
+            job["state"].as_str().unwrap_or("?"),
+            job["error"].as_str().unwrap_or("")
+        )
+        .into());
+    }
+    let Some(out) = &args.out else {
+        return Ok(());
+    };
+    let response = with_token(client.get(format!("{base}/api/exports/{id}/archive")))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        return Err(format!("{status}: {}", response.text().await?).into());
+    }
+    let archive = response.bytes().await?;
+    if out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        std::fs::write(out, &archive)?;
+        eprintln!("wrote {} ({} bytes)", out.display(), archive.len());
+    } else {
+        let entries = pacs::export::zip::read_stored(&archive)?;
+        for (name, data) in &entries {
+            let path = out.join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&path, data)?;
+        }
+        eprintln!("unpacked {} files into {}", entries.len(), out.display());
     }
     Ok(())
 }

@@ -115,6 +115,7 @@ pub fn http_app(
     archive: Arc<dyn pacs_dicomweb::Archive>,
     admin: Arc<crate::admin_api::AdminState>,
     ai: Option<Arc<crate::ai::AiService>>,
+    exporter: Option<Arc<crate::export::Exporter>>,
 ) -> axum::Router {
     let mut routes = vec![crate::admin_api::router(
         admin,
@@ -122,6 +123,9 @@ pub fn http_app(
     )];
     if let Some(ai) = ai {
         routes.push(crate::ai::api::worker_router(ai));
+    }
+    if let Some(exporter) = exporter {
+        routes.push(crate::export::api::router(exporter));
     }
     pacs_dicomweb::app(archive, config, routes)
 }
@@ -276,6 +280,22 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         }
         None => None,
     };
+    // de-identified export (issue 13): refused until a secret is configured
+    let exporter = Arc::new(crate::export::Exporter::new(
+        index.clone(),
+        storage.clone(),
+        settings
+            .deid_secret
+            .as_ref()
+            .map(|s| Arc::new(crate::deid::Pseudonymizer::new(s))),
+        settings.data_dir.join("exports"),
+        registry.clone(),
+        settings.aet.clone(),
+        Some(tls_client.clone()),
+    ));
+    if let Err(e) = exporter.recover().await {
+        warn!(error = %e, "cannot recover the export jobs");
+    }
     let admin = Arc::new(crate::admin_api::AdminState {
         auth: auth.clone(),
         registry,
@@ -294,7 +314,13 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         )?),
         _ => None,
     };
-    let router = http_app(http_config(&settings, auth), archive, admin, ai);
+    let router = http_app(
+        http_config(&settings, auth),
+        archive,
+        admin,
+        ai,
+        Some(exporter),
+    );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
     let http_settings = crate::http_server::HttpServerSettings {
@@ -453,7 +479,7 @@ mod tests {
         };
         let settings = crate::config::Settings::resolve(&args).unwrap();
         let config = http_config(&settings, auth);
-        http_app(config, archive, admin, Some(ai))
+        http_app(config, archive, admin, Some(ai), None)
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }
 

@@ -13,6 +13,7 @@ mod ai_jobs;
 mod ai_worker;
 mod audit_syslog;
 mod auth;
+mod deid_export;
 mod dicomweb;
 mod dicomweb_limits;
 mod dimse_bad_input;

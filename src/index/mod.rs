@@ -11,6 +11,7 @@
 
 pub mod attributes;
 mod catalog;
+pub mod exports;
 pub mod jobs;
 pub mod postgres;
 mod principals;

@@ -233,6 +233,52 @@ Migration {
     // 1: the AE is accepted only on the DIMSE TLS listener and the node connects to it over TLS
     statements: &["ALTER TABLE remote_aes ADD COLUMN tls {big} NOT NULL DEFAULT 0"],
     postgres_only: &[],
+},
+// PLACEHOLDER on wip/deid only: version 7 is the audit trail's (wip/audit). The runner needs
+// consecutive versions; at merge this entry is replaced by the audit's migration 7. Migration 8
+// does not depend on it.
+Migration {
+    version: 7,
+    description: "reserved for the audit trail (placeholder on wip/deid)",
+    statements: &[],
+    postgres_only: &[],
+},
+Migration {
+    version: 8,
+    description: "de-identified exports and the re-identification table",
+    statements: &[
+        // One row per export job (crate::export): the request as JSON, who asked, progress.
+        // state: queued, running, succeeded, failed, cancelled.
+        "CREATE TABLE exports (
+            pk {pk},
+            state TEXT NOT NULL,
+            request_json TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            roles TEXT NOT NULL,
+            address TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            instances_total {big} NOT NULL DEFAULT 0,
+            instances_done {big} NOT NULL DEFAULT 0,
+            instances_failed {big} NOT NULL DEFAULT 0,
+            bytes_done {big} NOT NULL DEFAULT 0,
+            errors_json TEXT NOT NULL DEFAULT '[]',
+            error TEXT NOT NULL DEFAULT '',
+            archive_path TEXT NOT NULL DEFAULT '',
+            created_at_ms {big} NOT NULL,
+            started_at_ms {big} NOT NULL DEFAULT 0,
+            finished_at_ms {big} NOT NULL DEFAULT 0
+        )",
+        // original identifier -> pseudonym (kind: patient_id, patient_name, study_uid)
+        "CREATE TABLE reidentification (
+            kind TEXT NOT NULL,
+            original TEXT NOT NULL,
+            pseudonym TEXT NOT NULL,
+            first_export {big} NOT NULL,
+            created_at_ms {big} NOT NULL,
+            PRIMARY KEY (kind, original)
+        )",
+    ],
+    postgres_only: &[],
 }];
 
 /// The statements of a migration for `dialect`: its own (with the declared columns of the

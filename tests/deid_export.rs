@@ -1,0 +1,572 @@
+//! De-identified export (PS3.15 Annex E, issue 13) against the real node: synthetic CT studies
+//! of two patients (and an instance with burned-in annotation) exported by a `researcher` as a
+//! ZIP, to a DCMTK storescp and by STOW-RS to a second node; every exported file walked by an
+//! independent checker (pydicom and dicom-anonymizer's transcription of Table E.1-1,
+//! tests/peers/deid_check.py) and by dciodvfy; pseudonyms consistent across exports and
+//! different across patients; the researcher never reads identified data.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::auth::basic;
+use crate::support::{
+    http_request, python, storescu, synth_ct, synth_paths, Backend, Node, NodeOptions, StoreScp,
+};
+
+const ADMIN: &str = "Bearer deid-admin-token";
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+fn request(node: &Node, method: &str, path: &str, auth: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut headers = vec![("Authorization", auth)];
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let r = http_request(node.http_port(), method, path, &headers, body);
+    (r.status, r.body)
+}
+
+/// Creates an export and waits for it to end; the final job.
+fn export(node: &Node, auth: &str, body: serde_json::Value) -> serde_json::Value {
+    let (status, created) = request(
+        node,
+        "POST",
+        "/api/exports",
+        auth,
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&created));
+    let id = json(&created)["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (status, job) = request(node, "GET", &format!("/api/exports/{id}"), auth, b"");
+        assert_eq!(status, 200);
+        let job = json(&job);
+        if !matches!(job["state"].as_str(), Some("queued" | "running")) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "export {id} did not end: {job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Downloads and unpacks an export's ZIP (with Python's zipfile: an independent reader).
+fn unpack(node: &Node, auth: &str, id: i64, dir: &Path) -> Vec<PathBuf> {
+    let (status, zip) = request(
+        node,
+        "GET",
+        &format!("/api/exports/{id}/archive"),
+        auth,
+        b"",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zip));
+    let path = dir.with_extension("zip");
+    std::fs::write(&path, zip).unwrap();
+    let out = std::process::Command::new(python())
+        .args(["-c", "import sys,zipfile; z=zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; z.extractall(sys.argv[2])"])
+        .arg(&path)
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    files_under(dir)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs the independent checker; its report (it must find nothing wrong).
+fn check(paths: &[PathBuf], flags: &[&str], forbid: &[String]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deid_check.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script).args(flags);
+    for f in forbid {
+        cmd.arg("--forbid").arg(f);
+    }
+    let out = cmd.args(paths).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "checker failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "the checker found problems: {report:#}"
+    );
+    report
+}
+
+/// The checker on identified files must find problems (it is not vacuous).
+fn check_finds_problems(paths: &[PathBuf], forbid: &[String]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deid_check.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(script);
+    for f in forbid {
+        cmd.arg("--forbid").arg(f);
+    }
+    let out = cmd.args(paths).output().unwrap();
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].to_string();
+    for expected in [
+        "should have been removed (X)",
+        "Patient Identity Removed is not YES",
+        "original identifier",
+    ] {
+        assert!(problems.contains(expected), "{expected}: {problems}");
+    }
+}
+
+/// dciodvfy on each file: no line of errors (warnings are allowed).
+fn dciodvfy_clean(paths: &[PathBuf]) {
+    for p in paths {
+        let out = std::process::Command::new("dciodvfy")
+            .arg(p)
+            .output()
+            .expect("run dciodvfy");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
+        assert!(errors.is_empty(), "dciodvfy {}: {errors:#?}", p.display());
+    }
+}
+
+/// What identified a synthetic study: strings that must not appear in any exported file.
+fn originals(files: &[PathBuf]) -> Vec<String> {
+    let script = "import sys,pydicom,json
+out=set()
+for f in sys.argv[1:]:
+    d=pydicom.dcmread(f)
+    out.update([str(d.PatientName), d.PatientID, d.StudyInstanceUID, d.SeriesInstanceUID, d.SOPInstanceUID, d.get('FrameOfReferenceUID', d.SOPInstanceUID)])
+print(json.dumps(sorted(out)))";
+    let out = crate::support::python_stdout(
+        std::iter::once("-c".into())
+            .chain(std::iter::once(script.to_string()))
+            .chain(files.iter().map(|f| f.to_string_lossy().into_owned())),
+    );
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn store(node: &Node, files: &[PathBuf]) {
+    let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+    // -R: propose the SOP classes of the files (SEG is not among storescu's defaults)
+    let out = storescu(node, "MODALITY", &["-R"], &refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+crate::support::both_backends!(researcher_exports_deidentified_studies_everywhere);
+
+async fn researcher_exports_deidentified_studies_everywhere(backend: Backend) {
+    // the harness's calls block: off the runtime's threads
+    if let Err(e) = tokio::task::spawn_blocking(move || export_matrix(backend)).await {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn export_matrix(backend: Backend) {
+    let scp = StoreScp::start("DEIDSCP", &[]);
+    let receiver = Node::start_with(NodeOptions::new(Backend::Sqlite));
+    let node = Node::start_with(
+        NodeOptions::new(backend)
+            .arg("--admin-token")
+            .arg("deid-admin-token")
+            .env("PACS_DEID_SECRET", "a test secret of the site"),
+    );
+    assert!(!node.log().contains("a test secret of the site"));
+    // the AE and the researcher
+    let ae = serde_json::json!({"title": "DEIDSCP", "host": "127.0.0.1", "port": scp.port, "allow": ["echo", "store"]});
+    let (status, body) = request(&node, "POST", "/api/aes", ADMIN, ae.to_string().as_bytes());
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let user =
+        serde_json::json!({"name": "rita", "roles": ["researcher"], "password": "rita-password-1"});
+    let (status, body) = request(
+        &node,
+        "POST",
+        "/api/users",
+        ADMIN,
+        user.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let rita = basic("rita", "rita-password-1");
+
+    // two patients; patient A's study also holds an instance with burned-in annotation
+    let (dir_a, a) = synth_ct(4, 1);
+    let (_dir_b, b) = synth_ct(3, 2);
+    let files_a = synth_paths(&a);
+    let burned = dir_a.path().join("burned.dcm");
+    crate::support::python_stdout([
+        "-c",
+        "import sys,pydicom; d=pydicom.dcmread(sys.argv[1]); d.BurnedInAnnotation='YES'; \
+         d.SOPInstanceUID=d.SOPInstanceUID+'.9'; d.file_meta.MediaStorageSOPInstanceUID=d.SOPInstanceUID; \
+         d.InstanceNumber=99; d.save_as(sys.argv[2])",
+        &files_a[0].to_string_lossy(),
+        &burned.to_string_lossy(),
+    ]);
+    // an AI-like SEG (highdicom) over patient A's CT
+    let seg = dir_a.path().join("seg.dcm");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deid_check.py");
+    let mut make = vec![
+        script.to_string_lossy().into_owned(),
+        "make-seg".into(),
+        seg.to_string_lossy().into_owned(),
+    ];
+    make.extend(files_a.iter().map(|f| f.to_string_lossy().into_owned()));
+    crate::support::python_stdout(make);
+    // and a highdicom Comprehensive 3D SR measurement report
+    let sr = dir_a.path().join("sr.dcm");
+    let mut make = vec![
+        script.to_string_lossy().into_owned(),
+        "make-sr".into(),
+        sr.to_string_lossy().into_owned(),
+    ];
+    make.extend(files_a.iter().map(|f| f.to_string_lossy().into_owned()));
+    crate::support::python_stdout(make);
+    store(&node, &files_a);
+    store(&node, &[burned.clone(), seg.clone(), sr.clone()]);
+    store(&node, &synth_paths(&b));
+    let study_a = a.instances[0].study_instance_uid.clone();
+    let study_b = b.instances[0].study_instance_uid.clone();
+    let mut forbid_a = originals(&files_a);
+    forbid_a.extend(originals(std::slice::from_ref(&burned)));
+    forbid_a.extend(originals(std::slice::from_ref(&seg)));
+    forbid_a.extend(originals(std::slice::from_ref(&sr)));
+
+    // the researcher reads no identified data
+    for path in [
+        "/dicom-web/studies".to_string(),
+        format!("/dicom-web/studies/{study_a}/metadata"),
+        format!("/dicom-web/studies/{study_a}"),
+        "/api/reidentification".to_string(),
+    ] {
+        let (status, _) = request(&node, "GET", &path, &rita, b"");
+        assert_eq!(status, 403, "{path}");
+    }
+
+    // 1. the Basic Profile to a ZIP: the burned-in instance refused and reported
+    let job = export(
+        &node,
+        &rita,
+        serde_json::json!({"studies": [study_a], "destination": {"type": "zip"}}),
+    );
+    assert_eq!(job["instances_total"], 7, "{job}");
+    assert_eq!(job["instances_done"], 6, "{job}");
+    assert_eq!(job["instances_failed"], 1, "{job}");
+    assert!(
+        job["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("Burned In Annotation"),
+        "{job}"
+    );
+    assert_eq!(job["requested_by"], "user:rita");
+    let id = job["id"].as_i64().unwrap();
+    let (status, _) = request(&node, "DELETE", &format!("/api/exports/{id}"), &rita, b"");
+    assert_eq!(status, 409, "a finished export cannot be cancelled");
+    let (status, listed) = request(&node, "GET", "/api/exports", &rita, b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&listed).as_array().unwrap().len(), 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let first = unpack(
+        &node,
+        &rita,
+        job["id"].as_i64().unwrap(),
+        &tmp.path().join("first"),
+    );
+    assert_eq!(first.len(), 6);
+    let report = check(&first, &[], &forbid_a);
+    // highdicom reads the exported SEG, and its source images are the exported CT slices
+    let exported_seg = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sop_class"] == "1.2.840.10008.5.1.4.1.1.66.4")
+        .expect("the SEG was exported")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refs = crate::support::python_stdout([
+        script.to_string_lossy().into_owned(),
+        "seg-refs".into(),
+        exported_seg,
+        tmp.path().join("first").to_string_lossy().into_owned(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refs).contains("\"references\": 4"),
+        "{}",
+        String::from_utf8_lossy(&refs)
+    );
+    let exported_sr = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sop_class"] == "1.2.840.10008.5.1.4.1.1.88.34")
+        .expect("the SR was exported")["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refs = crate::support::python_stdout([
+        script.to_string_lossy().into_owned(),
+        "sr-refs".into(),
+        exported_sr,
+        tmp.path().join("first").to_string_lossy().into_owned(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refs).contains("\"missing\": []"),
+        "{}",
+        String::from_utf8_lossy(&refs)
+    );
+    check_finds_problems(&files_a[..1], &forbid_a);
+    dciodvfy_clean(&first);
+    let pseudonym = report["instances"][0]["patient_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_study = report["instances"][0]["study_uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(pseudonym.starts_with("PSN"), "{report}");
+    assert!(new_study.starts_with("2.25."));
+    assert_eq!(report["instances"][0]["study_date"], "");
+
+    // 2. the same patient again: the same pseudonym and UIDs; the second patient: others
+    let again = export(
+        &node,
+        &rita,
+        serde_json::json!({"studies": [study_a, study_b], "destination": {"type": "zip"}}),
+    );
+    let both = unpack(
+        &node,
+        &rita,
+        again["id"].as_i64().unwrap(),
+        &tmp.path().join("again"),
+    );
+    assert_eq!(both.len(), 9);
+    let mut forbid = forbid_a.clone();
+    forbid.extend(originals(&synth_paths(&b)));
+    let report2 = check(&both, &[], &forbid);
+    let instances = report2["instances"].as_array().unwrap();
+    let sops_first: std::collections::BTreeSet<String> = report["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sop_uid"].as_str().unwrap().to_string())
+        .collect();
+    let of_a: Vec<&serde_json::Value> = instances
+        .iter()
+        .filter(|i| i["patient_id"] == pseudonym.as_str())
+        .collect();
+    assert_eq!(of_a.len(), 6);
+    assert!(of_a.iter().all(|i| i["study_uid"] == new_study.as_str()
+        && sops_first.contains(i["sop_uid"].as_str().unwrap())));
+    let of_b: Vec<&serde_json::Value> = instances
+        .iter()
+        .filter(|i| i["patient_id"] != pseudonym.as_str())
+        .collect();
+    assert_eq!(of_b.len(), 3);
+    assert!(of_b.iter().all(|i| i["study_uid"] != new_study.as_str()
+        && i["patient_name"] != report["instances"][0]["patient_name"]));
+
+    // 3. options: shifted dates and cleaned descriptors, found by a QIDO-style query
+    let shifted = export(
+        &node,
+        &rita,
+        serde_json::json!({
+        "query": {"PatientID": "SYN-1-0"},
+        "options": {"retain_longitudinal_modified_dates": true, "clean_descriptors": true},
+        "destination": {"type": "zip"}}),
+    );
+    assert_eq!(shifted["instances_done"], 6, "{shifted}");
+    let files = unpack(
+        &node,
+        &rita,
+        shifted["id"].as_i64().unwrap(),
+        &tmp.path().join("shifted"),
+    );
+    let report3 = check(
+        &files,
+        &[
+            "--retain-longitudinal-modified-dates",
+            "--clean-descriptors",
+        ],
+        &forbid_a,
+    );
+    dciodvfy_clean(&files);
+    let date = report3["instances"][0]["study_date"].as_str().unwrap();
+    assert_eq!(date.len(), 8, "{report3}");
+
+    // 4. to a registered AE (C-STORE): the same de-identified objects
+    let sent = export(
+        &node,
+        &rita,
+        serde_json::json!({"studies": [study_b], "destination": {"type": "ae", "title": "DEIDSCP"}}),
+    );
+    assert_eq!(sent["state"], "succeeded", "{sent}");
+    assert_eq!(scp.files().len(), 3);
+    let received = check(&scp.files(), &[], &originals(&synth_paths(&b)));
+    dciodvfy_clean(&scp.files());
+    let b_pseudonym = of_b[0]["patient_id"].as_str().unwrap();
+    assert!(received["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["patient_id"] == b_pseudonym));
+
+    // 5. by STOW-RS to a second node, found there by the pseudonym
+    let url = format!("{}/dicom-web/studies", receiver.base_url());
+    let stowed = export(
+        &node,
+        &rita,
+        serde_json::json!({"studies": [study_a], "destination": {"type": "stow", "url": url}}),
+    );
+    assert_eq!(stowed["instances_done"], 6, "{stowed}");
+    let qido = http_request(
+        receiver.http_port(),
+        "GET",
+        &format!("/dicom-web/studies?PatientID={pseudonym}"),
+        &[],
+        b"",
+    );
+    assert_eq!(qido.status, 200, "{}", qido.text());
+    let studies = json(&qido.body);
+    assert_eq!(studies.as_array().unwrap().len(), 1);
+    assert_eq!(studies[0]["0020000D"]["Value"][0], new_study.as_str());
+
+    // 6. the re-identification table, for the admin only
+    let (status, table) = request(&node, "GET", "/api/reidentification", ADMIN, b"");
+    assert_eq!(status, 200);
+    let table = json(&table);
+    assert!(
+        table
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "patient_id"
+                && r["original"] == "SYN-1-0"
+                && r["pseudonym"] == pseudonym.as_str()),
+        "{table}"
+    );
+    assert!(table
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["kind"] == "study_uid"
+            && r["original"] == study_a.as_str()
+            && r["pseudonym"] == new_study.as_str()));
+
+    // 7. `pacs export` on the command line, with the researcher's login token
+    let (status, login) = request(&node, "POST", "/api/login", &rita, b"");
+    assert_eq!(status, 200);
+    let token = json(&login)["access_token"].as_str().unwrap().to_string();
+    let out_dir = tmp.path().join("cli");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pacs"))
+        .args([
+            "export",
+            "--node",
+            &node.base_url(),
+            "--token",
+            &token,
+            "--study",
+            &study_b,
+            "--retain-uids",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_files = files_under(&out_dir);
+    assert_eq!(cli_files.len(), 3);
+    // UIDs retained; the patient's name and ID still never appear
+    let identity: Vec<String> = serde_json::from_slice(&crate::support::python_stdout([
+        "-c",
+        "import sys,json,pydicom; d=pydicom.dcmread(sys.argv[1]); print(json.dumps([str(d.PatientName), d.PatientID]))",
+        &b.instances[0].path.to_string_lossy(),
+    ]))
+    .unwrap();
+    let kept = check(&cli_files, &["--retain-uids"], &identity);
+    assert_eq!(kept["instances"][0]["study_uid"], study_b.as_str());
+    // and to STOW-RS: patient B's pseudonym arrives at the second node
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pacs"))
+        .args([
+            "export",
+            "--node",
+            &node.base_url(),
+            "--token",
+            &token,
+            "--study",
+            &study_b,
+            "--to-stow",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let qido = http_request(
+        receiver.http_port(),
+        "GET",
+        &format!("/dicom-web/studies?PatientID={b_pseudonym}"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        json(&qido.body).as_array().unwrap().len(),
+        1,
+        "{}",
+        qido.text()
+    );
+
+    // nobody exports without the secret
+    let plain = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--admin-token")
+            .arg("deid-admin-token"),
+    );
+    let (status, body) = request(
+        &plain,
+        "POST",
+        "/api/exports",
+        ADMIN,
+        br#"{"studies": ["1.2.3"], "destination": {"type": "zip"}}"#,
+    );
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("--deid-secret"));
+}
