@@ -242,6 +242,16 @@ pub struct ServeArgs {
     /// [default: 2048].
     #[arg(long, env = "PACS_MAX_INSTANCE_MB")]
     pub max_instance_mb: Option<u64>,
+    /// Record the audit trail (docs/audit.md): DICOM audit messages of every access, chained
+    /// in the index. Off only to measure what it costs (bench/audit.sh) [default: true].
+    #[arg(
+        long,
+        env = "PACS_AUDIT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub audit: Option<bool>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -428,6 +438,8 @@ pub struct Settings {
     pub max_associations_per_host: usize,
     /// Largest instance accepted (C-STORE; deflated data sets inflated).
     pub max_instance_bytes: u64,
+    /// Record the audit trail.
+    pub audit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -574,6 +586,7 @@ impl Settings {
             move_associations: args.move_associations.unwrap_or(1).clamp(1, 16),
             ai,
             max_associations_per_host: args.max_associations_per_host.unwrap_or(16).max(1),
+            audit: args.audit.unwrap_or(true),
             max_instance_bytes: args
                 .max_instance_mb
                 .unwrap_or(2048)
@@ -1060,6 +1073,8 @@ mod tests {
             // issue 12: DIMSE limits
             "max_associations_per_host",
             "max_instance_mb",
+            // issue 13: the audit trail
+            "audit",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

@@ -4,6 +4,7 @@
 pub mod admin_api;
 pub mod ae_registry;
 pub mod ai;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod dicomweb_service;

@@ -26,6 +26,8 @@ enum Command {
     User(UserArgs),
     /// Manage API keys for scripts and AI workers (in the index, like `pacs user`).
     Key(KeyArgs),
+    /// Search the audit trail and verify its hash chain (in the index, like `pacs user`).
+    Audit(AuditArgs),
     /// Write synthetic CT or MR series (realistic geometry, deterministic UIDs) for tests,
     /// demos and benchmarks.
     Synth(SynthArgs),
@@ -117,6 +119,53 @@ enum UserCommand {
 }
 
 #[derive(clap::Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    index: pacs::config::IndexArgs,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Records, newest first, filtered like GET /api/audit.
+    Search {
+        /// From this time (RFC 3339 or milliseconds since the epoch).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to this time (RFC 3339 or milliseconds since the epoch).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        ae: Option<String>,
+        /// Patient ID.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Study Instance UID.
+        #[arg(long)]
+        study: Option<String>,
+        /// application-activity, user-authentication, query, instances-accessed,
+        /// begin-transferring, instances-transferred, export or security-alert.
+        #[arg(long)]
+        event: Option<String>,
+        /// EventOutcomeIndicator: 0, 4, 8 or 12.
+        #[arg(long)]
+        outcome: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        /// One JSON object per line (with the XML) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walks the hash chain; exits non-zero, naming the records, when it is broken.
+    Verify,
+}
+
+#[derive(clap::Args)]
 struct KeyArgs {
     #[command(flatten)]
     index: pacs::config::IndexArgs,
@@ -196,6 +245,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::Ae(args)) => runtime.block_on(run_ae(args)),
         Some(Command::User(args)) => runtime.block_on(run_user(args)),
         Some(Command::Key(args)) => runtime.block_on(run_key(args)),
+        Some(Command::Audit(args)) => runtime.block_on(run_audit(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -448,6 +498,86 @@ async fn run_ae(args: AeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (AeCommand::Remove { title }, _) => println!("removed {title}"),
         (_, Some(v)) => println!("{}", serde_json::to_string_pretty(&v)?),
         (_, None) => {}
+    }
+    Ok(())
+}
+
+async fn run_audit(args: AuditArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let url = args.index.database_url()?;
+    let index = pacs::index::open(&url).await?;
+    match args.command {
+        AuditCommand::Search {
+            from,
+            to,
+            user,
+            ae,
+            patient,
+            study,
+            event,
+            outcome,
+            limit,
+            offset,
+            json,
+        } => {
+            let params = pacs::audit::api::SearchParams {
+                from,
+                to,
+                user,
+                ae,
+                patient,
+                study,
+                event,
+                outcome,
+                limit: Some(limit),
+                offset: Some(offset),
+            };
+            let filter = params.filter()?;
+            let records = index.audit_search(&filter).await?;
+            if json {
+                for r in &records {
+                    println!("{}", pacs::audit::api::record_json(r));
+                }
+            } else {
+                println!(
+                    "{:>8}  {:<24}  {:<22}  {:>3}  {:<20}  {:<16}  {:<15}  {:<16}  STUDIES",
+                    "SEQ", "TIME", "EVENT", "OUT", "USER", "AE", "ADDRESS", "PATIENT"
+                );
+                for r in &records {
+                    let r2 = &r.record;
+                    println!(
+                        "{:>8}  {:<24}  {:<22}  {:>3}  {:<20}  {:<16}  {:<15}  {:<16}  {}",
+                        r.seq,
+                        pacs::audit::xml::date_time(r2.time_ms),
+                        r2.event,
+                        r2.outcome,
+                        r2.user,
+                        r2.ae,
+                        r2.address,
+                        r2.patient_id,
+                        r2.study_uids.join(",")
+                    );
+                }
+            }
+        }
+        AuditCommand::Verify => {
+            let report = index.audit_verify().await?;
+            if report.breaks.is_empty() {
+                println!(
+                    "audit chain intact: {} records, last sequence number {}",
+                    report.records, report.last_seq
+                );
+            } else {
+                for b in &report.breaks {
+                    eprintln!("audit chain broken at record {}: {}", b.seq, b.reason);
+                }
+                return Err(format!(
+                    "the audit chain is broken in {} place(s) ({} records read)",
+                    report.breaks.len(),
+                    report.records
+                )
+                .into());
+            }
+        }
     }
     Ok(())
 }

@@ -82,6 +82,7 @@ pub fn dimse_tls(
 pub fn http_config(
     settings: &Settings,
     auth: Arc<crate::auth::NodeAuth>,
+    audit: &crate::audit::Audit,
 ) -> pacs_dicomweb::DicomWebConfig {
     let root = settings.dicomweb_root.clone();
     let routes: pacs_dicomweb::RoutePolicy = Arc::new(move |method, route| {
@@ -100,6 +101,10 @@ pub fn http_config(
             routes,
             trusted_proxies: settings.trusted_proxies.clone(),
             realm: "pacs".into(),
+            observer: audit.enabled().then(|| {
+                Arc::new(crate::audit::api::AuditRefusals(audit.clone()))
+                    as Arc<dyn pacs_dicomweb::RefusalObserver>
+            }),
         },
         max_in_flight: settings.http_max_in_flight,
         // as C-STORE's: parts beyond 32 MiB are received into <data-dir>/tmp
@@ -166,6 +171,12 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         storage = storage.describe(),
         "archive opened"
     );
+    let audit = if settings.audit {
+        crate::audit::Audit::start(index.clone(), &settings.aet)
+    } else {
+        warn!("--audit false: nothing is recorded in the audit trail");
+        crate::audit::Audit::disabled(&settings.aet)
+    };
     let ingest = Arc::new(
         Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy)
             .with_max_instance_bytes(settings.max_instance_bytes),
@@ -191,6 +202,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         users: auth.clone(),
         find_limit: settings.qido_max_results,
         source: source.clone(),
+        audit: audit.clone(),
     });
     let dimse_addr = SocketAddr::new(settings.dimse_bind, settings.dimse_port);
     // the node's certificate, for HTTPS and DIMSE alike, reloaded when its files change
@@ -243,6 +255,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         config: crate::dicomweb_service::DicomWebArchiveConfig {
             max_results: settings.qido_max_results,
         },
+        audit: audit.clone(),
     });
     let ai = match &settings.ai {
         Some(ai_settings) => {
@@ -262,6 +275,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         ae_title: settings.aet.clone(),
         scu_timeout: std::time::Duration::from_secs(30),
         tls_client: Some(tls_client),
+        audit: audit.clone(),
     });
     let https = match (&settings.tls, cert) {
         (Some(tls), Some(cert)) => Some(crate::tls::server_config(
@@ -272,7 +286,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         )?),
         _ => None,
     };
-    let router = http_app(http_config(&settings, auth), archive, admin, ai);
+    let router = http_app(http_config(&settings, auth, &audit), archive, admin, ai);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
     let http_settings = crate::http_server::HttpServerSettings {
@@ -296,6 +310,9 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     };
     let dimse_plain = settings.plain_dimse.then_some(dimse_addr);
     info!(aet = %settings.aet, dimse = ?dimse_plain, dimse_tls = ?dimse_tls_addr, http = %http_addr, %scheme, "node ready");
+    audit
+        .record(crate::audit::application_activity(&settings.aet, true))
+        .await;
 
     wait_for_signal().await;
     info!("shutting down: no new associations or requests");
@@ -306,6 +323,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         let _ = http_task.await;
     })
     .await;
+    // what the front-ends recorded, then Application Activity stop, last
+    audit.shutdown().await;
     info!("stopped");
     Ok(())
 }
@@ -405,6 +424,7 @@ mod tests {
         let archive = Arc::new(crate::dicomweb_service::DicomWebArchive {
             ingest,
             config: crate::dicomweb_service::DicomWebArchiveConfig { max_results: 100 },
+            audit: crate::audit::Audit::disabled("PACS"),
         });
         let auth = crate::auth::NodeAuth::open(
             index.clone(),
@@ -424,13 +444,14 @@ mod tests {
             ae_title: "PACS".into(),
             scu_timeout: std::time::Duration::from_secs(5),
             tls_client: None,
+            audit: crate::audit::Audit::disabled("PACS"),
         });
         let args = crate::config::ServeArgs {
             cors_origins: Some(vec!["*".into()]),
             ..Default::default()
         };
         let settings = crate::config::Settings::resolve(&args).unwrap();
-        let config = http_config(&settings, auth);
+        let config = http_config(&settings, auth, &crate::audit::Audit::disabled("PACS"));
         http_app(config, archive, admin, Some(ai))
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }
