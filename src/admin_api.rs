@@ -717,10 +717,12 @@ async fn login(
         }
     };
     let address = identity.peer.map(|p| p.ip().to_string());
+    // named as the user's requests will be (`Principal::User`'s name)
+    let who = format!("user:{username}");
     let login_event = || {
         audit::AuditEvent::new(audit::EventKind::UserAuthentication)
             .type_code(audit::types::login())
-            .participant(audit::Participant::user(&username, address.as_deref()).requestor())
+            .participant(audit::Participant::user(&who, address.as_deref()).requestor())
             .participant(audit::Participant::node(&state.ae_title))
     };
     match state.auth.login(&username, &password).await {
@@ -740,9 +742,7 @@ async fn login(
                     audit::AuditEvent::new(audit::EventKind::SecurityAlert)
                         .type_code(audit::types::use_of_restricted_function())
                         .failed(audit::Outcome::MinorFailure, format!("bad credentials: {why}"))
-                        .participant(
-                            audit::Participant::user(&username, address.as_deref()).requestor(),
-                        )
+                        .participant(audit::Participant::user(&who, address.as_deref()).requestor())
                         .participant(audit::Participant::node(&state.ae_title))
                         .object(audit::ObjectRef::uri("/api/login")),
                 )

@@ -177,6 +177,9 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         warn!("--audit false: nothing is recorded in the audit trail");
         crate::audit::Audit::disabled(&settings.aet)
     };
+    audit
+        .record(crate::audit::application_activity(&settings.aet, true))
+        .await;
     let ingest = Arc::new(
         Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy)
             .with_max_instance_bytes(settings.max_instance_bytes),
@@ -310,9 +313,6 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     };
     let dimse_plain = settings.plain_dimse.then_some(dimse_addr);
     info!(aet = %settings.aet, dimse = ?dimse_plain, dimse_tls = ?dimse_tls_addr, http = %http_addr, %scheme, "node ready");
-    audit
-        .record(crate::audit::application_activity(&settings.aet, true))
-        .await;
 
     wait_for_signal().await;
     info!("shutting down: no new associations or requests");

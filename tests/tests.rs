@@ -11,6 +11,7 @@ mod support;
 
 mod ai_jobs;
 mod ai_worker;
+mod audit;
 mod auth;
 mod dicomweb;
 mod dicomweb_limits;
