@@ -23,9 +23,9 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::ae_registry::{AeRegistry, RegistryError};
+use crate::audit;
 use crate::auth::accounts::{AccountError, Accounts};
 use crate::config::RemoteAe;
-use crate::audit;
 use crate::index::Index;
 
 /// What the admin API works with.
@@ -386,7 +386,10 @@ async fn send_to_ae(
     }
     state
         .audit
-        .record(transfer_event(audit::EventKind::BeginTransferring, selected))
+        .record(transfer_event(
+            audit::EventKind::BeginTransferring,
+            selected,
+        ))
         .await;
     let mut options = StoreScuOptions::new(state.ae_title.clone());
     options.associations = request.associations.unwrap_or(2).clamp(1, 8);
@@ -741,7 +744,10 @@ async fn login(
                 .record(
                     audit::AuditEvent::new(audit::EventKind::SecurityAlert)
                         .type_code(audit::types::use_of_restricted_function())
-                        .failed(audit::Outcome::MinorFailure, format!("bad credentials: {why}"))
+                        .failed(
+                            audit::Outcome::MinorFailure,
+                            format!("bad credentials: {why}"),
+                        )
                         .participant(audit::Participant::user(&who, address.as_deref()).requestor())
                         .participant(audit::Participant::node(&state.ae_title))
                         .object(audit::ObjectRef::uri("/api/login")),

@@ -225,7 +225,11 @@ impl DicomWebArchive {
         let caller = crate::audit::http_participant(identity).requestor();
         let transfer = kind == EventKind::InstancesTransferred;
         let mut event = AuditEvent::new(kind)
-            .participant(if transfer { caller.destination() } else { caller })
+            .participant(if transfer {
+                caller.destination()
+            } else {
+                caller
+            })
             .participant(if transfer { node.source() } else { node })
             .patient(&patient.0, &patient.1)
             .study(study)
@@ -566,7 +570,8 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             if index.is_empty() {
                 // no frame positions (deflated data set, or data ingest could not map): decode
                 return Ok(StoredFrames {
-                    transfer_syntax_uid: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+                    transfer_syntax_uid: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN
+                        .into(),
                     frames: self.decoded_frames(scope, numbers, identity).await?,
                 });
             }
@@ -576,7 +581,9 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 offset
                     .checked_add(len)
                     .map(|end| offset..end)
-                    .ok_or_else(|| ArchiveError::Internal(format!("frame index of {}", info.instance)))
+                    .ok_or_else(|| {
+                        ArchiveError::Internal(format!("frame index of {}", info.instance))
+                    })
             };
             for &n in numbers {
                 let ranges = (n as usize)
@@ -707,7 +714,9 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             let r = clip(total)?;
             // within the value: clip keeps start < end <= total
             let bytes = match (usize::try_from(r.start), usize::try_from(r.end)) {
-                (Ok(start), Ok(end)) if start < end && end <= value.len() => value.slice(start..end),
+                (Ok(start), Ok(end)) if start < end && end <= value.len() => {
+                    value.slice(start..end)
+                }
                 _ => Bytes::new(),
             };
             Ok(BulkData {
@@ -802,14 +811,21 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 i.patient_name.clone(),
                 i.study_instance_uid.clone(),
             ),
-            Err(_) => (String::new(), String::new(), study.unwrap_or_default().to_string()),
+            Err(_) => (
+                String::new(),
+                String::new(),
+                study.unwrap_or_default().to_string(),
+            ),
         };
         self.audit
             .stored(StoredNote {
                 association_id: 0,
                 calling_ae_title: String::new(),
                 user: Some(identity.principal.name()),
-                address: identity.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                address: identity
+                    .peer
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_default(),
                 patient_id,
                 patient_name,
                 study_uid,

@@ -268,10 +268,13 @@ impl DimseService for NodeDimseService {
                             AuditEvent::new(EventKind::UserAuthentication)
                                 .type_code(audit_types::login())
                                 .failed(Outcome::MinorFailure, why)
-                                .participant(Participant::user(
-                                    user.as_deref().unwrap_or("unknown"),
-                                    Some(&address),
-                                ).requestor())
+                                .participant(
+                                    Participant::user(
+                                        user.as_deref().unwrap_or("unknown"),
+                                        Some(&address),
+                                    )
+                                    .requestor(),
+                                )
                                 .participant(Participant::node(&self.audit.node_ae)),
                         )
                         .await;
@@ -441,8 +444,14 @@ impl DimseService for NodeDimseService {
             ))
             .participant(Participant::node(&self.audit.node_ae))
             .object(
-                ObjectRef::query(&request.sop_class_uid, identifier_bytes(&request.identifier))
-                    .detail("TransferSyntax", dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN),
+                ObjectRef::query(
+                    &request.sop_class_uid,
+                    identifier_bytes(&request.identifier),
+                )
+                .detail(
+                    "TransferSyntax",
+                    dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                ),
             );
         let patient = identifier_text(&request.identifier, dicom_dictionary_std::tags::PATIENT_ID);
         if !patient.is_empty() && !patient.contains(['*', '?']) {

@@ -129,40 +129,18 @@ struct AuditArgs {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Records, newest first, filtered like GET /api/audit.
-    Search {
-        /// From this time (RFC 3339 or milliseconds since the epoch).
-        #[arg(long)]
-        from: Option<String>,
-        /// Up to this time (RFC 3339 or milliseconds since the epoch).
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        ae: Option<String>,
-        /// Patient ID.
-        #[arg(long)]
-        patient: Option<String>,
-        /// Study Instance UID.
-        #[arg(long)]
-        study: Option<String>,
-        /// application-activity, user-authentication, query, instances-accessed,
-        /// begin-transferring, instances-transferred, export or security-alert.
-        #[arg(long)]
-        event: Option<String>,
-        /// EventOutcomeIndicator: 0, 4, 8 or 12.
-        #[arg(long)]
-        outcome: Option<i64>,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        #[arg(long, default_value_t = 0)]
-        offset: i64,
-        /// One JSON object per line (with the XML) instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Search(Box<AuditSearch>),
     /// Walks the hash chain; exits non-zero, naming the records, when it is broken.
     Verify,
+}
+
+#[derive(clap::Args)]
+struct AuditSearch {
+    #[command(flatten)]
+    params: pacs::audit::api::SearchParams,
+    /// One JSON object per line (with the XML) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -506,31 +484,8 @@ async fn run_audit(args: AuditArgs) -> Result<(), Box<dyn std::error::Error>> {
     let url = args.index.database_url()?;
     let index = pacs::index::open(&url).await?;
     match args.command {
-        AuditCommand::Search {
-            from,
-            to,
-            user,
-            ae,
-            patient,
-            study,
-            event,
-            outcome,
-            limit,
-            offset,
-            json,
-        } => {
-            let params = pacs::audit::api::SearchParams {
-                from,
-                to,
-                user,
-                ae,
-                patient,
-                study,
-                event,
-                outcome,
-                limit: Some(limit),
-                offset: Some(offset),
-            };
+        AuditCommand::Search(search) => {
+            let AuditSearch { params, json } = *search;
             let filter = params.filter()?;
             let records = index.audit_search(&filter).await?;
             if json {

@@ -19,19 +19,40 @@ use crate::index::audit::{AuditFilter, AuditRecord};
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
 
-/// The query parameters of `GET /api/audit` (and the flags of `pacs audit search`).
-#[derive(Debug, Default, Deserialize)]
+/// The query parameters of `GET /api/audit`, and the flags of `pacs audit search`.
+#[derive(Debug, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
+    /// From this time (RFC 3339 or milliseconds since the epoch).
+    #[arg(long)]
     pub from: Option<String>,
+    /// Up to this time (RFC 3339 or milliseconds since the epoch).
+    #[arg(long)]
     pub to: Option<String>,
+    /// The requesting user (`user:NAME`, `key:NAME`, `anonymous`...).
+    #[arg(long)]
     pub user: Option<String>,
+    /// The AE title involved.
+    #[arg(long)]
     pub ae: Option<String>,
+    /// Patient ID.
+    #[arg(long)]
     pub patient: Option<String>,
+    /// Study Instance UID.
+    #[arg(long)]
     pub study: Option<String>,
+    /// application-activity, user-authentication, query, instances-accessed,
+    /// begin-transferring, instances-transferred, export or security-alert.
+    #[arg(long)]
     pub event: Option<String>,
+    /// EventOutcomeIndicator: 0, 4, 8 or 12.
+    #[arg(long)]
     pub outcome: Option<i64>,
+    /// Records at most, 1 to 1000 [default: 100].
+    #[arg(long)]
     pub limit: Option<i64>,
+    /// Records skipped (newest first) [default: 0].
+    #[arg(long)]
     pub offset: Option<i64>,
 }
 

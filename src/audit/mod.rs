@@ -112,9 +112,7 @@ impl EventKind {
             EventKind::BeginTransferring => {
                 Code::dcm("110102", "Begin Transferring DICOM Instances")
             }
-            EventKind::InstancesTransferred => {
-                Code::dcm("110104", "DICOM Instances Transferred")
-            }
+            EventKind::InstancesTransferred => Code::dcm("110104", "DICOM Instances Transferred"),
             EventKind::Export => Code::dcm("110106", "Export"),
             EventKind::SecurityAlert => Code::dcm("110113", "Security Alert"),
         }
@@ -128,9 +126,9 @@ impl EventKind {
             | EventKind::Query
             | EventKind::BeginTransferring
             | EventKind::SecurityAlert => Action::Execute,
-            EventKind::InstancesAccessed
-            | EventKind::InstancesTransferred
-            | EventKind::Export => Action::Read,
+            EventKind::InstancesAccessed | EventKind::InstancesTransferred | EventKind::Export => {
+                Action::Read
+            }
         }
     }
 }

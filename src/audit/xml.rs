@@ -83,7 +83,10 @@ pub fn message(e: &AuditEvent, source_id: &str) -> String {
     }
     x.push_str("</EventIdentification>");
     for p in &e.participants {
-        x.push_str(&format!("<ActiveParticipant UserID=\"{}\"", escape(&p.user_id)));
+        x.push_str(&format!(
+            "<ActiveParticipant UserID=\"{}\"",
+            escape(&p.user_id)
+        ));
         if let Some(alt) = &p.alternative_user_id {
             x.push_str(&format!(" AlternativeUserID=\"{}\"", escape(alt)));
         }

@@ -87,7 +87,8 @@ fn studies_column(uids: &[String]) -> String {
 }
 
 /// The last record of the chain: its sequence number and hash.
-pub(super) const SELECT_AUDIT_TAIL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+pub(super) const SELECT_AUDIT_TAIL: &str =
+    "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
 pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, time_ms, event, outcome,
     user_id, ae_title, address, patient_id, patient_name, study_uids, xml, prev_hash, hash)
@@ -269,7 +270,13 @@ impl dyn Index {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (r[0].as_i64().unwrap_or(0), r[1].as_i64().unwrap_or(0), text(&r[2])))
+            .map(|r| {
+                (
+                    r[0].as_i64().unwrap_or(0),
+                    r[1].as_i64().unwrap_or(0),
+                    text(&r[2]),
+                )
+            })
             .collect())
     }
 
@@ -296,7 +303,10 @@ impl dyn Index {
                 "INSERT INTO node_settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             ),
-            vec![SqlValue::Text(cursor_key(reader)), SqlValue::Text(seq.to_string())],
+            vec![
+                SqlValue::Text(cursor_key(reader)),
+                SqlValue::Text(seq.to_string()),
+            ],
         )
         .await?;
         Ok(())
@@ -313,7 +323,8 @@ impl dyn Index {
         let mut prev_seq = 0i64;
         let mut prev_hash = GENESIS_HASH.to_string();
         loop {
-            let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+            let sql =
+                format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2");
             let rows = self
                 .fetch(
                     Sql::new(&sql),
@@ -328,11 +339,7 @@ impl dyn Index {
                 if r.seq != prev_seq + 1 {
                     report.breaks.push(ChainBreak {
                         seq: r.seq,
-                        reason: format!(
-                            "records {} to {} are missing",
-                            prev_seq + 1,
-                            r.seq - 1
-                        ),
+                        reason: format!("records {} to {} are missing", prev_seq + 1, r.seq - 1),
                     });
                 } else if r.prev_hash != prev_hash {
                     report.breaks.push(ChainBreak {
@@ -382,6 +389,9 @@ mod tests {
         let mut b = r.clone();
         b.user = "a".into();
         b.ae = "b".into();
-        assert_ne!(chain_hash(GENESIS_HASH, 1, &a), chain_hash(GENESIS_HASH, 1, &b));
+        assert_ne!(
+            chain_hash(GENESIS_HASH, 1, &a),
+            chain_hash(GENESIS_HASH, 1, &b)
+        );
     }
 }

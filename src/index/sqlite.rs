@@ -183,7 +183,10 @@ enum Done {
         oneshot::Sender<IndexResult<Option<StoredInstance>>>,
         IndexResult<Option<StoredInstance>>,
     ),
-    Audit(oneshot::Sender<IndexResult<Vec<i64>>>, IndexResult<Vec<i64>>),
+    Audit(
+        oneshot::Sender<IndexResult<Vec<i64>>>,
+        IndexResult<Vec<i64>>,
+    ),
 }
 
 fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
