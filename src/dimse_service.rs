@@ -416,6 +416,51 @@ impl DimseService for NodeDimseService {
         }
     }
 
+    /// DICOM Instances Transferred (110104): what the C-MOVE or C-GET stored, and where.
+    async fn retrieve_finished(&self, report: pacs_dimse::RetrieveReport) {
+        let address = report.peer.ip().to_string();
+        let study_uid = identifier_text(
+            &report.identifier,
+            dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+        );
+        let mut study = StudyRef::new(&study_uid);
+        for class in &report.stored_sop_classes {
+            study.add(class, 1);
+        }
+        let requestor = Self::requestor(&report.calling_ae_title, report.user.as_deref(), &address);
+        let mut event = AuditEvent::new(EventKind::InstancesTransferred)
+            .participant(Participant::node(&self.audit.node_ae).source());
+        event = match &report.destination {
+            Some(d) => event
+                .participant(requestor)
+                .participant(Participant::ae(&d.ae_title, Some(&d.host)).destination()),
+            None => event.participant(requestor.destination()),
+        };
+        let patient = identifier_text(&report.identifier, dicom_dictionary_std::tags::PATIENT_ID);
+        let patient = match self.ingest.index().study_patient(&study_uid).await {
+            Ok(Some(p)) if !study_uid.is_empty() => p,
+            _ => (patient, String::new()),
+        };
+        event = event
+            .patient(&patient.0, &patient.1)
+            .study(study)
+            .object(ObjectRef::query(
+                &report.sop_class_uid,
+                identifier_bytes(&report.identifier),
+            ));
+        if report.failed > 0 || report.cancelled {
+            event = event.failed(
+                Outcome::MinorFailure,
+                format!(
+                    "{} sub-operations failed{}",
+                    report.failed,
+                    if report.cancelled { ", cancelled" } else { "" }
+                ),
+            );
+        }
+        self.audit.record(event).await;
+    }
+
     fn move_destination(&self, ae_title: &str) -> Option<pacs_dimse::service::RemoteAe> {
         let ae = self.policy.find(ae_title)?;
         if !ae.move_destination {

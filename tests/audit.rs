@@ -136,10 +136,12 @@ async fn trail_of_a_working_day(backend: Backend) {
     site.add_user("ada", "admin", PASSWORD);
     site.add_user("audrey", "auditor", PASSWORD);
     site.add_user("vera", "viewer", PASSWORD);
+    let scp = support::StoreScp::start("ARCHIVE2", &[]);
     let config = format!(
-        "require_known_ae = true\n{}{}",
+        "require_known_ae = true\n{}{}[[ae]]\ntitle = \"ARCHIVE2\"\nhost = \"127.0.0.1\"\nport = {}\nallow = [\"echo\"]\nmove_destination = true\n",
         ae_entry("MODALITY", &["echo", "store"]),
-        ae_entry("VIEWER", &["echo", "find", "get"])
+        ae_entry("VIEWER", &["echo", "find", "get", "move"]),
+        scp.port
     );
     let node = Node::start_with(site.options().config(&config));
     let auditor = basic("audrey", PASSWORD);
@@ -251,6 +253,41 @@ async fn trail_of_a_working_day(backend: Backend) {
     assert_eq!(begin["ae"], "VIEWER");
     assert_eq!(begin["study_uids"], serde_json::json!([study]));
     assert_eq!(sop_class_count(&begin, &ct), Some(4), "{begin}");
+    // ...and, once the sub-operations are over, Instances Transferred what was stored
+    let got = wait_for(
+        &node,
+        &auditor,
+        "event=instances-transferred&ae=VIEWER",
+        |_| true,
+    );
+    assert_eq!(got["outcome"], 0);
+    assert_eq!(got["patient_id"], patient_id.as_str());
+    assert_eq!(sop_class_count(&got, &ct), Some(4), "{got}");
+    assert!(got["xml"]
+        .as_str()
+        .unwrap()
+        .contains("UserID=\"VIEWER\" UserIsRequestor=\"true\""));
+
+    // C-MOVE to a registered destination: the destination is named
+    let mut cmd = support::dcmtk_command("movescu");
+    cmd.args(["-S", "-aet", "VIEWER", "-aec", "PACS", "-aem", "ARCHIVE2"])
+        .args(["-k", "QueryRetrieveLevel=STUDY"])
+        .args(["-k", &format!("StudyInstanceUID={study}")])
+        .args(["127.0.0.1", &node.dimse_port().to_string()]);
+    let out = support::run_with_timeout(&mut cmd, support::TOOL_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let moved = wait_for(
+        &node,
+        &auditor,
+        "event=instances-transferred&ae=VIEWER",
+        |r| r["xml"].as_str().unwrap().contains("UserID=\"ARCHIVE2\""),
+    );
+    assert_eq!(sop_class_count(&moved, &ct), Some(4), "{moved}");
+    assert_eq!(scp.files().len(), 4);
 
     // logins: success and failure
     assert_eq!(login(&node, "vera", PASSWORD).status, 200);
