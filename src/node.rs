@@ -123,9 +123,10 @@ pub fn http_app(
     admin: Arc<crate::admin_api::AdminState>,
     ai: Option<Arc<crate::ai::AiService>>,
 ) -> axum::Router {
+    let audit = admin.audit.clone();
     let mut routes = vec![crate::admin_api::router(
         admin,
-        ai.clone().map(crate::ai::api::admin_router),
+        ai.clone().map(|ai| crate::ai::api::admin_router(ai, audit)),
     )];
     if let Some(ai) = ai {
         routes.push(crate::ai::api::worker_router(ai));

@@ -614,6 +614,47 @@ async fn audit_off_records_nothing(backend: Backend) {
     assert_eq!(out.trim(), "", "audit off wrote records");
 }
 
+/// A change of the AI routes is a Security Alert (Software Configuration), with the routes.
+#[test]
+fn ai_route_changes_are_recorded() {
+    let site = Site::new(Backend::Sqlite);
+    let node = Node::start_with(
+        site.options()
+            .arg("--worker-token")
+            .arg("audit-test-worker-token")
+            .arg("--ai-models-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ai-worker/models")),
+    );
+    let routes = serde_json::json!([{"model": "ct-classical", "modality": ["CT"],
+        "calling_ae": ["ONLYTHIS"]}])
+    .to_string();
+    let r = http_request(
+        node.http_port(),
+        "PUT",
+        "/api/ai/routes",
+        &[("Content-Type", "application/json")],
+        routes.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    node.terminate();
+    let out = site.cli(
+        &["audit", "search", "--event", "security-alert", "--json"],
+        "",
+    );
+    let record: Value = serde_json::from_str(out.lines().next().expect("a record")).unwrap();
+    let xml = record["xml"].as_str().unwrap();
+    assert!(xml.contains("Software Configuration"), "{xml}");
+    assert!(xml.contains("/api/ai/routes"), "{xml}");
+    let routes_b64 = base64::engine::general_purpose::STANDARD.encode(&routes);
+    assert!(
+        xml.contains(&routes_b64),
+        "the routes are in the message: {xml}"
+    );
+    assert_eq!(record["outcome"], 0);
+    assert_eq!(record["user"], "anonymous");
+    validate_all(&[("security-alert".into(), xml.to_string())]);
+}
+
 both_backends!(
     trail_of_a_working_day,
     a_deleted_record_is_found,
