@@ -240,7 +240,9 @@ impl DicomWebArchive {
         self.audit.record(event).await;
     }
 
-    /// Instances Accessed for a read of one instance's (or a scope's representative's) data.
+    /// Instances Accessed for a read of one instance's (or a scope's representative's) data:
+    /// successful reads of one caller and study are grouped into one message per audit batch
+    /// (a viewer reads hundreds of frames); a failed read is a message of its own.
     async fn audit_access(
         &self,
         what: &str,
@@ -251,24 +253,61 @@ impl DicomWebArchive {
         if !self.audit.enabled() {
             return;
         }
-        let classes: Vec<String> = match self.select_scope(scope, false).await {
-            Ok(rows) if scope.instance.is_some() || what == "rendered" => rows
-                .into_iter()
-                .take(1)
-                .map(|(i, _)| i.sop_class_uid)
-                .collect(),
-            Ok(rows) => rows.into_iter().map(|(i, _)| i.sop_class_uid).collect(),
+        // (SOP class, SOP instance) of what was read: a scope's representative for rendered
+        let read: Vec<(String, String)> = match self.select_scope(scope, false).await {
+            Ok(rows) => {
+                let n = if scope.instance.is_some() || what == "rendered" {
+                    1
+                } else {
+                    rows.len()
+                };
+                rows.into_iter()
+                    .take(n)
+                    .map(|(i, _)| (i.sop_class_uid, i.sop_instance_uid))
+                    .collect()
+            }
             Err(_) => Vec::new(),
         };
-        self.audit_read(
-            EventKind::InstancesAccessed,
-            &scope_path(what, scope),
-            scope,
-            &classes,
-            identity,
-            failure,
-        )
-        .await;
+        let classes: Vec<String> = read.iter().map(|(c, _)| c.clone()).collect();
+        if failure.is_some() || classes.is_empty() {
+            self.audit_read(
+                EventKind::InstancesAccessed,
+                &scope_path(what, scope),
+                scope,
+                &classes,
+                identity,
+                failure,
+            )
+            .await;
+            return;
+        }
+        let (patient_id, patient_name) = self
+            .index()
+            .study_patient(&scope.study)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for (class, instance) in read {
+            self.audit
+                .stored(StoredNote {
+                    event: EventKind::InstancesAccessed,
+                    association_id: 0,
+                    calling_ae_title: String::new(),
+                    user: Some(identity.principal.name()),
+                    address: identity
+                        .peer
+                        .map(|p| p.ip().to_string())
+                        .unwrap_or_default(),
+                    patient_id: patient_id.clone(),
+                    patient_name: patient_name.clone(),
+                    study_uid: scope.study.clone(),
+                    sop_class_uid: class,
+                    sop_instance_uid: instance,
+                    success: true,
+                })
+                .await;
+        }
     }
 }
 
@@ -819,6 +858,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         };
         self.audit
             .stored(StoredNote {
+                event: EventKind::InstancesTransferred,
                 association_id: 0,
                 calling_ae_title: String::new(),
                 user: Some(identity.principal.name()),
@@ -830,6 +870,7 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 patient_name,
                 study_uid,
                 sop_class_uid: class.clone(),
+                sop_instance_uid: instance.clone(),
                 success: result.is_ok(),
             })
             .await;

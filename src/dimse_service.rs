@@ -345,6 +345,7 @@ impl DimseService for NodeDimseService {
         };
         self.audit
             .stored(StoredNote {
+                event: EventKind::InstancesTransferred,
                 association_id: request.association_id,
                 calling_ae_title: request.calling_ae_title.clone(),
                 user: request.user.clone(),
@@ -353,6 +354,7 @@ impl DimseService for NodeDimseService {
                 patient_name,
                 study_uid,
                 sop_class_uid,
+                sop_instance_uid: request.sop_instance_uid.clone(),
                 success: result.is_ok(),
             })
             .await;

@@ -342,6 +342,36 @@ async fn trail_of_a_working_day(backend: Backend) {
     assert_eq!(accessed["patient_name"], patient_name.as_str());
     assert_eq!(accessed["study_uids"], serde_json::json!([study]));
     assert_eq!(sop_class_count(&accessed, &ct), Some(4), "{accessed}");
+    // frames of one instance, read twice: one instance accessed, however often
+    let one = &summary.instances[0];
+    let frames = format!(
+        "/dicom-web/studies/{study}/series/{}/instances/{}/frames/1",
+        one.series_instance_uid, one.sop_instance_uid
+    );
+    for _ in 0..2 {
+        let r = http_request(
+            node.http_port(),
+            "GET",
+            &frames,
+            &[
+                ("Authorization", viewer.as_str()),
+                (
+                    "Accept",
+                    "multipart/related; type=\"application/octet-stream\"",
+                ),
+            ],
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let before = accessed["seq"].as_i64().unwrap();
+    let framed = wait_for(
+        &node,
+        &auditor,
+        "event=instances-accessed&user=user:vera",
+        |r| r["seq"].as_i64().unwrap() > before,
+    );
+    assert_eq!(sop_class_count(&framed, &ct), Some(1), "{framed}");
     let r = http_request(
         node.http_port(),
         "GET",

@@ -568,9 +568,13 @@ impl AuditEvent {
     }
 }
 
-/// A C-STORE instance received, noted for the grouped Instances Transferred message.
+/// An instance received (C-STORE, STOW-RS) or read (WADO-RS metadata, frames, rendered, bulk
+/// data), noted for the grouped message of its association or caller and study: DICOM
+/// Instances Transferred for `EventKind::InstancesTransferred`, DICOM Instances Accessed for
+/// `EventKind::InstancesAccessed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredNote {
+    pub event: EventKind,
     pub association_id: u64,
     pub calling_ae_title: String,
     pub user: Option<String>,
@@ -579,6 +583,8 @@ pub struct StoredNote {
     pub patient_name: String,
     pub study_uid: String,
     pub sop_class_uid: String,
+    /// Counted once per group however often it is noted (a frame read after frame).
+    pub sop_instance_uid: String,
     pub success: bool,
 }
 
@@ -715,6 +721,7 @@ pub fn application_activity(node_ae: &str, start: bool) -> AuditEvent {
 
 #[derive(Hash, PartialEq, Eq)]
 struct GroupKey {
+    event: EventKind,
     association_id: u64,
     /// the calling AE, the user and the address (STOW-RS requests have no association)
     requestor: (String, Option<String>, String),
@@ -726,10 +733,25 @@ struct Group {
     first: StoredNote,
     study: StudyRef,
     time_ms: i64,
+    instances: std::collections::HashSet<String>,
 }
 
 fn group_event(node_ae: &str, g: Group) -> AuditEvent {
     let n = &g.first;
+    if n.event == EventKind::InstancesAccessed {
+        let address = Some(n.address.as_str()).filter(|a| !a.is_empty());
+        let user = n.user.clone().unwrap_or_else(|| "anonymous".into());
+        let mut event = AuditEvent::new(EventKind::InstancesAccessed)
+            .participant(Participant::user(&user, address).requestor())
+            .participant(Participant::node(node_ae))
+            .patient(&n.patient_id, &n.patient_name)
+            .study(g.study);
+        if !n.success {
+            event = event.failed(Outcome::MinorFailure, "read refused");
+        }
+        event.time_ms = g.time_ms;
+        return event;
+    }
     let address = Some(n.address.as_str()).filter(|a| !a.is_empty());
     let source = match &n.user {
         Some(user) => Participant {
@@ -780,6 +802,7 @@ async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae
             Msg::Event(event) => pending.push(event.to_record(&node_ae)),
             Msg::Stored(note) => {
                 let key = GroupKey {
+                    event: note.event,
                     association_id: note.association_id,
                     requestor: (
                         note.calling_ae_title.clone(),
@@ -793,8 +816,13 @@ async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae
                     study: StudyRef::new(&note.study_uid),
                     first: (*note).clone(),
                     time_ms: crate::index::sqlite::now_ms(),
+                    instances: Default::default(),
                 });
-                group.study.add(&note.sop_class_uid, 1);
+                if note.sop_instance_uid.is_empty()
+                    || group.instances.insert(note.sop_instance_uid.clone())
+                {
+                    group.study.add(&note.sop_class_uid, 1);
+                }
             }
             Msg::Flush(done) => {
                 waiting.push(done);
