@@ -621,6 +621,19 @@ async fn a_deleted_record_is_found(backend: Backend) {
     let report = a.audit_verify().await.unwrap();
     assert_eq!(report.records, 80);
     assert!(report.breaks.is_empty(), "{:?}", report.breaks);
+    // what the syslog forwarder reads: records after a sequence number, and its cursor
+    let next = b.audit_records_after(10, 5).await.unwrap();
+    assert_eq!(
+        next.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(),
+        [11, 12, 13, 14, 15]
+    );
+    assert!(next
+        .iter()
+        .all(|(_, time, xml)| xml.contains(&format!("n=\"{time}\""))));
+    assert_eq!(a.audit_cursor("syslog").await.unwrap(), 0);
+    a.set_audit_cursor("syslog", 15).await.unwrap();
+    a.set_audit_cursor("syslog", 16).await.unwrap();
+    assert_eq!(b.audit_cursor("syslog").await.unwrap(), 16);
     drop((a, b));
     assert!(site.cli(&["audit", "verify"], "").contains("80 records"));
     tamper(&site, backend, "DELETE FROM audit_log WHERE seq = 41").await;

@@ -25,7 +25,8 @@
 //!         .participant(Participant::destination_media("research.zip"))
 //!         .patient("PID-1", "DOE^JANE")
 //!         .study(StudyRef::new("1.2.3").sop_class("1.2.840.10008.5.1.4.1.1.2", 300)),
-//! );
+//! )
+//! .await;
 //! # }
 //! ```
 //!
