@@ -61,8 +61,8 @@ run_case() { # backend audit(true|false) round
   if [ "$audit" = true ]; then
     local index=()
     [ "$backend" = postgres ] && index=(--database-url "${args[3]}")
-    records=$("$PACS" audit search --data-dir "$dir" "${index[@]}" --limit 1000 --json | wc -l)
-    "$PACS" audit verify --data-dir "$dir" "${index[@]}" >/dev/null
+    records=$("$PACS" audit search --data-dir "$dir" "${index[@]}" --limit 1000 --json 2>/dev/null | wc -l)
+    "$PACS" audit verify --data-dir "$dir" "${index[@]}" >/dev/null 2>&1
   fi
   echo "$backend $audit $start $end $stored $records" >> "$RESULTS"
   rm -rf "$dir"
