@@ -854,9 +854,15 @@ async fn write_batch(
 ) {
     let mut grouped: Vec<Group> = groups.drain().map(|(_, g)| g).collect();
     grouped.sort_by_key(|g| g.time_ms);
-    for g in grouped {
-        pending.push(group_event(node_ae, g).to_record(node_ae));
-    }
+    // a group began with its first instance: before the events noted in the same
+    // millisecond (the stable sort keeps this order), so that a stop recorded after the last
+    // store stays last
+    let mut batch: Vec<NewAuditRecord> = grouped
+        .into_iter()
+        .map(|g| group_event(node_ae, g).to_record(node_ae))
+        .collect();
+    batch.append(pending);
+    *pending = batch;
     if pending.is_empty() {
         return;
     }
@@ -890,4 +896,86 @@ pub fn http_participant(identity: &pacs_dicomweb::Identity) -> Participant {
 /// The current time, for callers that note it.
 pub fn now_ms() -> i64 {
     crate::index::sqlite::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(association_id: u64, study: &str, instance: &str) -> StoredNote {
+        StoredNote {
+            event: EventKind::InstancesTransferred,
+            association_id,
+            calling_ae_title: "MODALITY".into(),
+            user: None,
+            address: "192.0.2.1".into(),
+            patient_id: "P1".into(),
+            patient_name: "DOE^JANE".into(),
+            study_uid: study.into(),
+            sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
+            sop_instance_uid: instance.into(),
+            success: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn stores_are_grouped_per_association_and_study_and_stop_is_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("index.sqlite").display().to_string();
+        let index = crate::index::open(&url).await.unwrap();
+        let audit = Audit::start(index.clone(), "PACS");
+        for (assoc, study, instance) in [
+            (1, "1.2.3", "1.2.3.1"),
+            (1, "1.2.3", "1.2.3.2"),
+            (1, "1.2.3", "1.2.3.2"), // the same instance again counts once
+            (1, "1.2.4", "1.2.4.1"),
+            (2, "1.2.3", "1.2.3.3"),
+        ] {
+            audit.stored(note(assoc, study, instance)).await;
+        }
+        audit.shutdown().await;
+        let filter = crate::index::audit::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        };
+        let records = index.audit_search(&filter).await.unwrap();
+        let events: Vec<&str> = records.iter().map(|r| r.record.event.as_str()).collect();
+        assert_eq!(
+            events,
+            [
+                "application-activity",
+                "instances-transferred",
+                "instances-transferred",
+                "instances-transferred"
+            ]
+        );
+        assert!(records[0].record.xml.contains("Application Stop"));
+        let counts: Vec<(Vec<String>, bool)> = records[1..]
+            .iter()
+            .map(|r| {
+                (
+                    r.record.study_uids.clone(),
+                    r.record.xml.contains("NumberOfInstances=\"2\""),
+                )
+            })
+            .collect();
+        // association 1, study 1.2.3: two instances; the others one each
+        assert_eq!(
+            counts.iter().filter(|(_, two)| *two).count(),
+            1,
+            "{counts:?}"
+        );
+        assert!(records[1..].iter().all(|r| r.record.ae == "MODALITY"
+            && r.record.address == "192.0.2.1"
+            && r.record.patient_id == "P1"));
+        assert!(index.audit_verify().await.unwrap().breaks.is_empty());
+    }
+
+    #[test]
+    fn event_names_round_trip() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::named(kind.name()), Some(kind));
+        }
+        assert_eq!(EventKind::named("nonsense"), None);
+    }
 }
