@@ -23,6 +23,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::ae_registry::{AeRegistry, RegistryError};
+use crate::audit;
 use crate::auth::accounts::{AccountError, Accounts};
 use crate::config::RemoteAe;
 use crate::index::Index;
@@ -38,6 +39,33 @@ pub struct AdminState {
     pub scu_timeout: Duration,
     /// What the node trusts and presents when it connects to an AE marked `tls` (issue 12).
     pub tls_client: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
+    /// Where logins, configuration changes and sends are recorded.
+    pub audit: crate::audit::Audit,
+}
+
+/// Records a change of the node's configuration (AEs, users, keys) as a Security Alert.
+async fn audit_change(
+    state: &AdminState,
+    identity: &Identity,
+    type_code: audit::Code,
+    object: audit::ObjectRef,
+    action: &str,
+    failure: Option<String>,
+) {
+    let mut event = audit::AuditEvent::new(audit::EventKind::SecurityAlert)
+        .type_code(type_code)
+        .participant(audit::http_participant(identity).requestor())
+        .participant(audit::Participant::node(&state.ae_title))
+        .object(object.detail("Action", action));
+    if let Some(why) = failure {
+        event = event.failed(audit::Outcome::MinorFailure, why);
+    }
+    state.audit.record(event).await;
+}
+
+fn failure_of(response: &Response) -> Option<String> {
+    let status = response.status();
+    (!status.is_success()).then(|| format!("refused with HTTP {}", status.as_u16()))
 }
 
 /// The `/api` routes other than the statistics, plus `extra` administrators' routes (the AI
@@ -60,6 +88,7 @@ pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
         .route("/api/keys/{name}", axum::routing::delete(revoke_key))
         .route("/api/login", post(login))
         .route("/api/whoami", get(whoami))
+        .route("/api/audit", get(crate::audit::api::search))
         .with_state(state);
     if let Some(extra) = extra {
         router = router.merge(extra);
@@ -99,19 +128,35 @@ async fn get_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>)
     }
 }
 
-async fn create_ae(State(state): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+async fn create_ae(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    body: axum::body::Bytes,
+) -> Response {
     let ae = match parse_ae(&body) {
         Ok(ae) => ae,
         Err(r) => return r.into_response(),
     };
-    match state.registry.create(ae).await {
+    let title = ae.title.clone();
+    let response = match state.registry.create(ae).await {
         Ok(ae) => (StatusCode::CREATED, Json(ae)).into_response(),
         Err(e) => registry_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::network_configuration(),
+        audit::ObjectRef::node(&title),
+        "create AE",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 async fn update_ae(
     State(state): State<Arc<AdminState>>,
+    identity: Identity,
     Path(title): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -119,17 +164,41 @@ async fn update_ae(
         Ok(ae) => ae,
         Err(r) => return r.into_response(),
     };
-    match state.registry.update(&title, ae).await {
+    let response = match state.registry.update(&title, ae).await {
         Ok(ae) => Json(ae).into_response(),
         Err(e) => registry_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::network_configuration(),
+        audit::ObjectRef::node(&title),
+        "update AE",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
-async fn delete_ae(State(state): State<Arc<AdminState>>, Path(title): Path<String>) -> Response {
-    match state.registry.delete(&title).await {
+async fn delete_ae(
+    State(state): State<Arc<AdminState>>,
+    identity: Identity,
+    Path(title): Path<String>,
+) -> Response {
+    let response = match state.registry.delete(&title).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => registry_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::network_configuration(),
+        audit::ObjectRef::node(&title),
+        "delete AE",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 /// The network address of a registered AE, or the response saying why there is none.
@@ -227,6 +296,7 @@ struct SendResult {
 /// 207-like partial results come back as 502 with the same body.
 async fn send_to_ae(
     State(state): State<Arc<AdminState>>,
+    identity: Identity,
     Path(title): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -290,6 +360,37 @@ async fn send_to_ae(
     if instances.is_empty() {
         return error(StatusCode::NOT_FOUND, "nothing stored matches");
     }
+    // Begin Transferring, then DICOM Instances Transferred with what was stored
+    let study_uid = request.study.clone().unwrap_or_default();
+    let patient = match &request.study {
+        Some(study) => state
+            .index
+            .study_patient(study)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let transfer_event = |kind, study: audit::StudyRef| {
+        audit::AuditEvent::new(kind)
+            .participant(audit::http_participant(&identity).requestor())
+            .participant(audit::Participant::node(&state.ae_title).source())
+            .participant(audit::Participant::ae(&remote.ae_title, Some(&remote.host)).destination())
+            .patient(&patient.0, &patient.1)
+            .study(study)
+    };
+    let mut selected = audit::StudyRef::new(&study_uid);
+    for i in &instances {
+        selected.add(&i.sop_class_uid, 1);
+    }
+    state
+        .audit
+        .record(transfer_event(
+            audit::EventKind::BeginTransferring,
+            selected,
+        ))
+        .await;
     let mut options = StoreScuOptions::new(state.ae_title.clone());
     options.associations = request.associations.unwrap_or(2).clamp(1, 8);
     options.retries = request.retries.unwrap_or(2).min(10);
@@ -319,6 +420,18 @@ async fn send_to_ae(
         count(SubOperation::Failed),
     );
     info!(destination = %remote.ae_title, total, completed, warning, failed, ms = started.elapsed().as_millis() as u64, "send finished");
+    let mut sent = audit::StudyRef::new(&study_uid);
+    for r in results.iter().filter(|r| r.kind() != SubOperation::Failed) {
+        sent.add(&r.sop_class_uid, 1);
+    }
+    let mut done = transfer_event(audit::EventKind::InstancesTransferred, sent);
+    if failed > 0 {
+        done = done.failed(
+            audit::Outcome::MinorFailure,
+            format!("{failed} of {total} instances not stored"),
+        );
+    }
+    state.audit.record(done).await;
     let body = json!({
         "destination": remote.ae_title,
         "total": total,
@@ -405,7 +518,7 @@ async fn create_user(
             "a user needs a name and a password",
         );
     };
-    match accounts(&state)
+    let response = match accounts(&state)
         .add_user(&name, &body.roles.unwrap_or_default(), &password)
         .await
     {
@@ -414,7 +527,17 @@ async fn create_user(
             (StatusCode::CREATED, Json(user)).into_response()
         }
         Err(e) => account_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::user_security_attributes_changed(),
+        audit::ObjectRef::user(&name),
+        "create user",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 /// Changes roles and/or the password (which ends the user's login tokens).
@@ -435,21 +558,41 @@ async fn update_user(
         );
     }
     let accounts = accounts(&state);
-    if let Some(roles) = &body.roles {
-        if let Err(e) = accounts.set_roles(&name, roles).await {
-            return account_error(e);
+    let response = async {
+        if let Some(roles) = &body.roles {
+            if let Err(e) = accounts.set_roles(&name, roles).await {
+                return account_error(e);
+            }
+        }
+        if let Some(password) = &body.password {
+            if let Err(e) = accounts.set_password(&name, password).await {
+                return account_error(e);
+            }
+        }
+        info!(by = %identity.principal.name(), user = %name, "user changed through the API");
+        match accounts.user(&name).await {
+            Ok(user) => Json(user).into_response(),
+            Err(e) => account_error(e),
         }
     }
-    if let Some(password) = &body.password {
-        if let Err(e) = accounts.set_password(&name, password).await {
-            return account_error(e);
-        }
-    }
-    info!(by = %identity.principal.name(), user = %name, "user changed through the API");
-    match accounts.user(&name).await {
-        Ok(user) => Json(user).into_response(),
-        Err(e) => account_error(e),
-    }
+    .await;
+    let (code, what) = match (&body.roles, &body.password) {
+        (Some(_), _) => (audit::types::security_roles_changed(), "change user roles"),
+        _ => (
+            audit::types::user_security_attributes_changed(),
+            "change user password",
+        ),
+    };
+    audit_change(
+        &state,
+        &identity,
+        code,
+        audit::ObjectRef::user(&name),
+        what,
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 async fn delete_user(
@@ -457,13 +600,23 @@ async fn delete_user(
     identity: Identity,
     Path(name): Path<String>,
 ) -> Response {
-    match accounts(&state).remove_user(&name).await {
+    let response = match accounts(&state).remove_user(&name).await {
         Ok(()) => {
             info!(by = %identity.principal.name(), user = %name, "user removed through the API");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => account_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::user_security_attributes_changed(),
+        audit::ObjectRef::user(&name),
+        "delete user",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 async fn list_keys(State(state): State<Arc<AdminState>>) -> Response {
@@ -490,7 +643,7 @@ async fn create_key(
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
-    match accounts(&state).create_key(&body.name, &body.roles).await {
+    let response = match accounts(&state).create_key(&body.name, &body.roles).await {
         Ok((key, info)) => {
             info!(by = %identity.principal.name(), key = %info.name, "API key created through the API");
             (
@@ -500,7 +653,17 @@ async fn create_key(
                 .into_response()
         }
         Err(e) => account_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::security_configuration(),
+        audit::ObjectRef::user(&format!("key:{}", body.name)),
+        "create API key",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 async fn revoke_key(
@@ -508,13 +671,23 @@ async fn revoke_key(
     identity: Identity,
     Path(name): Path<String>,
 ) -> Response {
-    match accounts(&state).revoke_key(&name).await {
+    let response = match accounts(&state).revoke_key(&name).await {
         Ok(()) => {
             info!(by = %identity.principal.name(), key = %name, "API key revoked through the API");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => account_error(e),
-    }
+    };
+    audit_change(
+        &state,
+        &identity,
+        audit::types::security_configuration(),
+        audit::ObjectRef::user(&format!("key:{name}")),
+        "revoke API key",
+        failure_of(&response),
+    )
+    .await;
+    response
 }
 
 #[derive(Deserialize)]
@@ -546,10 +719,40 @@ async fn login(
             )
         }
     };
+    let address = identity.peer.map(|p| p.ip().to_string());
+    // named as the user's requests will be (`Principal::User`'s name)
+    let who = format!("user:{username}");
+    let login_event = || {
+        audit::AuditEvent::new(audit::EventKind::UserAuthentication)
+            .type_code(audit::types::login())
+            .participant(audit::Participant::user(&who, address.as_deref()).requestor())
+            .participant(audit::Participant::node(&state.ae_title))
+    };
     match state.auth.login(&username, &password).await {
-        Ok(token) => Json(token).into_response(),
+        Ok(token) => {
+            state.audit.record(login_event()).await;
+            Json(token).into_response()
+        }
         Err(why) => {
             warn!(peer = ?identity.peer, user = %username, reason = %why, "login refused");
+            state
+                .audit
+                .record(login_event().failed(audit::Outcome::MinorFailure, why.clone()))
+                .await;
+            state
+                .audit
+                .record(
+                    audit::AuditEvent::new(audit::EventKind::SecurityAlert)
+                        .type_code(audit::types::use_of_restricted_function())
+                        .failed(
+                            audit::Outcome::MinorFailure,
+                            format!("bad credentials: {why}"),
+                        )
+                        .participant(audit::Participant::user(&who, address.as_deref()).requestor())
+                        .participant(audit::Participant::node(&state.ae_title))
+                        .object(audit::ObjectRef::uri("/api/login")),
+                )
+                .await;
             HttpError::new(StatusCode::UNAUTHORIZED, why)
                 .with_header(
                     axum::http::header::WWW_AUTHENTICATE,

@@ -269,6 +269,16 @@ pub struct ServeArgs {
     /// it. Never logged.
     #[arg(long, env = "PACS_DEID_SECRET", hide_env_values = true)]
     pub deid_secret: Option<String>,
+    /// Record the audit trail (docs/audit.md): DICOM audit messages of every access, chained
+    /// in the index. Off only to measure what it costs (bench/audit.sh) [default: true].
+    #[arg(
+        long,
+        env = "PACS_AUDIT",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub audit: Option<bool>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -459,6 +469,8 @@ pub struct Settings {
     pub audit_syslog: Option<crate::audit::syslog::SyslogSettings>,
     /// The pseudonym key of de-identified exports (issue 13).
     pub deid_secret: Option<crate::deid::Secret>,
+    /// Record the audit trail.
+    pub audit: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -602,6 +614,7 @@ impl Settings {
             ai,
             max_associations_per_host: args.max_associations_per_host.unwrap_or(16).max(1),
             min_free_disk_bytes: args.min_free_disk_mb.unwrap_or(1024).saturating_mul(MIB),
+            audit: args.audit.unwrap_or(true),
             max_instance_bytes: args
                 .max_instance_mb
                 .unwrap_or(2048)
@@ -1130,6 +1143,8 @@ mod tests {
             "audit_syslog_app_name",
             // issue 13: de-identified export
             "deid_secret",
+            // issue 13: the audit trail
+            "audit",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

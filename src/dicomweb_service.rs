@@ -14,7 +14,12 @@ use pacs_dicomweb::archive::{
 
 use pacs_dicomweb::Identity;
 
+use crate::audit::{AuditEvent, EventKind, ObjectRef, Outcome, Participant, StoredNote, StudyRef};
 use crate::index::{Index, IndexError, InstanceFilter, LocatedInstance};
+
+/// The SOP class a QIDO-RS query is recorded under (PS3.15 A.5.3.10 names the query's SOP
+/// class): Study Root Query/Retrieve Information Model - FIND.
+const QIDO_SOP_CLASS: &str = "1.2.840.10008.5.1.4.1.2.2.1";
 use crate::ingest::{Incoming, Ingest, IngestError, IngestOutcome, Origin};
 use crate::query::{Include, Level, Query, QueryError};
 use crate::storage::{Storage, StorageError};
@@ -30,6 +35,8 @@ pub struct DicomWebArchiveConfig {
 pub struct DicomWebArchive {
     pub ingest: Arc<Ingest>,
     pub config: DicomWebArchiveConfig,
+    /// Where queries, reads and stores are recorded.
+    pub audit: crate::audit::Audit,
 }
 
 fn index_err(e: IndexError) -> ArchiveError {
@@ -188,33 +195,175 @@ impl DicomWebArchive {
     }
 }
 
-fn to_level(level: SearchLevel) -> Level {
-    match level {
-        SearchLevel::Study => Level::Study,
-        SearchLevel::Series => Level::Series,
-        SearchLevel::Instance => Level::Instance,
+impl DicomWebArchive {
+    /// Records a read of `scope` (Instances Accessed, or Instances Transferred for a
+    /// retrieval of instances): the caller, the patient, the study with the SOP classes read.
+    async fn audit_read(
+        &self,
+        kind: EventKind,
+        what: &str,
+        scope: &Scope,
+        sop_classes: &[String],
+        identity: &Identity,
+        failure: Option<&ArchiveError>,
+    ) {
+        if !self.audit.enabled() {
+            return;
+        }
+        let patient = self
+            .index()
+            .study_patient(&scope.study)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut study = StudyRef::new(&scope.study);
+        for class in sop_classes {
+            study.add(class, 1);
+        }
+        let node = Participant::node(&self.audit.node_ae);
+        let caller = crate::audit::http_participant(identity).requestor();
+        let transfer = kind == EventKind::InstancesTransferred;
+        let mut event = AuditEvent::new(kind)
+            .participant(if transfer {
+                caller.destination()
+            } else {
+                caller
+            })
+            .participant(if transfer { node.source() } else { node })
+            .patient(&patient.0, &patient.1)
+            .study(study)
+            .object(ObjectRef::uri(what));
+        if let Some(e) = failure {
+            event = event.failed(Outcome::MinorFailure, e.to_string());
+        }
+        self.audit.record(event).await;
+    }
+
+    /// Instances Accessed for a read of one instance's (or a scope's representative's) data:
+    /// successful reads of one caller and study are grouped into one message per audit batch
+    /// (a viewer reads hundreds of frames); a failed read is a message of its own.
+    async fn audit_access(
+        &self,
+        what: &str,
+        scope: &Scope,
+        identity: &Identity,
+        failure: Option<&ArchiveError>,
+    ) {
+        if !self.audit.enabled() {
+            return;
+        }
+        // (SOP class, SOP instance) of what was read: a scope's representative for rendered
+        let read: Vec<(String, String)> = match self.select_scope(scope, false).await {
+            Ok(rows) => {
+                let n = if scope.instance.is_some() || what == "rendered" {
+                    1
+                } else {
+                    rows.len()
+                };
+                rows.into_iter()
+                    .take(n)
+                    .map(|(i, _)| (i.sop_class_uid, i.sop_instance_uid))
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let classes: Vec<String> = read.iter().map(|(c, _)| c.clone()).collect();
+        if failure.is_some() || classes.is_empty() {
+            self.audit_read(
+                EventKind::InstancesAccessed,
+                &scope_path(what, scope),
+                scope,
+                &classes,
+                identity,
+                failure,
+            )
+            .await;
+            return;
+        }
+        let (patient_id, patient_name) = self
+            .index()
+            .study_patient(&scope.study)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for (class, instance) in read {
+            self.audit
+                .stored(StoredNote {
+                    event: EventKind::InstancesAccessed,
+                    association_id: 0,
+                    calling_ae_title: String::new(),
+                    user: Some(identity.principal.name()),
+                    address: identity
+                        .peer
+                        .map(|p| p.ip().to_string())
+                        .unwrap_or_default(),
+                    patient_id: patient_id.clone(),
+                    patient_name: patient_name.clone(),
+                    study_uid: scope.study.clone(),
+                    sop_class_uid: class,
+                    sop_instance_uid: instance,
+                    success: true,
+                })
+                .await;
+        }
     }
 }
 
-#[async_trait::async_trait]
-impl pacs_dicomweb::Archive for DicomWebArchive {
-    async fn statistics(&self, _identity: &Identity) -> Result<serde_json::Value, ArchiveError> {
-        let counts = self.index().counts().await.map_err(index_err)?;
-        Ok(serde_json::json!({
-            "index": self.index().backend(),
-            "storage": self.storage().describe(),
-            "patients": counts.patients,
-            "studies": counts.studies,
-            "series": counts.series,
-            "instances": counts.instances,
-        }))
+fn scope_path(what: &str, scope: &Scope) -> String {
+    let mut path = format!("studies/{}", scope.study);
+    if let Some(s) = &scope.series {
+        path.push_str(&format!("/series/{s}"));
     }
+    if let Some(i) = &scope.instance {
+        path.push_str(&format!("/instances/{i}"));
+    }
+    if !what.is_empty() {
+        path.push('/');
+        path.push_str(what);
+    }
+    path
+}
 
-    async fn search(
-        &self,
-        request: SearchRequest,
-        _identity: &Identity,
-    ) -> Result<SearchResponse, ArchiveError> {
+/// A QIDO-RS request as the query string it came as (the query of the Query message).
+fn query_string(request: &SearchRequest) -> String {
+    let mut path = String::new();
+    if let Some(s) = &request.study {
+        path.push_str(&format!("studies/{s}/"));
+    }
+    if let Some(s) = &request.series {
+        path.push_str(&format!("series/{s}/"));
+    }
+    path.push_str(match request.level {
+        SearchLevel::Study => "studies",
+        SearchLevel::Series => "series",
+        SearchLevel::Instance => "instances",
+    });
+    let mut params: Vec<String> = request
+        .filters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    params.extend(request.include.iter().map(|i| format!("includefield={i}")));
+    if request.fuzzy {
+        params.push("fuzzymatching=true".into());
+    }
+    if let Some(l) = request.limit {
+        params.push(format!("limit={l}"));
+    }
+    if request.offset > 0 {
+        params.push(format!("offset={}", request.offset));
+    }
+    if params.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", params.join("&"))
+    }
+}
+
+impl DicomWebArchive {
+    async fn search_inner(&self, request: SearchRequest) -> Result<SearchResponse, ArchiveError> {
         let include = if request
             .include
             .iter()
@@ -262,17 +411,97 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
             limit,
         })
     }
+}
+
+fn to_level(level: SearchLevel) -> Level {
+    match level {
+        SearchLevel::Study => Level::Study,
+        SearchLevel::Series => Level::Series,
+        SearchLevel::Instance => Level::Instance,
+    }
+}
+
+#[async_trait::async_trait]
+impl pacs_dicomweb::Archive for DicomWebArchive {
+    async fn statistics(&self, _identity: &Identity) -> Result<serde_json::Value, ArchiveError> {
+        let counts = self.index().counts().await.map_err(index_err)?;
+        Ok(serde_json::json!({
+            "index": self.index().backend(),
+            "storage": self.storage().describe(),
+            "patients": counts.patients,
+            "studies": counts.studies,
+            "series": counts.series,
+            "instances": counts.instances,
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: SearchRequest,
+        identity: &Identity,
+    ) -> Result<SearchResponse, ArchiveError> {
+        let mut event = AuditEvent::new(EventKind::Query)
+            .participant(crate::audit::http_participant(identity).requestor())
+            .participant(Participant::node(&self.audit.node_ae))
+            .object(ObjectRef::query(
+                QIDO_SOP_CLASS,
+                query_string(&request).into_bytes(),
+            ));
+        let filter = |names: &[&str]| {
+            request
+                .filters
+                .iter()
+                .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(p) = filter(&["PatientID", "00100020"]).filter(|p| !p.contains(['*', '?'])) {
+            event = event.patient(&p, "");
+        }
+        if let Some(s) = request
+            .study
+            .clone()
+            .or_else(|| filter(&["StudyInstanceUID", "0020000D"]))
+            .filter(|s| !s.contains(','))
+        {
+            event = event.study(StudyRef::new(&s));
+        }
+        let result = self.search_inner(request).await;
+        if let Err(e) = &result {
+            event = event.failed(Outcome::MinorFailure, e.to_string());
+        }
+        self.audit.record(event).await;
+        result
+    }
 
     async fn instances(
         &self,
         scope: &Scope,
-        _identity: &Identity,
+        identity: &Identity,
     ) -> Result<Vec<InstanceInfo>, ArchiveError> {
-        Ok(self
-            .scope_rows(scope)
-            .await?
+        let rows = self.select_scope(scope, false).await;
+        let classes: Vec<String> = match &rows {
+            Ok(rows) => rows.iter().map(|(i, _)| i.sop_class_uid.clone()).collect(),
+            Err(_) => Vec::new(),
+        };
+        self.audit_read(
+            EventKind::InstancesTransferred,
+            &scope_path("", scope),
+            scope,
+            &classes,
+            identity,
+            rows.as_ref().err(),
+        )
+        .await;
+        Ok(rows?
             .into_iter()
-            .map(|(i, _)| i)
+            .map(|(i, _)| InstanceInfo {
+                study: i.study_instance_uid,
+                series: i.series_instance_uid,
+                instance: i.sop_instance_uid,
+                transfer_syntax_uid: i.transfer_syntax_uid,
+                size: i.size_bytes as u64,
+                handle: i.object_key,
+            })
             .collect())
     }
 
@@ -321,45 +550,51 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         &self,
         scope: &Scope,
         base_url: &str,
-        _identity: &Identity,
+        identity: &Identity,
     ) -> Result<Metadata, ArchiveError> {
-        let rows = self.select_scope(scope, true).await?;
-        let mut etag = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut out = Vec::with_capacity(
-            rows.iter()
-                .map(|(_, m)| m.as_ref().map_or(0, |b| b.len()) + 200)
-                .sum(),
-        );
-        out.push(b'[');
-        for (n, (row, json)) in rows.into_iter().enumerate() {
-            let (study, series, sop) = (
-                row.study_instance_uid,
-                row.series_instance_uid,
-                row.sop_instance_uid,
+        let result: Result<Metadata, ArchiveError> = async {
+            let rows = self.select_scope(scope, true).await?;
+            let mut etag = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut out = Vec::with_capacity(
+                rows.iter()
+                    .map(|(_, m)| m.as_ref().map_or(0, |b| b.len()) + 200)
+                    .sum(),
             );
-            etag.update(sop.as_bytes());
-            etag.update(row.sha256.as_bytes());
-            if n > 0 {
-                out.push(b',');
+            out.push(b'[');
+            for (n, (row, json)) in rows.into_iter().enumerate() {
+                let (study, series, sop) = (
+                    row.study_instance_uid,
+                    row.series_instance_uid,
+                    row.sop_instance_uid,
+                );
+                etag.update(sop.as_bytes());
+                etag.update(row.sha256.as_bytes());
+                if n > 0 {
+                    out.push(b',');
+                }
+                let json = json.unwrap_or_default();
+                // BulkDataURIs are stored relative to the instance (see ingest): make them absolute.
+                let absolute = format!(
+                    "\"BulkDataURI\":\"{base_url}/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
+                );
+                out.extend_from_slice(&replace_all(
+                    &json,
+                    b"\"BulkDataURI\":\"bulkdata/",
+                    absolute.as_bytes(),
+                ));
             }
-            let json = json.unwrap_or_default();
-            // BulkDataURIs are stored relative to the instance (see ingest): make them absolute.
-            let absolute = format!(
-                "\"BulkDataURI\":\"{base_url}/studies/{study}/series/{series}/instances/{sop}/bulkdata/"
-            );
-            out.extend_from_slice(&replace_all(
-                &json,
-                b"\"BulkDataURI\":\"bulkdata/",
-                absolute.as_bytes(),
-            ));
+            out.push(b']');
+            etag.update(base_url.as_bytes());
+            let etag = hex::encode(&etag.finish().as_ref()[..16]);
+            Ok(Metadata {
+                json: Bytes::from(out),
+                etag,
+            })
         }
-        out.push(b']');
-        etag.update(base_url.as_bytes());
-        let etag = hex::encode(&etag.finish().as_ref()[..16]);
-        Ok(Metadata {
-            json: Bytes::from(out),
-            etag,
-        })
+        .await;
+        self.audit_access("metadata", scope, identity, result.as_ref().err())
+            .await;
+        result
     }
 
     async fn frames(
@@ -368,86 +603,101 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         numbers: &[u32],
         identity: &Identity,
     ) -> Result<StoredFrames, ArchiveError> {
-        let (info, key) = self.one_instance(scope).await?;
-        let index = self.frame_index(&info.instance).await?;
-        if index.is_empty() {
-            // no frame positions (deflated data set, or data ingest could not map): decode
-            return Ok(StoredFrames {
-                transfer_syntax_uid: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
-                frames: self.decoded_frames(scope, numbers, identity).await?,
-            });
-        }
-        let mut frames = Vec::with_capacity(numbers.len());
-        // a recorded range that does not fit in 64 bits is a damaged index, not a frame
-        let span = |offset: u64, len: u64| {
-            offset
-                .checked_add(len)
-                .map(|end| offset..end)
-                .ok_or_else(|| ArchiveError::Internal(format!("frame index of {}", info.instance)))
-        };
-        for &n in numbers {
-            let ranges = (n as usize)
-                .checked_sub(1)
-                .and_then(|i| index.get(i))
-                .ok_or_else(|| {
-                    ArchiveError::NotFound(format!(
-                        "frame {n} does not exist: the instance has {} frame(s)",
-                        index.len()
-                    ))
-                })?;
-            if let [(offset, len)] = ranges[..] {
-                frames.push(
-                    self.storage()
-                        .get_range(&key, span(offset, len)?)
-                        .await
-                        .map_err(storage_err)?,
-                );
-            } else {
-                let mut frame = Vec::new();
-                for &(offset, len) in ranges {
-                    frame.extend_from_slice(
-                        &self
-                            .storage()
+        let result: Result<StoredFrames, ArchiveError> = async {
+            let (info, key) = self.one_instance(scope).await?;
+            let index = self.frame_index(&info.instance).await?;
+            if index.is_empty() {
+                // no frame positions (deflated data set, or data ingest could not map): decode
+                return Ok(StoredFrames {
+                    transfer_syntax_uid: dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN
+                        .into(),
+                    frames: self.decoded_frames(scope, numbers, identity).await?,
+                });
+            }
+            let mut frames = Vec::with_capacity(numbers.len());
+            // a recorded range that does not fit in 64 bits is a damaged index, not a frame
+            let span = |offset: u64, len: u64| {
+                offset
+                    .checked_add(len)
+                    .map(|end| offset..end)
+                    .ok_or_else(|| {
+                        ArchiveError::Internal(format!("frame index of {}", info.instance))
+                    })
+            };
+            for &n in numbers {
+                let ranges = (n as usize)
+                    .checked_sub(1)
+                    .and_then(|i| index.get(i))
+                    .ok_or_else(|| {
+                        ArchiveError::NotFound(format!(
+                            "frame {n} does not exist: the instance has {} frame(s)",
+                            index.len()
+                        ))
+                    })?;
+                if let [(offset, len)] = ranges[..] {
+                    frames.push(
+                        self.storage()
                             .get_range(&key, span(offset, len)?)
                             .await
                             .map_err(storage_err)?,
                     );
+                } else {
+                    let mut frame = Vec::new();
+                    for &(offset, len) in ranges {
+                        frame.extend_from_slice(
+                            &self
+                                .storage()
+                                .get_range(&key, span(offset, len)?)
+                                .await
+                                .map_err(storage_err)?,
+                        );
+                    }
+                    frames.push(Bytes::from(frame));
                 }
-                frames.push(Bytes::from(frame));
             }
+            Ok(StoredFrames {
+                transfer_syntax_uid: info.transfer_syntax_uid,
+                frames,
+            })
         }
-        Ok(StoredFrames {
-            transfer_syntax_uid: info.transfer_syntax_uid,
-            frames,
-        })
+        .await;
+        self.audit_access("frames", scope, identity, result.as_ref().err())
+            .await;
+        result
     }
 
     async fn decoded_frames(
         &self,
         scope: &Scope,
         numbers: &[u32],
-        _identity: &Identity,
+        identity: &Identity,
     ) -> Result<Vec<Bytes>, ArchiveError> {
-        let (info, key) = self.one_instance(scope).await?;
-        if !crate::pixels::can_decode(&info.transfer_syntax_uid) {
-            return Err(ArchiveError::NotAcceptable(format!(
-                "pixel data in transfer syntax {} cannot be decoded here; ask for transfer-syntax=*",
-                info.transfer_syntax_uid
-            )));
+        let result: Result<Vec<Bytes>, ArchiveError> = async {
+            let (info, key) = self.one_instance(scope).await?;
+            if !crate::pixels::can_decode(&info.transfer_syntax_uid) {
+                return Err(ArchiveError::NotAcceptable(format!(
+                    "pixel data in transfer syntax {} cannot be decoded here; ask for transfer-syntax=*",
+                    info.transfer_syntax_uid
+                )));
+            }
+            let bytes = self.object_bytes(&key).await?;
+            let numbers = numbers.to_vec();
+            Self::blocking(move || {
+                numbers
+                    .iter()
+                    .map(|&n| {
+                        crate::pixels::decode_frame(&bytes, n)
+                            .map(Bytes::from)
+                            .map_err(pixel_err)
+                    })
+                    .collect()
+            })
+            .await
         }
-        let bytes = self.object_bytes(&key).await?;
-        let numbers = numbers.to_vec();
-        Self::blocking(move || {
-            numbers
-                .iter()
-                .map(|&n| {
-                    crate::pixels::decode_frame(&bytes, n)
-                        .map(Bytes::from)
-                        .map_err(pixel_err)
-                })
-                .collect()
-        })
-        .await
+        .await;
+        self.audit_access("frames", scope, identity, result.as_ref().err())
+            .await;
+        result
     }
 
     async fn bulkdata(
@@ -455,88 +705,102 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         scope: &Scope,
         path: &str,
         range: Option<Range<u64>>,
-        _identity: &Identity,
+        identity: &Identity,
     ) -> Result<BulkData, ArchiveError> {
-        let (info, key) = self.one_instance(scope).await?;
-        let path = path.trim_matches('/').to_ascii_uppercase();
-        // RFC 9110 14.1.2: a range is satisfiable when it starts before the end of the value
-        // (so no range of an empty value is); its end is clipped to the value's length.
-        let clip = |total: u64| -> Result<Range<u64>, ArchiveError> {
-            match range.clone() {
-                None => Ok(0..total),
-                Some(r) if r.start < total && r.start < r.end => Ok(r.start..r.end.min(total)),
-                Some(_) => Err(ArchiveError::RangeNotSatisfiable { length: total }),
+        let result: Result<BulkData, ArchiveError> = async {
+            let (info, key) = self.one_instance(scope).await?;
+            let path = path.trim_matches('/').to_ascii_uppercase();
+            // RFC 9110 14.1.2: a range is satisfiable when it starts before the end of the value
+            // (so no range of an empty value is); its end is clipped to the value's length.
+            let clip = |total: u64| -> Result<Range<u64>, ArchiveError> {
+                match range.clone() {
+                    None => Ok(0..total),
+                    Some(r) if r.start < total && r.start < r.end => Ok(r.start..r.end.min(total)),
+                    Some(_) => Err(ArchiveError::RangeNotSatisfiable { length: total }),
+                }
+            };
+            let is_pixel = matches!(path.as_str(), "7FE00010" | "7FE00008" | "7FE00009");
+            if is_pixel {
+                let index = self.frame_index(&info.instance).await?;
+                let ranges: Vec<(u64, u64)> = index.into_iter().flatten().collect();
+                let contiguous = ranges
+                    .windows(2)
+                    .all(|w| w[0].0.checked_add(w[0].1) == Some(w[1].0));
+                if !ranges.is_empty() && contiguous {
+                    // native pixel data: one range of the stored object
+                    let start = ranges.first().map_or(0, |r| r.0);
+                    let total = ranges.iter().map(|r| r.1).sum::<u64>();
+                    let r = clip(total)?;
+                    let bytes = self
+                        .storage()
+                        .get_range(
+                            &key,
+                            start.saturating_add(r.start)..start.saturating_add(r.end),
+                        )
+                        .await
+                        .map_err(storage_err)?;
+                    return Ok(BulkData {
+                        bytes,
+                        total_len: total,
+                        range: r,
+                    });
+                }
             }
-        };
-        let is_pixel = matches!(path.as_str(), "7FE00010" | "7FE00008" | "7FE00009");
-        if is_pixel {
-            let index = self.frame_index(&info.instance).await?;
-            let ranges: Vec<(u64, u64)> = index.into_iter().flatten().collect();
-            let contiguous = ranges
-                .windows(2)
-                .all(|w| w[0].0.checked_add(w[0].1) == Some(w[1].0));
-            if !ranges.is_empty() && contiguous {
-                // native pixel data: one range of the stored object
-                let start = ranges.first().map_or(0, |r| r.0);
-                let total = ranges.iter().map(|r| r.1).sum::<u64>();
-                let r = clip(total)?;
-                let bytes = self
-                    .storage()
-                    .get_range(
-                        &key,
-                        start.saturating_add(r.start)..start.saturating_add(r.end),
-                    )
-                    .await
-                    .map_err(storage_err)?;
-                return Ok(BulkData {
-                    bytes,
-                    total_len: total,
-                    range: r,
-                });
-            }
+            // anything else: read the object and find the value
+            let bytes = self.object_bytes(&key).await?;
+            let value = Self::blocking(move || element_bytes(&bytes, &path)).await?;
+            let total = value.len() as u64;
+            let r = clip(total)?;
+            // within the value: clip keeps start < end <= total
+            let bytes = match (usize::try_from(r.start), usize::try_from(r.end)) {
+                (Ok(start), Ok(end)) if start < end && end <= value.len() => {
+                    value.slice(start..end)
+                }
+                _ => Bytes::new(),
+            };
+            Ok(BulkData {
+                bytes,
+                total_len: total,
+                range: r,
+            })
         }
-        // anything else: read the object and find the value
-        let bytes = self.object_bytes(&key).await?;
-        let value = Self::blocking(move || element_bytes(&bytes, &path)).await?;
-        let total = value.len() as u64;
-        let r = clip(total)?;
-        // within the value: clip keeps start < end <= total
-        let bytes = match (usize::try_from(r.start), usize::try_from(r.end)) {
-            (Ok(start), Ok(end)) if start < end && end <= value.len() => value.slice(start..end),
-            _ => Bytes::new(),
-        };
-        Ok(BulkData {
-            bytes,
-            total_len: total,
-            range: r,
-        })
+        .await;
+        self.audit_access("bulkdata", scope, identity, result.as_ref().err())
+            .await;
+        result
     }
 
     async fn render(
         &self,
         scope: &Scope,
         request: &RenderRequest,
-        _identity: &Identity,
+        identity: &Identity,
     ) -> Result<Bytes, ArchiveError> {
-        let (_, key) = self.one_instance(scope).await?;
-        let bytes = self.object_bytes(&key).await?;
-        let options = crate::pixels::RenderOptions {
-            frame: request.frame,
-            window: request.window,
-            viewport: request.viewport,
-            format: Some(if request.png {
-                crate::pixels::ImageFormat::Png
-            } else {
-                crate::pixels::ImageFormat::Jpeg
-            }),
-            quality: request.quality,
-        };
-        Self::blocking(move || {
-            crate::pixels::render(&bytes, &options)
-                .map(Bytes::from)
-                .map_err(pixel_err)
-        })
-        .await
+        let result: Result<Bytes, ArchiveError> = async {
+            let (_, key) = self.one_instance(scope).await?;
+            let bytes = self.object_bytes(&key).await?;
+            let options = crate::pixels::RenderOptions {
+                frame: request.frame,
+                window: request.window,
+                viewport: request.viewport,
+                format: Some(if request.png {
+                    crate::pixels::ImageFormat::Png
+                } else {
+                    crate::pixels::ImageFormat::Jpeg
+                }),
+                quality: request.quality,
+            };
+            Self::blocking(move || {
+                crate::pixels::render(&bytes, &options)
+                    .map(Bytes::from)
+                    .map_err(pixel_err)
+            })
+            .await
+        }
+        .await;
+        self.audit_access("rendered", scope, identity, result.as_ref().err())
+            .await;
+        result
     }
 
     async fn store(
@@ -578,6 +842,38 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         let instance = incoming.sop_instance_uid.clone();
         let result = self.ingest.ingest(incoming).await;
         let status = crate::dimse_service::store_status(&result);
+        // STOW-RS: instances of one caller and study are reported in one DICOM Instances
+        // Transferred message per audit batch
+        let (patient_id, patient_name, study_uid) = match &result {
+            Ok(i) => (
+                i.patient_id.clone(),
+                i.patient_name.clone(),
+                i.study_instance_uid.clone(),
+            ),
+            Err(_) => (
+                String::new(),
+                String::new(),
+                study.unwrap_or_default().to_string(),
+            ),
+        };
+        self.audit
+            .stored(StoredNote {
+                event: EventKind::InstancesTransferred,
+                association_id: 0,
+                calling_ae_title: String::new(),
+                user: Some(identity.principal.name()),
+                address: identity
+                    .peer
+                    .map(|p| p.ip().to_string())
+                    .unwrap_or_default(),
+                patient_id,
+                patient_name,
+                study_uid,
+                sop_class_uid: class.clone(),
+                sop_instance_uid: instance.clone(),
+                success: result.is_ok(),
+            })
+            .await;
         match result {
             Ok(ingested) => StoreResult::Stored {
                 sop_class_uid: class,

@@ -16,6 +16,10 @@ use pacs_dimse::{
 use tracing::{debug, info, warn};
 
 use crate::ae_registry::AeRegistry;
+use crate::audit::{
+    types as audit_types, AuditEvent, EventKind, ObjectRef, Outcome, Participant, StoredNote,
+    StudyRef,
+};
 use crate::config::RemoteAe;
 use crate::ingest::{Incoming, IncomingData, Ingest, IngestError, IngestOutcome, Ingested};
 
@@ -106,6 +110,8 @@ pub struct NodeDimseService {
     /// Most matches one C-FIND returns.
     pub find_limit: usize,
     pub source: Arc<dyn InstanceSource>,
+    /// Where refused associations, queries, stores and retrievals are recorded.
+    pub audit: crate::audit::Audit,
 }
 
 impl NodeDimseService {
@@ -119,13 +125,12 @@ impl NodeDimseService {
     }
 }
 
-#[async_trait::async_trait]
-impl DimseService for NodeDimseService {
+impl NodeDimseService {
     /// The calling AE first: a registered AE with `check_host` only from its host, an unknown
     /// one not at all under `--require-known-ae`. Then, when users are configured and an
     /// identity is offered, the user's permissions; otherwise the AE's `allow` list, or
     /// [`UNKNOWN_AE_OPERATIONS`] for an AE not in the registry.
-    async fn authorize_association(
+    async fn decide_association(
         &self,
         peer: &AssociationPeer,
         offer: Option<&IdentityOffer>,
@@ -191,6 +196,124 @@ impl DimseService for NodeDimseService {
         Ok(AssociationGrant::for_ae(operations))
     }
 
+    /// The requesting side of a DIMSE event: the user the association acts for (at its AE),
+    /// or the calling AE.
+    fn requestor(calling_ae: &str, user: Option<&str>, address: &str) -> Participant {
+        match user {
+            Some(user) => Participant {
+                alternative_user_id: Some(calling_ae.to_string()),
+                ..Participant::user(user, Some(address))
+            }
+            .requestor(),
+            None => Participant::ae(calling_ae, Some(address)).requestor(),
+        }
+    }
+}
+
+/// An identifier as an Explicit VR Little Endian data set: the query of a Query message.
+fn identifier_bytes(identifier: &dicom_object::InMemDicomObject) -> Vec<u8> {
+    use dicom_transfer_syntax_registry::TransferSyntaxIndex;
+    let mut bytes = Vec::new();
+    if let Some(ts) = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+        .get(dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN)
+    {
+        if let Err(e) = identifier.write_dataset_with_ts(&mut bytes, ts) {
+            warn!(error = %e, "cannot encode a C-FIND identifier for the audit trail");
+        }
+    }
+    bytes
+}
+
+fn identifier_text(identifier: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
+    identifier
+        .element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        .unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl DimseService for NodeDimseService {
+    /// [`NodeDimseService::decide_association`]; a refusal is recorded as a Security Alert
+    /// (Node Authentication), a refused user identity as a failed User Authentication too.
+    async fn authorize_association(
+        &self,
+        peer: &AssociationPeer,
+        offer: Option<&IdentityOffer>,
+    ) -> Result<AssociationGrant, AssociationRefusal> {
+        let decided = self.decide_association(peer, offer).await;
+        let address = peer.address.ip().to_string();
+        match &decided {
+            Err(refusal) => {
+                let why = match refusal {
+                    AssociationRefusal::CallingAeTitleNotRecognized => {
+                        "association refused: calling AE title not recognized"
+                    }
+                    AssociationRefusal::CalledAeTitleNotRecognized => {
+                        "association refused: called AE title not recognized"
+                    }
+                    AssociationRefusal::AuthenticationFailed => {
+                        "association refused: user identity not accepted"
+                    }
+                };
+                let user = offer.and_then(|o| match &o.identity {
+                    OfferedIdentity::Username(u) => Some(u.clone()),
+                    OfferedIdentity::UsernamePasscode { username, .. } => Some(username.clone()),
+                    _ => None,
+                });
+                if *refusal == AssociationRefusal::AuthenticationFailed {
+                    self.audit
+                        .record(
+                            AuditEvent::new(EventKind::UserAuthentication)
+                                .type_code(audit_types::login())
+                                .failed(Outcome::MinorFailure, why)
+                                .participant(
+                                    Participant::user(
+                                        user.as_deref().unwrap_or("unknown"),
+                                        Some(&address),
+                                    )
+                                    .requestor(),
+                                )
+                                .participant(Participant::node(&self.audit.node_ae)),
+                        )
+                        .await;
+                }
+                self.audit
+                    .record(
+                        AuditEvent::new(EventKind::SecurityAlert)
+                            .type_code(audit_types::node_authentication())
+                            .failed(Outcome::MinorFailure, why)
+                            .participant(
+                                Participant::ae(&peer.calling_ae_title, Some(&address)).requestor(),
+                            )
+                            .participant(Participant::node(&self.audit.node_ae))
+                            .object(
+                                ObjectRef::node(&peer.calling_ae_title)
+                                    .detail("CalledAETitle", peer.called_ae_title.clone()),
+                            ),
+                    )
+                    .await;
+            }
+            Ok(grant) if grant.user.is_some() => {
+                self.audit
+                    .record(
+                        AuditEvent::new(EventKind::UserAuthentication)
+                            .type_code(audit_types::login())
+                            .participant(Self::requestor(
+                                &peer.calling_ae_title,
+                                grant.user.as_deref(),
+                                &address,
+                            ))
+                            .participant(Participant::node(&self.audit.node_ae)),
+                    )
+                    .await;
+            }
+            Ok(_) => {}
+        }
+        decided
+    }
+
     async fn store(&self, request: StoreRequest) -> StoreOutcome {
         let started = std::time::Instant::now();
         let size = request.dataset.len();
@@ -198,12 +321,13 @@ impl DimseService for NodeDimseService {
             ReceivedDataset::Memory(bytes) => IncomingData::Dataset(bytes),
             ReceivedDataset::File { ref path, .. } => IncomingData::DatasetFile(path.to_path_buf()),
         };
+        let sop_class_uid = request.sop_class_uid.clone();
         let incoming = Incoming {
             sop_class_uid: request.sop_class_uid,
             sop_instance_uid: request.sop_instance_uid.clone(),
             transfer_syntax_uid: request.transfer_syntax_uid,
             origin: crate::ingest::Origin::Dimse {
-                calling_ae_title: request.calling_ae_title,
+                calling_ae_title: request.calling_ae_title.clone(),
             },
             data,
             expected_study: None,
@@ -211,6 +335,29 @@ impl DimseService for NodeDimseService {
         // `request.dataset` (and a spilled temporary file) lives until the store is done.
         let result = self.ingest.ingest(incoming).await;
         let outcome = store_status(&result);
+        let (patient_id, patient_name, study_uid) = match &result {
+            Ok(i) => (
+                i.patient_id.clone(),
+                i.patient_name.clone(),
+                i.study_instance_uid.clone(),
+            ),
+            Err(_) => Default::default(),
+        };
+        self.audit
+            .stored(StoredNote {
+                event: EventKind::InstancesTransferred,
+                association_id: request.association_id,
+                calling_ae_title: request.calling_ae_title.clone(),
+                user: request.user.clone(),
+                address: request.peer.ip().to_string(),
+                patient_id,
+                patient_name,
+                study_uid,
+                sop_class_uid,
+                sop_instance_uid: request.sop_instance_uid.clone(),
+                success: result.is_ok(),
+            })
+            .await;
         match &result {
             Ok(o) => info!(
                 sop_instance_uid = %request.sop_instance_uid,
@@ -228,10 +375,92 @@ impl DimseService for NodeDimseService {
 
     async fn retrieve(&self, request: RetrieveRequest) -> RetrieveOutcome {
         let index = self.ingest.index().as_ref();
-        match crate::retrieve::resolve(index, &request.sop_class_uid, &request.identifier).await {
+        let resolved =
+            crate::retrieve::resolve(index, &request.sop_class_uid, &request.identifier).await;
+        // Begin Transferring (110102): what the C-MOVE or C-GET is about to send, to whom
+        let address = request.peer.ip().to_string();
+        let mut study = StudyRef::new(&identifier_text(
+            &request.identifier,
+            dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+        ));
+        let mut event = AuditEvent::new(EventKind::BeginTransferring)
+            .participant(Self::requestor(
+                &request.calling_ae_title,
+                request.user.as_deref(),
+                &address,
+            ))
+            .participant(Participant::node(&self.audit.node_ae).source())
+            .object(ObjectRef::query(
+                &request.sop_class_uid,
+                identifier_bytes(&request.identifier),
+            ));
+        match &resolved {
+            Ok(instances) => {
+                for i in instances {
+                    study.add(&i.sop_class_uid, 1);
+                }
+            }
+            Err((status, comment)) => {
+                event = event.failed(
+                    Outcome::MinorFailure,
+                    format!("refused with status {status:#06x}: {comment}"),
+                );
+            }
+        }
+        let patient = identifier_text(&request.identifier, dicom_dictionary_std::tags::PATIENT_ID);
+        if !patient.is_empty() {
+            event = event.patient(&patient, "");
+        }
+        self.audit.record(event.study(study)).await;
+        match resolved {
             Ok(instances) => RetrieveOutcome::Instances(instances),
             Err((status, comment)) => RetrieveOutcome::Failed { status, comment },
         }
+    }
+
+    /// DICOM Instances Transferred (110104): what the C-MOVE or C-GET stored, and where.
+    async fn retrieve_finished(&self, report: pacs_dimse::RetrieveReport) {
+        let address = report.peer.ip().to_string();
+        let study_uid = identifier_text(
+            &report.identifier,
+            dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+        );
+        let mut study = StudyRef::new(&study_uid);
+        for class in &report.stored_sop_classes {
+            study.add(class, 1);
+        }
+        let requestor = Self::requestor(&report.calling_ae_title, report.user.as_deref(), &address);
+        let mut event = AuditEvent::new(EventKind::InstancesTransferred)
+            .participant(Participant::node(&self.audit.node_ae).source());
+        event = match &report.destination {
+            Some(d) => event
+                .participant(requestor)
+                .participant(Participant::ae(&d.ae_title, Some(&d.host)).destination()),
+            None => event.participant(requestor.destination()),
+        };
+        let patient = identifier_text(&report.identifier, dicom_dictionary_std::tags::PATIENT_ID);
+        let patient = match self.ingest.index().study_patient(&study_uid).await {
+            Ok(Some(p)) if !study_uid.is_empty() => p,
+            _ => (patient, String::new()),
+        };
+        event = event
+            .patient(&patient.0, &patient.1)
+            .study(study)
+            .object(ObjectRef::query(
+                &report.sop_class_uid,
+                identifier_bytes(&report.identifier),
+            ));
+        if report.failed > 0 || report.cancelled {
+            event = event.failed(
+                Outcome::MinorFailure,
+                format!(
+                    "{} sub-operations failed{}",
+                    report.failed,
+                    if report.cancelled { ", cancelled" } else { "" }
+                ),
+            );
+        }
+        self.audit.record(event).await;
     }
 
     fn move_destination(&self, ae_title: &str) -> Option<pacs_dimse::service::RemoteAe> {
@@ -254,6 +483,34 @@ impl DimseService for NodeDimseService {
     async fn find(&self, request: FindRequest) -> FindOutcome {
         let started = std::time::Instant::now();
         let index = self.ingest.index().as_ref();
+        let mut event = AuditEvent::new(EventKind::Query)
+            .participant(Self::requestor(
+                &request.calling_ae_title,
+                request.user.as_deref(),
+                &request.peer.ip().to_string(),
+            ))
+            .participant(Participant::node(&self.audit.node_ae))
+            .object(
+                ObjectRef::query(
+                    &request.sop_class_uid,
+                    identifier_bytes(&request.identifier),
+                )
+                .detail(
+                    "TransferSyntax",
+                    dicom_dictionary_std::uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                ),
+            );
+        let patient = identifier_text(&request.identifier, dicom_dictionary_std::tags::PATIENT_ID);
+        if !patient.is_empty() && !patient.contains(['*', '?']) {
+            event = event.patient(&patient, "");
+        }
+        let study = identifier_text(
+            &request.identifier,
+            dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+        );
+        if !study.is_empty() && !study.contains('\\') {
+            event = event.study(StudyRef::new(&study));
+        }
         let result = crate::find::find(
             index,
             &request.sop_class_uid,
@@ -269,10 +526,16 @@ impl DimseService for NodeDimseService {
                     ms = started.elapsed().as_secs_f64() * 1000.0,
                     "C-FIND matched"
                 );
+                self.audit.record(event).await;
                 FindOutcome::Matches(matches)
             }
             Err((status, comment)) => {
                 warn!(calling = %request.calling_ae_title, status = format!("{status:#06x}"), %comment, "C-FIND refused");
+                event = event.failed(
+                    Outcome::MinorFailure,
+                    format!("refused with status {status:#06x}: {comment}"),
+                );
+                self.audit.record(event).await;
                 FindOutcome::Failed { status, comment }
             }
         }
@@ -389,6 +652,7 @@ mod tests {
         .await
         .unwrap();
         NodeDimseService {
+            audit: crate::audit::Audit::disabled("PACS"),
             ingest: Arc::new(Ingest::new(
                 index,
                 storage.clone(),

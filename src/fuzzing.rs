@@ -219,6 +219,7 @@ fn qido_archive() -> &'static QidoArchive {
             let archive = crate::dicomweb_service::DicomWebArchive {
                 ingest,
                 config: crate::dicomweb_service::DicomWebArchiveConfig { max_results: 50 },
+                audit: crate::audit::Audit::disabled("PACS"),
             };
             pacs_dicomweb::app(
                 Arc::new(archive),

@@ -26,6 +26,8 @@ enum Command {
     User(UserArgs),
     /// Manage API keys for scripts and AI workers (in the index, like `pacs user`).
     Key(KeyArgs),
+    /// Search the audit trail and verify its hash chain (in the index, like `pacs user`).
+    Audit(AuditArgs),
     /// Write synthetic CT or MR series (realistic geometry, deterministic UIDs) for tests,
     /// demos and benchmarks.
     Synth(SynthArgs),
@@ -156,6 +158,31 @@ enum UserCommand {
 }
 
 #[derive(clap::Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    index: pacs::config::IndexArgs,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Records, newest first, filtered like GET /api/audit.
+    Search(Box<AuditSearch>),
+    /// Walks the hash chain; exits non-zero, naming the records, when it is broken.
+    Verify,
+}
+
+#[derive(clap::Args)]
+struct AuditSearch {
+    #[command(flatten)]
+    params: pacs::audit::api::SearchParams,
+    /// One JSON object per line (with the XML) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 struct KeyArgs {
     #[command(flatten)]
     index: pacs::config::IndexArgs,
@@ -236,6 +263,7 @@ fn main() -> std::process::ExitCode {
         Some(Command::User(args)) => runtime.block_on(run_user(args)),
         Some(Command::Key(args)) => runtime.block_on(run_key(args)),
         Some(Command::Export(args)) => runtime.block_on(run_export(args)),
+        Some(Command::Audit(args)) => runtime.block_on(run_audit(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -604,6 +632,63 @@ async fn run_export(args: ExportArgs) -> Result<(), Box<dyn std::error::Error>> 
             std::fs::write(&path, data)?;
         }
         eprintln!("unpacked {} files into {}", entries.len(), out.display());
+    }
+    Ok(())
+}
+
+async fn run_audit(args: AuditArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let url = args.index.database_url()?;
+    let index = pacs::index::open(&url).await?;
+    match args.command {
+        AuditCommand::Search(search) => {
+            let AuditSearch { params, json } = *search;
+            let filter = params.filter()?;
+            let records = index.audit_search(&filter).await?;
+            if json {
+                for r in &records {
+                    println!("{}", pacs::audit::api::record_json(r));
+                }
+            } else {
+                println!(
+                    "{:>8}  {:<24}  {:<22}  {:>3}  {:<20}  {:<16}  {:<15}  {:<16}  STUDIES",
+                    "SEQ", "TIME", "EVENT", "OUT", "USER", "AE", "ADDRESS", "PATIENT"
+                );
+                for r in &records {
+                    let r2 = &r.record;
+                    println!(
+                        "{:>8}  {:<24}  {:<22}  {:>3}  {:<20}  {:<16}  {:<15}  {:<16}  {}",
+                        r.seq,
+                        pacs::audit::xml::date_time(r2.time_ms),
+                        r2.event,
+                        r2.outcome,
+                        r2.user,
+                        r2.ae,
+                        r2.address,
+                        r2.patient_id,
+                        r2.study_uids.join(",")
+                    );
+                }
+            }
+        }
+        AuditCommand::Verify => {
+            let report = index.audit_verify().await?;
+            if report.breaks.is_empty() {
+                println!(
+                    "audit chain intact: {} records, last sequence number {}",
+                    report.records, report.last_seq
+                );
+            } else {
+                for b in &report.breaks {
+                    eprintln!("audit chain broken at record {}: {}", b.seq, b.reason);
+                }
+                return Err(format!(
+                    "the audit chain is broken in {} place(s) ({} records read)",
+                    report.breaks.len(),
+                    report.records
+                )
+                .into());
+            }
+        }
     }
     Ok(())
 }

@@ -79,6 +79,7 @@ pub fn dimse_tls(
 pub fn http_config(
     settings: &Settings,
     auth: Arc<crate::auth::NodeAuth>,
+    audit: &crate::audit::Audit,
 ) -> pacs_dicomweb::DicomWebConfig {
     let root = settings.dicomweb_root.clone();
     let routes: pacs_dicomweb::RoutePolicy = Arc::new(move |method, route| {
@@ -97,6 +98,10 @@ pub fn http_config(
             routes,
             trusted_proxies: settings.trusted_proxies.clone(),
             realm: "pacs".into(),
+            observer: audit.enabled().then(|| {
+                Arc::new(crate::audit::api::AuditRefusals(audit.clone()))
+                    as Arc<dyn pacs_dicomweb::RefusalObserver>
+            }),
         },
         max_in_flight: settings.http_max_in_flight,
         // as C-STORE's: parts beyond 32 MiB are received into <data-dir>/tmp
@@ -117,9 +122,10 @@ pub fn http_app(
     ai: Option<Arc<crate::ai::AiService>>,
     exporter: Option<Arc<crate::export::Exporter>>,
 ) -> axum::Router {
+    let audit = admin.audit.clone();
     let mut routes = vec![crate::admin_api::router(
         admin,
-        ai.clone().map(crate::ai::api::admin_router),
+        ai.clone().map(|ai| crate::ai::api::admin_router(ai, audit)),
     )];
     if let Some(ai) = ai {
         routes.push(crate::ai::api::worker_router(ai));
@@ -191,6 +197,15 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         storage = storage.describe(),
         "archive opened"
     );
+    let audit = if settings.audit {
+        crate::audit::Audit::start(index.clone(), &settings.aet)
+    } else {
+        warn!("--audit false: nothing is recorded in the audit trail");
+        crate::audit::Audit::disabled(&settings.aet)
+    };
+    audit
+        .record(crate::audit::application_activity(&settings.aet, true))
+        .await;
     let ingest = Arc::new(
         Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy)
             .with_max_instance_bytes(settings.max_instance_bytes),
@@ -216,6 +231,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         users: auth.clone(),
         find_limit: settings.qido_max_results,
         source: source.clone(),
+        audit: audit.clone(),
     });
     let dimse_addr = SocketAddr::new(settings.dimse_bind, settings.dimse_port);
     // the node's certificate, for HTTPS and DIMSE alike, reloaded when its files change
@@ -269,6 +285,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         config: crate::dicomweb_service::DicomWebArchiveConfig {
             max_results: settings.qido_max_results,
         },
+        audit: audit.clone(),
     });
     let ai = match &settings.ai {
         Some(ai_settings) => {
@@ -304,6 +321,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         ae_title: settings.aet.clone(),
         scu_timeout: std::time::Duration::from_secs(30),
         tls_client: Some(tls_client),
+        audit: audit.clone(),
     });
     let https = match (&settings.tls, cert) {
         (Some(tls), Some(cert)) => Some(crate::tls::server_config(
@@ -315,7 +333,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         _ => None,
     };
     let router = http_app(
-        http_config(&settings, auth),
+        http_config(&settings, auth, &audit),
         archive,
         admin,
         ai,
@@ -354,6 +372,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         let _ = http_task.await;
     })
     .await;
+    // what the front-ends recorded, then Application Activity stop, last
+    audit.shutdown().await;
     info!("stopped");
     Ok(())
 }
@@ -453,6 +473,7 @@ mod tests {
         let archive = Arc::new(crate::dicomweb_service::DicomWebArchive {
             ingest,
             config: crate::dicomweb_service::DicomWebArchiveConfig { max_results: 100 },
+            audit: crate::audit::Audit::disabled("PACS"),
         });
         let auth = crate::auth::NodeAuth::open(
             index.clone(),
@@ -472,13 +493,14 @@ mod tests {
             ae_title: "PACS".into(),
             scu_timeout: std::time::Duration::from_secs(5),
             tls_client: None,
+            audit: crate::audit::Audit::disabled("PACS"),
         });
         let args = crate::config::ServeArgs {
             cors_origins: Some(vec!["*".into()]),
             ..Default::default()
         };
         let settings = crate::config::Settings::resolve(&args).unwrap();
-        let config = http_config(&settings, auth);
+        let config = http_config(&settings, auth, &crate::audit::Audit::disabled("PACS"));
         http_app(config, archive, admin, Some(ai), None)
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }

@@ -169,6 +169,10 @@ fn holders(permission: &str) -> (&'static str, &'static str) {
         "export" => ("rada", "tom"),
         "admin" => ("ada", "rada"),
         "ai-worker" => ("KEY", "ada"),
+        // issue 13: the audit trail (admin, auditor) and de-identified export (radiologist,
+        // researcher, admin)
+        "audit" => ("ada", "rada"),
+        "deidentify" => ("rada", "tom"),
         other => panic!("unknown permission {other}"),
     }
 }

@@ -11,6 +11,7 @@ mod support;
 
 mod ai_jobs;
 mod ai_worker;
+mod audit;
 mod audit_syslog;
 mod auth;
 mod deid_export;

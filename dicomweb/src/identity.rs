@@ -326,6 +326,21 @@ pub enum Need {
 /// it) needs for a method. None: the route is not in the table, and is refused.
 pub type RoutePolicy = Arc<dyn Fn(&Method, &str) -> Option<Need> + Send + Sync>;
 
+/// Told of every request [`authorize`] refuses (401 or 403), e.g. to record it in an audit
+/// trail. Called before the refusal is answered; it must not block (queue and return).
+pub trait RefusalObserver: Send + Sync + 'static {
+    /// `status` is 401 (no valid credential: `identity.refused` says why when one was
+    /// presented) or 403 (authenticated, lacking `permission`).
+    fn refused(
+        &self,
+        identity: &Identity,
+        status: StatusCode,
+        permission: Permission,
+        method: &Method,
+        route: &str,
+    );
+}
+
 /// How the HTTP stack establishes identities and decides access. `Debug` shows no secret (it
 /// holds none itself).
 #[derive(Clone)]
@@ -337,6 +352,8 @@ pub struct Security {
     pub trusted_proxies: Vec<IpAddr>,
     /// The realm named in `WWW-Authenticate`.
     pub realm: String,
+    /// Told of every refused request (None: nobody is).
+    pub observer: Option<Arc<dyn RefusalObserver>>,
 }
 
 impl std::fmt::Debug for Security {
@@ -369,6 +386,7 @@ impl Default for Security {
             routes: Arc::new(|_, _| Some(Need::Public)),
             trusted_proxies: Vec::new(),
             realm: "pacs".into(),
+            observer: None,
         }
     }
 }
@@ -514,6 +532,14 @@ fn refusal(
     route: &str,
 ) -> HttpError {
     let who = identity.principal.name();
+    if let Some(observer) = &security.observer {
+        let status = if identity.is_authenticated() {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        observer.refused(identity, status, permission, method, route);
+    }
     if identity.is_authenticated() {
         tracing::warn!(principal = %who, peer = ?identity.peer, %method, %route, needs = permission.name(), "refused: permission missing");
         return HttpError::new(

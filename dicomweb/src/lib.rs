@@ -28,7 +28,7 @@ pub use archive::{Archive, ArchiveError};
 pub use error::HttpError;
 pub use identity::{
     token_matches, Authenticator, ClientCertificate, Credential, Identity, Need, Permission,
-    Permissions, Principal, RoutePolicy, Security,
+    Permissions, Principal, RefusalObserver, RoutePolicy, Security,
 };
 pub use stack::app;
 

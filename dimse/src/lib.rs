@@ -19,5 +19,5 @@ pub use server::{DimseConfig, DimseServer, TlsListener};
 pub use service::{
     AssociationGrant, AssociationPeer, AssociationRefusal, DimseService, FindOutcome, FindRequest,
     IdentityOffer, InstanceSource, OfferedIdentity, Operation, OutgoingInstance, ReceivedDataset,
-    RetrieveOutcome, RetrieveRequest, StoreOutcome, StoreRequest,
+    RetrieveOutcome, RetrieveReport, RetrieveRequest, StoreOutcome, StoreRequest,
 };

@@ -214,6 +214,25 @@ pub struct RetrieveRequest {
     pub identifier: dicom_object::InMemDicomObject,
 }
 
+/// What the sub-operations of a C-MOVE or C-GET did, told to
+/// [`DimseService::retrieve_finished`] once they are over.
+#[derive(Debug, Clone)]
+pub struct RetrieveReport {
+    pub association_id: u64,
+    pub calling_ae_title: String,
+    pub peer: SocketAddr,
+    pub user: Option<String>,
+    /// The information model (SOP Class) and the identifier of the request.
+    pub sop_class_uid: String,
+    pub identifier: dicom_object::InMemDicomObject,
+    /// The C-MOVE destination (None: C-GET, sent back on the association).
+    pub destination: Option<RemoteAe>,
+    /// The SOP Class UID of each instance stored (completed or with a warning).
+    pub stored_sop_classes: Vec<String>,
+    pub failed: usize,
+    pub cancelled: bool,
+}
+
 /// One stored instance to send as a C-STORE sub-operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingInstance {
@@ -280,6 +299,13 @@ pub trait DimseService: Send + Sync + 'static {
 
     /// Resolves a C-MOVE or C-GET identifier into the instances to send.
     async fn retrieve(&self, request: RetrieveRequest) -> RetrieveOutcome;
+
+    /// Told when the sub-operations of a C-MOVE or C-GET are over (for an audit trail),
+    /// before the final response is sent. Not called when the association was aborted or
+    /// closed during them. By default, nothing.
+    async fn retrieve_finished(&self, report: RetrieveReport) {
+        let _ = report;
+    }
 
     /// The address of a C-MOVE destination, if `ae_title` is a known AE that may receive
     /// moves and has a host and port (else the C-MOVE is refused with A801).

@@ -50,14 +50,15 @@ pub fn worker_router(ai: Arc<AiService>) -> Router {
         .with_state(ai)
 }
 
-/// The administrators' endpoints.
-pub fn admin_router(ai: Arc<AiService>) -> Router {
+/// The administrators' endpoints; changes of the routes are recorded in `audit`.
+pub fn admin_router(ai: Arc<AiService>, audit: crate::audit::Audit) -> Router {
     Router::new()
         .route("/api/ai/jobs", get(list_jobs))
         .route("/api/ai/jobs/{id}", get(get_job))
         .route("/api/ai/jobs/{id}/retry", post(retry_job))
         .route("/api/ai/jobs/{id}/cancel", post(cancel_job))
         .route("/api/ai/routes", get(get_routes).put(put_routes))
+        .layer(axum::Extension(audit))
         .with_state(ai)
 }
 
@@ -265,13 +266,32 @@ async fn get_routes(State(ai): State<Arc<AiService>>) -> Response {
     Json(ai.routes()).into_response()
 }
 
-async fn put_routes(State(ai): State<Arc<AiService>>, body: axum::body::Bytes) -> Response {
-    let routes: Vec<Route> = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return *r,
+async fn put_routes(
+    State(ai): State<Arc<AiService>>,
+    axum::Extension(audit): axum::Extension<crate::audit::Audit>,
+    identity: pacs_dicomweb::Identity,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::audit::{types, AuditEvent, EventKind, ObjectRef, Outcome, Participant};
+    let response = match parse::<Vec<Route>>(&body) {
+        Ok(routes) => match ai.set_routes(routes).await {
+            Ok(()) => Json(ai.routes()).into_response(),
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        Err(r) => *r,
     };
-    match ai.set_routes(routes).await {
-        Ok(()) => Json(ai.routes()).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    // a Security Alert (Software Configuration): what the node does with the data changed
+    let mut event = AuditEvent::new(EventKind::SecurityAlert)
+        .type_code(types::software_configuration())
+        .participant(crate::audit::http_participant(&identity).requestor())
+        .participant(Participant::node(&audit.node_ae))
+        .object(ObjectRef::uri("/api/ai/routes").detail("Routes", body.to_vec()));
+    if !response.status().is_success() {
+        event = event.failed(
+            Outcome::MinorFailure,
+            format!("refused with HTTP {}", response.status().as_u16()),
+        );
     }
+    audit.record(event).await;
+    response
 }

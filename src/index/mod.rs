@@ -10,6 +10,7 @@
 //! this module can make.
 
 pub mod attributes;
+pub mod audit;
 mod catalog;
 pub mod exports;
 pub mod jobs;
@@ -178,6 +179,11 @@ pub trait Index: Send + Sync + 'static {
     async fn all_instances(&self) -> IndexResult<Vec<StoredInstance>>;
 
     async fn counts(&self) -> IndexResult<IndexCounts>;
+
+    /// Appends audit records to the hash chain ([`audit`]) in one durable transaction that
+    /// holds the chain's lock from reading its tail to the commit, so that appends of several
+    /// nodes sharing the database serialise into one chain. Returns their sequence numbers.
+    async fn append_audit(&self, records: Vec<audit::NewAuditRecord>) -> IndexResult<Vec<i64>>;
 }
 
 /// Opens the index named by `url`: `postgres://...` or `postgresql://...` for PostgreSQL,

@@ -506,6 +506,45 @@ impl Index for PostgresIndex {
         Ok(previous)
     }
 
+    async fn append_audit(
+        &self,
+        records: Vec<super::audit::NewAuditRecord>,
+    ) -> IndexResult<Vec<i64>> {
+        use super::audit;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        // held until the commit: every node appending to this database waits here, so the
+        // tail read below is the chain's tail when the rows are inserted
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&audit::AUDIT_CHAIN_LOCK],
+        )
+        .await
+        .map_err(db_err)?;
+        let tail = tx
+            .query_opt(audit::SELECT_AUDIT_TAIL, &[])
+            .await
+            .map_err(db_err)?;
+        let (mut seq, mut hash): (i64, String) = match tail {
+            Some(row) => (row.get(0), row.get(1)),
+            None => (0, audit::GENESIS_HASH.to_string()),
+        };
+        let insert = tx
+            .prepare_cached(&Dialect::Postgres.render(audit::INSERT_AUDIT))
+            .await
+            .map_err(db_err)?;
+        let mut done = Vec::with_capacity(records.len());
+        for r in &records {
+            let (params, next) = audit::chained_row(seq, &hash, r);
+            tx.execute(&insert, &refs(&params)).await.map_err(db_err)?;
+            seq += 1;
+            hash = next;
+            done.push(seq);
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(done)
+    }
+
     async fn find_instance(&self, sop_instance_uid: &str) -> IndexResult<Option<StoredInstance>> {
         let client = self.pool.get().await.map_err(pool_err)?;
         self.find_in(&client, sop_instance_uid).await

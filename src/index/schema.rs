@@ -234,13 +234,33 @@ Migration {
     statements: &["ALTER TABLE remote_aes ADD COLUMN tls {big} NOT NULL DEFAULT 0"],
     postgres_only: &[],
 },
-// PLACEHOLDER on wip/deid only: version 7 is the audit trail's (wip/audit). The runner needs
-// consecutive versions; at merge this entry is replaced by the audit's migration 7. Migration 8
-// does not depend on it.
 Migration {
     version: 7,
-    description: "reserved for the audit trail (placeholder on wip/deid)",
-    statements: &[],
+    description: "audit trail (DICOM audit messages, hash-chained)",
+    // Self-contained: needs nothing of a later migration. One row per audit message, in the
+    // order of `seq` (1, 2, 3... with no gap: the chain's order); `hash` is the SHA-256 (hex)
+    // of `prev_hash` and the row's canonical content (crate::index::audit::chain_hash), so an
+    // altered or deleted row breaks the chain. `study_uids` is `,uid1,uid2,` (matched with
+    // LIKE '%,uid,%'); `xml` is the DICOM audit message (PS3.15 A.5).
+    statements: &[
+        "CREATE TABLE audit_log (
+            seq {big} PRIMARY KEY,
+            time_ms {big} NOT NULL,
+            event TEXT NOT NULL,
+            outcome {big} NOT NULL,
+            user_id TEXT NOT NULL,
+            ae_title TEXT NOT NULL,
+            address TEXT NOT NULL,
+            patient_id TEXT NOT NULL,
+            patient_name TEXT NOT NULL,
+            study_uids TEXT NOT NULL,
+            xml TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )",
+        "CREATE INDEX audit_log_time ON audit_log (time_ms, seq)",
+        "CREATE INDEX audit_log_patient ON audit_log (patient_id, seq)",
+    ],
     postgres_only: &[],
 },
 Migration {

@@ -34,6 +34,10 @@ enum WriteJob {
         InstanceRecord,
         oneshot::Sender<IndexResult<Option<StoredInstance>>>,
     ),
+    Audit(
+        Vec<super::audit::NewAuditRecord>,
+        oneshot::Sender<IndexResult<Vec<i64>>>,
+    ),
 }
 
 pub struct SqliteIndex {
@@ -179,6 +183,10 @@ enum Done {
         oneshot::Sender<IndexResult<Option<StoredInstance>>>,
         IndexResult<Option<StoredInstance>>,
     ),
+    Audit(
+        oneshot::Sender<IndexResult<Vec<i64>>>,
+        IndexResult<Vec<i64>>,
+    ),
 }
 
 fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
@@ -191,6 +199,7 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
                     WriteJob::Execute(_, _, reply) => drop(reply.send(Err(clone_err(&err)))),
                     WriteJob::Insert(_, reply) => drop(reply.send(Err(clone_err(&err)))),
                     WriteJob::Replace(_, reply) => drop(reply.send(Err(clone_err(&err)))),
+                    WriteJob::Audit(_, reply) => drop(reply.send(Err(clone_err(&err)))),
                 }
             }
             return;
@@ -213,6 +222,12 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
             WriteJob::Replace(record, reply) => {
                 let r = replace(&tx, &record);
                 (r.is_ok(), Done::Replace(reply, r))
+            }
+            // The group's transaction began IMMEDIATE: it holds the database's write lock, so
+            // no other process appends between reading the chain's tail and the commit.
+            WriteJob::Audit(records, reply) => {
+                let r = append_audit(&tx, &records);
+                (r.is_ok(), Done::Audit(reply, r))
             }
         };
         if ok {
@@ -240,6 +255,13 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
                 let _ = reply.send(r);
             }
             Done::Replace(reply, r) => {
+                let r = match &committed {
+                    Ok(()) => r,
+                    Err(e) => Err(clone_err(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Done::Audit(reply, r) => {
                 let r = match &committed {
                     Ok(()) => r,
                     Err(e) => Err(clone_err(e)),
@@ -380,6 +402,29 @@ fn replace(conn: &Connection, r: &InstanceRecord) -> IndexResult<Option<StoredIn
     Ok(previous)
 }
 
+fn append_audit(
+    conn: &Connection,
+    records: &[super::audit::NewAuditRecord],
+) -> IndexResult<Vec<i64>> {
+    use super::audit;
+    let (mut seq, mut hash): (i64, String) = conn
+        .query_row(audit::SELECT_AUDIT_TAIL, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db_err)?
+        .unwrap_or((0, audit::GENESIS_HASH.to_string()));
+    let mut stmt = conn.prepare_cached(audit::INSERT_AUDIT).map_err(db_err)?;
+    let mut done = Vec::with_capacity(records.len());
+    for r in records {
+        let (params, next) = audit::chained_row(seq, &hash, r);
+        stmt.execute(rusqlite::params_from_iter(params.iter().map(param_of)))
+            .map_err(db_err)?;
+        seq += 1;
+        hash = next;
+        done.push(seq);
+    }
+    Ok(done)
+}
+
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredInstance> {
     Ok(StoredInstance {
         sop_instance_uid: row.get(0)?,
@@ -458,6 +503,16 @@ impl Index for SqliteIndex {
     ) -> IndexResult<Option<StoredInstance>> {
         let (tx, rx) = oneshot::channel();
         self.send(WriteJob::Replace(record, tx))?;
+        rx.await
+            .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
+    }
+
+    async fn append_audit(
+        &self,
+        records: Vec<super::audit::NewAuditRecord>,
+    ) -> IndexResult<Vec<i64>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteJob::Audit(records, tx))?;
         rx.await
             .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
     }

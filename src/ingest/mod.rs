@@ -253,6 +253,9 @@ pub struct Ingested {
     pub outcome: IngestOutcome,
     pub study_instance_uid: String,
     pub series_instance_uid: String,
+    /// The instance's Patient ID and Patient's Name, as received (for the audit trail).
+    pub patient_id: String,
+    pub patient_name: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -393,10 +396,13 @@ impl Ingest {
         rec.received_at_ms = crate::index::sqlite::now_ms();
         rec.object_key = Storage::instance_key(&study, &series, &sop_instance, &rec.sha256);
 
+        let (patient_id, patient_name) = (rec.patient_id.clone(), rec.patient_name.clone());
         let at = |outcome, study: &str, series: &str| Ingested {
             outcome,
             study_instance_uid: study.to_string(),
             series_instance_uid: series.to_string(),
+            patient_id: patient_id.clone(),
+            patient_name: patient_name.clone(),
         };
         let at_existing = |outcome, existing: &StoredInstance| {
             at(

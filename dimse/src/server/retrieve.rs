@@ -14,7 +14,8 @@ use crate::command::{field, status, Command, Response, SubOperationCounts};
 use crate::pdata;
 use crate::scu::{InstanceResult, StoreScuOptions, SubOperation};
 use crate::service::{
-    InstanceSource, Operation, OutgoingInstance, RemoteAe, RetrieveOutcome, RetrieveRequest,
+    InstanceSource, Operation, OutgoingInstance, RemoteAe, RetrieveOutcome, RetrieveReport,
+    RetrieveRequest,
 };
 
 /// Builds the C-MOVE-RSP or C-GET-RSP of a running retrieve.
@@ -109,6 +110,7 @@ impl Session {
                     .await;
             }
         };
+        let requested = identifier.clone();
         let outcome = self
             .service
             .retrieve(RetrieveRequest {
@@ -136,6 +138,7 @@ impl Session {
         );
         let started = std::time::Instant::now();
         let mut tally = Tally::new(instances.len());
+        let reported_destination = destination.clone();
         let result = match destination {
             Some(destination) => {
                 self.move_to(
@@ -175,6 +178,20 @@ impl Session {
             status = format!("{status:#06x}"),
             "{name} finished"
         );
+        self.service
+            .retrieve_finished(RetrieveReport {
+                association_id: self.id,
+                calling_ae_title: self.peer.calling_ae_title.clone(),
+                peer: self.peer.address,
+                user: self.grant.user.clone(),
+                sop_class_uid: abstract_syntax.clone(),
+                identifier: requested,
+                destination: reported_destination,
+                stored_sop_classes: std::mem::take(&mut tally.stored_sop_classes),
+                failed: tally.failed,
+                cancelled,
+            })
+            .await;
         let mut rsp = response(status, Some(tally.counts(cancelled)), None);
         // PS3.4 C.4.2.1.5: the final response lists the instances whose sub-operation failed
         let identifier = if tally.failed > 0 {
@@ -546,6 +563,7 @@ struct Tally {
     failed: usize,
     warning: usize,
     failed_uids: Vec<String>,
+    stored_sop_classes: Vec<String>,
 }
 
 impl Tally {
@@ -556,10 +574,14 @@ impl Tally {
             failed: 0,
             warning: 0,
             failed_uids: Vec::new(),
+            stored_sop_classes: Vec::new(),
         }
     }
 
     fn add(&mut self, result: &InstanceResult) {
+        if result.kind() != SubOperation::Failed {
+            self.stored_sop_classes.push(result.sop_class_uid.clone());
+        }
         match result.kind() {
             SubOperation::Completed => self.completed += 1,
             SubOperation::Warning => self.warning += 1,
