@@ -26,6 +26,8 @@ pub enum NodeError {
     Insecure(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("audit syslog forwarding: {0}")]
+    Syslog(#[from] crate::audit::syslog::SyslogError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -197,8 +199,25 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         storage = storage.describe(),
         "archive opened"
     );
+    // the syslog forwarder (docs/audit-syslog.md) reads the trail from the index, woken by
+    // every batch the audit writer appends
+    let syslog = match (&settings.audit_syslog, settings.audit) {
+        (Some(syslog), true) => Some(crate::audit::syslog::start_forwarder(
+            syslog.clone(),
+            Arc::new(crate::audit::syslog::IndexSpool(index.clone())),
+        )?),
+        (Some(_), false) => {
+            warn!("--audit false: --audit-syslog has nothing to forward");
+            None
+        }
+        (None, _) => None,
+    };
     let audit = if settings.audit {
-        crate::audit::Audit::start(index.clone(), &settings.aet)
+        crate::audit::Audit::start(
+            index.clone(),
+            &settings.aet,
+            syslog.as_ref().map(|s| s.waker()),
+        )
     } else {
         warn!("--audit false: nothing is recorded in the audit trail");
         crate::audit::Audit::disabled(&settings.aet)
@@ -298,7 +317,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         None => None,
     };
     // de-identified export (issue 13): refused until a secret is configured
-    let exporter = Arc::new(crate::export::Exporter::new(
+    let mut exporter = crate::export::Exporter::new(
         index.clone(),
         storage.clone(),
         settings
@@ -309,7 +328,15 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         registry.clone(),
         settings.aet.clone(),
         Some(tls_client.clone()),
-    ));
+    );
+    // each finished export is a Data Export message per patient in the audit trail
+    let export_audit = audit.clone();
+    exporter.on_finished = Some(Arc::new(move |report: &crate::export::ExportReport| {
+        for event in crate::audit::export_events(&export_audit.node_ae, report) {
+            export_audit.record_now(event);
+        }
+    }));
+    let exporter = Arc::new(exporter);
     if let Err(e) = exporter.recover().await {
         warn!(error = %e, "cannot recover the export jobs");
     }
@@ -374,6 +401,10 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     .await;
     // what the front-ends recorded, then Application Activity stop, last
     audit.shutdown().await;
+    if let Some(syslog) = syslog {
+        // the collector gets what is left, within the grace period
+        syslog.shutdown(grace).await;
+    }
     info!("stopped");
     Ok(())
 }

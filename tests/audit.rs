@@ -541,7 +541,9 @@ async fn trail_of_a_working_day(backend: Backend) {
             "user-authentication"
         ]
     );
-    messages.push(("export".into(), export_message()));
+    for xml in export_messages() {
+        messages.push(("export".into(), xml));
+    }
     validate_all(&messages);
 
     // the chain: intact, then tampered with
@@ -561,17 +563,44 @@ async fn trail_of_a_working_day(backend: Backend) {
     assert!(said.contains("altered"), "{said}");
 }
 
-/// An Export message, as src/export records it through `pacs::audit`.
-fn export_message() -> String {
-    use pacs::audit::{AuditEvent, EventKind, Participant, StudyRef};
-    AuditEvent::new(EventKind::Export)
-        .participant(Participant::user("user:rada", Some("192.0.2.7")).requestor())
-        .participant(Participant::node("PACS").source())
-        .participant(Participant::destination_media("research.zip"))
-        .patient("PID-1", "DOE^JANE")
-        .study(StudyRef::new("1.2.3").sop_class("1.2.840.10008.5.1.4.1.1.2", 3))
-        .to_record("PACS")
-        .xml
+/// The Data Export messages the node records when an export ends (`pacs::audit::export_events`
+/// on an export's report): to a ZIP, to an AE with a failed instance, to a STOW-RS URL.
+fn export_messages() -> Vec<String> {
+    use pacs::export::{ExportReport, StudyReport};
+    let study = StudyReport {
+        original_patient_id: "PID-1".into(),
+        original_study_instance_uid: "1.2.3".into(),
+        sop_classes: [("1.2.840.10008.5.1.4.1.1.2".to_string(), 3u64)].into(),
+    };
+    let report = |destination: &str, outcome: &str, failed: i64| ExportReport {
+        id: 7,
+        requested_by: "user:rada".into(),
+        roles: vec!["deidentify".into()],
+        address: "192.0.2.7".into(),
+        destination: destination.into(),
+        studies: vec![study.clone()],
+        outcome: outcome.into(),
+        error: if failed > 0 {
+            "1 instance refused".into()
+        } else {
+            String::new()
+        },
+        instances_done: 3,
+        instances_failed: failed,
+    };
+    [
+        report("zip", "succeeded", 0),
+        report("ae:RESEARCH", "failed", 1),
+        report(
+            "stow:https://research.example.org/dicom-web/studies",
+            "succeeded",
+            0,
+        ),
+    ]
+    .iter()
+    .flat_map(|r| pacs::audit::export_events("PACS", r))
+    .map(|e| e.to_record("PACS").xml)
+    .collect()
 }
 
 /// Runs a statement on the node's index behind its back.
@@ -624,12 +653,12 @@ async fn a_deleted_record_is_found(backend: Backend) {
     // what the syslog forwarder reads: records after a sequence number, and its cursor
     let next = b.audit_records_after(10, 5).await.unwrap();
     assert_eq!(
-        next.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(),
+        next.iter().map(|r| r.seq).collect::<Vec<_>>(),
         [11, 12, 13, 14, 15]
     );
     assert!(next
         .iter()
-        .all(|(_, time, xml)| xml.contains(&format!("n=\"{time}\""))));
+        .all(|r| r.xml.contains(&format!("n=\"{}\"", r.at_ms))));
     assert_eq!(a.audit_cursor("syslog").await.unwrap(), 0);
     a.set_audit_cursor("syslog", 15).await.unwrap();
     a.set_audit_cursor("syslog", 16).await.unwrap();

@@ -554,3 +554,77 @@ async fn udp_datagram_sizes() {
     wait_cursor(&spool, 3, Duration::from_secs(10)).await;
     forwarder.shutdown(Duration::from_secs(5)).await;
 }
+
+/// The node forwards its own trail: started with `--audit-syslog tls://...` and the collector's
+/// CA, it sends every record of its trail (Application Activity start, the Instances
+/// Transferred of a storescu push, and after SIGTERM the Application Activity stop) to rsyslog,
+/// each message's XML exactly the record's in the index, and the cursor in the index reaches
+/// the last record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_forwards_its_trail_to_rsyslog() {
+    use crate::support::{ae_entry, Backend, Node};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("syslog test CA");
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let server = ca.server(dir.path(), "collector");
+    let rsyslog = Rsyslog::start(
+        dir.path(),
+        Some(RsyslogTls {
+            ca: &ca_file,
+            server: &server,
+            auth_mode: "anon",
+        }),
+    );
+    let site = crate::auth::Site::new(Backend::Sqlite);
+    let node = Node::start_with(
+        site.options()
+            .config(&ae_entry("MODALITY", &["echo", "store"]))
+            .arg("--audit-syslog")
+            .arg(format!("tls://127.0.0.1:{}", rsyslog.tcp_port))
+            .arg("--audit-syslog-ca")
+            .arg(ca_file.display().to_string()),
+    );
+    let (_synth, summary) = crate::support::synth_ct(3, 21);
+    let study = summary.instances[0].study_instance_uid.clone();
+    let files = crate::support::synth_paths(&summary);
+    let paths: Vec<&std::path::Path> = files.iter().map(|p| p.as_path()).collect();
+    let out = crate::support::storescu(&node, "MODALITY", &[], &paths);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rsyslog
+        .wait_until(
+            Duration::from_secs(30),
+            "the push's Instances Transferred",
+            |r| {
+                r.iter()
+                    .any(|m| m.xml().contains("csd-code=\"110104\"") && m.xml().contains(&study))
+            },
+        )
+        .await;
+    node.terminate();
+    let received = rsyslog
+        .wait_until(
+            Duration::from_secs(30),
+            "the Application Activity stop",
+            |r| r.iter().any(|m| m.xml().contains("csd-code=\"110121\"")),
+        )
+        .await;
+    // every record of the trail arrived, byte for byte (at least once)
+    let records: Vec<serde_json::Value> = site
+        .cli(&["audit", "search", "--json", "--limit", "1000"], "")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.len() >= 3, "{records:?}");
+    let arrived: std::collections::HashSet<&str> = received.iter().map(|m| m.xml()).collect();
+    for record in &records {
+        let xml = record["xml"].as_str().unwrap();
+        assert!(arrived.contains(xml), "not forwarded: {xml}");
+    }
+    assert!(received
+        .iter()
+        .all(|m| m.msgid == MSGID && m.app_name == "pacs"));
+}

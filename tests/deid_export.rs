@@ -484,6 +484,39 @@ fn export_matrix(backend: Backend) {
             && r["original"] == study_a.as_str()
             && r["pseudonym"] == new_study.as_str()));
 
+    // the audit trail names whose data left: a Data Export (110106) per patient, with the
+    // original patient and study, the researcher as the requestor
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let exported = loop {
+        let (status, body) = request(
+            &node,
+            "GET",
+            "/api/audit?event=export&patient=SYN-1-0",
+            ADMIN,
+            b"",
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let records = json(&body)["records"].as_array().unwrap().clone();
+        if !records.is_empty() || std::time::Instant::now() > deadline {
+            break records;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(!exported.is_empty(), "no Data Export record for patient A");
+    for r in &exported {
+        let xml = r["xml"].as_str().unwrap();
+        assert!(xml.contains("csd-code=\"110106\""), "{xml}");
+        assert!(r["user"].as_str().unwrap().contains("rita"), "{r}");
+        assert!(
+            r["study_uids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s == study_a.as_str()),
+            "{r}"
+        );
+    }
+
     // 7. `pacs export` on the command line, with the researcher's login token
     let (status, login) = request(&node, "POST", "/api/login", &rita, b"");
     assert_eq!(status, 200);

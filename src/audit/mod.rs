@@ -33,8 +33,8 @@
 //! [`Audit::shutdown`] flushes what is pending, the Application Activity stop message last.
 
 pub mod api;
-pub mod xml;
 pub mod syslog;
+pub mod xml;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -625,10 +625,15 @@ impl Audit {
         }
     }
 
-    /// Starts the background writer appending to `index`.
-    pub fn start(index: Arc<dyn Index>, node_ae: &str) -> Audit {
+    /// Starts the background writer appending to `index`; `appended` (the syslog forwarder's
+    /// waker) is notified after every batch written.
+    pub fn start(
+        index: Arc<dyn Index>,
+        node_ae: &str,
+        appended: Option<Arc<tokio::sync::Notify>>,
+    ) -> Audit {
         let (tx, rx) = mpsc::channel(CHANNEL);
-        let writer = tokio::spawn(writer_loop(index, rx, node_ae.to_string()));
+        let writer = tokio::spawn(writer_loop(index, rx, node_ae.to_string(), appended));
         Audit {
             tx: Some(tx),
             node_ae: node_ae.to_string(),
@@ -705,6 +710,64 @@ impl Audit {
     }
 }
 
+/// Data Export (110106, PS3.15 A.5.3.5) of a finished de-identified export: one message per
+/// patient, naming the original patient and studies (the trail records whose data left, the
+/// export itself carries none of it), the requester as the user, the node as the source and
+/// the destination (the ZIP as media, an AE, a STOW-RS URL).
+pub fn export_events(node_ae: &str, report: &crate::export::ExportReport) -> Vec<AuditEvent> {
+    let address = Some(report.address.as_str()).filter(|a| !a.is_empty());
+    let user = if report.requested_by.is_empty() {
+        "anonymous"
+    } else {
+        report.requested_by.as_str()
+    };
+    let destination = match report.destination.split_once(':') {
+        Some(("ae", title)) => Participant::ae(title, None).destination(),
+        Some(("stow", url)) => Participant::user(url, None).destination(),
+        _ => Participant::destination_media(&format!("export {} (zip)", report.id)),
+    };
+    let mut patients: Vec<&str> = report
+        .studies
+        .iter()
+        .map(|s| s.original_patient_id.as_str())
+        .collect();
+    patients.sort_unstable();
+    patients.dedup();
+    patients
+        .into_iter()
+        .map(|patient| {
+            let mut event = AuditEvent::new(EventKind::Export)
+                .participant(Participant::user(user, address).requestor())
+                .participant(Participant::node(node_ae).source())
+                .participant(destination.clone())
+                .patient(patient, "");
+            for study in report
+                .studies
+                .iter()
+                .filter(|s| s.original_patient_id == patient)
+            {
+                let mut reference = StudyRef::new(&study.original_study_instance_uid);
+                for (class, count) in &study.sop_classes {
+                    reference = reference.sop_class(class, *count);
+                }
+                event = event.study(reference);
+            }
+            match report.outcome.as_str() {
+                "succeeded" => event,
+                "cancelled" => event.failed(Outcome::MinorFailure, "export cancelled"),
+                _ if report.instances_done > 0 => event.failed(
+                    Outcome::MinorFailure,
+                    format!(
+                        "{} instances exported, {} failed: {}",
+                        report.instances_done, report.instances_failed, report.error
+                    ),
+                ),
+                _ => event.failed(Outcome::SeriousFailure, report.error.clone()),
+            }
+        })
+        .collect()
+}
+
 /// Application Activity (110100): the node started or stopped.
 pub fn application_activity(node_ae: &str, start: bool) -> AuditEvent {
     let user = std::env::var("USER").unwrap_or_else(|_| "pacs".into());
@@ -779,7 +842,12 @@ fn group_event(node_ae: &str, g: Group) -> AuditEvent {
     event
 }
 
-async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae: String) {
+async fn writer_loop(
+    index: Arc<dyn Index>,
+    mut rx: mpsc::Receiver<Msg>,
+    node_ae: String,
+    appended: Option<Arc<tokio::sync::Notify>>,
+) {
     let mut pending: Vec<NewAuditRecord> = Vec::new();
     let mut groups: HashMap<GroupKey, Group> = HashMap::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
@@ -789,7 +857,7 @@ async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae
             Some(at) => match tokio::time::timeout_at(at, rx.recv()).await {
                 Ok(msg) => msg,
                 Err(_) => {
-                    write_batch(&index, &node_ae, &mut pending, &mut groups).await;
+                    write_batch(&index, &node_ae, &mut pending, &mut groups, &appended).await;
                     deadline = None;
                     continue;
                 }
@@ -797,7 +865,7 @@ async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae
             None => rx.recv().await,
         };
         let Some(msg) = msg else {
-            write_batch(&index, &node_ae, &mut pending, &mut groups).await;
+            write_batch(&index, &node_ae, &mut pending, &mut groups, &appended).await;
             return;
         };
         match msg {
@@ -828,7 +896,7 @@ async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae
             }
             Msg::Flush(done) => {
                 waiting.push(done);
-                write_batch(&index, &node_ae, &mut pending, &mut groups).await;
+                write_batch(&index, &node_ae, &mut pending, &mut groups, &appended).await;
                 deadline = None;
                 for w in waiting.drain(..) {
                     let _ = w.send(());
@@ -837,7 +905,7 @@ async fn writer_loop(index: Arc<dyn Index>, mut rx: mpsc::Receiver<Msg>, node_ae
             }
         }
         if pending.len() + groups.len() >= BATCH_RECORDS {
-            write_batch(&index, &node_ae, &mut pending, &mut groups).await;
+            write_batch(&index, &node_ae, &mut pending, &mut groups, &appended).await;
             deadline = None;
         } else if deadline.is_none() {
             deadline = Some(tokio::time::Instant::now() + BATCH_INTERVAL);
@@ -852,6 +920,7 @@ async fn write_batch(
     node_ae: &str,
     pending: &mut Vec<NewAuditRecord>,
     groups: &mut HashMap<GroupKey, Group>,
+    appended: &Option<Arc<tokio::sync::Notify>>,
 ) {
     let mut grouped: Vec<Group> = groups.drain().map(|(_, g)| g).collect();
     grouped.sort_by_key(|g| g.time_ms);
@@ -873,6 +942,9 @@ async fn write_batch(
         match index.append_audit(pending.clone()).await {
             Ok(_) => {
                 pending.clear();
+                if let Some(appended) = appended {
+                    appended.notify_one();
+                }
                 return;
             }
             Err(e) => {
@@ -924,7 +996,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = dir.path().join("index.sqlite").display().to_string();
         let index = crate::index::open(&url).await.unwrap();
-        let audit = Audit::start(index.clone(), "PACS");
+        let audit = Audit::start(index.clone(), "PACS", None);
         for (assoc, study, instance) in [
             (1, "1.2.3", "1.2.3.1"),
             (1, "1.2.3", "1.2.3.2"),

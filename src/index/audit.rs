@@ -254,28 +254,29 @@ impl dyn Index {
     }
 
     /// Up to `limit` records after sequence number `after`, oldest first: what a forwarder
-    /// sends next. (seq, time in ms, XML.)
+    /// sends next.
     pub async fn audit_records_after(
         &self,
         after: i64,
         limit: i64,
-    ) -> IndexResult<Vec<(i64, i64, String)>> {
+    ) -> IndexResult<Vec<crate::audit::syslog::SpooledRecord>> {
         let rows = self
             .fetch(
                 Sql::new(
-                    "SELECT seq, time_ms, xml FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                    "SELECT seq, time_ms, event, outcome, xml FROM audit_log
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 ),
                 vec![SqlValue::Int(after), SqlValue::Int(limit)],
             )
             .await?;
         Ok(rows
             .iter()
-            .map(|r| {
-                (
-                    r[0].as_i64().unwrap_or(0),
-                    r[1].as_i64().unwrap_or(0),
-                    text(&r[2]),
-                )
+            .map(|r| crate::audit::syslog::SpooledRecord {
+                seq: r[0].as_i64().unwrap_or(0),
+                at_ms: r[1].as_i64().unwrap_or(0),
+                event: text(&r[2]),
+                outcome: u8::try_from(r[3].as_i64().unwrap_or(0)).unwrap_or(12),
+                xml: text(&r[4]),
             })
             .collect())
     }
@@ -296,12 +297,14 @@ impl dyn Index {
             .unwrap_or(0))
     }
 
-    /// Moves a reader's cursor to `seq`.
+    /// Moves a reader's cursor forward to `seq` (never back: readers on several nodes share
+    /// it).
     pub async fn set_audit_cursor(&self, reader: &str, seq: i64) -> IndexResult<()> {
         self.write(
             Sql::new(
                 "INSERT INTO node_settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                 WHERE CAST(node_settings.value AS BIGINT) < CAST(excluded.value AS BIGINT)",
             ),
             vec![
                 SqlValue::Text(cursor_key(reader)),
