@@ -872,6 +872,28 @@ impl Worker {
     }
 }
 
+/// The node's spool: the audit trail in the index (`audit_log`) and the cursor in
+/// `node_settings` (`audit.cursor.syslog`), so a restarted node goes on where it stopped. Nodes
+/// sharing one index share the cursor (it only moves forward): each record reaches the
+/// collector at least once, and twice when two nodes read it at the same moment.
+pub struct IndexSpool(pub std::sync::Arc<dyn crate::index::Index>);
+
+#[async_trait]
+impl AuditSpool for IndexSpool {
+    async fn records_after(&self, seq: i64, limit: usize) -> IndexResult<Vec<SpooledRecord>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.0.audit_records_after(seq, limit).await
+    }
+
+    async fn forwarded_up_to(&self) -> IndexResult<i64> {
+        self.0.audit_cursor("syslog").await
+    }
+
+    async fn set_forwarded_up_to(&self, seq: i64) -> IndexResult<()> {
+        self.0.set_audit_cursor("syslog", seq).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -987,27 +1009,5 @@ mod tests {
         assert_eq!(timestamp(1_764_600_000_123), "2025-12-01T14:40:00.123Z");
         assert_eq!(timestamp(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(timestamp(i64::MAX), "-");
-    }
-}
-
-/// The node's spool: the audit trail in the index (`audit_log`) and the cursor in
-/// `node_settings` (`audit.cursor.syslog`), so a restarted node goes on where it stopped. Nodes
-/// sharing one index share the cursor (it only moves forward): each record reaches the
-/// collector at least once, and twice when two nodes read it at the same moment.
-pub struct IndexSpool(pub std::sync::Arc<dyn crate::index::Index>);
-
-#[async_trait]
-impl AuditSpool for IndexSpool {
-    async fn records_after(&self, seq: i64, limit: usize) -> IndexResult<Vec<SpooledRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.0.audit_records_after(seq, limit).await
-    }
-
-    async fn forwarded_up_to(&self) -> IndexResult<i64> {
-        self.0.audit_cursor("syslog").await
-    }
-
-    async fn set_forwarded_up_to(&self, seq: i64) -> IndexResult<()> {
-        self.0.set_audit_cursor("syslog", seq).await
     }
 }
