@@ -3,11 +3,12 @@
 # connections: bench/tls_latency.py), and DIMSE ingest with storescu +tls vs plain (the same
 # files, 4 associations each, alternating rounds), in one run.
 #
-#   bench/tls.sh [SLICES] [RUNS]     (default 300 slices, 2000 QIDO runs)
+#   bench/tls.sh [SLICES] [RUNS] [ROUNDS]   (default 300 slices, 2000 QIDO runs, 3 ingest rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SLICES=${1:-300}
 RUNS=${2:-2000}
+ROUNDS=${3:-3}
 export TCP_NODELAY=1
 BIN=${DCMTK_BIN:-/usr/bin}
 WORK=$(mktemp -d /tmp/pacs-bench.XXXXXX)
@@ -46,12 +47,16 @@ echo
 echo "== C-STORE ingest, $((SLICES * 2)) instances over 4 associations"
 find "$WORK/series" -name '*.dcm' | sort > "$WORK/files.txt"
 split -n r/4 "$WORK/files.txt" "$WORK/part-"
-ingest() {  # ingest plain|tls: sets RATE (instances per second); a fresh node each time
-  local mode=$1 t0 t1 pids=()
+# the node's CPU time so far (user + system, seconds) from /proc: what TLS costs the node
+# itself, apart from the storescu processes that share the machine's cores
+node_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$NODE_PID/stat"; }
+ingest() {  # ingest plain|tls: sets RATE (instances per second) and CPU (node CPU seconds)
+  local mode=$1 t0 t1 c0 pids=()
   stop_node
   rm -rf "$WORK/node"
   TLS_PORT=$(free_port)
   start_node "$WORK/node" --tls-cert "$tls/node.crt" --tls-key "$tls/node.key" --dimse-tls-port "$TLS_PORT"
+  c0=$(node_cpu)
   t0=$(date +%s.%N)
   for part in "$WORK"/part-*; do
     if [ "$mode" = tls ]; then
@@ -65,11 +70,14 @@ ingest() {  # ingest plain|tls: sets RATE (instances per second); a fresh node e
   wait "${pids[@]}"
   t1=$(date +%s.%N)
   RATE=$(python3 -c "print(f'{$((SLICES * 2)) / ($t1 - $t0):.0f}')")
+  CPU=$(python3 -c "print(f'{$(node_cpu) - $c0:.2f}')")
 }
-printf '%-8s %10s %10s\n' round plain tls
-for round in 1 2 3; do
+printf '%-8s %10s %10s %14s %12s\n' round plain tls node-cpu-plain node-cpu-tls
+for round in $(seq "$ROUNDS"); do
   ingest plain
   plain=$RATE
+  plain_cpu=$CPU
   ingest tls
-  printf '%-8s %10s %10s   (instances/s)\n' "$round" "$plain" "$RATE"
+  printf '%-8s %10s %10s %14s %12s   (instances/s; node CPU s)\n' \
+    "$round" "$plain" "$RATE" "$plain_cpu" "$CPU"
 done

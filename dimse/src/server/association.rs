@@ -46,10 +46,10 @@ impl Transport for tokio::net::TcpStream {
     }
 }
 
-/// The acceptor's TLS listener (PS3.15 Annex B).
-impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+/// The acceptor's TLS listener (PS3.15 Annex B), over a read buffer.
+impl Transport for tokio_rustls::server::TlsStream<tokio::io::BufReader<tokio::net::TcpStream>> {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
-        Some(self.get_ref().0)
+        Some(self.get_ref().0.get_ref())
     }
 }
 

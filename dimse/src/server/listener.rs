@@ -109,6 +109,9 @@ pub struct DimseConfig {
     pub max_instance_bytes: u64,
 }
 
+/// Read buffer under a TLS stream: what one socket read takes at most.
+const TLS_READ_BUFFER: usize = 256 * 1024;
+
 /// The DIMSE TLS listener: where, and the certificate it presents.
 #[derive(Debug, Clone)]
 pub struct TlsListener {
@@ -390,7 +393,11 @@ async fn handle_connection(
             .await
         }
         Accepted::Tls(tcp, acceptor) => {
-            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            // rustls reads the socket 4 KiB at a time (its record buffer starts small again
+            // after every record): a read buffer under it turns a C-STORE's megabytes into a
+            // few large reads instead of thousands of small ones
+            let buffered = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, tcp);
+            match tokio::time::timeout_at(deadline, acceptor.accept(buffered)).await {
                 Ok(Ok(tls)) => {
                     serve_stream(
                         tls, peer, true, deadline, id, config, settings, service, admitted,
