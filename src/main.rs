@@ -300,10 +300,31 @@ fn password_from_stdin(given: bool) -> Result<String, Box<dyn std::error::Error>
 
 async fn open_accounts(
     index: &pacs::config::IndexArgs,
-) -> Result<pacs::auth::accounts::Accounts, Box<dyn std::error::Error>> {
+) -> Result<(pacs::auth::accounts::Accounts, CliAudit), Box<dyn std::error::Error>> {
     let url = index.database_url()?;
     let index = pacs::index::open(&url).await?;
-    Ok(pacs::auth::accounts::Accounts::new(index))
+    let audit = CliAudit(pacs::audit::Audit::start(index.clone(), "PACS", None));
+    Ok((pacs::auth::accounts::Accounts::new(index), audit))
+}
+
+/// The audit trail of `pacs user` and `pacs key`: a change made on the command line is a
+/// Security Alert like the same change through the admin API, the operating-system user as
+/// the requestor (`os:NAME`).
+struct CliAudit(pacs::audit::Audit);
+
+impl CliAudit {
+    async fn change(&self, type_code: pacs::audit::Code, object: &str, action: &str) {
+        use pacs::audit::{AuditEvent, EventKind, ObjectRef, Participant};
+        let os_user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let event = AuditEvent::new(EventKind::SecurityAlert)
+            .type_code(type_code)
+            .participant(Participant::user(&format!("os:{os_user}"), None).requestor())
+            .participant(Participant::node("pacs-cli"))
+            .object(ObjectRef::user(object).detail("Action", action));
+        self.0.record(event).await;
+        // durable before the command returns
+        self.0.flush().await;
+    }
 }
 
 fn time_of(ms: i64) -> String {
@@ -317,7 +338,8 @@ fn time_of(ms: i64) -> String {
 }
 
 async fn run_user(args: UserArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let accounts = open_accounts(&args.index).await?;
+    use pacs::audit::types::user_security_attributes_changed as changed;
+    let (accounts, audit) = open_accounts(&args.index).await?;
     match args.command {
         UserCommand::Add {
             name,
@@ -326,6 +348,7 @@ async fn run_user(args: UserArgs) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let password = password_from_stdin(password_stdin)?;
             let user = accounts.add_user(&name, &roles, &password).await?;
+            audit.change(changed(), &name, "create user").await;
             eprintln!("added user {} ({})", user.name, user.roles.join(","));
         }
         UserCommand::List => {
@@ -341,6 +364,7 @@ async fn run_user(args: UserArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         UserCommand::Remove { name } => {
             accounts.remove_user(&name).await?;
+            audit.change(changed(), &name, "delete user").await;
             eprintln!("removed user {name}");
         }
         UserCommand::Passwd {
@@ -349,6 +373,7 @@ async fn run_user(args: UserArgs) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let password = password_from_stdin(password_stdin)?;
             accounts.set_password(&name, &password).await?;
+            audit.change(changed(), &name, "change password").await;
             eprintln!("changed the password of {name}; its login tokens no longer work");
         }
     }
@@ -356,10 +381,14 @@ async fn run_user(args: UserArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run_key(args: KeyArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let accounts = open_accounts(&args.index).await?;
+    use pacs::audit::types::security_configuration as changed;
+    let (accounts, audit) = open_accounts(&args.index).await?;
     match args.command {
         KeyCommand::Create { name, roles } => {
             let (key, info) = accounts.create_key(&name, &roles).await?;
+            audit
+                .change(changed(), &format!("key:{name}"), "create API key")
+                .await;
             // the key alone on standard output, so that scripts can capture it
             println!("{key}");
             eprintln!(
@@ -385,6 +414,9 @@ async fn run_key(args: KeyArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         KeyCommand::Revoke { name } => {
             accounts.revoke_key(&name).await?;
+            audit
+                .change(changed(), &format!("key:{name}"), "revoke API key")
+                .await;
             eprintln!("revoked key {name}");
         }
     }

@@ -510,10 +510,23 @@ async fn trail_of_a_working_day(backend: Backend) {
         .as_str()
         .unwrap()
         .contains("Application Stop"));
-    assert!(records.last().unwrap()["xml"]
+    // before the start, the accounts `pacs user add` made on the command line
+    let start = records
+        .iter()
+        .rposition(|r| r["event"] == "application-activity")
+        .unwrap();
+    assert!(records[start]["xml"]
         .as_str()
         .unwrap()
         .contains("Application Start"));
+    assert_eq!(
+        records.len() - 1 - start,
+        3,
+        "the three users added before the start"
+    );
+    assert!(records[start + 1..]
+        .iter()
+        .all(|r| r["event"] == "security-alert"));
 
     // every message the node wrote validates against the standard's schema, with an Export
     // (the de-identified export records it through the public API) among them
@@ -732,3 +745,69 @@ both_backends!(
     a_deleted_record_is_found,
     audit_off_records_nothing
 );
+
+/// `pacs user` and `pacs key` on the command line are recorded like the same changes through
+/// the admin API: a Security Alert naming the account, the action and the operating-system
+/// user, valid against the schema; the chain stays intact.
+#[test]
+fn command_line_account_changes_are_recorded() {
+    let site = Site::new(Backend::Sqlite);
+    site.add_user("cli-made", "viewer", PASSWORD);
+    site.cli(&["key", "create", "script-1", "--roles", "viewer"], "");
+    site.cli(&["key", "revoke", "script-1"], "");
+    site.cli(&["user", "remove", "cli-made"], "");
+    let records: Vec<Value> = site
+        .cli(
+            &["audit", "search", "--event", "security-alert", "--json"],
+            "",
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let xml = r["xml"].as_str().unwrap();
+            let b64 = xml
+                .split("type=\"Action\" value=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut actions = actions;
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "create API key",
+            "create user",
+            "delete user",
+            "revoke API key"
+        ],
+        "{records:?}"
+    );
+    for r in &records {
+        assert!(r["user"].as_str().unwrap().starts_with("os:"), "{r}");
+        assert_eq!(r["outcome"], 0);
+    }
+    let xmls: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                "security-alert".to_string(),
+                r["xml"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    validate_all(&xmls);
+    assert!(site.cli(&["audit", "verify"], "").contains("4 records"));
+}
