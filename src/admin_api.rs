@@ -87,6 +87,7 @@ pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
         .route("/api/keys", get(list_keys).post(create_key))
         .route("/api/keys/{name}", axum::routing::delete(revoke_key))
         .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
         .route("/api/whoami", get(whoami))
         .route("/api/audit", get(crate::audit::api::search))
         .with_state(state);
@@ -695,6 +696,52 @@ async fn revoke_key(
 struct LoginBody {
     username: String,
     password: String,
+}
+
+/// `POST /api/logout` with a local user's credential (a login token, or Basic): every login
+/// token of that user stops working (the tokens are signed, not stored, so a logout ends all
+/// of the user's sessions, as a password change does); 204. Other callers get 400 (an API key,
+/// an OpenID Connect token: nothing the node could end) or 401 (none). Recorded as User
+/// Authentication, Logout (PS3.15 A.5.3.8).
+async fn logout(State(state): State<Arc<AdminState>>, identity: Identity) -> Response {
+    let name = match &identity.principal {
+        pacs_dicomweb::Principal::User(name) => name.clone(),
+        pacs_dicomweb::Principal::Anonymous => {
+            return HttpError::new(StatusCode::UNAUTHORIZED, "log in first")
+                .with_header(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"pacs\""),
+                )
+                .into_response()
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "only a local user's login can be ended here",
+            )
+        }
+    };
+    let address = identity.peer.map(|p| p.ip().to_string());
+    let event = audit::AuditEvent::new(audit::EventKind::UserAuthentication)
+        .type_code(audit::types::logout())
+        .participant(
+            audit::Participant::user(&identity.principal.name(), address.as_deref()).requestor(),
+        )
+        .participant(audit::Participant::node(&state.ae_title));
+    match state.auth.end_login_tokens(&name).await {
+        Ok(()) => {
+            state.audit.record(event).await;
+            tracing::info!(user = %name, "logged out: the user's login tokens are ended");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(why) => {
+            state
+                .audit
+                .record(event.failed(audit::Outcome::SeriousFailure, why.clone()))
+                .await;
+            error(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+    }
 }
 
 /// `POST /api/login`, with `{"username", "password"}` or HTTP Basic: a short-lived login token

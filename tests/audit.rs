@@ -311,6 +311,26 @@ async fn trail_of_a_working_day(backend: Backend) {
         "event=security-alert&user=user:vera",
         |r| r["xml"].as_str().unwrap().contains("bad credentials"),
     );
+    // logout (its token's user): User Authentication, Logout
+    let token = json(&login(&node, "vera", PASSWORD))["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http_request(
+        node.http_port(),
+        "POST",
+        "/api/logout",
+        &[("Authorization", &bearer(&token))],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let out = wait_for(
+        &node,
+        &auditor,
+        "event=user-authentication&user=user:vera&outcome=0",
+        |r| r["xml"].as_str().unwrap().contains("csd-code=\"110123\""),
+    );
+    assert_eq!(out["address"], "127.0.0.1");
     // a refused bearer token: bad credentials at the HTTP layer
     let r = get(&node, "/dicom-web/studies", &bearer("not-a-token"));
     assert_eq!(r.status, 401);

@@ -387,6 +387,29 @@ async fn users_and_keys_lifecycle(backend: Backend) {
     assert_eq!(r.status, 200, "{}", r.text());
     let me = json(&get(&node, "/api/whoami", Some(&fresh)));
     assert_eq!(me["permissions"], serde_json::json!(["read", "write"]));
+    // logout ends the user's login tokens (all of them: they are signed, not stored); the
+    // password still works; a caller that is not a local user cannot log out
+    let second = bearer(
+        json(&login("vera", "a whole new password"))["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    let logout = |auth: Option<&str>| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        http_request(node.http_port(), "POST", "/api/logout", &headers, b"")
+    };
+    assert_eq!(logout(Some(&fresh)).status, 204);
+    assert_eq!(get(&node, "/dicom-web/studies", Some(&fresh)).status, 401);
+    assert_eq!(get(&node, "/dicom-web/studies", Some(&second)).status, 401);
+    let again = bearer(
+        json(&login("vera", "a whole new password"))["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(get(&node, "/dicom-web/studies", Some(&again)).status, 200);
+    assert_eq!(logout(None).status, 401);
+    assert_eq!(logout(Some(&ada)).status, 204, "Basic: a local user too");
+    let fresh = again;
     // removal (CLI): refused at once
     site.cli(&["user", "remove", "vera"], "");
     assert_eq!(get(&node, "/dicom-web/studies", Some(&fresh)).status, 401);
@@ -398,6 +421,11 @@ async fn users_and_keys_lifecycle(backend: Backend) {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     let key = stdout.trim().to_string();
     assert!(key.starts_with("pacs_"), "{key}");
+    assert_eq!(
+        logout(Some(&bearer(&key))).status,
+        400,
+        "an API key has no login to end"
+    );
     let listed = site.cli(&["key", "list"], "");
     assert!(
         listed.contains("script") && !listed.contains(&key[5..]),

@@ -201,6 +201,16 @@ impl NodeAuth {
         })
     }
 
+    /// `POST /api/logout`: ends every login token of a local user (its generation moves on,
+    /// as with a password change).
+    pub async fn end_login_tokens(&self, name: &str) -> Result<(), String> {
+        self.index
+            .end_user_login_tokens(name, crate::audit::now_ms())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// `POST /api/login`: a login token for a local user's name and password.
     pub async fn login(&self, name: &str, password: &str) -> Result<LoginToken, String> {
         let (user, _) = self.check_password(name, password).await?;

@@ -35,6 +35,8 @@ const fn need(p: Permission) -> Need {
 pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "/healthz", Public),
     ("POST", "/api/login", Public),
+    // ends the calling local user's login tokens; refuses other callers itself
+    ("POST", "/api/logout", Public),
     ("GET", "/api/whoami", Public),
     ("GET", "/api/statistics", need(Read)),
     // DICOMweb (PS3.18): QIDO-RS and WADO-RS read, STOW-RS writes

@@ -126,6 +126,21 @@ impl dyn Index {
         Ok(done.rows_affected > 0)
     }
 
+    /// Moves a user's generation on without changing the password: every login token issued
+    /// so far stops working (logout); false when there is no such user.
+    pub async fn end_user_login_tokens(&self, name: &str, now_ms: i64) -> IndexResult<bool> {
+        let done = self
+            .write(
+                Sql::new(
+                    "UPDATE users SET generation = generation + 1, updated_at_ms = ?2
+                     WHERE name = ?1",
+                ),
+                vec![SqlValue::Text(name.into()), SqlValue::Int(now_ms)],
+            )
+            .await?;
+        Ok(done.rows_affected > 0)
+    }
+
     /// Sets a user's roles; false when there is no such user.
     pub async fn set_user_roles(
         &self,
