@@ -700,19 +700,17 @@ struct LoginBody {
 
 /// `POST /api/logout` with a local user's credential (a login token, or Basic): every login
 /// token of that user stops working (the tokens are signed, not stored, so a logout ends all
-/// of the user's sessions, as a password change does); 204. Other callers get 400 (an API key,
-/// an OpenID Connect token: nothing the node could end) or 401 (none). Recorded as User
+/// of the user's sessions, as a password change does); 204. Other callers get 400 (no
+/// credential, an API key, an OpenID Connect token: nothing the node could end). Recorded as User
 /// Authentication, Logout (PS3.15 A.5.3.8).
 async fn logout(State(state): State<Arc<AdminState>>, identity: Identity) -> Response {
     let name = match &identity.principal {
         pacs_dicomweb::Principal::User(name) => name.clone(),
         pacs_dicomweb::Principal::Anonymous => {
-            return HttpError::new(StatusCode::UNAUTHORIZED, "log in first")
-                .with_header(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Bearer realm=\"pacs\""),
-                )
-                .into_response()
+            return error(
+                StatusCode::BAD_REQUEST,
+                "no login to end: send the login token",
+            )
         }
         _ => {
             return error(
