@@ -469,6 +469,9 @@ pub struct Settings {
     pub audit_syslog: Option<crate::audit::syslog::SyslogSettings>,
     /// The pseudonym key of de-identified exports (issue 13).
     pub deid_secret: Option<crate::deid::Secret>,
+    /// The effective options as text, secrets replaced by `(set)` ([`configuration_text`]):
+    /// what the audit trail records when it changes between starts.
+    pub configuration: String,
     /// Record the audit trail.
     pub audit: bool,
 }
@@ -487,6 +490,32 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid setting: {0}")]
     Invalid(String),
+}
+
+/// The layered options (file, environment, command line) as text for the audit trail, with
+/// every secret replaced by `(set)` and a password in the database URL by `***`.
+pub fn configuration_text(args: &ServeArgs) -> String {
+    let mut shown = args.clone();
+    let set = |v: &mut Option<String>| {
+        if v.is_some() {
+            *v = Some("(set)".into());
+        }
+    };
+    set(&mut shown.admin_token);
+    set(&mut shown.worker_token);
+    set(&mut shown.deid_secret);
+    set(&mut shown.s3_secret_access_key);
+    if let Some(url) = &mut shown.database_url {
+        // postgres://user:password@host/db
+        if let Some((scheme, rest)) = url.split_once("://") {
+            if let Some((credentials, host)) = rest.split_once('@') {
+                if let Some((user, _)) = credentials.split_once(':') {
+                    *url = format!("{scheme}://{user}:***@{host}");
+                }
+            }
+        }
+    }
+    format!("{shown:#?}")
 }
 
 impl Settings {
@@ -622,6 +651,7 @@ impl Settings {
                 .saturating_mul(MIB),
             audit_syslog: audit_syslog_settings(args)?,
             deid_secret: args.deid_secret.clone().and_then(crate::deid::Secret::new),
+            configuration: configuration_text(args),
         })
     }
 }

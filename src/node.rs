@@ -225,6 +225,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     audit
         .record(crate::audit::application_activity(&settings.aet, true))
         .await;
+    crate::audit::record_configuration(&audit, &index, &settings.configuration).await;
     let ingest = Arc::new(
         Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy)
             .with_max_instance_bytes(settings.max_instance_bytes),

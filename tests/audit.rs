@@ -831,3 +831,95 @@ fn command_line_account_changes_are_recorded() {
     validate_all(&xmls);
     assert!(site.cli(&["audit", "verify"], "").contains("4 records"));
 }
+
+/// A configuration change between starts (file, environment or command line) is a Security
+/// Alert (Software Configuration) with the new configuration, secrets hidden, and the previous
+/// digest; an unchanged restart records none.
+#[test]
+fn configuration_changes_between_starts_are_recorded() {
+    let site = Site::new(Backend::Sqlite);
+    // the same ports each time: they are part of the configuration
+    let ports = [
+        support::free_port(),
+        support::free_port(),
+        support::free_port(),
+    ];
+    let start = |extra: &[&str]| {
+        let mut options = site
+            .options()
+            .arg("--admin-token")
+            .arg("a-secret-admin-token");
+        options.ports = Some(ports);
+        for a in extra {
+            options = options.arg(*a);
+        }
+        let node = Node::start_with(options);
+        node.terminate();
+    };
+    let alerts = || -> Vec<Value> {
+        site.cli(
+            &["audit", "search", "--event", "security-alert", "--json"],
+            "",
+        )
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| {
+            r["xml"]
+                .as_str()
+                .unwrap()
+                .contains("Software Configuration")
+        })
+        .collect()
+    };
+    let detail = |record: &Value, kind: &str| -> String {
+        let xml = record["xml"].as_str().unwrap();
+        let b64 = xml
+            .split(&format!("type=\"{kind}\" value=\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {kind} in {xml}"))
+            .split('"')
+            .next()
+            .unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    start(&[]);
+    start(&[]);
+    let first = alerts();
+    assert_eq!(
+        first.len(),
+        1,
+        "an unchanged restart records nothing: {first:?}"
+    );
+    assert_eq!(detail(&first[0], "PreviousConfigurationDigest"), "none");
+    start(&["--qido-max-results", "777"]);
+    let now = alerts();
+    assert_eq!(now.len(), 2, "{now:?}");
+    let newest = &now[0];
+    let configuration = detail(newest, "Configuration");
+    assert!(configuration.contains("777"), "{configuration}");
+    assert!(
+        !configuration.contains("a-secret-admin-token"),
+        "{configuration}"
+    );
+    assert!(configuration.contains("(set)"), "{configuration}");
+    assert_eq!(
+        detail(newest, "PreviousConfigurationDigest"),
+        detail(&now[1], "ConfigurationDigest")
+    );
+    let xmls: Vec<(String, String)> = now
+        .iter()
+        .map(|r| {
+            (
+                "security-alert".to_string(),
+                r["xml"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    validate_all(&xmls);
+    assert!(site.cli(&["audit", "verify"], "").contains("intact"));
+}

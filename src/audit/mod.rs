@@ -768,6 +768,56 @@ pub fn export_events(node_ae: &str, report: &crate::export::ExportReport) -> Vec
         .collect()
 }
 
+/// At start: when the node's effective configuration (`Settings::configuration`, secrets
+/// hidden) differs from the one recorded at its previous start, a Security Alert (Software
+/// Configuration) holding the new configuration and the digest of the previous one. This is
+/// how changes made in the configuration file, the environment or the command line reach the
+/// trail: the node reads them only at start.
+pub async fn record_configuration(audit: &Audit, index: &Arc<dyn Index>, configuration: &str) {
+    if !audit.enabled() {
+        return;
+    }
+    let digest = {
+        let d = ring::digest::digest(&ring::digest::SHA256, configuration.as_bytes());
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let key = format!("audit.configuration.{}", audit.node_ae);
+    let previous = match index.setting(&key).await {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the configuration recorded at the last start");
+            return;
+        }
+    };
+    if previous.as_deref() == Some(digest.as_str()) {
+        return;
+    }
+    let os_user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    audit
+        .record(
+            AuditEvent::new(EventKind::SecurityAlert)
+                .type_code(types::software_configuration())
+                .participant(Participant::user(&format!("os:{os_user}"), None).requestor())
+                .participant(Participant::node(&audit.node_ae))
+                .object(
+                    ObjectRef::node(&audit.node_ae)
+                        .detail("Configuration", configuration)
+                        .detail("ConfigurationDigest", digest.as_str())
+                        .detail(
+                            "PreviousConfigurationDigest",
+                            previous.as_deref().unwrap_or("none"),
+                        ),
+                ),
+        )
+        .await;
+    if let Err(e) = index.set_setting(&key, &digest).await {
+        tracing::warn!(error = %e, "cannot keep the configuration digest");
+    }
+}
+
 /// Application Activity (110100): the node started or stopped.
 pub fn application_activity(node_ae: &str, start: bool) -> AuditEvent {
     let user = std::env::var("USER").unwrap_or_else(|_| "pacs".into());

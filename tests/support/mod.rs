@@ -1113,6 +1113,9 @@ pub struct NodeOptions {
     /// A configuration file (TOML) to start with, e.g. `[[ae]]` tables from [`ae_entry`]:
     /// written into the node's temp directory and passed with `--config`.
     pub config: Option<String>,
+    /// The DIMSE, DIMSE TLS and HTTP ports to listen on instead of free ones (a restart with
+    /// the very same options).
+    pub ports: Option<[u16; 3]>,
 }
 
 impl NodeOptions {
@@ -1212,9 +1215,9 @@ impl Node {
             Backend::Postgres => Some(opts.database_url.clone().unwrap_or_else(postgres_url)),
         };
         let aet = "PACS".to_string();
-        let dimse_port = free_port();
-        let dimse_tls_port = free_port();
-        let http_port = free_port();
+        let [dimse_port, dimse_tls_port, http_port] = opts
+            .ports
+            .unwrap_or_else(|| [free_port(), free_port(), free_port()]);
         let log_path = tmp.path().join("pacs.log");
         let log = File::create(&log_path).expect("create node log");
 
