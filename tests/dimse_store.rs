@@ -425,7 +425,7 @@ async fn a_300_mb_multiframe_object_is_stored_with_bounded_memory() {
     assert_eq!(ranges.len(), frames as usize);
     assert!(ranges.iter().all(|f| f[0].1 == 512 * 512 * 2));
     // the node never held the object in memory: its peak RSS stays well below the 300 MiB of
-    // the object (the node idles at about 60 MiB, up to 32 MiB of a data set are received in
+    // the object (the node idles at about 50 MiB, up to 32 MiB of a data set are received in
     // memory before it spills; 104-127 MiB on a quiet machine, 160 seen under a loaded CI run)
     let peak = peak_rss(node.pid());
     assert!(
