@@ -1197,8 +1197,10 @@ mod tests {
         }
     }
 
-    /// Settings in a form two resolutions can be compared by (model versions sorted).
+    /// Settings in a form two resolutions can be compared by (model versions sorted; the
+    /// configuration text, which records how each option was given, left out).
     fn comparable(mut s: Settings) -> String {
+        s.configuration.clear();
         let versions: BTreeMap<String, String> =
             s.ai.as_mut()
                 .map(|ai| ai.model_versions.drain().collect())

@@ -305,6 +305,11 @@ impl DicomWebArchive {
                     sop_class_uid: class,
                     sop_instance_uid: instance,
                     success: true,
+                    roles: identity
+                        .permissions
+                        .iter()
+                        .map(|p| p.name().to_string())
+                        .collect(),
                 })
                 .await;
         }
@@ -872,6 +877,11 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 sop_class_uid: class.clone(),
                 sop_instance_uid: instance.clone(),
                 success: result.is_ok(),
+                roles: identity
+                    .permissions
+                    .iter()
+                    .map(|p| p.name().to_string())
+                    .collect(),
             })
             .await;
         match result {

@@ -198,14 +198,27 @@ impl NodeDimseService {
 
     /// The requesting side of a DIMSE event: the user the association acts for (at its AE),
     /// or the calling AE.
-    fn requestor(calling_ae: &str, user: Option<&str>, address: &str) -> Participant {
-        match user {
+    fn requestor(&self, calling_ae: &str, user: Option<&str>, address: &str) -> Participant {
+        let mut participant = match user {
             Some(user) => Participant {
                 alternative_user_id: Some(calling_ae.to_string()),
                 ..Participant::user(user, Some(address))
             }
             .requestor(),
             None => Participant::ae(calling_ae, Some(address)).requestor(),
+        };
+        for role in self.access_of(calling_ae, user) {
+            participant = participant.role(crate::audit::Code::access_role(&role));
+        }
+        participant
+    }
+
+    /// A registered AE's roles and the operations its `allow` list names (an association's
+    /// identity is the AE unless a user is given; a user's own roles are not looked up here).
+    fn access_of(&self, calling_ae: &str, user: Option<&str>) -> Vec<String> {
+        match (user, self.policy.find(calling_ae)) {
+            (None, Some(ae)) => ae.roles.iter().chain(&ae.allow).cloned().collect(),
+            _ => Vec::new(),
         }
     }
 }
@@ -300,7 +313,7 @@ impl DimseService for NodeDimseService {
                     .record(
                         AuditEvent::new(EventKind::UserAuthentication)
                             .type_code(audit_types::login())
-                            .participant(Self::requestor(
+                            .participant(self.requestor(
                                 &peer.calling_ae_title,
                                 grant.user.as_deref(),
                                 &address,
@@ -356,6 +369,7 @@ impl DimseService for NodeDimseService {
                 sop_class_uid,
                 sop_instance_uid: request.sop_instance_uid.clone(),
                 success: result.is_ok(),
+                roles: self.access_of(&request.calling_ae_title, request.user.as_deref()),
             })
             .await;
         match &result {
@@ -384,7 +398,7 @@ impl DimseService for NodeDimseService {
             dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
         ));
         let mut event = AuditEvent::new(EventKind::BeginTransferring)
-            .participant(Self::requestor(
+            .participant(self.requestor(
                 &request.calling_ae_title,
                 request.user.as_deref(),
                 &address,
@@ -429,7 +443,7 @@ impl DimseService for NodeDimseService {
         for class in &report.stored_sop_classes {
             study.add(class, 1);
         }
-        let requestor = Self::requestor(&report.calling_ae_title, report.user.as_deref(), &address);
+        let requestor = self.requestor(&report.calling_ae_title, report.user.as_deref(), &address);
         let mut event = AuditEvent::new(EventKind::InstancesTransferred)
             .participant(Participant::node(&self.audit.node_ae).source());
         event = match &report.destination {
@@ -484,7 +498,7 @@ impl DimseService for NodeDimseService {
         let started = std::time::Instant::now();
         let index = self.ingest.index().as_ref();
         let mut event = AuditEvent::new(EventKind::Query)
-            .participant(Self::requestor(
+            .participant(self.requestor(
                 &request.calling_ae_title,
                 request.user.as_deref(),
                 &request.peer.ip().to_string(),

@@ -189,6 +189,7 @@ fn remove_stale_spill_files(dir: &std::path::Path) {
 
 /// Runs the node until a shutdown signal.
 pub async fn serve(settings: Settings) -> Result<(), NodeError> {
+    let signal = ShutdownSignal::install();
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| NodeError::Storage(crate::storage::StorageError::Io(e)))?;
     remove_stale_spill_files(&settings.data_dir.join("tmp"));
@@ -391,7 +392,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     let dimse_plain = settings.plain_dimse.then_some(dimse_addr);
     info!(aet = %settings.aet, dimse = ?dimse_plain, dimse_tls = ?dimse_tls_addr, http = %http_addr, %scheme, "node ready");
 
-    wait_for_signal().await;
+    signal.wait().await;
     info!("shutting down: no new associations or requests");
     let _ = shutdown_tx.send(true);
     let grace = settings.shutdown_grace + std::time::Duration::from_secs(1);
@@ -410,19 +411,32 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM, installed when the node starts (before any listener is up, so that a SIGTERM
+/// during startup is a graceful stop, not the default kill that would lose what the audit
+/// trail has not written yet).
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> ShutdownSignal {
+        ShutdownSignal {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("install SIGTERM handler"),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Until SIGTERM or Ctrl-C.
+    async fn wait(mut self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
         let _ = ctrl_c.await;
     }
 }

@@ -188,6 +188,11 @@ async fn trail_of_a_working_day(backend: Backend) {
         "{xml}"
     );
     assert!(xml.contains("csd-code=\"110153\""), "source role: {xml}");
+    // the registered AE's access: the operations its `allow` list names
+    assert!(
+        xml.contains("<RoleIDCode csd-code=\"store\" codeSystemName=\"PACS-ACCESS\""),
+        "{xml}"
+    );
 
     // a refused association: an AE the registry does not know
     let out = support::echoscu(&node, "STRANGER");
@@ -350,6 +355,11 @@ async fn trail_of_a_working_day(backend: Backend) {
         base64::engine::general_purpose::STANDARD.encode(format!("studies?PatientID={patient_id}"));
     assert!(xml.contains(&expected), "{xml}");
     assert_eq!(q["patient_id"], patient_id.as_str());
+    // the viewer's access, as RoleIDCode
+    assert!(
+        xml.contains("<RoleIDCode csd-code=\"read\" codeSystemName=\"PACS-ACCESS\""),
+        "{xml}"
+    );
     let meta = format!("/dicom-web/studies/{study}/metadata");
     assert_eq!(get(&node, &meta, &viewer).status, 200);
     let accessed = wait_for(

@@ -159,6 +159,13 @@ impl Code {
     pub fn rfc3881(code: &str, meaning: &str) -> Code {
         Code::new(code, "RFC-3881", meaning)
     }
+
+    /// A role or permission of the node's access model (src/auth/permissions.rs) as a
+    /// RoleIDCode: PS3.15 A.5.1 lets RoleIDCode carry "the role(s) the user plays ... as
+    /// assigned in role-based access control security", in a local coding scheme.
+    pub fn access_role(name: &str) -> Code {
+        Code::new(name, "PACS-ACCESS", &format!("PACS access: {name}"))
+    }
 }
 
 /// Event type codes (CID 401 Audit Event Type codes, CID 403 Security Alert types).
@@ -588,6 +595,8 @@ pub struct StoredNote {
     /// Counted once per group however often it is noted (a frame read after frame).
     pub sop_instance_uid: String,
     pub success: bool,
+    /// The requestor's access (roles or permissions), as RoleIDCodes.
+    pub roles: Vec<String>,
 }
 
 enum Msg {
@@ -813,6 +822,9 @@ pub async fn record_configuration(audit: &Audit, index: &Arc<dyn Index>, configu
                 ),
         )
         .await;
+    // the digest is kept only once the alert is durable: a node stopped in between records the
+    // change again at its next start instead of never
+    audit.flush().await;
     if let Err(e) = index.set_setting(&key, &digest).await {
         tracing::warn!(error = %e, "cannot keep the configuration digest");
     }
@@ -856,8 +868,12 @@ fn group_event(node_ae: &str, g: Group) -> AuditEvent {
     if n.event == EventKind::InstancesAccessed {
         let address = Some(n.address.as_str()).filter(|a| !a.is_empty());
         let user = n.user.clone().unwrap_or_else(|| "anonymous".into());
+        let mut requestor = Participant::user(&user, address).requestor();
+        for role in &n.roles {
+            requestor = requestor.role(Code::access_role(role));
+        }
         let mut event = AuditEvent::new(EventKind::InstancesAccessed)
-            .participant(Participant::user(&user, address).requestor())
+            .participant(requestor)
             .participant(Participant::node(node_ae))
             .patient(&n.patient_id, &n.patient_name)
             .study(g.study);
@@ -868,13 +884,16 @@ fn group_event(node_ae: &str, g: Group) -> AuditEvent {
         return event;
     }
     let address = Some(n.address.as_str()).filter(|a| !a.is_empty());
-    let source = match &n.user {
+    let mut source = match &n.user {
         Some(user) => Participant {
             alternative_user_id: Some(n.calling_ae_title.clone()).filter(|a| !a.is_empty()),
             ..Participant::user(user, address)
         },
         None => Participant::ae(&n.calling_ae_title, address),
     };
+    for role in &n.roles {
+        source = source.role(Code::access_role(role));
+    }
     let mut event = AuditEvent::new(EventKind::InstancesTransferred)
         .action(Action::Create)
         .participant(source.requestor().source())
@@ -1013,7 +1032,12 @@ async fn write_batch(
 /// Who an HTTP caller is, as a participant: the principal's name, or `anonymous`.
 pub fn http_participant(identity: &pacs_dicomweb::Identity) -> Participant {
     let address = identity.peer.map(|p| p.ip().to_string());
-    Participant::user(&identity.principal.name(), address.as_deref())
+    let mut participant = Participant::user(&identity.principal.name(), address.as_deref());
+    // what the caller may do (its roles resolve to these permissions)
+    for permission in identity.permissions.iter() {
+        participant = participant.role(Code::access_role(permission.name()));
+    }
+    participant
 }
 
 /// The current time, for callers that note it.
@@ -1038,6 +1062,7 @@ mod tests {
             sop_class_uid: "1.2.840.10008.5.1.4.1.1.2".into(),
             sop_instance_uid: instance.into(),
             success: true,
+            roles: vec!["store".into()],
         }
     }
 
