@@ -112,6 +112,8 @@ pub struct NodeDimseService {
     pub source: Arc<dyn InstanceSource>,
     /// Where refused associations, queries, stores and retrievals are recorded.
     pub audit: crate::audit::Audit,
+    /// The operations each user identity was last granted, for the audit trail's RoleIDCodes.
+    pub user_access: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
 }
 
 impl NodeDimseService {
@@ -177,6 +179,7 @@ impl NodeDimseService {
                     if matches!(offer.identity, OfferedIdentity::Username(_)) {
                         operations.retain(|op| ae_operations.contains(op));
                     }
+                    self.note_user_access(&user, &operations);
                     Ok(AssociationGrant {
                         user: Some(user),
                         operations,
@@ -218,8 +221,28 @@ impl NodeDimseService {
     fn access_of(&self, calling_ae: &str, user: Option<&str>) -> Vec<String> {
         match (user, self.policy.find(calling_ae)) {
             (None, Some(ae)) => ae.roles.iter().chain(&ae.allow).cloned().collect(),
-            _ => Vec::new(),
+            (Some(user), _) => self
+                .user_access
+                .lock()
+                .expect("user access lock")
+                .get(user)
+                .cloned()
+                .unwrap_or_default(),
+            (None, None) => Vec::new(),
         }
+    }
+
+    /// Keeps what a user identity was granted (the DIMSE operations, named as in `allow`).
+    fn note_user_access(&self, user: &str, operations: &[Operation]) {
+        let names = operations
+            .iter()
+            .map(|op| format!("{op:?}").to_ascii_lowercase())
+            .collect();
+        let mut access = self.user_access.lock().expect("user access lock");
+        if access.len() >= 10_000 {
+            access.clear();
+        }
+        access.insert(user.to_string(), names);
     }
 }
 
@@ -679,6 +702,7 @@ mod tests {
             users,
             find_limit: 100,
             source: crate::retrieve::ArchiveSource::new(storage),
+            user_access: Default::default(),
         }
     }
 

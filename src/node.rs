@@ -253,6 +253,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         find_limit: settings.qido_max_results,
         source: source.clone(),
         audit: audit.clone(),
+        user_access: Default::default(),
     });
     let dimse_addr = SocketAddr::new(settings.dimse_bind, settings.dimse_port);
     // the node's certificate, for HTTPS and DIMSE alike, reloaded when its files change

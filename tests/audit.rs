@@ -222,6 +222,31 @@ async fn trail_of_a_working_day(backend: Backend) {
     );
     let find = wait_for(&node, &auditor, "event=query&ae=VIEWER", |_| true);
     assert_eq!(find["patient_id"], patient_id.as_str());
+    // the same C-FIND as a user (User Identity, PS3.7 D.3.3.7): the user and what the
+    // association granted it, as RoleIDCodes
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/dimse_as_user.py");
+    let port = node.dimse_port().to_string();
+    let report = support::python_stdout([
+        script,
+        &port,
+        "find",
+        "--calling",
+        "VIEWER",
+        "--user",
+        "vera",
+        "--passcode",
+        PASSWORD,
+        "--study",
+        &study,
+    ]);
+    let report: Value = serde_json::from_slice(&report).unwrap();
+    assert_eq!(report["established"], true, "{report}");
+    let as_user = wait_for(&node, &auditor, "event=query&user=vera", |_| true);
+    let user_xml = as_user["xml"].as_str().unwrap();
+    assert!(
+        user_xml.contains("<RoleIDCode csd-code=\"find\" codeSystemName=\"PACS-ACCESS\""),
+        "{user_xml}"
+    );
     let xml = find["xml"].as_str().unwrap();
     let query_b64 = xml
         .split("<ParticipantObjectQuery>")

@@ -586,6 +586,36 @@ fn export_matrix(backend: Backend) {
         "{}",
         qido.text()
     );
+    // and to the registered AE: patient B's 3 slices reach storescp again, de-identified, with
+    // the same pseudonymous UIDs (the files the first export wrote are removed first)
+    let earlier: Vec<PathBuf> = scp.files();
+    for f in &earlier {
+        std::fs::remove_file(f).unwrap();
+    }
+    let before = 0;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pacs"))
+        .args([
+            "export",
+            "--node",
+            &node.base_url(),
+            "--token",
+            &token,
+            "--study",
+            &study_b,
+            "--to-ae",
+            "DEIDSCP",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = scp.files();
+    assert_eq!(files.len(), before + 3, "{files:?}");
+    assert_eq!(files, earlier, "the same UIDs as in the first export");
+    check(&files, &[], &originals(&synth_paths(&b)));
 
     // nobody exports without the secret
     let plain = Node::start_with(
