@@ -227,8 +227,23 @@ fn walk_value_lengths<R: Read + Seek>(
     let unreadable = |e: &dyn std::fmt::Display| {
         ParseError::Unreadable(format!("cannot be read to its end: {e}"))
     };
+    // open sequences and items: a delimiter with nothing open is refused (the eager reader,
+    // which WADO-RS reads stored objects with, loses its place on one; found by the dicom_json
+    // fuzz target)
+    let mut open: u32 = 0;
     while let Some(token) = reader.advance() {
         let token = token.map_err(|e| unreadable(&e))?;
+        match &token {
+            LazyDataToken::SequenceStart { .. }
+            | LazyDataToken::PixelSequenceStart
+            | LazyDataToken::ItemStart { .. } => open += 1,
+            LazyDataToken::ItemEnd | LazyDataToken::SequenceEnd => {
+                open = open.checked_sub(1).ok_or_else(|| {
+                    ParseError::Unreadable("a delimitation item outside any sequence".into())
+                })?;
+            }
+            _ => {}
+        }
         let (value_len, position) = match &token {
             LazyDataToken::LazyValue { header, decoder } => {
                 // PS3.5 6.2: a binary VR's value is a whole number of its fixed-size numbers.
@@ -659,6 +674,29 @@ mod tests {
         data[6] = 8;
         data.drain(16..18);
         check_value_lengths(Cursor::new(&data), ts, data.len() as u64).unwrap();
+    }
+
+    /// Found by the dicom_json fuzz target: an item delimitation and a sequence delimitation
+    /// with no sequence open (Implicit VR Little Endian). The eager reader loses its place on
+    /// them and zero-fills 2 GB for what follows.
+    #[test]
+    fn a_delimiter_outside_any_sequence_is_refused() {
+        use std::io::Cursor;
+        let ts = dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions/dicom_json/oom-d07ee2b69abe2da1892914252e83e10db3c54f68"
+        );
+        let input = std::fs::read(path).unwrap();
+        let data = &input[1..];
+        let err = check_value_lengths(Cursor::new(data), ts, data.len() as u64).unwrap_err();
+        assert!(err.to_string().contains("outside any sequence"), "{err}");
+        // a sequence with its delimiters passes
+        let mut good = vec![0x08, 0x00, 0x15, 0x11, 0xff, 0xff, 0xff, 0xff];
+        good.extend_from_slice(&[0xfe, 0xff, 0x00, 0xe0, 0xff, 0xff, 0xff, 0xff]);
+        good.extend_from_slice(&[0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0]);
+        good.extend_from_slice(&[0xfe, 0xff, 0xdd, 0xe0, 0, 0, 0, 0]);
+        check_value_lengths(Cursor::new(&good), ts, good.len() as u64).unwrap();
     }
 
     #[test]
