@@ -226,6 +226,8 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     audit
         .record(crate::audit::application_activity(&settings.aet, true))
         .await;
+    // the start alone in the first batch: first in the chain whatever the wall clock does
+    audit.flush().await;
     crate::audit::record_configuration(&audit, &index, &settings.configuration).await;
     let ingest = Arc::new(
         Ingest::new(index.clone(), storage.clone(), settings.duplicate_policy)

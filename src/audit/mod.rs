@@ -708,6 +708,9 @@ impl Audit {
         if !self.enabled() {
             return;
         }
+        // what is pending first, the stop alone in the last batch: last in the chain whatever
+        // the wall clock did (batches are ordered by event time within themselves)
+        self.flush().await;
         self.record(application_activity(&self.node_ae, false))
             .await;
         self.flush().await;
