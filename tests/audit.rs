@@ -854,16 +854,7 @@ fn command_line_account_changes_are_recorded() {
         assert!(r["user"].as_str().unwrap().starts_with("os:"), "{r}");
         assert_eq!(r["outcome"], 0);
     }
-    let xmls: Vec<(String, String)> = records
-        .iter()
-        .map(|r| {
-            (
-                "security-alert".to_string(),
-                r["xml"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    validate_all(&xmls);
+    validate_alerts(&records);
     assert!(site.cli(&["audit", "verify"], "").contains("4 records"));
 }
 
@@ -946,7 +937,13 @@ fn configuration_changes_between_starts_are_recorded() {
         detail(newest, "PreviousConfigurationDigest"),
         detail(&now[1], "ConfigurationDigest")
     );
-    let xmls: Vec<(String, String)> = now
+    validate_alerts(&now);
+    assert!(site.cli(&["audit", "verify"], "").contains("intact"));
+}
+
+/// Validates Security Alert records (from `pacs audit search --json`) against the schema.
+fn validate_alerts(records: &[Value]) {
+    let xmls: Vec<(String, String)> = records
         .iter()
         .map(|r| {
             (
@@ -956,5 +953,4 @@ fn configuration_changes_between_starts_are_recorded() {
         })
         .collect();
     validate_all(&xmls);
-    assert!(site.cli(&["audit", "verify"], "").contains("intact"));
 }
