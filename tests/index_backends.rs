@@ -384,3 +384,33 @@ async fn a_database_of_the_previous_schema_is_migrated() {
     );
     assert_eq!(index.counts().await.unwrap().instances, 3);
 }
+
+/// Queries of ever new shapes (a study UID list of each length from 1 to 700: as many distinct
+/// statements) do not grow a PostgreSQL connection's prepared statements without bound
+/// (issue 12): the connection's cache and the server's own count stay at the bound or under,
+/// and statements are still cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_stay_bounded_postgres() {
+    use pacs::query::{Include, Level, Query};
+    const BOUND: usize = 512;
+    let index = pacs::index::postgres::PostgresIndex::connect(&support::postgres_url())
+        .await
+        .unwrap();
+    for n in 1..=700 {
+        let uids: Vec<String> = (0..n).map(|i| format!("1.2.826.0.1.{i}")).collect();
+        let keys = [("StudyInstanceUID".to_string(), uids.join("\\"))];
+        let query = Query::parse(Level::Study, &keys, Include::Defaults, false, 10, 0).unwrap();
+        let result = query.run(&index, None).await.unwrap();
+        assert!(result.datasets.is_empty());
+    }
+    let (cached, on_server) = index.prepared_statements().await.unwrap();
+    assert!(
+        (1..=BOUND + 1).contains(&cached),
+        "{cached} statements in the connection's cache"
+    );
+    // the server's count includes the statement that counts
+    assert!(
+        (1..=BOUND as i64 + 2).contains(&on_server),
+        "{on_server} statements prepared on the server"
+    );
+}

@@ -185,6 +185,19 @@ fn bound_statement_cache(client: &deadpool_postgres::Client) {
 }
 
 impl PostgresIndex {
+    /// The statements one pooled connection keeps prepared: its cache's size and the server's
+    /// count for that session (`pg_prepared_statements` lists protocol-level statements too,
+    /// the count's own included). For tests of the cache bound.
+    #[doc(hidden)]
+    pub async fn prepared_statements(&self) -> IndexResult<(usize, i64)> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_one("SELECT count(*) FROM pg_prepared_statements", &[])
+            .await
+            .map_err(db_err)?;
+        Ok((client.statement_cache.size(), row.get(0)))
+    }
+
     pub async fn connect(url: &str) -> IndexResult<PostgresIndex> {
         let (url, ssl) = split_ssl_options(url)?;
         let mut config: tokio_postgres::Config = url
