@@ -425,6 +425,70 @@ fn export_matrix(backend: Backend) {
     let date = report3["instances"][0]["study_date"].as_str().unwrap();
     assert_eq!(date.len(), 8, "{report3}");
 
+    // 3b. the options that keep what describes the patient, the device and the institution: the
+    // checker holds every file to their original values (and to the Basic Profile otherwise)
+    let original = dicom_object::open_file(&files_a[0]).unwrap();
+    let value = |tag| original.element(tag).unwrap().to_str().unwrap().trim().to_string();
+    use dicom_dictionary_std::tags;
+    let kept = [
+        ("PatientSex", value(tags::PATIENT_SEX)),
+        ("PatientAge", value(tags::PATIENT_AGE)),
+        ("StationName", value(tags::STATION_NAME)),
+        ("DeviceSerialNumber", value(tags::DEVICE_SERIAL_NUMBER)),
+        ("InstitutionName", value(tags::INSTITUTION_NAME)),
+    ];
+    let retained = export(
+        &node,
+        &rita,
+        serde_json::json!({
+        "studies": [study_a],
+        "options": {"retain_patient_characteristics": true, "retain_device_identity": true,
+                    "retain_institution_identity": true},
+        "destination": {"type": "zip"}}),
+    );
+    assert_eq!(retained["instances_done"], 6, "{retained}");
+    let files = unpack(
+        &node,
+        &rita,
+        retained["id"].as_i64().unwrap(),
+        &tmp.path().join("retained"),
+    );
+    let options = [
+        "--retain-patient-characteristics",
+        "--retain-device-identity",
+        "--retain-institution-identity",
+    ];
+    check(&files, &options, &forbid_a);
+    dciodvfy_clean(&files);
+    // the CT slices (not the SEG, whose device is the one that made it) keep the originals
+    let is_ct = |f: &&PathBuf| {
+        let o = dicom_object::open_file(f).unwrap();
+        o.element(tags::MODALITY).unwrap().to_str().unwrap().trim() == "CT"
+    };
+    let slices: Vec<PathBuf> = files.iter().filter(is_ct).cloned().collect();
+    assert_eq!(slices.len(), files_a.len());
+    let mut flags: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+    for (keyword, v) in &kept {
+        assert!(!v.is_empty(), "the synthetic series has no {keyword}");
+        flags.push(format!("--expect-kept={keyword}={v}"));
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    check(&slices, &flags, &forbid_a);
+    // without the options their original values are gone (removed, emptied or replaced by a
+    // dummy, as Table E.1-1 allows each); Patient's Sex is Z, so it may stay
+    let plain = dicom_object::open_file(first.iter().find(|f| is_ct(f)).unwrap()).unwrap();
+    for (keyword, original) in &kept[1..] {
+        let now = plain
+            .element_by_name(keyword)
+            .ok()
+            .and_then(|e| e.to_str().ok().map(|v| v.trim().to_string()));
+        assert_ne!(
+            now.as_ref(),
+            Some(original),
+            "{keyword} kept without its option"
+        );
+    }
+
     // 4. to a registered AE (C-STORE): the same de-identified objects
     let sent = export(
         &node,

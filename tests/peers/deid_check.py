@@ -6,6 +6,7 @@ edition: dicomanonymizer.dicom_anonymization_databases.dicomfields_2026c), not f
 table, and the files are read with pydicom. For every file (recursing into sequences):
 
 - no attribute the Basic Profile removes (X) is present, unless an option in force keeps it;
+- with --expect-kept KEYWORD=VALUE, that attribute is there with its original value;
 - every attribute replaced by a dummy (D) that is present has a value;
 - every UID the profile replaces (U) is in the 2.25 form, unless --retain-uids;
 - no private attribute, no curve (50xx) or overlay data/comments (60xx,3000/4000);
@@ -23,7 +24,9 @@ slice; `sr-refs SR FILE_OR_DIR...` reads an (exported) SR with highdicom and fai
 Referenced SOP Instance UID in it (evidence, image regions) is among the files given.
 
 usage: deid_check.py [--retain-uids] [--retain-longitudinal-modified-dates]
-                     [--clean-descriptors] [--forbid S ...] FILE_OR_DIR...
+                     [--clean-descriptors] [--retain-patient-characteristics]
+                     [--retain-device-identity] [--retain-institution-identity]
+                     [--expect-kept KEYWORD=VALUE ...] [--forbid S ...] FILE_OR_DIR...
 """
 
 import argparse
@@ -59,6 +62,40 @@ CODES = {
     "clean_descriptors": "113105",
     "retain_longitudinal_modified_dates": "113107",
     "retain_uids": "113110",
+    "retain_patient_characteristics": "113108",
+    "retain_device_identity": "113109",
+    "retain_institution_identity": "113112",
+}
+
+# What the Retain Patient Characteristics, Device Identity and Institution Identity Options keep
+# (their K and C entries in PS3.15 Table E.1-1): this checker's own short list of the ones a
+# modality commonly writes, since dicom-anonymizer has no option columns. With an option, these
+# may stay; without it the Basic Profile's check above applies to them.
+KEPT_BY_OPTION = {
+    "retain_patient_characteristics": {
+        0x00100040,  # Patient's Sex
+        0x00101010,  # Patient's Age
+        0x00101020,  # Patient's Size
+        0x00101030,  # Patient's Weight
+        0x00102160,  # Ethnic Group
+        0x001021A0,  # Smoking Status
+        0x001021C0,  # Pregnancy Status
+    },
+    "retain_device_identity": {
+        0x00081010,  # Station Name
+        0x00181000,  # Device Serial Number
+        0x00181002,  # Device UID
+        0x00181004,  # Plate ID
+        0x00181005,  # Generator ID
+        0x00181008,  # Gantry ID
+        0x0018700A,  # Detector ID
+    },
+    "retain_institution_identity": {
+        0x00080080,  # Institution Name
+        0x00080081,  # Institution Address
+        0x00080082,  # Institution Code Sequence
+        0x00081040,  # Institutional Department Name
+    },
 }
 
 # With the Clean Descriptors Option, text attributes the Basic Profile removes may be kept,
@@ -94,11 +131,12 @@ def check_file(path, args):
             continue
         exempt_dates = dates_kept and vr in ("DA", "DT", "TM")
         exempt_desc = args.clean_descriptors and vr in DESCRIPTOR_VRS
-        if tag in X and not (exempt_dates or exempt_desc):
+        kept = any(tag in tags for option, tags in KEPT_BY_OPTION.items() if getattr(args, option))
+        if tag in X and not (exempt_dates or exempt_desc or kept):
             problems.append(f"{where} ({element.keyword}): should have been removed (X)")
         if tag in D and vr != "SQ" and (element.value is None or element.value == ""):
             problems.append(f"{where} ({element.keyword}): D with no value")
-        if tag in U and vr == "UI" and not args.retain_uids:
+        if tag in U and vr == "UI" and not (args.retain_uids or kept):
             values = element.value if element.VM > 1 else [element.value]
             for v in values:
                 if v and not str(v).startswith("2.25."):
@@ -119,6 +157,10 @@ def check_file(path, args):
     want = "MODIFIED" if dates_kept else "REMOVED"
     if temporal != want:
         problems.append(f"Longitudinal Temporal Information Modified {temporal}, expected {want}")
+    for expected in args.expect_kept:
+        keyword, _, value = expected.partition("=")
+        if str(ds.get(keyword, "")) != value:
+            problems.append(f"{keyword} is {str(ds.get(keyword, ''))!r}, expected {value!r} kept")
     if ds.file_meta.MediaStorageSOPInstanceUID != ds.SOPInstanceUID:
         problems.append("Media Storage SOP Instance UID differs from SOP Instance UID")
     raw = open(path, "rb").read()
@@ -275,6 +317,11 @@ def main():
     parser.add_argument("--retain-uids", action="store_true")
     parser.add_argument("--retain-longitudinal-modified-dates", action="store_true")
     parser.add_argument("--clean-descriptors", action="store_true")
+    parser.add_argument("--retain-patient-characteristics", action="store_true")
+    parser.add_argument("--retain-device-identity", action="store_true")
+    parser.add_argument("--retain-institution-identity", action="store_true")
+    # KEYWORD=VALUE: the attribute must be in every file with this value (what an option keeps)
+    parser.add_argument("--expect-kept", action="append", default=[])
     parser.add_argument("--forbid", action="append", default=[])
     parser.add_argument("paths", nargs="+")
     args = parser.parse_args()
