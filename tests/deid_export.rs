@@ -428,7 +428,15 @@ fn export_matrix(backend: Backend) {
     // 3b. the options that keep what describes the patient, the device and the institution: the
     // checker holds every file to their original values (and to the Basic Profile otherwise)
     let original = dicom_object::open_file(&files_a[0]).unwrap();
-    let value = |tag| original.element(tag).unwrap().to_str().unwrap().trim().to_string();
+    let value = |tag| {
+        original
+            .element(tag)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
     use dicom_dictionary_std::tags;
     let kept = [
         ("PatientSex", value(tags::PATIENT_SEX)),
@@ -696,4 +704,135 @@ fn export_matrix(backend: Backend) {
     );
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("--deid-secret"));
+}
+
+/// A STOW-RS receiver that holds each request `hold` before answering 200, and counts them.
+struct SlowStow {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SlowStow {
+    fn start(hold: Duration) -> SlowStow {
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream);
+                    loop {
+                        // one request: headers, then the body its Content-Length gives
+                        let mut length = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                if name.eq_ignore_ascii_case("content-length") {
+                                    length = value.trim().parse().unwrap_or(0);
+                                }
+                            }
+                        }
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let mut body = vec![0u8; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(hold);
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\n\
+                                      Content-Length: 2\r\n\r\n{}";
+                        if reader.get_mut().write_all(answer.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SlowStow { port, requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// An export cancelled while it runs stops at its next batch: a STOW-RS destination holds the
+/// first batch (50 instances) while the export is cancelled; no second batch is sent and the
+/// export ends cancelled.
+#[test]
+fn a_running_export_cancelled_sends_no_further_batch() {
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--admin-token")
+            .arg("deid-admin-token")
+            .env("PACS_DEID_SECRET", "a test secret of the site"),
+    );
+    let user =
+        serde_json::json!({"name": "rita", "roles": ["researcher"], "password": "rita-password-1"});
+    let (status, body) = request(
+        &node,
+        "POST",
+        "/api/users",
+        ADMIN,
+        user.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let rita = basic("rita", "rita-password-1");
+    let (_dir, series) = synth_ct(120, 9);
+    store(&node, &synth_paths(&series));
+    let study = series.instances[0].study_instance_uid.clone();
+
+    let receiver = SlowStow::start(Duration::from_secs(3));
+    let url = format!("http://127.0.0.1:{}/dicom-web/studies", receiver.port);
+    let body = serde_json::json!({"studies": [study], "destination": {"type": "stow", "url": url}});
+    let (status, created) = request(
+        &node,
+        "POST",
+        "/api/exports",
+        &rita,
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&created));
+    let id = json(&created)["id"].as_i64().unwrap();
+    // the first batch is at the receiver: the export is running
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiver.requests() == 0 {
+        assert!(Instant::now() < deadline, "no batch reached the receiver");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, job) = request(&node, "DELETE", &format!("/api/exports/{id}"), &rita, b"");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&job));
+    assert_eq!(json(&job)["state"], "cancelled");
+    // the held batch is answered; the export notices and sends nothing more
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let (_, job) = request(&node, "GET", &format!("/api/exports/{id}"), &rita, b"");
+        let job = json(&job);
+        if node.log().contains("export finished") {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "export {id} did not stop: {job}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert_eq!(job["instances_total"], 120, "{job}");
+    assert_eq!(
+        receiver.requests(),
+        1,
+        "a batch was sent after the cancellation"
+    );
+    let (status, _) = request(&node, "DELETE", &format!("/api/exports/{id}"), &rita, b"");
+    assert_eq!(status, 409, "a cancelled export cannot be cancelled again");
 }
