@@ -655,7 +655,7 @@ async fn run_export(args: ExportArgs) -> Result<(), Box<dyn std::error::Error>> 
         std::fs::write(out, &archive)?;
         eprintln!("wrote {} ({} bytes)", out.display(), archive.len());
     } else {
-        let entries = pacs::export::zip::read_stored(&archive)?;
+        let entries = pacs::export::zip_archive::read_entries(std::io::Cursor::new(&archive[..]))?;
         for (name, data) in &entries {
             let path = out.join(name);
             if let Some(parent) = path.parent() {

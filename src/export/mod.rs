@@ -6,7 +6,7 @@
 //! not trusted), queued ones run. See docs/deid.md.
 
 pub mod api;
-pub mod zip;
+pub mod zip_archive;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -535,7 +535,7 @@ impl Exporter {
         let partial = path.with_extension("zip.partial");
         let file = std::fs::File::create(&partial)
             .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let mut zip = zip_archive::ZipWriter::new(std::io::BufWriter::new(file));
         for (n, instance) in instances.iter().enumerate() {
             let new_uid = deid.map_uid(&instance.sop_instance_uid);
             match self.deidentified(deid, instance).await {
