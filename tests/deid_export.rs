@@ -836,3 +836,94 @@ fn a_running_export_cancelled_sends_no_further_batch() {
     let (status, _) = request(&node, "DELETE", &format!("/api/exports/{id}"), &rita, b"");
     assert_eq!(status, 409, "a cancelled export cannot be cancelled again");
 }
+
+/// The Retain Safe Private Option keeps the private blocks an instance declares safe in its
+/// Private Data Element Characteristics Sequence (PS3.15 E.3.10) and removes the rest; the
+/// independent checker holds the export to the same declarations, and without the option it
+/// finds the kept private attributes.
+#[test]
+fn retain_safe_private_keeps_only_what_the_instance_declares_safe() {
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--admin-token")
+            .arg("deid-admin-token")
+            .env("PACS_DEID_SECRET", "a test secret of the site"),
+    );
+    let (_dir, series) = synth_ct(2, 12);
+    let files = synth_paths(&series);
+    for f in &files {
+        // a SAFE block (0019,10xx), a MIXED block (0019,11xx: only xx01 listed), an UNSAFE
+        // block (0021,10xx) and an undeclared one (0023,10xx)
+        crate::support::python_stdout([
+            "-c",
+            "import sys,pydicom; from pydicom.dataset import Dataset\n\
+             d=pydicom.dcmread(sys.argv[1])\n\
+             def put(g,b,c,els):\n\
+             \x20   blk=d.private_block(g,c,create=True)\n\
+             \x20   assert blk.block_start>>8==b\n\
+             \x20   for e,v in els: blk.add_new(e,'LO',v)\n\
+             put(0x19,0x10,'ACME SAFE',[(0x10,'table speed 30'),(0x11,'tilt 0')])\n\
+             put(0x19,0x11,'ACME MIXED',[(0x01,'kernel B30f'),(0x02,'operator Smith')])\n\
+             put(0x21,0x10,'ACME UNSAFE',[(0x01,'workstation of Smith')])\n\
+             put(0x23,0x10,'UNDECLARED',[(0x01,'undeclared value')])\n\
+             def decl(g,c,s,els=None):\n\
+             \x20   i=Dataset(); i.PrivateGroupReference=g; i.PrivateCreatorReference=c\n\
+             \x20   i.BlockIdentifyingInformationStatus=s\n\
+             \x20   if els is not None: i.NonidentifyingPrivateElements=els\n\
+             \x20   return i\n\
+             d.PrivateDataElementCharacteristicsSequence=[decl(0x19,'ACME SAFE','SAFE'),\
+             decl(0x19,'ACME MIXED','MIXED',[1]),decl(0x21,'ACME UNSAFE','UNSAFE')]\n\
+             d.save_as(sys.argv[1])",
+            &f.to_string_lossy(),
+        ]);
+    }
+    store(&node, &files);
+    let user =
+        serde_json::json!({"name": "rita", "roles": ["researcher"], "password": "rita-password-1"});
+    let (status, body) = request(
+        &node,
+        "POST",
+        "/api/users",
+        ADMIN,
+        user.to_string().as_bytes(),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let rita = basic("rita", "rita-password-1");
+    let study = series.instances[0].study_instance_uid.clone();
+    let job = export(
+        &node,
+        &rita,
+        serde_json::json!({"studies": [study], "options": {"retain_safe_private": true},
+                           "destination": {"type": "zip"}}),
+    );
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let tmp = tempfile::tempdir().unwrap();
+    let exported = unpack(&node, &rita, job["id"].as_i64().unwrap(), tmp.path());
+    assert_eq!(exported.len(), 2);
+    let mut forbid = originals(&files);
+    forbid.extend(["Smith".to_string(), "undeclared value".to_string()]);
+    check(&exported, &["--retain-safe-private"], &forbid);
+    dciodvfy_clean(&exported);
+    let out = dicom_object::open_file(&exported[0]).unwrap();
+    let value = |g: u16, e: u16| {
+        out.element(dicom_core::Tag(g, e))
+            .ok()
+            .map(|v| v.to_str().unwrap().trim().to_string())
+    };
+    assert_eq!(value(0x0019, 0x0010).as_deref(), Some("ACME SAFE"));
+    assert_eq!(value(0x0019, 0x1010).as_deref(), Some("table speed 30"));
+    assert_eq!(value(0x0019, 0x1011).as_deref(), Some("tilt 0"));
+    assert_eq!(value(0x0019, 0x1101).as_deref(), Some("kernel B30f"));
+    assert_eq!(value(0x0019, 0x1102), None);
+    assert_eq!(value(0x0021, 0x1001), None);
+    assert_eq!(value(0x0023, 0x1001), None);
+    // without the option's flag the checker finds the private attributes kept
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/deid_check.py");
+    let plain = std::process::Command::new(python())
+        .arg(&script)
+        .args(&exported)
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("private attribute kept"));
+}

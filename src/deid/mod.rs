@@ -397,16 +397,21 @@ impl Context<'_> {
 
     /// The de-identified copy of a data set (the top level or a sequence item).
     fn walk(&self, obj: &InMemDicomObject) -> InMemDicomObject {
+        let safe = if self.options.retain_safe_private {
+            SafePrivate::declared_in(obj)
+        } else {
+            SafePrivate::default()
+        };
         let mut out = InMemDicomObject::new_empty();
         for element in obj.iter() {
-            if let Some(e) = self.element(element) {
+            if let Some(e) = self.element(element, &safe) {
                 out.put(e);
             }
         }
         out
     }
 
-    fn element(&self, element: &InMemElement) -> Option<InMemElement> {
+    fn element(&self, element: &InMemElement, safe: &SafePrivate) -> Option<InMemElement> {
         let tag = element.tag();
         let vr = element.vr();
         // group lengths are retired (PS3.5 7.2): not written
@@ -414,9 +419,15 @@ impl Context<'_> {
             return None;
         }
         let action = TABLE.action(tag, self.options);
-        // private attributes: without a dictionary of safe ones, none is known safe (E.3.10)
+        // private attributes (C only with the Retain Safe Private Option): kept when the data
+        // set declares them safe, removed otherwise; the node has no vendor dictionary of safe
+        // private attributes (PS3.15 E.3.10)
         let action = match action {
-            Some(Action::C) if tag.0 % 2 == 1 => Some(Action::X),
+            Some(Action::C) if tag.0 % 2 == 1 => Some(if safe.keeps(tag) {
+                Action::K
+            } else {
+                Action::X
+            }),
             a => a,
         };
         // the pseudonyms: D/Z with a consistent dummy (PS3.15 E.3 allows a pseudonym)
@@ -636,3 +647,84 @@ impl Deidentifier {
 
 #[cfg(test)]
 mod tests;
+
+/// The private attributes a data set declares safe to keep, for the Retain Safe Private Option
+/// (PS3.15 E.3.10): its Private Data Element Characteristics Sequence (0008,0300; PS3.3
+/// C.12.1.1.7) describes each block of private elements (group, private creator), and a block
+/// whose Block Identifying Information Status (0008,0303) is SAFE is kept whole, one that is
+/// MIXED keeps the elements listed in Nonidentifying Private Elements (0008,0304). A block is
+/// found by its private creator's value, not its position: (gggg,00xx) reserves (gggg,xx00-xxFF)
+/// (PS3.5 7.8.1), and the sequence names the creator, so a block moved elsewhere still matches.
+#[derive(Debug, Default)]
+struct SafePrivate {
+    /// (group, block) -> None for a whole block, Some(element bytes) for some of it.
+    blocks: Vec<((u16, u8), Option<Vec<u8>>)>,
+}
+
+impl SafePrivate {
+    fn declared_in(obj: &InMemDicomObject) -> SafePrivate {
+        let mut safe = SafePrivate::default();
+        let Some(declarations) = obj
+            .get(tags::PRIVATE_DATA_ELEMENT_CHARACTERISTICS_SEQUENCE)
+            .and_then(|e| e.items())
+        else {
+            return safe;
+        };
+        for item in declarations {
+            let int = |tag| item.get(tag).and_then(|e| e.to_int::<u16>().ok());
+            let text = |tag| {
+                item.get(tag)
+                    .and_then(|e| e.to_str().ok())
+                    .map(|v| v.trim().to_string())
+            };
+            let (Some(group), Some(creator), Some(status)) = (
+                int(tags::PRIVATE_GROUP_REFERENCE),
+                text(tags::PRIVATE_CREATOR_REFERENCE),
+                text(tags::BLOCK_IDENTIFYING_INFORMATION_STATUS),
+            ) else {
+                continue;
+            };
+            if group % 2 == 0 {
+                continue;
+            }
+            // the block this creator holds in this data set
+            let block = (0x10u16..=0xFF).find(|b| {
+                obj.get(Tag(group, *b))
+                    .and_then(|e| e.to_str().ok())
+                    .is_some_and(|v| v.trim() == creator)
+            });
+            let Some(block) = block else { continue };
+            let elements = match status.as_str() {
+                "SAFE" => None,
+                "MIXED" => Some(
+                    item.get(tags::NONIDENTIFYING_PRIVATE_ELEMENTS)
+                        .and_then(|e| e.to_multi_int::<u16>().ok())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|e| u8::try_from(e & 0xFF).ok())
+                        .collect(),
+                ),
+                _ => continue,
+            };
+            safe.blocks.push(((group, block as u8), elements));
+        }
+        safe
+    }
+
+    fn keeps(&self, tag: Tag) -> bool {
+        let Tag(group, element) = tag;
+        if (0x0010..=0x00FF).contains(&element) {
+            // a private creator: kept with its block
+            return self
+                .blocks
+                .iter()
+                .any(|((g, b), _)| *g == group && *b as u16 == element);
+        }
+        let (block, offset) = ((element >> 8) as u8, (element & 0xFF) as u8);
+        self.blocks.iter().any(|((g, b), elements)| {
+            *g == group
+                && *b == block
+                && elements.as_ref().is_none_or(|list| list.contains(&offset))
+        })
+    }
+}

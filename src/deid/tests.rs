@@ -198,7 +198,7 @@ fn options_retain_and_shift_consistently() {
     assert_eq!(text(&out, tags::PATIENT_AGE).unwrap(), "064Y");
     // the patient's name and the date gone from the descriptor, the rest kept
     assert_eq!(text(&out, tags::STUDY_DESCRIPTION).unwrap(), "CT chest");
-    // no dictionary of safe private attributes: none is kept
+    // a private attribute the data set does not declare safe is not kept
     assert!(out.get(Tag(0x0009, 0x1001)).is_none());
     assert_eq!(
         text(&out, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED).unwrap(),
@@ -263,4 +263,85 @@ fn dates_shift_by_whole_days() {
         "20240229120000+0100"
     );
     assert_eq!(shift_date("garbage", 1), None);
+}
+
+/// With the Retain Safe Private Option, private blocks the data set declares safe in its
+/// Private Data Element Characteristics Sequence are kept (a SAFE block whole, a MIXED block's
+/// listed elements); undeclared, UNSAFE or unlisted ones are removed; without the option none.
+#[test]
+fn retain_safe_private_keeps_what_the_data_set_declares_safe() {
+    let declare = |group: u16, creator: &str, status: &str, elements: Option<Vec<u16>>| {
+        let mut item = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::PRIVATE_GROUP_REFERENCE, VR::US, P::from(group)),
+            el(tags::PRIVATE_CREATOR_REFERENCE, VR::LO, creator),
+            el(tags::BLOCK_IDENTIFYING_INFORMATION_STATUS, VR::CS, status),
+        ]);
+        if let Some(list) = elements {
+            item.put(DataElement::new(
+                tags::NONIDENTIFYING_PRIVATE_ELEMENTS,
+                VR::US,
+                P::U16(list.into()),
+            ));
+        }
+        item
+    };
+    let mut obj = sample();
+    for (tag, v) in [
+        (Tag(0x0019, 0x0010), "ACME SAFE"),
+        (Tag(0x0019, 0x1010), "table speed"),
+        (Tag(0x0019, 0x1011), "tilt"),
+        // block 0x11 of group 0019: MIXED, element 0x01 listed, 0x02 not
+        (Tag(0x0019, 0x0011), "ACME MIXED"),
+        (Tag(0x0019, 0x1101), "kernel"),
+        (Tag(0x0019, 0x1102), "operator DOE"),
+        (Tag(0x0021, 0x0010), "ACME UNSAFE"),
+        (Tag(0x0021, 0x1001), "serial of the operator"),
+        (Tag(0x0009, 0x0010), "UNDECLARED"),
+    ] {
+        obj.put(el(tag, VR::LO, v));
+    }
+    obj.put(DataElement::new(
+        tags::PRIVATE_DATA_ELEMENT_CHARACTERISTICS_SEQUENCE,
+        VR::SQ,
+        DataSetSequence::from(vec![
+            declare(0x0019, "ACME SAFE", "SAFE", None),
+            declare(0x0019, "ACME MIXED", "MIXED", Some(vec![0x01])),
+            declare(0x0021, "ACME UNSAFE", "UNSAFE", None),
+        ]),
+    ));
+    let kept = |options: Options| {
+        let (out, _) = Deidentifier::new(options, pseudonyms("s1"))
+            .deidentify(&obj)
+            .unwrap();
+        [
+            0x0019_0010u32,
+            0x0019_1010,
+            0x0019_1011,
+            0x0019_0011,
+            0x0019_1101,
+            0x0019_1102,
+            0x0021_0010,
+            0x0021_1001,
+            0x0009_0010,
+            0x0009_1001,
+        ]
+        .into_iter()
+        .filter(|t| out.get(Tag((t >> 16) as u16, *t as u16)).is_some())
+        .collect::<Vec<u32>>()
+    };
+    let with = Options {
+        retain_safe_private: true,
+        ..Options::default()
+    };
+    assert_eq!(
+        kept(with),
+        vec![
+            0x0019_0010,
+            0x0019_1010,
+            0x0019_1011,
+            0x0019_0011,
+            0x0019_1101
+        ]
+    );
+    assert!(kept(Options::default()).is_empty());
 }

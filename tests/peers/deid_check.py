@@ -9,7 +9,8 @@ table, and the files are read with pydicom. For every file (recursing into seque
 - with --expect-kept KEYWORD=VALUE, that attribute is there with its original value;
 - every attribute replaced by a dummy (D) that is present has a value;
 - every UID the profile replaces (U) is in the 2.25 form, unless --retain-uids;
-- no private attribute, no curve (50xx) or overlay data/comments (60xx,3000/4000);
+- no private attribute (with --retain-safe-private: none the data set does not declare safe
+  in its Private Data Element Characteristics Sequence), no curve (50xx) or overlay data/comments (60xx,3000/4000);
 - Patient Identity Removed is YES, the De-identification Method Code Sequence holds 113100 and
   the codes of the options given, Longitudinal Temporal Information Modified is as expected;
 - none of the --forbid strings (original names, IDs, UIDs) occurs anywhere in the file's bytes.
@@ -26,6 +27,7 @@ Referenced SOP Instance UID in it (evidence, image regions) is among the files g
 usage: deid_check.py [--retain-uids] [--retain-longitudinal-modified-dates]
                      [--clean-descriptors] [--retain-patient-characteristics]
                      [--retain-device-identity] [--retain-institution-identity]
+                     [--retain-safe-private]
                      [--expect-kept KEYWORD=VALUE ...] [--forbid S ...] FILE_OR_DIR...
 """
 
@@ -65,7 +67,36 @@ CODES = {
     "retain_patient_characteristics": "113108",
     "retain_device_identity": "113109",
     "retain_institution_identity": "113112",
+    "retain_safe_private": "113111",
 }
+
+
+def declared_safe(ds):
+    """The private tags a data set declares safe in its Private Data Element Characteristics
+    Sequence (0008,0300): a SAFE block whole, a MIXED block's Nonidentifying Private Elements,
+    the private creators of those blocks (PS3.3 C.12.1.1.7, PS3.15 E.3.10)."""
+    safe = set()
+    for item in ds.get("PrivateDataElementCharacteristicsSequence", []):
+        group = item.get("PrivateGroupReference")
+        creator = str(item.get("PrivateCreatorReference", "")).strip()
+        status = item.get("BlockIdentifyingInformationStatus")
+        if group is None or group % 2 == 0:
+            continue
+        block = next(
+            (b for b in range(0x10, 0x100)
+             if (group << 16 | b) in ds and str(ds[group << 16 | b].value).strip() == creator),
+            None,
+        )
+        if block is None or status not in ("SAFE", "MIXED"):
+            continue
+        if status == "SAFE":
+            offsets = range(0x100)
+        else:
+            listed = item.get("NonidentifyingPrivateElements", [])
+            offsets = [listed] if isinstance(listed, int) else list(listed)
+        safe.add(group << 16 | block)
+        safe.update(group << 16 | block << 8 | (o & 0xFF) for o in offsets)
+    return safe
 
 # What the Retain Patient Characteristics, Device Identity and Institution Identity Options keep
 # (their K and C entries in PS3.15 Table E.1-1): this checker's own short list of the ones a
@@ -105,9 +136,10 @@ DESCRIPTOR_VRS = {"LO", "SH", "ST", "LT", "UT", "UC"}
 
 
 def walk(dataset, path=""):
+    """(where, element, the data set holding it) of every element, sequences included."""
     for element in dataset:
         here = f"{path}{element.tag:08X}"
-        yield here, element
+        yield here, element, dataset
         if element.VR == "SQ" and element.value is not None:
             for i, item in enumerate(element.value):
                 yield from walk(item, f"{here}/{i}/")
@@ -117,11 +149,17 @@ def check_file(path, args):
     problems = []
     ds = pydicom.dcmread(path)
     dates_kept = args.retain_longitudinal_modified_dates
-    for where, element in walk(ds):
+    safe_in = {}
+    for where, element, holder in walk(ds):
         tag = int(element.tag)
         group = tag >> 16
         vr = element.VR
         if group % 2 == 1:
+            if args.retain_safe_private:
+                if id(holder) not in safe_in:
+                    safe_in[id(holder)] = declared_safe(holder)
+                if tag in safe_in[id(holder)]:
+                    continue
             problems.append(f"{where}: private attribute kept")
             continue
         if group & 0xFF00 == 0x5000 or (
@@ -276,7 +314,7 @@ def sr_refs(sr_path, paths):
     sr = hd.sr.srread(sr_path)
     exported = exported_uids(paths)
     refs = sorted(
-        {str(e.value) for _, e in walk(sr) if int(e.tag) == 0x00081155}
+        {str(e.value) for _, e, _ in walk(sr) if int(e.tag) == 0x00081155}
     )
     missing = [r for r in refs if r not in exported]
     print(json.dumps({"references": len(refs), "missing": missing}))
@@ -320,6 +358,7 @@ def main():
     parser.add_argument("--retain-patient-characteristics", action="store_true")
     parser.add_argument("--retain-device-identity", action="store_true")
     parser.add_argument("--retain-institution-identity", action="store_true")
+    parser.add_argument("--retain-safe-private", action="store_true")
     # KEYWORD=VALUE: the attribute must be in every file with this value (what an option keeps)
     parser.add_argument("--expect-kept", action="append", default=[])
     parser.add_argument("--forbid", action="append", default=[])
