@@ -863,6 +863,9 @@ struct Group {
     first: StoredNote,
     study: StudyRef,
     time_ms: i64,
+    /// When the writer received its first instance, among all it received (see
+    /// [`write_batch`]).
+    arrival: u64,
     instances: std::collections::HashSet<String>,
 }
 
@@ -920,7 +923,9 @@ async fn writer_loop(
     node_ae: String,
     appended: Option<Arc<tokio::sync::Notify>>,
 ) {
-    let mut pending: Vec<NewAuditRecord> = Vec::new();
+    // each record and group numbered as it arrives: the order of the trail
+    let mut arrivals: u64 = 0;
+    let mut pending: Vec<(u64, NewAuditRecord)> = Vec::new();
     let mut groups: HashMap<GroupKey, Group> = HashMap::new();
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     let mut deadline: Option<tokio::time::Instant> = None;
@@ -941,7 +946,10 @@ async fn writer_loop(
             return;
         };
         match msg {
-            Msg::Event(event) => pending.push(event.to_record(&node_ae)),
+            Msg::Event(event) => {
+                arrivals += 1;
+                pending.push((arrivals, event.to_record(&node_ae)));
+            }
             Msg::Stored(note) => {
                 let key = GroupKey {
                     event: note.event,
@@ -954,11 +962,15 @@ async fn writer_loop(
                     study_uid: note.study_uid.clone(),
                     success: note.success,
                 };
-                let group = groups.entry(key).or_insert_with(|| Group {
-                    study: StudyRef::new(&note.study_uid),
-                    first: (*note).clone(),
-                    time_ms: crate::index::sqlite::now_ms(),
-                    instances: Default::default(),
+                let group = groups.entry(key).or_insert_with(|| {
+                    arrivals += 1;
+                    Group {
+                        study: StudyRef::new(&note.study_uid),
+                        first: (*note).clone(),
+                        time_ms: crate::index::sqlite::now_ms(),
+                        arrival: arrivals,
+                        instances: Default::default(),
+                    }
                 });
                 if note.sop_instance_uid.is_empty()
                     || group.instances.insert(note.sop_instance_uid.clone())
@@ -986,32 +998,28 @@ async fn writer_loop(
 }
 
 /// Appends the batch in one transaction; retried (the records are kept) while the index is
-/// unavailable, so that an outage delays the trail but does not cut it.
+/// unavailable, so that an outage delays the trail but does not cut it. Records are chained in
+/// the order the writer received them (a group of stored instances where its first instance
+/// came), never by their clock times: the wall clock may step back.
 async fn write_batch(
     index: &Arc<dyn Index>,
     node_ae: &str,
-    pending: &mut Vec<NewAuditRecord>,
+    pending: &mut Vec<(u64, NewAuditRecord)>,
     groups: &mut HashMap<GroupKey, Group>,
     appended: &Option<Arc<tokio::sync::Notify>>,
 ) {
-    let mut grouped: Vec<Group> = groups.drain().map(|(_, g)| g).collect();
-    grouped.sort_by_key(|g| g.time_ms);
-    // a group began with its first instance: before the events noted in the same
-    // millisecond (the stable sort keeps this order), so that a stop recorded after the last
-    // store stays last
-    let mut batch: Vec<NewAuditRecord> = grouped
-        .into_iter()
-        .map(|g| group_event(node_ae, g).to_record(node_ae))
-        .collect();
-    batch.append(pending);
-    *pending = batch;
+    pending.extend(groups.drain().map(|(_, g)| {
+        let arrival = g.arrival;
+        (arrival, group_event(node_ae, g).to_record(node_ae))
+    }));
     if pending.is_empty() {
         return;
     }
-    pending.sort_by_key(|r| r.time_ms);
+    pending.sort_by_key(|(arrival, _)| *arrival);
     let mut delay = Duration::from_millis(100);
     for attempt in 0..8 {
-        match index.append_audit(pending.clone()).await {
+        let records = pending.iter().map(|(_, r)| r.clone()).collect();
+        match index.append_audit(records).await {
             Ok(_) => {
                 pending.clear();
                 if let Some(appended) = appended {
