@@ -291,25 +291,12 @@ impl DicomWebArchive {
         for (class, instance) in read {
             self.audit
                 .stored(StoredNote {
-                    event: EventKind::InstancesAccessed,
-                    association_id: 0,
-                    calling_ae_title: String::new(),
-                    user: Some(identity.principal.name()),
-                    address: identity
-                        .peer
-                        .map(|p| p.ip().to_string())
-                        .unwrap_or_default(),
                     patient_id: patient_id.clone(),
                     patient_name: patient_name.clone(),
                     study_uid: scope.study.clone(),
                     sop_class_uid: class,
                     sop_instance_uid: instance,
-                    success: true,
-                    roles: identity
-                        .permissions
-                        .iter()
-                        .map(|p| p.name().to_string())
-                        .collect(),
+                    ..StoredNote::by_http(EventKind::InstancesAccessed, identity)
                 })
                 .await;
         }
@@ -863,25 +850,13 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         };
         self.audit
             .stored(StoredNote {
-                event: EventKind::InstancesTransferred,
-                association_id: 0,
-                calling_ae_title: String::new(),
-                user: Some(identity.principal.name()),
-                address: identity
-                    .peer
-                    .map(|p| p.ip().to_string())
-                    .unwrap_or_default(),
                 patient_id,
                 patient_name,
                 study_uid,
                 sop_class_uid: class.clone(),
                 sop_instance_uid: instance.clone(),
                 success: result.is_ok(),
-                roles: identity
-                    .permissions
-                    .iter()
-                    .map(|p| p.name().to_string())
-                    .collect(),
+                ..StoredNote::by_http(EventKind::InstancesTransferred, identity)
             })
             .await;
         match result {

@@ -599,6 +599,34 @@ pub struct StoredNote {
     pub roles: Vec<String>,
 }
 
+impl StoredNote {
+    /// A note of `event` by an HTTP caller (user, address, permissions from its identity), to
+    /// be completed with the patient, study and instance: `StoredNote { .., ..by_http(..) }`.
+    pub fn by_http(event: EventKind, identity: &pacs_dicomweb::Identity) -> StoredNote {
+        StoredNote {
+            event,
+            association_id: 0,
+            calling_ae_title: String::new(),
+            user: Some(identity.principal.name()),
+            address: identity
+                .peer
+                .map(|p| p.ip().to_string())
+                .unwrap_or_default(),
+            patient_id: String::new(),
+            patient_name: String::new(),
+            study_uid: String::new(),
+            sop_class_uid: String::new(),
+            sop_instance_uid: String::new(),
+            success: true,
+            roles: identity
+                .permissions
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect(),
+        }
+    }
+}
+
 enum Msg {
     Event(Box<AuditEvent>),
     Stored(Box<StoredNote>),
