@@ -657,9 +657,12 @@ mod tests;
 /// (PS3.5 7.8.1), and the sequence names the creator, so a block moved elsewhere still matches.
 #[derive(Debug, Default)]
 struct SafePrivate {
-    /// (group, block) -> None for a whole block, Some(element bytes) for some of it.
-    blocks: Vec<((u16, u8), Option<Vec<u8>>)>,
+    blocks: Vec<SafeBlock>,
 }
+
+/// A block declared safe: (group, block), and None when all of it is, else the low bytes of
+/// its elements that are.
+type SafeBlock = ((u16, u8), Option<Vec<u8>>);
 
 impl SafePrivate {
     fn declared_in(obj: &InMemDicomObject) -> SafePrivate {
