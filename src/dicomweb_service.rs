@@ -892,6 +892,20 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 study_instance_uid: ingested.study_instance_uid,
                 series_instance_uid: ingested.series_instance_uid,
             },
+            Err(IngestError::Storage(e)) => StoreResult::OutOfResources {
+                sop_class_uid: class,
+                sop_instance_uid: instance,
+                lacking: pacs_dicomweb::archive::Lacking::Storage,
+                message: format!("storage: {e}"),
+            },
+            Err(IngestError::Index(
+                e @ (IndexError::Unavailable(_) | IndexError::OutcomeUnknown(_)),
+            )) => StoreResult::OutOfResources {
+                sop_class_uid: class,
+                sop_instance_uid: instance,
+                lacking: pacs_dicomweb::archive::Lacking::Index,
+                message: format!("index: {e}"),
+            },
             Err(e) => StoreResult::Failed {
                 sop_class_uid: Some(class),
                 sop_instance_uid: Some(instance),
