@@ -434,8 +434,8 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration, what: &str) {
     }
 }
 
-/// Runs `pacs fsck` with `args`; returns its exit code and standard output.
-pub fn fsck(args: &[&str]) -> (i32, String) {
+/// Runs `pacs fsck` with `args` and `env`; returns its exit code and standard output.
+pub fn fsck(args: &[&str], env: &[(String, String)]) -> (i32, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacs"));
     cmd.arg("fsck").args(args).env("NO_COLOR", "1");
     for (key, _) in std::env::vars_os() {
@@ -443,6 +443,7 @@ pub fn fsck(args: &[&str]) -> (i32, String) {
             cmd.env_remove(key);
         }
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     let out = run_with_timeout(&mut cmd, Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!(
