@@ -149,7 +149,8 @@ fn stow(node: &Node, file: &Path) -> (u16, serde_json::Value) {
 
 /// A700 (Refused: Out of Resources, PS3.4 B.2.3) in storescu's words.
 fn is_out_of_resources(line: &str) -> bool {
-    line.to_lowercase().contains("0xa7")
+    let line = line.to_lowercase().replace(' ', "");
+    line.contains("outofresources") || line.contains("0xa7")
 }
 
 // ---------------------------------------------------------------------------
@@ -423,7 +424,7 @@ async fn killed_mid_ingest_then_fsck(backend: Backend) {
     });
     let acknowledged: BTreeSet<PathBuf> =
         logs.iter().flat_map(|l| faults::acknowledged(l)).collect();
-    assert!(!acknowledged.is_empty());
+    assert!(!acknowledged.is_empty(), "{logs:?}");
     assert!(acknowledged.len() < series.all().len(), "killed too late");
 
     let again = Node::start_with(node.restart_options());

@@ -379,15 +379,15 @@ impl Drop for SmallDisk {
 // storescu and what it was told
 // ---------------------------------------------------------------------------
 
-/// The files storescu reported Success for (`-v` log: "Sending file: PATH" then "Received
-/// Store Response (Status: 0x0000 - Success)").
+/// The files DCMTK's storescu reported Success for (`-v` log: "Sending file: PATH" then
+/// "Received Store Response (Success)").
 pub fn acknowledged(log: &str) -> BTreeSet<PathBuf> {
     let mut done = BTreeSet::new();
     let mut current: Option<PathBuf> = None;
     for line in log.lines() {
         if let Some(path) = line.split_once("Sending file: ").map(|(_, p)| p.trim()) {
             current = Some(PathBuf::from(path));
-        } else if line.contains("Received Store Response") && line.contains("0x0000") {
+        } else if line.contains("Received Store Response (Success)") {
             if let Some(path) = current.take() {
                 done.insert(path);
             }
@@ -399,7 +399,7 @@ pub fn acknowledged(log: &str) -> BTreeSet<PathBuf> {
 /// The statuses storescu reported other than Success (the `Status: ...` text of each).
 pub fn failures(log: &str) -> Vec<String> {
     log.lines()
-        .filter(|l| l.contains("Received Store Response") && !l.contains("0x0000"))
+        .filter(|l| l.contains("Received Store Response") && !l.contains("(Success)"))
         .map(str::to_string)
         .collect()
 }
