@@ -122,12 +122,13 @@ impl Storage {
                 let client = object_store::ClientOptions::new()
                     .with_timeout(*timeout)
                     .with_connect_timeout(*timeout.min(&std::time::Duration::from_secs(5)));
+                // (the client options first: they hold allow_http too)
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_client_options(client)
+                    .with_retry(retry)
                     .with_bucket_name(bucket)
                     .with_region(region)
-                    .with_allow_http(*allow_http)
-                    .with_retry(retry)
-                    .with_client_options(client);
+                    .with_allow_http(*allow_http);
                 if let Some(e) = endpoint {
                     // MinIO and most S3-compatible servers want path-style requests.
                     builder = builder
