@@ -221,12 +221,17 @@ fn postgres_restarted_mid_ingest_loses_nothing_acknowledged() {
 #[test]
 fn postgres_hung_by_sigstop_fails_then_recovers() {
     let cluster = PgCluster::start();
+    // (authenticated by a token, which needs no index: an anonymous caller is refused while
+    // the index cannot say whether anyone is configured, as the authorisation fails closed)
     let node = Node::start_with(
         NodeOptions::new(Backend::Postgres)
             .database_url(cluster.url())
             .arg("--database-timeout-ms")
-            .arg("1500"),
+            .arg("1500")
+            .arg("--admin-token")
+            .arg("faults-token"),
     );
+    let bearer = [("Authorization", "Bearer faults-token")];
     let s = series(1, 3, 150);
     let files = s.all();
     let before = support::storescu(&node, "FAULTS", &[], &[&files[0]]);
@@ -243,7 +248,7 @@ fn postgres_hung_by_sigstop_fails_then_recovers() {
         faults::acknowledged(&text).is_empty() && failures.iter().any(|f| is_out_of_resources(f)),
         "{text}"
     );
-    let qido = support::http_request(node.http_port(), "GET", "/dicom-web/studies", &[], &[]);
+    let qido = support::http_request(node.http_port(), "GET", "/dicom-web/studies", &bearer, &[]);
     assert_eq!(qido.status, 503, "{}", qido.text());
     cluster.thaw();
 
@@ -266,7 +271,7 @@ fn postgres_hung_by_sigstop_fails_then_recovers() {
             "/dicom-web/studies/{}/series/{}/instances",
             i.study_instance_uid, i.series_instance_uid
         ),
-        &[],
+        &bearer,
         &[],
     );
     assert_eq!(qido.status, 200, "{}", qido.text());
