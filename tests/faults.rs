@@ -94,7 +94,10 @@ fn instance_count(node: &Node) -> i64 {
 fn wait_for_instances(node: &Node, n: i64) {
     let deadline = Instant::now() + BOUND;
     while instance_count(node) < n {
-        assert!(Instant::now() < deadline, "fewer than {n} instances indexed");
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} instances indexed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -144,7 +147,10 @@ fn stow(node: &Node, file: &Path) -> (u16, serde_json::Value) {
         ],
         &body,
     );
-    (r.status, serde_json::from_slice(&r.body).unwrap_or_default())
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or_default(),
+    )
 }
 
 /// A700 (Refused: Out of Resources, PS3.4 B.2.3) in storescu's words.
@@ -260,7 +266,10 @@ fn postgres_hung_by_sigstop_fails_then_recovers() {
         if faults::acknowledged(&log).len() == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "no recovery after SIGCONT: {log}");
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after SIGCONT: {log}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let i = &s.instances[0];
@@ -312,7 +321,9 @@ fn s3_unreachable_then_back() {
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         faults::acknowledged(&log).is_empty()
-            && faults::failures(&log).iter().any(|f| is_out_of_resources(f)),
+            && faults::failures(&log)
+                .iter()
+                .any(|f| is_out_of_resources(f)),
         "{log}"
     );
     let (status, response) = stow(&node, &files[2]);
@@ -441,13 +452,16 @@ async fn killed_mid_ingest_then_fsck(backend: Backend) {
     let data = again.data_dir();
     assert!(faults::staging_files(&data.join("objects")).is_empty());
     assert!(support::archive::temp_files(data).is_empty());
-    let rows =
-        support::archive::verify_consistent(data, again.database_url().as_deref()).await;
+    let rows = support::archive::verify_consistent(data, again.database_url().as_deref()).await;
     let uids = support::archive::uids(&rows);
     assert_eq!(uids.len(), rows.len(), "duplicate rows");
     for path in &acknowledged {
         let i = series.instance(path);
-        assert!(uids.contains(&i.sop_instance_uid), "{} lost", path.display());
+        assert!(
+            uids.contains(&i.sop_instance_uid),
+            "{} lost",
+            path.display()
+        );
         assert_readable(&again, i);
     }
 }
@@ -520,13 +534,12 @@ async fn fsck_reports_and_repairs_every_kind_of_finding() {
     let fourth_bytes = std::fs::read(&fourth.path).unwrap();
     let fourth_key = key_of(fourth, &fourth_bytes);
     put(&objects, &fourth_key, &fourth_bytes);
-    let copy_key = first.object_key.replace(".dcm", "0.dcm");
-    let copy_key = {
-        // the same content under another hash suffix
-        let (dir, name) = copy_key.rsplit_once('/').unwrap();
-        let uid = name.split_once(&format!(".{}", &first.sha256[..16])).unwrap().0;
-        format!("{dir}/{uid}.00000000000000aa.dcm")
-    };
+    // the same content under another hash suffix
+    let copy_key = first.object_key.replace(
+        &format!(".{}.dcm", &first.sha256[..16]),
+        ".00000000000000aa.dcm",
+    );
+    assert_ne!(copy_key, first.object_key);
     put(&objects, &copy_key, &first_bytes);
     let garbage_key = "1.2.3/1.2.3.4/1.2.3.4.5.0123456789abcdef.dcm";
     put(&objects, garbage_key, b"not DICOM at all");
@@ -577,9 +590,18 @@ async fn fsck_reports_and_repairs_every_kind_of_finding() {
             .unwrap_or_else(|| panic!("no line {start}: {out}"))
             .to_string()
     };
-    assert!(line(&format!("orphan {fourth_key}")).ends_with("re-indexed"), "{out}");
-    assert!(line(&format!("orphan {copy_key}")).ends_with("removed"), "{out}");
-    assert!(line(&format!("orphan {garbage_key}")).contains("not a valid DICOM"), "{out}");
+    assert!(
+        line(&format!("orphan {fourth_key}")).ends_with("re-indexed"),
+        "{out}"
+    );
+    assert!(
+        line(&format!("orphan {copy_key}")).ends_with("removed"),
+        "{out}"
+    );
+    assert!(
+        line(&format!("orphan {garbage_key}")).contains("not a valid DICOM"),
+        "{out}"
+    );
     assert!(line("missing-object").ends_with("row removed"), "{out}");
     assert!(line("hash-mismatch").contains("not repaired"), "{out}");
     assert!(line("staging-file").ends_with("removed"), "{out}");
