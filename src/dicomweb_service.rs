@@ -41,7 +41,7 @@ pub struct DicomWebArchive {
 
 fn index_err(e: IndexError) -> ArchiveError {
     match e {
-        IndexError::Unavailable(m) => ArchiveError::Unavailable(m),
+        IndexError::Unavailable(m) | IndexError::OutcomeUnknown(m) => ArchiveError::Unavailable(m),
         other => ArchiveError::Internal(other.to_string()),
     }
 }
