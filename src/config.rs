@@ -279,6 +279,24 @@ pub struct ServeArgs {
         value_name = "BOOL"
     )]
     pub audit: Option<bool>,
+    // ---- faults (issue 14, docs/faults.md) ----
+    /// PostgreSQL: the connect timeout, the wait for a pooled connection and each statement's
+    /// timeout, in milliseconds; an index operation as a whole is abandoned past twice it, so
+    /// that a hung database turns into failures (A700, 503) rather than hung associations
+    /// [default: 30000].
+    #[arg(long, env = "PACS_DATABASE_TIMEOUT_MS")]
+    pub database_timeout_ms: Option<u64>,
+    /// S3: the timeout of each request, and the time its retries may take, in milliseconds
+    /// [default: 30000].
+    #[arg(long, env = "PACS_STORAGE_TIMEOUT_MS")]
+    pub storage_timeout_ms: Option<u64>,
+    /// Objects the start-up reconciliation pass (staging files, unindexed objects: see
+    /// `pacs fsck`) looks at, at most; 0: no pass [default: 10000].
+    #[arg(long, env = "PACS_STARTUP_FSCK_OBJECTS")]
+    pub startup_fsck_objects: Option<u64>,
+    /// Seconds the start-up reconciliation pass may take, at most [default: 30].
+    #[arg(long, env = "PACS_STARTUP_FSCK_SECS")]
+    pub startup_fsck_secs: Option<u64>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -474,6 +492,10 @@ pub struct Settings {
     pub configuration: String,
     /// Record the audit trail.
     pub audit: bool,
+    /// PostgreSQL's connect, pool-wait and statement timeout (issue 14).
+    pub database_timeout: Duration,
+    /// The bounded reconciliation pass at start-up (issue 14).
+    pub startup_fsck: crate::fsck::StartupPass,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -542,6 +564,12 @@ impl Settings {
             args.s3_secret_access_key.clone(),
             args.s3_allow_http.unwrap_or(false),
         )?;
+        let storage = match storage {
+            StorageConfig::S3 { .. } => storage.with_timeout(Duration::from_millis(
+                args.storage_timeout_ms.unwrap_or(30_000).max(100),
+            )),
+            local => local,
+        };
         let aet = args.aet.clone().unwrap_or_else(|| "PACS".into());
         validate_ae_title(&aet).map_err(ConfigError::Invalid)?;
         for ae in &args.ae {
@@ -652,6 +680,13 @@ impl Settings {
             audit_syslog: audit_syslog_settings(args)?,
             deid_secret: args.deid_secret.clone().and_then(crate::deid::Secret::new),
             configuration: configuration_text(args),
+            database_timeout: Duration::from_millis(
+                args.database_timeout_ms.unwrap_or(30_000).max(100),
+            ),
+            startup_fsck: crate::fsck::StartupPass {
+                max_objects: args.startup_fsck_objects.unwrap_or(10_000),
+                max_time: Duration::from_secs(args.startup_fsck_secs.unwrap_or(30)),
+            },
         })
     }
 }
@@ -802,6 +837,7 @@ fn parse_storage(
             access_key_id,
             secret_access_key,
             allow_http,
+            timeout: crate::storage::DEFAULT_S3_TIMEOUT,
         });
     }
     Err(ConfigError::Invalid(format!(
@@ -1175,6 +1211,11 @@ mod tests {
             "deid_secret",
             // issue 13: the audit trail
             "audit",
+            // issue 14: faults
+            "database_timeout_ms",
+            "storage_timeout_ms",
+            "startup_fsck_objects",
+            "startup_fsck_secs",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

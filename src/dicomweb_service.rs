@@ -41,7 +41,7 @@ pub struct DicomWebArchive {
 
 fn index_err(e: IndexError) -> ArchiveError {
     match e {
-        IndexError::Unavailable(m) => ArchiveError::Unavailable(m),
+        IndexError::Unavailable(m) | IndexError::OutcomeUnknown(m) => ArchiveError::Unavailable(m),
         other => ArchiveError::Internal(other.to_string()),
     }
 }
@@ -866,6 +866,20 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 warning: (ingested.outcome == IngestOutcome::KeptExisting).then_some(status.status),
                 study_instance_uid: ingested.study_instance_uid,
                 series_instance_uid: ingested.series_instance_uid,
+            },
+            Err(IngestError::Storage(e)) => StoreResult::OutOfResources {
+                sop_class_uid: class,
+                sop_instance_uid: instance,
+                lacking: pacs_dicomweb::archive::Lacking::Storage,
+                message: format!("storage: {e}"),
+            },
+            Err(IngestError::Index(
+                e @ (IndexError::Unavailable(_) | IndexError::OutcomeUnknown(_)),
+            )) => StoreResult::OutOfResources {
+                sop_class_uid: class,
+                sop_instance_uid: instance,
+                lacking: pacs_dicomweb::archive::Lacking::Index,
+                message: format!("index: {e}"),
             },
             Err(e) => StoreResult::Failed {
                 sop_class_uid: Some(class),

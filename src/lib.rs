@@ -12,6 +12,7 @@ pub mod dicomweb_service;
 pub mod dimse_service;
 pub mod export;
 pub mod find;
+pub mod fsck;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http_server;

@@ -34,6 +34,25 @@ enum Command {
     /// De-identified export (PS3.15 Annex E) of studies through a running node: creates the
     /// export job, follows it, and downloads the ZIP (or sends to an AE or a STOW-RS URL).
     Export(ExportArgs),
+    /// Check that the object store and the index agree (staging files left by a crash,
+    /// unindexed objects, rows whose object is missing or differs from its SHA-256), one
+    /// finding per line; --repair mends what can be mended. Exit status: 0 clean, 1 found
+    /// something (even if repaired), 2 an operational error. Takes `pacs serve`'s options
+    /// (--data-dir, --database-url, --storage, --config...). docs/faults.md.
+    Fsck(Box<FsckArgs>),
+}
+
+#[derive(clap::Args)]
+struct FsckArgs {
+    /// Re-index unindexed objects that are valid DICOM instances, remove staging files, spill
+    /// files and invalid or superseded unindexed objects, remove rows whose object is missing.
+    #[arg(long)]
+    repair: bool,
+    /// Leave alone what is younger than this many seconds (an ingest may be under way).
+    #[arg(long, default_value_t = 600)]
+    grace_secs: u64,
+    #[command(flatten)]
+    serve: pacs::config::ServeArgs,
 }
 
 #[derive(clap::Args)]
@@ -264,6 +283,10 @@ fn main() -> std::process::ExitCode {
         Some(Command::Key(args)) => runtime.block_on(run_key(args)),
         Some(Command::Export(args)) => runtime.block_on(run_export(args)),
         Some(Command::Audit(args)) => runtime.block_on(run_audit(args)),
+        Some(Command::Fsck(args)) => {
+            let matches = matches.subcommand_matches("fsck").expect("fsck matches");
+            return runtime.block_on(run_fsck(&args, matches));
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -282,6 +305,42 @@ fn run_serve(
     let settings = pacs::config::Settings::resolve(&args)?;
     runtime.block_on(pacs::node::serve(settings))?;
     Ok(())
+}
+
+/// `pacs fsck`: findings on standard output, one per line, then a summary line.
+async fn run_fsck(args: &FsckArgs, matches: &clap::ArgMatches) -> std::process::ExitCode {
+    use std::io::Write;
+    let opened = async {
+        let serve = pacs::config::ServeArgs::from_matches(matches)?;
+        let settings = pacs::config::Settings::resolve(&serve)?;
+        let index =
+            pacs::index::open_with(&settings.database_url, settings.database_timeout).await?;
+        let storage = pacs::storage::Storage::open(&settings.storage)?;
+        Ok::<_, Box<dyn std::error::Error>>((settings, index, storage))
+    };
+    let (settings, index, storage) = match opened.await {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("pacs fsck: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let options = pacs::fsck::Options {
+        repair: args.repair,
+        grace: std::time::Duration::from_secs(args.grace_secs),
+        check_rows: true,
+        max_objects: None,
+        max_time: None,
+        spill_dir: Some(settings.data_dir.join("tmp")),
+    };
+    let mut print = |line: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    let report = pacs::fsck::run(index, storage, &options, &mut print).await;
+    print(&report.summary());
+    std::process::ExitCode::from(report.exit_code())
 }
 
 /// The first line of standard input, without its line end.

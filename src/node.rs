@@ -193,13 +193,15 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| NodeError::Storage(crate::storage::StorageError::Io(e)))?;
     remove_stale_spill_files(&settings.data_dir.join("tmp"));
-    let index = crate::index::open(&settings.database_url).await?;
+    let index = crate::index::open_with(&settings.database_url, settings.database_timeout).await?;
     let storage = Storage::open(&settings.storage)?;
     info!(
         index = index.backend(),
         storage = storage.describe(),
         "archive opened"
     );
+    // what a crash may have left (staging files, unindexed objects): docs/faults.md
+    crate::fsck::spawn_startup_pass(index.clone(), storage.clone(), settings.startup_fsck);
     // the syslog forwarder (docs/audit-syslog.md) reads the trail from the index, woken by
     // every batch the audit writer appends
     let syslog = match (&settings.audit_syslog, settings.audit) {

@@ -38,7 +38,47 @@ pub enum StorageConfig {
         access_key_id: Option<String>,
         secret_access_key: Option<String>,
         allow_http: bool,
+        /// Each request's timeout, and the time its retries may take (`--storage-timeout-ms`):
+        /// an unreachable store fails a store within it instead of holding it for minutes.
+        timeout: std::time::Duration,
     },
+}
+
+/// The default of `--storage-timeout-ms`.
+pub const DEFAULT_S3_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl StorageConfig {
+    /// The same store with `timeout` for S3 requests (a local store has none).
+    pub fn with_timeout(self, timeout: std::time::Duration) -> StorageConfig {
+        match self {
+            StorageConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                allow_http,
+                ..
+            } => StorageConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                allow_http,
+                timeout,
+            },
+            local => local,
+        }
+    }
+}
+
+/// An object as listed: its key, size and when it was last written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: std::time::SystemTime,
 }
 
 #[derive(Clone)]
@@ -73,8 +113,19 @@ impl Storage {
                 access_key_id,
                 secret_access_key,
                 allow_http,
+                timeout,
             } => {
+                let retry = object_store::RetryConfig {
+                    retry_timeout: *timeout,
+                    ..Default::default()
+                };
+                let client = object_store::ClientOptions::new()
+                    .with_timeout(*timeout)
+                    .with_connect_timeout(*timeout.min(&std::time::Duration::from_secs(5)));
+                // (the client options first: they hold allow_http too)
                 let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_client_options(client)
+                    .with_retry(retry)
                     .with_bucket_name(bucket)
                     .with_region(region)
                     .with_allow_http(*allow_http);
@@ -243,6 +294,28 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// For the local backend, the folder objects are kept in.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
+    }
+
+    /// Objects one after the other, with their size and time (maintenance: `pacs fsck`).
+    /// object_store leaves out a local store's staging files (`<key>#<n>`).
+    pub fn list(&self) -> futures::stream::BoxStream<'static, Result<ListedObject, StorageError>> {
+        use futures::StreamExt;
+        self.store
+            .list(None)
+            .map(|m| {
+                let m = m?;
+                Ok(ListedObject {
+                    key: m.location.to_string(),
+                    size: m.size,
+                    last_modified: m.last_modified.into(),
+                })
+            })
+            .boxed()
     }
 
     /// Every key in the store (for verification and maintenance; not for hot paths).

@@ -22,6 +22,7 @@ mod dimse_find;
 mod dimse_retrieve;
 mod dimse_store;
 mod dimse_tls;
+mod faults;
 mod index_backends;
 mod s3_storage;
 mod tls;

@@ -134,6 +134,26 @@ pub enum StoreResult {
         reason: u16,
         message: String,
     },
+    /// Not stored for want of a resource of the archive, not for anything in the object:
+    /// its failure reason is A700 (Refused: Out of Resources, PS3.4 B.2.3); when no part was
+    /// stored the response is 507 Insufficient Storage (the object store full or unreachable)
+    /// or 503 Service Unavailable (the index), so that the sender tries again later.
+    OutOfResources {
+        sop_class_uid: String,
+        sop_instance_uid: String,
+        lacking: Lacking,
+        message: String,
+    },
+}
+
+/// What the archive lacked to store an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lacking {
+    /// The object store: full, or not reachable.
+    Storage,
+    /// The index: not reachable, or not answering in time, or a commit whose outcome is
+    /// unknown.
+    Index,
 }
 
 pub type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;

@@ -112,6 +112,8 @@ async fn store(
     let mut failed: Vec<Value> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let mut warnings = false;
+    // the archive's resource that failed a part, if any: the status when none was stored
+    let mut lacking: Option<crate::archive::Lacking> = None;
     let mut part_number = 0usize;
     loop {
         let field = match multipart.next_field().await {
@@ -193,6 +195,24 @@ async fn store(
                 failed.push(failure(sop_class_uid, sop_instance_uid, reason));
                 reasons.push(format!("part {part_number}: {message}"));
             }
+            StoreResult::OutOfResources {
+                sop_class_uid,
+                sop_instance_uid,
+                lacking: what,
+                message,
+            } => {
+                tracing::warn!(?what, %message, "STOW-RS part not stored: out of resources");
+                failed.push(failure(
+                    Some(sop_class_uid),
+                    Some(sop_instance_uid),
+                    OUT_OF_RESOURCES,
+                ));
+                reasons.push(format!("part {part_number}: {message}"));
+                // the object store's shortage decides over the index's
+                if lacking != Some(crate::archive::Lacking::Storage) {
+                    lacking = Some(what);
+                }
+            }
         }
     }
     let mut response = serde_json::Map::new();
@@ -208,11 +228,17 @@ async fn store(
     if !stored.is_empty() {
         response.insert("00081199".into(), json!({"vr": "SQ", "Value": stored}));
     }
-    // PS3.18 10.5.3: 200 all stored, 202 some stored or stored with warnings, 409 none stored.
+    // PS3.18 10.5.3: 200 all stored, 202 some stored or stored with warnings, 409 none stored;
+    // none stored for want of the archive's resources: 507 (storage) or 503 (index), which
+    // say "later" where 409 says "not this".
     let status = match (stored.is_empty(), failed.is_empty()) {
         (false, true) if !warnings => StatusCode::OK,
         (false, _) => StatusCode::ACCEPTED,
-        (true, false) => StatusCode::CONFLICT,
+        (true, false) => match lacking {
+            Some(crate::archive::Lacking::Storage) => StatusCode::INSUFFICIENT_STORAGE,
+            Some(crate::archive::Lacking::Index) => StatusCode::SERVICE_UNAVAILABLE,
+            None => StatusCode::CONFLICT,
+        },
         (true, true) => {
             return Err(HttpError::bad_request(
                 "the request holds no DICOM instance",

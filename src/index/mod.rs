@@ -14,6 +14,7 @@ pub mod audit;
 mod catalog;
 pub mod exports;
 pub mod jobs;
+mod maintenance;
 pub mod postgres;
 mod principals;
 mod query_sql;
@@ -66,8 +67,15 @@ pub struct IndexCounts {
 pub enum IndexError {
     #[error("database error: {0}")]
     Database(String),
+    /// Known not to have been done: the database could not be reached or did not answer in
+    /// time, or refused for want of resources; trying again later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A write whose commit may or may not have happened: the connection was lost, or the
+    /// time ran out, after the committing statement was sent. Only reading it back tells;
+    /// whoever wrote an object for it keeps the object (`pacs fsck` reconciles it).
+    #[error("index commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("index schema version {found} is newer than this program knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
     #[error("invalid database URL: {0}")]
@@ -189,8 +197,17 @@ pub trait Index: Send + Sync + 'static {
 /// Opens the index named by `url`: `postgres://...` or `postgresql://...` for PostgreSQL,
 /// otherwise a SQLite file path (optionally prefixed by `sqlite://`). Applies migrations.
 pub async fn open(url: &str) -> IndexResult<Arc<dyn Index>> {
+    open_with(url, postgres::DEFAULT_TIMEOUT).await
+}
+
+/// [`open`] with the database timeout (`--database-timeout-ms`): for PostgreSQL the connect,
+/// pool-wait and statement timeout, an operation as a whole abandoned past twice it (see
+/// [`postgres::PostgresIndex::connect_with`]). SQLite, in the process, has its busy timeout.
+pub async fn open_with(url: &str, timeout: std::time::Duration) -> IndexResult<Arc<dyn Index>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresIndex::connect(url).await?))
+        Ok(Arc::new(
+            postgres::PostgresIndex::connect_with(url, timeout).await?,
+        ))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let path = std::path::PathBuf::from(path);

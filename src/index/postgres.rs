@@ -5,6 +5,10 @@
 //! with `ON CONFLICT DO NOTHING` only when missing), so concurrent ingest of one study does not
 //! serialise on its study row.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -25,6 +29,9 @@ const MIGRATION_LOCK: i64 = 0x5041_4353_4D49_4752; // "PACSMIGR"
 pub struct PostgresIndex {
     pool: Pool,
     sql: Statements,
+    /// The whole of one operation (a pool checkout and its statements) is abandoned past
+    /// this: twice `--database-timeout-ms`, for a server that answers nothing at all.
+    operation_timeout: Duration,
 }
 
 /// The shared statements, rendered once for PostgreSQL.
@@ -67,10 +74,53 @@ impl Statements {
     }
 }
 
+/// An error of a statement: the server's own error (SQLSTATE) as [`IndexError::Database`],
+/// except those that say the server cannot serve now (classes 08 connection exception, 53
+/// insufficient resources, 57 operator intervention: a shutdown, a restart, a statement
+/// cancelled by `statement_timeout`), which are [`IndexError::Unavailable`] like a lost
+/// connection.
 fn db_err(e: tokio_postgres::Error) -> IndexError {
     match e.as_db_error() {
-        Some(db) => IndexError::Database(format!("{}: {}", db.code().code(), db.message())),
+        Some(db) => {
+            let code = db.code().code();
+            let text = format!("{code}: {}", db.message());
+            if ["08", "53", "57"]
+                .iter()
+                .any(|class| code.starts_with(class))
+            {
+                IndexError::Unavailable(text)
+            } else {
+                IndexError::Database(text)
+            }
+        }
+        None if is_connection_lost(&e) => IndexError::Unavailable(with_causes(&e)),
         None => IndexError::Database(with_causes(&e)),
+    }
+}
+
+/// Whether the error is the connection's (closed, or an I/O error), not the statement's.
+fn is_connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// An error of the statement that commits a write (an autocommitted INSERT, or COMMIT): when
+/// the server answered with an error, nothing was committed; when the connection was lost
+/// instead, the server may have committed before it went, and nobody can tell from here.
+fn commit_err(e: tokio_postgres::Error) -> IndexError {
+    if e.as_db_error().is_none() && is_connection_lost(&e) {
+        IndexError::OutcomeUnknown(with_causes(&e))
+    } else {
+        db_err(e)
     }
 }
 
@@ -89,9 +139,14 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// A checkout that failed (no connection within the pool-wait or connect timeout, the server
+/// unreachable): nothing was sent.
 fn pool_err(e: deadpool_postgres::PoolError) -> IndexError {
     IndexError::Unavailable(with_causes(&e))
 }
+
+/// The default of `--database-timeout-ms`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// libpq's `sslmode` (PostgreSQL documentation, libpq 34.19): tokio-postgres knows only the
 /// first three, so the URL's `sslmode` and `sslrootcert` are read here and the checks done by
@@ -199,11 +254,27 @@ impl PostgresIndex {
     }
 
     pub async fn connect(url: &str) -> IndexResult<PostgresIndex> {
+        Self::connect_with(url, DEFAULT_TIMEOUT).await
+    }
+
+    /// Connects with `timeout` (`--database-timeout-ms`) as the TCP connect timeout, the
+    /// pool's wait, create and recycle timeouts, and each session's `statement_timeout`; an
+    /// operation as a whole is abandoned past twice it (a server stopped dead answers nothing,
+    /// so only the client's clock ends the wait).
+    pub async fn connect_with(url: &str, timeout: Duration) -> IndexResult<PostgresIndex> {
         let (url, ssl) = split_ssl_options(url)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| IndexError::BadUrl(e.to_string()))?;
         config.ssl_mode(ssl.mode.wire());
+        config.connect_timeout(timeout);
+        // a session default (migrations lift it for themselves); a URL's own `options` first
+        let options = format!(
+            "{} -c statement_timeout={}",
+            config.get_options().unwrap_or_default(),
+            timeout.as_millis()
+        );
+        config.options(options.trim_start());
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
             crate::tls::client_config(ssl.check(), ssl.root_cert.as_deref())
                 .map_err(|e| IndexError::BadUrl(e.to_string()))?,
@@ -217,11 +288,16 @@ impl PostgresIndex {
         );
         let pool = Pool::builder(manager)
             .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
             .build()
             .map_err(|e| IndexError::Unavailable(e.to_string()))?;
         let index = PostgresIndex {
             pool,
             sql: Statements::new(),
+            operation_timeout: timeout.saturating_mul(2),
         };
         index.migrate().await?;
         Ok(index)
@@ -230,6 +306,11 @@ impl PostgresIndex {
     async fn migrate(&self) -> IndexResult<()> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let d = Dialect::Postgres;
+        // a migration of a large index, or the wait for another node's, may take long
+        client
+            .batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(db_err)?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
@@ -272,7 +353,45 @@ impl PostgresIndex {
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(db_err)?;
+        client
+            .batch_execute("RESET statement_timeout")
+            .await
+            .map_err(db_err)?;
         result
+    }
+
+    /// Runs one operation within [`PostgresIndex::operation_timeout`]; past it, the database
+    /// is unavailable (nothing of a read or of a write not yet committing is done).
+    async fn bounded<T>(&self, op: impl Future<Output = IndexResult<T>>) -> IndexResult<T> {
+        tokio::time::timeout(self.operation_timeout, op)
+            .await
+            .unwrap_or_else(|_| Err(self.no_answer()))
+    }
+
+    /// [`PostgresIndex::bounded`] for a write: `committing` is set just before the statement
+    /// that commits is sent, from which point a timeout leaves the outcome unknown.
+    async fn bounded_write<T>(
+        &self,
+        committing: &AtomicBool,
+        op: impl Future<Output = IndexResult<T>>,
+    ) -> IndexResult<T> {
+        match tokio::time::timeout(self.operation_timeout, op).await {
+            Ok(result) => result,
+            Err(_) if committing.load(Ordering::Acquire) => {
+                Err(IndexError::OutcomeUnknown(format!(
+                    "no answer from PostgreSQL within {:?} to a commit",
+                    self.operation_timeout
+                )))
+            }
+            Err(_) => Err(self.no_answer()),
+        }
+    }
+
+    fn no_answer(&self) -> IndexError {
+        IndexError::Unavailable(format!(
+            "no answer from PostgreSQL within {:?}",
+            self.operation_timeout
+        ))
     }
 
     async fn get_or_insert<C: GenericClient>(
@@ -343,17 +462,19 @@ impl PostgresIndex {
                 values.series(study_pk, now),
             )
             .await?;
-        self.insert_leaf(client, r, series_pk, study_pk).await
+        self.insert_leaf(client, r, series_pk, study_pk, None).await
     }
 
     /// Inserts the instance row and its metadata in one statement (so, atomically, without a
-    /// transaction around it), under parents that exist.
+    /// transaction around it), under parents that exist. `autocommit`: the statement commits
+    /// itself (no transaction is open), and the flag is set when it is sent.
     async fn insert_leaf<C: GenericClient>(
         &self,
         client: &C,
         r: &InstanceRecord,
         series_pk: i64,
         study_pk: i64,
+        autocommit: Option<&AtomicBool>,
     ) -> IndexResult<InsertOutcome> {
         let insert = client
             .prepare_cached(&self.sql.insert_instance_and_metadata)
@@ -362,10 +483,18 @@ impl PostgresIndex {
         let mut values = InsertValues::new(r).instance(series_pk, study_pk);
         values.push(SqlValue::Blob(r.metadata_json.clone()));
         values.push(SqlValue::Text(r.frames_json.clone()));
-        let row = client
-            .query_opt(&insert, &refs(&values))
-            .await
-            .map_err(db_err)?;
+        if let Some(committing) = autocommit {
+            committing.store(true, Ordering::Release);
+        }
+        let row =
+            client
+                .query_opt(&insert, &refs(&values))
+                .await
+                .map_err(if autocommit.is_some() {
+                    commit_err
+                } else {
+                    db_err
+                })?;
         if row.is_none() {
             // Already indexed (or a concurrent store of the same SOP Instance UID won).
             let existing = self
@@ -393,6 +522,73 @@ impl PostgresIndex {
             .await
             .map_err(db_err)?
             .map(|row| stored_from_row(&row)))
+    }
+
+    async fn insert_now(
+        &self,
+        record: &InstanceRecord,
+        committing: &AtomicBool,
+    ) -> IndexResult<InsertOutcome> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        // No lookup of the instance: its INSERT's ON CONFLICT tells whether it was there. The
+        // parents' keys in one statement; when all three exist (every instance of a series but
+        // its first) one more statement inserts the instance with its metadata: two round
+        // trips, and no transaction, which one statement does not need.
+        let parents = client
+            .prepare_cached(&self.sql.select_parents)
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_one(
+                &parents,
+                &[
+                    &record.patient_id,
+                    &record.issuer_of_patient_id,
+                    &record.study_instance_uid,
+                    &record.series_instance_uid,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let keys: (Option<i64>, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        if let (Some(_), Some(study_pk), Some(series_pk)) = keys {
+            return self
+                .insert_leaf(&client, record, series_pk, study_pk, Some(committing))
+                .await;
+        }
+        let tx = client.transaction().await.map_err(db_err)?;
+        let outcome = self.insert_in(&tx, record).await?;
+        committing.store(true, Ordering::Release);
+        tx.commit().await.map_err(commit_err)?;
+        Ok(outcome)
+    }
+
+    async fn replace_now(
+        &self,
+        record: &InstanceRecord,
+        committing: &AtomicBool,
+    ) -> IndexResult<Option<StoredInstance>> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let previous = self.find_in(&tx, &record.sop_instance_uid).await?;
+        if previous.is_some() {
+            tx.execute(
+                &self.sql.delete_metadata_by_uid,
+                &[&record.sop_instance_uid],
+            )
+            .await
+            .map_err(db_err)?;
+            tx.execute(
+                &self.sql.delete_instance_by_uid,
+                &[&record.sop_instance_uid],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        self.insert_in(&tx, record).await?;
+        committing.store(true, Ordering::Release);
+        tx.commit().await.map_err(commit_err)?;
+        Ok(previous)
     }
 }
 
@@ -423,193 +619,176 @@ impl Index for PostgresIndex {
     }
 
     async fn fetch(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Vec<Vec<SqlValue>>> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        bound_statement_cache(&client);
-        let stmt = client
-            .prepare_cached(&Dialect::Postgres.render(sql.text()))
-            .await
-            .map_err(db_err)?;
-        let rows = client.query(&stmt, &refs(&params)).await.map_err(db_err)?;
-        rows.iter().map(row_values).collect()
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            bound_statement_cache(&client);
+            let stmt = client
+                .prepare_cached(&Dialect::Postgres.render(sql.text()))
+                .await
+                .map_err(db_err)?;
+            let rows = client.query(&stmt, &refs(&params)).await.map_err(db_err)?;
+            rows.iter().map(row_values).collect()
+        })
+        .await
     }
 
     async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        bound_statement_cache(&client);
-        let stmt = client
-            .prepare_cached(&Dialect::Postgres.render(sql.text()))
-            .await
-            .map_err(db_err)?;
-        let refs = refs(&params);
-        if stmt.columns().is_empty() {
-            let rows_affected = client.execute(&stmt, &refs).await.map_err(db_err)?;
-            return Ok(Executed {
-                rows_affected,
-                rows: Vec::new(),
-            });
-        }
-        let rows = client.query(&stmt, &refs).await.map_err(db_err)?;
-        let rows = rows
-            .iter()
-            .map(row_values)
-            .collect::<IndexResult<Vec<_>>>()?;
-        Ok(Executed {
-            rows_affected: rows.len() as u64,
-            rows,
+        let committing = AtomicBool::new(false);
+        self.bounded_write(&committing, async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            bound_statement_cache(&client);
+            let stmt = client
+                .prepare_cached(&Dialect::Postgres.render(sql.text()))
+                .await
+                .map_err(db_err)?;
+            let refs = refs(&params);
+            committing.store(true, Ordering::Release);
+            if stmt.columns().is_empty() {
+                let rows_affected = client.execute(&stmt, &refs).await.map_err(commit_err)?;
+                return Ok(Executed {
+                    rows_affected,
+                    rows: Vec::new(),
+                });
+            }
+            let rows = client.query(&stmt, &refs).await.map_err(commit_err)?;
+            let rows = rows
+                .iter()
+                .map(row_values)
+                .collect::<IndexResult<Vec<_>>>()?;
+            Ok(Executed {
+                rows_affected: rows.len() as u64,
+                rows,
+            })
         })
+        .await
     }
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        // No lookup of the instance: its INSERT's ON CONFLICT tells whether it was there. The
-        // parents' keys in one statement; when all three exist (every instance of a series but
-        // its first) one more statement inserts the instance with its metadata: two round
-        // trips, and no transaction, which one statement does not need.
-        let parents = client
-            .prepare_cached(&self.sql.select_parents)
+        let committing = AtomicBool::new(false);
+        self.bounded_write(&committing, self.insert_now(&record, &committing))
             .await
-            .map_err(db_err)?;
-        let row = client
-            .query_one(
-                &parents,
-                &[
-                    &record.patient_id,
-                    &record.issuer_of_patient_id,
-                    &record.study_instance_uid,
-                    &record.series_instance_uid,
-                ],
-            )
-            .await
-            .map_err(db_err)?;
-        let keys: (Option<i64>, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
-        if let (Some(_), Some(study_pk), Some(series_pk)) = keys {
-            return self
-                .insert_leaf(&client, &record, series_pk, study_pk)
-                .await;
-        }
-        let tx = client.transaction().await.map_err(db_err)?;
-        let outcome = self.insert_in(&tx, &record).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(outcome)
     }
 
     async fn replace_instance(
         &self,
         record: InstanceRecord,
     ) -> IndexResult<Option<StoredInstance>> {
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(db_err)?;
-        let previous = self.find_in(&tx, &record.sop_instance_uid).await?;
-        if previous.is_some() {
-            tx.execute(
-                &self.sql.delete_metadata_by_uid,
-                &[&record.sop_instance_uid],
-            )
+        let committing = AtomicBool::new(false);
+        self.bounded_write(&committing, self.replace_now(&record, &committing))
             .await
-            .map_err(db_err)?;
-            tx.execute(
-                &self.sql.delete_instance_by_uid,
-                &[&record.sop_instance_uid],
-            )
-            .await
-            .map_err(db_err)?;
-        }
-        self.insert_in(&tx, &record).await?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(previous)
     }
 
     async fn append_audit(
         &self,
         records: Vec<super::audit::NewAuditRecord>,
     ) -> IndexResult<Vec<i64>> {
-        use super::audit;
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(db_err)?;
-        // held until the commit: every node appending to this database waits here, so the
-        // tail read below is the chain's tail when the rows are inserted
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&audit::AUDIT_CHAIN_LOCK],
-        )
+        let committing = AtomicBool::new(false);
+        self.bounded_write(&committing, async {
+            use super::audit;
+            let mut client = self.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(db_err)?;
+            // held until the commit: every node appending to this database waits here, so the
+            // tail read below is the chain's tail when the rows are inserted
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&audit::AUDIT_CHAIN_LOCK],
+            )
+            .await
+            .map_err(db_err)?;
+            let tail = tx
+                .query_opt(audit::SELECT_AUDIT_TAIL, &[])
+                .await
+                .map_err(db_err)?;
+            let (mut seq, mut hash): (i64, String) = match tail {
+                Some(row) => (row.get(0), row.get(1)),
+                None => (0, audit::GENESIS_HASH.to_string()),
+            };
+            let insert = tx
+                .prepare_cached(&Dialect::Postgres.render(audit::INSERT_AUDIT))
+                .await
+                .map_err(db_err)?;
+            let mut done = Vec::with_capacity(records.len());
+            for r in &records {
+                let (params, next) = audit::chained_row(seq, &hash, r);
+                tx.execute(&insert, &refs(&params)).await.map_err(db_err)?;
+                seq += 1;
+                hash = next;
+                done.push(seq);
+            }
+            committing.store(true, Ordering::Release);
+            tx.commit().await.map_err(commit_err)?;
+            Ok(done)
+        })
         .await
-        .map_err(db_err)?;
-        let tail = tx
-            .query_opt(audit::SELECT_AUDIT_TAIL, &[])
-            .await
-            .map_err(db_err)?;
-        let (mut seq, mut hash): (i64, String) = match tail {
-            Some(row) => (row.get(0), row.get(1)),
-            None => (0, audit::GENESIS_HASH.to_string()),
-        };
-        let insert = tx
-            .prepare_cached(&Dialect::Postgres.render(audit::INSERT_AUDIT))
-            .await
-            .map_err(db_err)?;
-        let mut done = Vec::with_capacity(records.len());
-        for r in &records {
-            let (params, next) = audit::chained_row(seq, &hash, r);
-            tx.execute(&insert, &refs(&params)).await.map_err(db_err)?;
-            seq += 1;
-            hash = next;
-            done.push(seq);
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(done)
     }
 
     async fn find_instance(&self, sop_instance_uid: &str) -> IndexResult<Option<StoredInstance>> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        self.find_in(&client, sop_instance_uid).await
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            self.find_in(&client, sop_instance_uid).await
+        })
+        .await
     }
 
     async fn instance_metadata(&self, sop_instance_uid: &str) -> IndexResult<Option<Vec<u8>>> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let stmt = client
-            .prepare_cached(&self.sql.select_metadata_by_uid)
-            .await
-            .map_err(db_err)?;
-        Ok(client
-            .query_opt(&stmt, &[&sop_instance_uid])
-            .await
-            .map_err(db_err)?
-            .map(|r| r.get(0)))
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            let stmt = client
+                .prepare_cached(&self.sql.select_metadata_by_uid)
+                .await
+                .map_err(db_err)?;
+            Ok(client
+                .query_opt(&stmt, &[&sop_instance_uid])
+                .await
+                .map_err(db_err)?
+                .map(|r| r.get(0)))
+        })
+        .await
     }
 
     async fn instance_frames(&self, sop_instance_uid: &str) -> IndexResult<Option<String>> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let stmt = client
-            .prepare_cached(&self.sql.select_frames_by_uid)
-            .await
-            .map_err(db_err)?;
-        Ok(client
-            .query_opt(&stmt, &[&sop_instance_uid])
-            .await
-            .map_err(db_err)?
-            .map(|r| r.get(0)))
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            let stmt = client
+                .prepare_cached(&self.sql.select_frames_by_uid)
+                .await
+                .map_err(db_err)?;
+            Ok(client
+                .query_opt(&stmt, &[&sop_instance_uid])
+                .await
+                .map_err(db_err)?
+                .map(|r| r.get(0)))
+        })
+        .await
     }
 
     async fn all_instances(&self) -> IndexResult<Vec<StoredInstance>> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let rows = client
-            .query(&self.sql.select_all_stored, &[])
-            .await
-            .map_err(db_err)?;
-        Ok(rows.iter().map(stored_from_row).collect())
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            let rows = client
+                .query(&self.sql.select_all_stored, &[])
+                .await
+                .map_err(db_err)?;
+            Ok(rows.iter().map(stored_from_row).collect())
+        })
+        .await
     }
 
     async fn counts(&self) -> IndexResult<IndexCounts> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        let row = client
-            .query_one(schema::SELECT_COUNTS, &[])
-            .await
-            .map_err(db_err)?;
-        Ok(IndexCounts {
-            patients: row.get(0),
-            studies: row.get(1),
-            series: row.get(2),
-            instances: row.get(3),
+        self.bounded(async {
+            let client = self.pool.get().await.map_err(pool_err)?;
+            let row = client
+                .query_one(schema::SELECT_COUNTS, &[])
+                .await
+                .map_err(db_err)?;
+            Ok(IndexCounts {
+                patients: row.get(0),
+                studies: row.get(1),
+                series: row.get(2),
+                instances: row.get(3),
+            })
         })
+        .await
     }
 }
 

@@ -237,7 +237,7 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
         }
         done.push(item);
     }
-    let committed = tx.commit().map_err(db_err);
+    let committed = tx.commit().map_err(commit_err);
     for item in done {
         match item {
             Done::Execute(reply, r) => {
@@ -320,7 +320,24 @@ fn execute(conn: &Connection, sql: &str, params: &[SqlValue]) -> IndexResult<Exe
 }
 
 fn clone_err(e: &IndexError) -> IndexError {
-    IndexError::Database(e.to_string())
+    match e {
+        IndexError::OutcomeUnknown(m) => IndexError::OutcomeUnknown(m.clone()),
+        IndexError::Unavailable(m) => IndexError::Unavailable(m.clone()),
+        other => IndexError::Database(other.to_string()),
+    }
+}
+
+/// An error of COMMIT. Busy or locked: the transaction is still open and rolled back when
+/// dropped; full: nothing was written. An I/O error may come after the commit record reached
+/// the WAL (its sync failed), so whether it counts is unknown.
+fn commit_err(e: rusqlite::Error) -> IndexError {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked) => IndexError::Unavailable(e.to_string()),
+        Some(DiskFull) => IndexError::Database(e.to_string()),
+        Some(SystemIoFailure) | None => IndexError::OutcomeUnknown(e.to_string()),
+        Some(_) => IndexError::Database(e.to_string()),
+    }
 }
 
 fn get_or_insert(
@@ -494,7 +511,7 @@ impl Index for SqliteIndex {
         let (tx, rx) = oneshot::channel();
         self.send(WriteJob::Insert(record, tx))?;
         rx.await
-            .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
+            .map_err(|_| IndexError::OutcomeUnknown("SQLite writer dropped a request".into()))?
     }
 
     async fn replace_instance(
@@ -504,7 +521,7 @@ impl Index for SqliteIndex {
         let (tx, rx) = oneshot::channel();
         self.send(WriteJob::Replace(record, tx))?;
         rx.await
-            .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))?
+            .map_err(|_| IndexError::OutcomeUnknown("SQLite writer dropped a request".into()))?
     }
 
     async fn append_audit(

@@ -2,6 +2,8 @@
 //! (C-STORE or STOW-RS). Validate, parse, hash, store the object durably, then commit
 //! its index row; only then is the sender told it succeeded.
 
+#[cfg(test)]
+mod commit_outcome;
 pub mod parse;
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
@@ -482,19 +484,28 @@ impl Ingest {
                 }
                 Ok(at(outcome, study.as_str(), series.as_str()))
             }
+            Err(IndexError::OutcomeUnknown(why)) => {
+                // The row may be committed: deleting the object could leave the index pointing
+                // at nothing. It is kept; the sender hears a failure and may send again (the
+                // same key, found or indexed then), and `pacs fsck` (or the start-up pass)
+                // indexes it if no row ever came.
+                warn!(sop_instance_uid = %sop_instance, key, %why, "index commit outcome unknown: object kept for reconciliation");
+                Err(IndexError::OutcomeUnknown(why).into())
+            }
             Err(e) => {
-                // The index did not take it: remove the object so nothing unindexed remains.
-                // (A concurrent identical store would have the same key and a row: check.)
-                if self
-                    .index
-                    .find_instance(sop_instance.as_str())
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|s| s.object_key)
-                    != Some(key.clone())
-                {
-                    self.delete_quietly(&key).await;
+                // Known not committed: remove the object so nothing unindexed remains, unless
+                // a row points at it (a concurrent store of the same content won). When the
+                // index cannot say, the object stays for reconciliation.
+                match self.index.find_instance(sop_instance.as_str()).await {
+                    Ok(row)
+                        if row.as_ref().map(|s| s.object_key.as_str()) != Some(key.as_str()) =>
+                    {
+                        self.delete_quietly(&key).await
+                    }
+                    Ok(_) => {}
+                    Err(lookup) => {
+                        warn!(key, error = %lookup, "cannot tell whether an unindexed object is referenced: kept for reconciliation")
+                    }
                 }
                 Err(e.into())
             }

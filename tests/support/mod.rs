@@ -18,6 +18,8 @@
 /// Index/object-store consistency checks (tests/support/archive.rs).
 pub mod archive;
 pub mod certs;
+/// A PostgreSQL cluster, an S3 server and a disk of a test's own to break (tests/faults.rs).
+pub mod faults;
 pub mod issuer;
 /// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
@@ -63,7 +65,7 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
     *ROOT.get_or_init(|| {
         Command::new("id")
@@ -431,7 +433,7 @@ pub fn postgres_url() -> String {
 }
 
 /// Directory holding `initdb` and `postgres`.
-fn pg_bin_dir() -> Result<PathBuf, String> {
+pub(crate) fn pg_bin_dir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("PACS_TEST_PG_BIN") {
         return Ok(PathBuf::from(dir));
     }
@@ -465,7 +467,7 @@ fn pg_bin_dir() -> Result<PathBuf, String> {
 
 /// A command that runs as the `postgres` user when we are root (initdb and
 /// postgres refuse to run as root).
-fn pg_command(program: &Path) -> Command {
+pub(crate) fn pg_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     if is_root() {
         cmd = Command::new(runuser());
@@ -475,7 +477,7 @@ fn pg_command(program: &Path) -> Command {
 }
 
 /// `runuser` (util-linux), which may live in an sbin directory off `PATH`.
-fn runuser() -> PathBuf {
+pub(crate) fn runuser() -> PathBuf {
     which("runuser")
         .or_else(|| {
             ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
