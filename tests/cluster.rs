@@ -1,7 +1,8 @@
 //! Many nodes on one PostgreSQL database and one S3 bucket (docs/cluster.md), with real parts:
 //! the harness's PostgreSQL, moto's S3 server on 127.0.0.1, two `pacs` nodes, two
 //! `pacs-ai-worker`s, DCMTK's storescu and echoscu. And, below the nodes, the index's change
-//! notifications and its series-completion transaction, on both backends.
+//! notifications (a lost LISTEN connection included) and its series-completion transaction,
+//! on both backends.
 
 use crate::support;
 
@@ -478,6 +479,11 @@ async fn two_nodes_share_one_database_and_one_bucket() {
         text(&out_killed)
     );
     assert!(!acked.is_empty(), "{}", text(&out_killed));
+    eprintln!(
+        "A killed after {} of {} instances acknowledged",
+        acked.len(),
+        killed_paths.len()
+    );
     let expected_kept: BTreeSet<String> = kept_files
         .iter()
         .map(|i| i.sop_instance_uid.clone())
@@ -526,6 +532,31 @@ async fn two_nodes_share_one_database_and_one_bucket() {
     for s in &analysed {
         assert_eq!(per[s].len(), 1, "{s}");
     }
+
+    // 6. Users and keys are read from the index on every request: a key made through A works
+    // on B at once, and once revoked through B, A refuses it at once (no copy to wait for).
+    let rsp = send_json(
+        &a2,
+        "POST",
+        "/api/keys",
+        &json!({"name": "ops", "roles": ["admin"]}),
+    );
+    assert_eq!(rsp.status, 201, "{}", rsp.text());
+    let key: Value = serde_json::from_slice(&rsp.body).unwrap();
+    let bearer = format!("Bearer {}", key["key"].as_str().unwrap());
+    let call = |node: &Node, method: &str, path: &str, with_key: bool| {
+        let headers: &[(&str, &str)] = if with_key {
+            &[("Authorization", bearer.as_str())]
+        } else {
+            &[]
+        };
+        support::http_request(node.http_port(), method, path, headers, &[]).status
+    };
+    assert_eq!(call(&b, "GET", "/api/ai/jobs", true), 200);
+    // the first key ends the anonymous administrator on every node
+    assert_eq!(call(&b, "GET", "/api/ai/jobs", false), 401);
+    assert_eq!(call(&b, "DELETE", "/api/keys/ops", true), 204);
+    assert_eq!(call(&a2, "GET", "/api/ai/jobs", true), 401);
     drop(worker_a);
     drop(worker_b);
 }
@@ -578,6 +609,52 @@ async fn changes_reach_other_index_handles(backend: Backend) {
     assert_eq!(
         next_specific(&mut own).await,
         Changed::One(Change::AiRoutes)
+    );
+}
+
+/// A node's LISTEN connection that the server ends (a PostgreSQL restart, a failover) is
+/// opened again, everything is reloaded once it is, and later changes are heard again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listen_connection_is_reestablished() {
+    let url = support::postgres_url();
+    let index = pacs::index::open(&url).await.unwrap();
+    let mut changes = index.subscribe();
+    let first = tokio::time::timeout(Duration::from_secs(10), changes.next()).await;
+    assert_eq!(first.unwrap(), Some(Changed::All));
+    let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = $1 AND datname = current_database()",
+            &[&pacs::index::postgres::LISTENER_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1, "one listener per index");
+    // reload everything when the connection is lost (what is announced meanwhile is lost),
+    // and again once LISTENing on a new one
+    for _ in 0..2 {
+        let again = tokio::time::timeout(Duration::from_secs(10), changes.next()).await;
+        assert_eq!(again.unwrap(), Some(Changed::All));
+    }
+    let listening = admin
+        .query(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = $1
+             AND datname = current_database()",
+            &[&pacs::index::postgres::LISTENER_NAME],
+        )
+        .await
+        .unwrap();
+    assert_eq!(listening.len(), 1);
+    let ae: pacs::config::RemoteAe =
+        serde_json::from_value(json!({"title": "AFTER", "allow": ["echo"]})).unwrap();
+    assert!(index.insert_remote_ae(&ae, 1).await.unwrap());
+    assert_eq!(
+        next_specific(&mut changes).await,
+        Changed::One(Change::RemoteAes)
     );
 }
 

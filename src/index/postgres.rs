@@ -24,6 +24,9 @@ use super::{
     SqlValue, StoredInstance, Subscription, Transaction,
 };
 
+/// `application_name` of each node's LISTEN connection (see [`changes`]).
+pub const LISTENER_NAME: &str = "pacs changes listener";
+
 /// Any constant shared by every node: the advisory lock taken while migrating.
 const MIGRATION_LOCK: i64 = 0x5041_4353_4D49_4752; // "PACSMIGR"
 
@@ -207,7 +210,10 @@ impl PostgresIndex {
             crate::tls::client_config(ssl.check(), ssl.root_cert.as_deref())
                 .map_err(|e| IndexError::BadUrl(e.to_string()))?,
         );
-        let listen = (config.clone(), tls.clone());
+        let mut listen_config = config.clone();
+        // named, so that an operator sees which session is each node's listener
+        listen_config.application_name(LISTENER_NAME);
+        let listen = (listen_config, tls.clone());
         let manager = Manager::from_config(
             config,
             tls,
