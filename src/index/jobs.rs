@@ -3,16 +3,14 @@
 //! Every transition is one SQL statement, so it is atomic on both backends: SQLite runs it in
 //! the single writer's transaction; PostgreSQL picks the next job with `FOR UPDATE SKIP
 //! LOCKED`, so several nodes and many workers never lease the same job twice. A series'
-//! jobs are queued in the transaction that claims it ([`claim_series_with_jobs`]).
+//! jobs are queued in the transaction that claims it (`claim_series_with_jobs`).
 //!
 //! Every time (creation, lease expiry, retry delay, end) is the database's clock
 //! (`{clock_ms}`), so that nodes whose clocks differ agree on when a lease has expired.
-//!
-//! [`claim_series_with_jobs`]: ../../index/trait.Index.html#method.claim_series_with_jobs
-
-use serde::Serialize;
 
 use std::sync::LazyLock;
+
+use serde::Serialize;
 
 use super::schema::Dialect;
 use super::{Index, IndexError, Sql, SqlValue, Transaction};
