@@ -2,19 +2,19 @@
 //!
 //! It lives in the index (table `remote_aes`), so that every node sharing the database sees
 //! the same registry, and a copy is kept in memory for the association check, which must not
-//! wait on the database. The copy is reloaded after every change made through this node and
-//! every few seconds (changes made through another node).
+//! wait on the database. The copy is reloaded after every change made through this node, and
+//! whenever the index tells of a change made through any node (within a second; see
+//! `crate::index::changes`, which also reloads it periodically).
 //!
 //! The configuration file seeds it: at startup, each `[[ae]]` entry is written unless an
 //! administrator has since changed that AE through the API.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tracing::{info, warn};
 
 use crate::config::{validate_ae_title, RemoteAe};
-use crate::index::{Index, IndexError};
+use crate::index::{Change, Index, IndexError};
 
 /// Operations an AE may be allowed.
 pub const OPERATIONS: &[&str] = &["echo", "store", "find", "move", "get"];
@@ -117,13 +117,16 @@ impl AeRegistry {
         Ok(())
     }
 
-    /// Reloads every `every`, so that changes made through another node sharing the index
-    /// apply here too.
-    pub fn spawn_refresh(self: &Arc<Self>, every: Duration) {
+    /// Reloads the copy whenever the index tells of a change of the registry, so that
+    /// changes made through another node sharing the index apply here too.
+    pub fn follow_changes(self: &Arc<Self>) {
         let registry = Arc::downgrade(self);
+        let mut changes = self.index.subscribe();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
+            while let Some(changed) = changes.next().await {
+                if !changed.touches(Change::RemoteAes) {
+                    continue;
+                }
                 let Some(registry) = registry.upgrade() else {
                     return;
                 };

@@ -243,7 +243,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         .await
         .map_err(|e| NodeError::Registry(e.to_string()))?;
     // other nodes sharing the index may change the registry
-    registry.spawn_refresh(std::time::Duration::from_secs(5));
+    registry.follow_changes();
     let source: Arc<dyn pacs_dimse::InstanceSource> =
         crate::retrieve::ArchiveSource::new(storage.clone());
     let service = Arc::new(NodeDimseService {
@@ -319,6 +319,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
                 .await
                 .map_err(NodeError::Ai)?;
             ai.spawn_scanner();
+            ai.follow_changes();
             Some(ai)
         }
         None => None,

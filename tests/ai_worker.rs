@@ -9,10 +9,11 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::worker::Worker;
 use support::{both_backends, Backend, Node, NodeOptions};
 
 const TOKEN: &str = "worker-secret";
@@ -28,87 +29,6 @@ fn ai_node(backend: Backend) -> Node {
             .arg("--ai-models-dir")
             .arg(MODELS),
     )
-}
-
-fn worker_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_pacs")).with_file_name("pacs-ai-worker");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build -p pacs-ai-worker` (cargo test --workspace builds it)",
-        path.display()
-    );
-    path
-}
-
-/// A `pacs-ai-worker` process; killed on drop.
-struct Worker {
-    child: Child,
-    id: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Worker {
-    fn start(node: &Node, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("worker.log");
-        let mut cmd = Command::new(worker_binary());
-        cmd.args(["--node", &node.base_url(), "--token", TOKEN])
-            .args(["--worker-id", id, "--poll-ms", "200", "--threads", "1"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-            ));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn pacs-ai-worker");
-        Worker {
-            child,
-            id: id.into(),
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit by itself.
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "worker {} still running after {within:?}:\n{}",
-                self.id,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn get_json(node: &Node, path: &str) -> Value {
@@ -261,7 +181,7 @@ fn measurement(group: &Value, name: &str) -> f64 {
 /// lung volume matches the phantom's analytic volume.
 async fn ct_series_comes_back_segmented_and_measured(backend: Backend) {
     let node = ai_node(backend);
-    let worker = Worker::start(&node, "w-ct", &[], &[]);
+    let worker = Worker::start(&node, TOKEN, "w-ct", &[], &[]);
     let (_dir, opts, synth) = synth_ct(256, 60, 1, 7);
     let study = synth.instances[0].study_instance_uid.clone();
     let series = synth.instances[0].series_instance_uid.clone();
@@ -367,7 +287,7 @@ async fn ct_series_comes_back_segmented_and_measured(backend: Backend) {
 /// The reference MR series: the brain mask in the SEG matches deepbrain's own pipeline.
 async fn reference_mr_brain_mask_matches(backend: Backend) {
     let node = ai_node(backend);
-    let worker = Worker::start(&node, "w-mr", &[], &[]);
+    let worker = Worker::start(&node, TOKEN, "w-mr", &[], &[]);
     let reference = Path::new(MODELS).join("deepbrain/reference");
     let mut files: Vec<PathBuf> = std::fs::read_dir(reference.join("dicom"))
         .unwrap()
@@ -431,7 +351,7 @@ async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
     };
 
     // SIGTERM with no grace: the job goes back to the queue at once
-    let mut a = Worker::start(&node, "w-a", &["--shutdown-grace-secs", "0"], &pause);
+    let mut a = Worker::start(&node, TOKEN, "w-a", &["--shutdown-grace-secs", "0"], &pause);
     wait_jobs_until(
         &node,
         &[&a],
@@ -454,7 +374,7 @@ async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
         .contains("given back by w-a"));
 
     // SIGKILL: the lease (2 s) expires and the job is leased again
-    let b = Worker::start(&node, "w-b", &["--lease-secs", "2"], &pause);
+    let b = Worker::start(&node, TOKEN, "w-b", &["--lease-secs", "2"], &pause);
     wait_jobs_until(
         &node,
         &[&b],
@@ -463,7 +383,7 @@ async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
         running_on("w-b"),
     );
     b.signal("KILL");
-    let c = Worker::start(&node, "w-c", &[], &[]);
+    let c = Worker::start(&node, TOKEN, "w-c", &[], &[]);
     let done = wait_jobs_until(
         &node,
         &[&c],
@@ -486,7 +406,7 @@ async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
 /// A series with a missing slice fails for good, with the reason in the job record.
 async fn series_that_cannot_be_analysed_fails_with_its_reason(backend: Backend) {
     let node = ai_node(backend);
-    let worker = Worker::start(&node, "w-bad", &[], &[]);
+    let worker = Worker::start(&node, TOKEN, "w-bad", &[], &[]);
     let (_dir, _opts, synth) = synth_ct(64, 12, 1, 13);
     let mut files = support::synth_paths(&synth);
     files.remove(6);
@@ -507,8 +427,8 @@ async fn series_that_cannot_be_analysed_fails_with_its_reason(backend: Backend) 
 /// Two workers, ten series: every series analysed exactly once.
 async fn two_workers_ten_series_each_analysed_once(backend: Backend) {
     let node = ai_node(backend);
-    let w1 = Worker::start(&node, "w-1", &[], &[]);
-    let w2 = Worker::start(&node, "w-2", &[], &[]);
+    let w1 = Worker::start(&node, TOKEN, "w-1", &[], &[]);
+    let w2 = Worker::start(&node, TOKEN, "w-2", &[], &[]);
     let (_dir, _opts, synth) = synth_ct(64, 16, 10, 17);
     let study = synth.instances[0].study_instance_uid.clone();
     push(&node, &support::synth_paths(&synth));

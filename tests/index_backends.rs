@@ -42,7 +42,6 @@ fn record(study: &str, series: &str, sop: &str) -> InstanceRecord {
         object_key: format!("{study}/{series}/{sop}.dcm"),
         size_bytes: 1234,
         sha256: "ab".repeat(32),
-        received_at_ms: 1,
         source_ae: "CT1".into(),
         metadata_json: br#"{"00080060":{"vr":"CS","Value":["CT"]}}"#.to_vec(),
         frames_json: "[[[100,50]]]".into(),

@@ -14,6 +14,7 @@ mod ai_worker;
 mod audit;
 mod audit_syslog;
 mod auth;
+mod cluster;
 mod deid_export;
 mod dicomweb;
 mod dicomweb_limits;

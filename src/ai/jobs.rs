@@ -5,16 +5,13 @@
 //! heartbeats) → `succeeded`; or `failed` (the series cannot be analysed: not retried); or back
 //! to `queued` after a retryable failure or an expired lease, with a growing delay, until
 //! `max_attempts`, then `dead`. An administrator may `cancel` a queued or running job, or
-//! `retry` a failed, dead or cancelled one.
+//! `retry` a failed, dead or cancelled one. Every time is the database's clock, so that nodes
+//! sharing it agree on when a lease expired.
 
 use std::sync::Arc;
 
-pub use crate::index::jobs::Job;
+pub use crate::index::jobs::{Job, NewJob};
 use crate::index::{Index, IndexError};
-
-pub fn now_ms() -> i64 {
-    crate::index::sqlite::now_ms()
-}
 
 pub struct JobQueue {
     index: Arc<dyn Index>,
@@ -29,18 +26,10 @@ impl JobQueue {
         }
     }
 
-    /// Queues a run of `model` on a series unless one is already queued or running; the run
+    /// Queues a run of a model on a series unless one is already queued or running; the run
     /// number follows the last one. Returns the new job's id.
-    pub async fn enqueue(
-        &self,
-        study: &str,
-        series: &str,
-        model: &str,
-        version: &str,
-    ) -> Result<Option<i64>, IndexError> {
-        self.index
-            .enqueue_job(study, series, model, version, self.max_attempts, now_ms())
-            .await
+    pub async fn enqueue(&self, job: &NewJob<'_>) -> Result<Option<i64>, IndexError> {
+        self.index.enqueue_job(job, self.max_attempts).await
     }
 
     /// Gives the next ready job for one of `models` to `worker` for `lease_ms`: a queued job
@@ -52,11 +41,8 @@ impl JobQueue {
         lease_ms: i64,
     ) -> Result<Option<Job>, IndexError> {
         // Running jobs whose lease expired on their last attempt are dead.
-        self.index.bury_expired_jobs(now_ms()).await?;
-        let now = now_ms();
-        self.index
-            .lease_job(worker, models, now + lease_ms, now)
-            .await
+        self.index.bury_expired_jobs().await?;
+        self.index.lease_job(worker, models, lease_ms).await
     }
 
     /// Extends the lease; false when the worker no longer holds it (expired and re-leased,
@@ -67,9 +53,7 @@ impl JobQueue {
         worker: &str,
         lease_ms: i64,
     ) -> Result<bool, IndexError> {
-        self.index
-            .extend_job_lease(id, worker, now_ms() + lease_ms)
-            .await
+        self.index.extend_job_lease(id, worker, lease_ms).await
     }
 
     /// Records success with the worker's result (what it stored, its timings).
@@ -79,7 +63,7 @@ impl JobQueue {
         worker: &str,
         result: &serde_json::Value,
     ) -> Result<bool, IndexError> {
-        self.index.complete_job(id, worker, result, now_ms()).await
+        self.index.complete_job(id, worker, result).await
     }
 
     /// Records a failure. A retryable one (network, a node restart) goes back to the queue
@@ -93,9 +77,7 @@ impl JobQueue {
         retryable: bool,
     ) -> Result<bool, IndexError> {
         let error: String = error.chars().take(4000).collect();
-        self.index
-            .fail_job(id, worker, &error, retryable, now_ms())
-            .await
+        self.index.fail_job(id, worker, &error, retryable).await
     }
 
     /// Gives a running job back without counting the attempt (a worker shutting down before
@@ -106,7 +88,7 @@ impl JobQueue {
 
     /// Cancels a queued or running job (its worker learns at its next heartbeat).
     pub async fn cancel(&self, id: i64) -> Result<bool, IndexError> {
-        self.index.cancel_job(id, now_ms()).await
+        self.index.cancel_job(id).await
     }
 
     /// Puts a failed, dead or cancelled job back in the queue with a fresh set of attempts.

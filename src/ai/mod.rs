@@ -3,8 +3,12 @@
 //!
 //! Series completion is decided from the index, not from one process's memory, so that it
 //! works when several nodes share the database: every node scans for series whose last
-//! instance arrived more than the quiet period ago, and the one whose claim (a single
-//! conditional UPDATE) succeeds creates the jobs.
+//! instance arrived more than the quiet period ago (both times by the database's clock), reads
+//! the series' facts and picks its models, then claims it and queues their jobs in one
+//! transaction: of the nodes scanning, one wins, and a crash cannot lose the series' work.
+//!
+//! The routes and the models' versions live in the index too; each node keeps a copy that
+//! follows the index's changes (`crate::index::changes`) within a second.
 
 pub mod api;
 pub mod jobs;
@@ -16,8 +20,8 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::index::{Index, IndexError};
-use jobs::{now_ms, JobQueue};
+use crate::index::{Change, Index, IndexError};
+use jobs::{JobQueue, NewJob};
 use routing::{Route, Router};
 
 /// Settings of the AI side of the node.
@@ -29,7 +33,8 @@ pub struct AiSettings {
     pub quiet: Duration,
     /// Routes from the configuration file (None: the shipped models' defaults).
     pub routes: Option<Vec<Route>>,
-    /// Model name → version, read from the models folder's manifests.
+    /// Model name → version, read from this node's models folder's manifests; published in
+    /// the index for every node.
     pub model_versions: HashMap<String, String>,
     pub max_attempts: i64,
 }
@@ -38,7 +43,10 @@ pub struct AiService {
     pub index: Arc<dyn Index>,
     pub queue: JobQueue,
     pub settings: AiSettings,
+    /// The routes as last read from the index (or the configuration's, while it has none).
     router: RwLock<Router>,
+    /// The models' versions as last read from the index.
+    models: RwLock<HashMap<String, String>>,
 }
 
 const ROUTES_KEY: &str = "ai_routes";
@@ -72,46 +80,94 @@ pub fn read_model_versions(dir: &std::path::Path) -> HashMap<String, String> {
 
 impl AiService {
     /// Sets up the queue and the routes: those saved through the admin API, else the
-    /// configuration file's, else the defaults.
+    /// configuration file's, else the defaults; publishes this node's models.
     pub async fn open(
         index: Arc<dyn Index>,
         settings: AiSettings,
     ) -> Result<Arc<AiService>, String> {
-        let saved = index.setting(ROUTES_KEY).await.map_err(|e| e.to_string())?;
+        index
+            .publish_ai_models(&settings.model_versions)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ai = AiService {
+            queue: JobQueue::new(index.clone(), settings.max_attempts),
+            index,
+            router: RwLock::new(Router::new(Vec::new())?),
+            models: RwLock::new(HashMap::new()),
+            settings,
+        };
+        ai.reload_routes().await?;
+        ai.reload_models().await.map_err(|e| e.to_string())?;
+        info!(
+            routes = ai.routes().len(),
+            models = ?ai.models.read().expect("models lock"),
+            quiet_secs = ai.settings.quiet.as_secs_f64(),
+            "AI jobs enabled"
+        );
+        Ok(Arc::new(ai))
+    }
+
+    /// Reads the routes from the index (the configuration's, or the defaults, while it has
+    /// none).
+    async fn reload_routes(&self) -> Result<(), String> {
+        let saved = self
+            .index
+            .setting(ROUTES_KEY)
+            .await
+            .map_err(|e| e.to_string())?;
         let routes = match saved {
             Some(json) => {
                 serde_json::from_str(&json).map_err(|e| format!("saved AI routes: {e}"))?
             }
-            None => settings
+            None => self
+                .settings
                 .routes
                 .clone()
                 .unwrap_or_else(routing::default_routes),
         };
         let router = Router::new(routes)?;
-        info!(
-            routes = router.routes().len(),
-            models = ?settings.model_versions,
-            quiet_secs = settings.quiet.as_secs_f64(),
-            "AI jobs enabled"
-        );
-        Ok(Arc::new(AiService {
-            queue: JobQueue::new(index.clone(), settings.max_attempts),
-            index,
-            settings,
-            router: RwLock::new(router),
-        }))
+        *self.router.write().expect("router lock") = router;
+        Ok(())
+    }
+
+    async fn reload_models(&self) -> Result<(), IndexError> {
+        let models = self.index.ai_models().await?;
+        *self.models.write().expect("models lock") = models;
+        Ok(())
+    }
+
+    /// Keeps the routes and models in step with the index: reloads them when another node
+    /// (or this one) changes them, and periodically (see `crate::index::changes`).
+    pub fn follow_changes(self: &Arc<Self>) {
+        let ai = Arc::downgrade(self);
+        let mut changes = self.index.subscribe();
+        tokio::spawn(async move {
+            while let Some(changed) = changes.next().await {
+                let Some(ai) = ai.upgrade() else { return };
+                if changed.touches(Change::AiRoutes) {
+                    if let Err(e) = ai.reload_routes().await {
+                        warn!(error = %e, "cannot reload the AI routes");
+                    }
+                }
+                if changed.touches(Change::AiModels) {
+                    if let Err(e) = ai.reload_models().await {
+                        warn!(error = %e, "cannot reload the AI models");
+                    }
+                }
+            }
+        });
     }
 
     pub fn routes(&self) -> Vec<Route> {
         self.router.read().expect("router lock").routes()
     }
 
-    /// Replaces the routes (admin API) and saves them in the index.
+    /// Replaces the routes (admin API) and saves them in the index, which tells every node.
     pub async fn set_routes(&self, routes: Vec<Route>) -> Result<(), String> {
         let router = Router::new(routes.clone())?;
         let json = serde_json::to_string(&routes).map_err(|e| e.to_string())?;
         self.index
-            .set_setting(ROUTES_KEY, &json)
+            .set_shared_setting(ROUTES_KEY, &json, Change::AiRoutes)
             .await
             .map_err(|e| e.to_string())?;
         *self.router.write().expect("router lock") = router;
@@ -119,8 +175,9 @@ impl AiService {
     }
 
     fn model_version(&self, model: &str) -> String {
-        self.settings
-            .model_versions
+        self.models
+            .read()
+            .expect("models lock")
             .get(model)
             .cloned()
             .unwrap_or_else(|| "unversioned".into())
@@ -149,16 +206,17 @@ impl AiService {
     /// ones that have been quiet long enough. Returns the number of jobs queued.
     pub async fn scan(&self, cursor: &mut Option<i64>) -> Result<usize, IndexError> {
         // A margin for instances whose transaction committed after a later one's (their
-        // arrival time is taken before the object is written) and for clocks of other nodes.
+        // arrival time, the database's clock, is taken before their commit).
         const MARGIN_MS: i64 = 60_000;
         let since = match *cursor {
             Some(c) => c,
             None => {
-                self.index
-                    .latest_watched_arrival()
-                    .await?
-                    .unwrap_or_else(now_ms)
-                    - MARGIN_MS
+                let latest = self.index.latest_watched_arrival().await?;
+                let latest = match latest {
+                    Some(t) => t,
+                    None => self.index.clock_ms().await?,
+                };
+                latest - MARGIN_MS
             }
         };
         let latest = self.index.watch_series_since(since).await?;
@@ -168,27 +226,23 @@ impl AiService {
             *cursor = Some(since);
         }
 
-        let now = now_ms();
         let quiet_ms = self.settings.quiet.as_millis() as i64;
-        let due = self.index.quiet_series(now - quiet_ms).await?;
+        let due = self.index.quiet_series(quiet_ms).await?;
         let mut queued = 0;
         for (series_pk, last) in due {
-            // claim it: of the nodes scanning, one wins
-            if !self
-                .index
-                .claim_series(series_pk, last, last.max(now))
-                .await?
-            {
-                continue;
-            }
-            queued += self.route(series_pk).await?;
+            queued += self.route(series_pk, last).await?;
         }
         Ok(queued)
     }
 
-    /// Queues the models the routes select for a complete series.
-    async fn route(&self, series_pk: i64) -> Result<usize, IndexError> {
+    /// Completes a quiet series: picks the models its routes select, then claims it and
+    /// queues their jobs in one transaction (nothing when another node claimed it first).
+    async fn route(&self, series_pk: i64, last_received_ms: i64) -> Result<usize, IndexError> {
         let Some(summary) = self.index.series_facts(series_pk).await? else {
+            // gone since: nothing to analyse, and nothing to scan again
+            self.index
+                .claim_series_with_jobs(series_pk, last_received_ms, &[], 1)
+                .await?;
             return Ok(0);
         };
         let (series, study) = (&summary.series_instance_uid, &summary.study_instance_uid);
@@ -197,11 +251,28 @@ impl AiService {
             .read()
             .expect("router lock")
             .models_for(&summary);
+        let versions: Vec<String> = models.iter().map(|m| self.model_version(m)).collect();
+        let jobs: Vec<NewJob> = models
+            .iter()
+            .zip(&versions)
+            .map(|(model, version)| NewJob {
+                study_instance_uid: study,
+                series_instance_uid: series,
+                model,
+                model_version: version,
+            })
+            .collect();
+        let Some(ids) = self
+            .index
+            .claim_series_with_jobs(series_pk, last_received_ms, &jobs, self.queue.max_attempts)
+            .await?
+        else {
+            return Ok(0);
+        };
         let mut queued = 0;
-        for model in models {
-            let version = self.model_version(&model);
-            if let Some(id) = self.queue.enqueue(study, series, &model, &version).await? {
-                info!(job = id, %series, %model, %version, "series complete: AI job queued");
+        for (job, id) in jobs.iter().zip(ids) {
+            if let Some(id) = id {
+                info!(job = id, %series, model = %job.model, version = %job.model_version, "series complete: AI job queued");
                 queued += 1;
             }
         }

@@ -185,7 +185,6 @@ macro_rules! declare_indexed {
             pub object_key: String,
             pub size_bytes: i64,
             pub sha256: String,
-            pub received_at_ms: i64,
             /// The calling AE title of a DIMSE sender (empty for HTTP).
             pub source_ae: String,
             /// Stored by an authenticated AI worker (see `crate::ingest::Origin`).

@@ -1,8 +1,12 @@
 //! Typed statements for the rest of the node: instance selection for retrieval (WADO-RS,
-//! C-MOVE/C-GET), node settings, the AI series-completion watch, and the AE registry.
+//! C-MOVE/C-GET), node settings (the AI routes and models among them), the AI
+//! series-completion watch, and the AE registry. Writes of state that nodes keep a copy of
+//! announce their [`Change`] in their transaction.
+
+use std::collections::HashMap;
 
 use super::schema::INSTANCE_SCOPE;
-use super::{Index, IndexResult, Sql, SqlValue};
+use super::{Change, Executed, Index, IndexResult, Sql, SqlValue, Transaction};
 use crate::config::RemoteAe;
 
 /// Which instances to select: every list given (non-empty) must contain the instance's value.
@@ -121,7 +125,38 @@ fn ae_from_row(row: &[SqlValue]) -> RemoteAe {
     }
 }
 
+/// Node settings under this prefix hold the AI models known to the cluster: `ai_model.NAME`
+/// → version.
+const MODEL_PREFIX: &str = "ai_model.";
+
 impl dyn Index {
+    /// The database's clock: milliseconds since the Unix epoch (PostgreSQL: the server's).
+    pub async fn clock_ms(&self) -> IndexResult<i64> {
+        let rows = self.fetch(Sql::new("SELECT {clock_ms}"), vec![]).await?;
+        rows.first()
+            .and_then(|r| r[0].as_i64())
+            .ok_or_else(|| super::IndexError::Database("the database has no clock".into()))
+    }
+
+    /// One write that, when it changes a row, announces `change` to every node (in its
+    /// transaction); a write that changes nothing announces nothing.
+    pub(in crate::index) async fn write_announcing(
+        &self,
+        sql: Sql<'_>,
+        params: Vec<SqlValue>,
+        change: Change,
+    ) -> IndexResult<Executed> {
+        let done = self
+            .transact(
+                Transaction::new()
+                    .then(sql, params)
+                    .guarded()
+                    .announce(change),
+            )
+            .await?;
+        Ok(done.and_then(|mut d| d.pop()).unwrap_or_default())
+    }
+
     /// Instances matching `filter`, in study, series (number), instance (number) order, with
     /// their stored metadata (DICOM JSON) when `with_metadata`.
     pub async fn instances_in(
@@ -201,6 +236,70 @@ impl dyn Index {
         Ok(())
     }
 
+    /// Sets a setting that other nodes keep a copy of, and tells them (`change`).
+    pub async fn set_shared_setting(
+        &self,
+        key: &str,
+        value: &str,
+        change: Change,
+    ) -> IndexResult<()> {
+        self.write_announcing(
+            Sql::new(
+                "INSERT INTO node_settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            ),
+            vec![SqlValue::Text(key.into()), SqlValue::Text(value.into())],
+            change,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The AI models every node routes to, with their versions.
+    pub async fn ai_models(&self) -> IndexResult<HashMap<String, String>> {
+        let rows = self
+            .fetch(
+                // a range, not LIKE: `_` is a LIKE wildcard
+                Sql::new("SELECT key, value FROM node_settings WHERE key >= ?1 AND key < ?2"),
+                vec![
+                    SqlValue::Text(MODEL_PREFIX.into()),
+                    SqlValue::Text("ai_model/".into()),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name = r[0].as_str()?.strip_prefix(MODEL_PREFIX)?;
+                Some((name.to_string(), r[1].as_str()?.to_string()))
+            })
+            .collect())
+    }
+
+    /// Records the versions of the models a node has (its models folder), for every node;
+    /// tells them when one changed.
+    pub async fn publish_ai_models(&self, models: &HashMap<String, String>) -> IndexResult<()> {
+        let mut names: Vec<&String> = models.keys().collect();
+        names.sort();
+        let keys: Vec<String> = names.iter().map(|n| format!("{MODEL_PREFIX}{n}")).collect();
+        for (name, key) in names.iter().zip(&keys) {
+            self.write_announcing(
+                Sql::new(
+                    "INSERT INTO node_settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                     WHERE node_settings.value <> excluded.value",
+                ),
+                vec![
+                    SqlValue::Text(key.clone()),
+                    SqlValue::Text(models[*name].clone()),
+                ],
+                Change::AiModels,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// The setting `key`, first set to `value` if it has none: every node sharing the index
     /// gets the value of whichever wrote first.
     pub async fn setting_or_insert(&self, key: &str, value: &str) -> IndexResult<String> {
@@ -252,47 +351,24 @@ impl dyn Index {
         Ok(rows.first().and_then(|r| r[0].as_i64()))
     }
 
-    /// Watched series not routed since their last arrival, which was before `before_ms`:
-    /// (series key, last arrival).
-    pub async fn quiet_series(&self, before_ms: i64) -> IndexResult<Vec<(i64, i64)>> {
+    /// Watched series not routed since their last arrival, which was more than `quiet_ms`
+    /// ago by the database's clock: (series key, last arrival), the oldest first.
+    pub async fn quiet_series(&self, quiet_ms: i64) -> IndexResult<Vec<(i64, i64)>> {
         let rows = self
             .fetch(
                 Sql::new(
                     "SELECT w.series_pk, w.last_received_ms FROM ai_series_watch w
-                     WHERE w.routed_at_ms < w.last_received_ms AND w.last_received_ms < ?1",
+                     WHERE w.routed_at_ms < w.last_received_ms
+                       AND w.last_received_ms < {clock_ms} - ?1
+                     ORDER BY w.last_received_ms, w.series_pk",
                 ),
-                vec![SqlValue::Int(before_ms)],
+                vec![SqlValue::Int(quiet_ms)],
             )
             .await?;
         Ok(rows
             .iter()
             .filter_map(|r| Some((r[0].as_i64()?, r[1].as_i64()?)))
             .collect())
-    }
-
-    /// Claims a quiet series for routing (of the nodes scanning, one wins): true when this
-    /// call did.
-    pub async fn claim_series(
-        &self,
-        series_pk: i64,
-        last_received_ms: i64,
-        routed_at_ms: i64,
-    ) -> IndexResult<bool> {
-        let done = self
-            .write(
-                Sql::new(
-                    "UPDATE ai_series_watch SET routed_at_ms = ?3
-                     WHERE series_pk = ?1 AND last_received_ms = ?2
-                       AND routed_at_ms < last_received_ms",
-                ),
-                vec![
-                    SqlValue::Int(series_pk),
-                    SqlValue::Int(last_received_ms),
-                    SqlValue::Int(routed_at_ms),
-                ],
-            )
-            .await?;
-        Ok(done.rows_affected == 1)
     }
 
     /// What routing looks at in a series.
@@ -358,8 +434,12 @@ impl dyn Index {
                tls = excluded.tls
              WHERE remote_aes.source = 'config'"
         );
-        self.write(Sql::new(&sql), ae_params(ae, AeOrigin::Config, now_ms))
-            .await?;
+        self.write_announcing(
+            Sql::new(&sql),
+            ae_params(ae, AeOrigin::Config, now_ms),
+            Change::RemoteAes,
+        )
+        .await?;
         Ok(())
     }
 
@@ -370,7 +450,11 @@ impl dyn Index {
              ON CONFLICT (title) DO NOTHING RETURNING title"
         );
         let done = self
-            .write(Sql::new(&sql), ae_params(ae, AeOrigin::Api, now_ms))
+            .write_announcing(
+                Sql::new(&sql),
+                ae_params(ae, AeOrigin::Api, now_ms),
+                Change::RemoteAes,
+            )
             .await?;
         Ok(!done.rows.is_empty())
     }
@@ -378,7 +462,7 @@ impl dyn Index {
     /// Changes an AE (as an administrator's); false when there is none with its title.
     pub async fn update_remote_ae(&self, ae: &RemoteAe, now_ms: i64) -> IndexResult<bool> {
         let done = self
-            .write(
+            .write_announcing(
                 Sql::new(
                     "UPDATE remote_aes SET host = ?2, port = ?3, description = ?4, allow = ?5,
                        move_destination = ?6, check_host = ?7, source = ?8, updated_at_ms = ?9,
@@ -386,6 +470,7 @@ impl dyn Index {
                      WHERE title = ?1",
                 ),
                 ae_params(ae, AeOrigin::Api, now_ms),
+                Change::RemoteAes,
             )
             .await?;
         Ok(done.rows_affected > 0)
@@ -394,9 +479,10 @@ impl dyn Index {
     /// Removes an AE; false when there was none.
     pub async fn delete_remote_ae(&self, title: &str) -> IndexResult<bool> {
         let done = self
-            .write(
+            .write_announcing(
                 Sql::new("DELETE FROM remote_aes WHERE title = ?1"),
                 vec![SqlValue::Text(title.into())],
+                Change::RemoteAes,
             )
             .await?;
         Ok(done.rows_affected > 0)

@@ -2,12 +2,57 @@
 //!
 //! Every transition is one SQL statement, so it is atomic on both backends: SQLite runs it in
 //! the single writer's transaction; PostgreSQL picks the next job with `FOR UPDATE SKIP
-//! LOCKED`, so several nodes and many workers never lease the same job twice.
+//! LOCKED`, so several nodes and many workers never lease the same job twice. A series'
+//! jobs are queued in the transaction that claims it (`claim_series_with_jobs`).
+//!
+//! Every time (creation, lease expiry, retry delay, end) is the database's clock
+//! (`{clock_ms}`), so that nodes whose clocks differ agree on when a lease has expired.
+
+use std::sync::LazyLock;
 
 use serde::Serialize;
 
 use super::schema::Dialect;
-use super::{Index, IndexError, Sql, SqlValue};
+use super::{Index, IndexError, Sql, SqlValue, Transaction};
+
+/// A run of a model on a series, to be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob<'a> {
+    pub study_instance_uid: &'a str,
+    pub series_instance_uid: &'a str,
+    pub model: &'a str,
+    pub model_version: &'a str,
+}
+
+impl NewJob<'_> {
+    fn params(&self, max_attempts: i64) -> Vec<SqlValue> {
+        vec![
+            SqlValue::Text(self.study_instance_uid.into()),
+            SqlValue::Text(self.series_instance_uid.into()),
+            SqlValue::Text(self.model.into()),
+            SqlValue::Text(self.model_version.into()),
+            SqlValue::Int(max_attempts),
+        ]
+    }
+}
+
+/// Queues a run ([`NewJob::params`]) unless one of the same model and version is queued or
+/// running on the series; its run number follows the last one.
+static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO ai_jobs ({cols})
+         SELECT ?1, ?2, ?3, ?4,
+                COALESCE((SELECT MAX(run) FROM ai_jobs
+                          WHERE series_instance_uid = ?2 AND model = ?3 AND model_version = ?4), 0) + 1,
+                'queued', 0, ?5, 0, '', 0, '', 'null', {{clock_ms}}, 0, 0
+         WHERE NOT EXISTS (SELECT 1 FROM ai_jobs
+                           WHERE series_instance_uid = ?2 AND model = ?3 AND model_version = ?4
+                             AND state IN ('queued', 'running'))
+         ON CONFLICT DO NOTHING
+         RETURNING pk",
+        cols = COLUMNS.replacen("pk, ", "", 1)
+    )
+});
 
 /// A job as the admin API and the workers see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -71,40 +116,50 @@ impl dyn Index {
     /// number follows the last one. Returns the new job's id.
     pub async fn enqueue_job(
         &self,
-        study: &str,
-        series: &str,
-        model: &str,
-        version: &str,
+        job: &NewJob<'_>,
         max_attempts: i64,
-        now_ms: i64,
     ) -> Result<Option<i64>, IndexError> {
-        let sql = format!(
-            "INSERT INTO ai_jobs ({cols})
-             SELECT ?1, ?2, ?3, ?4,
-                    COALESCE((SELECT MAX(run) FROM ai_jobs
-                              WHERE series_instance_uid = ?2 AND model = ?3 AND model_version = ?4), 0) + 1,
-                    'queued', 0, ?5, 0, '', 0, '', 'null', ?6, 0, 0
-             WHERE NOT EXISTS (SELECT 1 FROM ai_jobs
-                               WHERE series_instance_uid = ?2 AND model = ?3 AND model_version = ?4
-                                 AND state IN ('queued', 'running'))
-             ON CONFLICT DO NOTHING
-             RETURNING pk",
-            cols = COLUMNS.replacen("pk, ", "", 1)
-        );
         let done = self
-            .write(
-                Sql::new(&sql),
-                vec![
-                    SqlValue::Text(study.into()),
-                    SqlValue::Text(series.into()),
-                    SqlValue::Text(model.into()),
-                    SqlValue::Text(version.into()),
-                    SqlValue::Int(max_attempts),
-                    SqlValue::Int(now_ms),
-                ],
-            )
+            .write(Sql::new(&ENQUEUE), job.params(max_attempts))
             .await?;
         Ok(done.rows.first().and_then(|r| r[0].as_i64()))
+    }
+
+    /// Series completion, in one transaction: claims a quiet series for routing (of the
+    /// nodes scanning, one wins: the claim is one conditional UPDATE of its watch row, which
+    /// must still show the arrival `last_received_ms` the caller saw) and queues its `jobs`
+    /// (the models its routes chose from its facts, read before). None when another node
+    /// claimed it first or an instance arrived since; else the new jobs' ids (None for a run
+    /// already queued or running). A crash cannot leave the series claimed without its jobs.
+    pub async fn claim_series_with_jobs(
+        &self,
+        series_pk: i64,
+        last_received_ms: i64,
+        jobs: &[NewJob<'_>],
+        max_attempts: i64,
+    ) -> Result<Option<Vec<Option<i64>>>, IndexError> {
+        let mut tx = Transaction::new().guarded().then(
+            Sql::new(
+                "UPDATE ai_series_watch
+                 SET routed_at_ms = CASE WHEN {clock_ms} > last_received_ms THEN {clock_ms}
+                                         ELSE last_received_ms END
+                 WHERE series_pk = ?1 AND last_received_ms = ?2
+                   AND routed_at_ms < last_received_ms",
+            ),
+            vec![SqlValue::Int(series_pk), SqlValue::Int(last_received_ms)],
+        );
+        for job in jobs {
+            tx = tx.then(Sql::new(&ENQUEUE), job.params(max_attempts));
+        }
+        let Some(done) = self.transact(tx).await? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            done.iter()
+                .skip(1)
+                .map(|e| e.rows.first().and_then(|r| r[0].as_i64()))
+                .collect(),
+        ))
     }
 
     /// Gives the next ready job for one of `models` (any when empty) to `worker` until
@@ -113,14 +168,9 @@ impl dyn Index {
         &self,
         worker: &str,
         models: &[String],
-        lease_until_ms: i64,
-        now_ms: i64,
+        lease_ms: i64,
     ) -> Result<Option<Job>, IndexError> {
-        let mut params = vec![
-            SqlValue::Text(worker.into()),
-            SqlValue::Int(lease_until_ms),
-            SqlValue::Int(now_ms),
-        ];
+        let mut params = vec![SqlValue::Text(worker.into()), SqlValue::Int(lease_ms)];
         let model_filter = if models.is_empty() {
             String::new()
         } else {
@@ -138,12 +188,13 @@ impl dyn Index {
             Dialect::Sqlite => "",
         };
         let sql = format!(
-            "UPDATE ai_jobs SET state = 'running', lease_owner = ?1, lease_expires_ms = ?2,
-                attempts = attempts + 1, started_at_ms = ?3, error = CASE WHEN state = 'running'
+            "UPDATE ai_jobs SET state = 'running', lease_owner = ?1,
+                lease_expires_ms = {{clock_ms}} + ?2,
+                attempts = attempts + 1, started_at_ms = {{clock_ms}}, error = CASE WHEN state = 'running'
                 THEN 'lease of ' || lease_owner || ' expired; leased again' ELSE error END
              WHERE pk = (SELECT pk FROM ai_jobs
-                         WHERE ((state = 'queued' AND not_before_ms <= ?3)
-                                OR (state = 'running' AND lease_expires_ms < ?3))
+                         WHERE ((state = 'queued' AND not_before_ms <= {{clock_ms}})
+                                OR (state = 'running' AND lease_expires_ms < {{clock_ms}}))
                            AND attempts < max_attempts {model_filter}
                          ORDER BY pk LIMIT 1 {lock})
              RETURNING {COLUMNS}"
@@ -153,14 +204,15 @@ impl dyn Index {
     }
 
     /// Running jobs whose lease expired on their last attempt are dead.
-    pub async fn bury_expired_jobs(&self, now_ms: i64) -> Result<(), IndexError> {
+    pub async fn bury_expired_jobs(&self) -> Result<(), IndexError> {
         self.write(
             Sql::new(
-                "UPDATE ai_jobs SET state = 'dead', finished_at_ms = ?1,
+                "UPDATE ai_jobs SET state = 'dead', finished_at_ms = {clock_ms},
                     error = 'lease of ' || lease_owner || ' expired on the last attempt'
-                 WHERE state = 'running' AND lease_expires_ms < ?1 AND attempts >= max_attempts",
+                 WHERE state = 'running' AND lease_expires_ms < {clock_ms}
+                   AND attempts >= max_attempts",
             ),
-            vec![SqlValue::Int(now_ms)],
+            vec![],
         )
         .await?;
         Ok(())
@@ -171,15 +223,15 @@ impl dyn Index {
         &self,
         id: i64,
         worker: &str,
-        lease_until_ms: i64,
+        lease_ms: i64,
     ) -> Result<bool, IndexError> {
         self.update_job(
-            "UPDATE ai_jobs SET lease_expires_ms = ?3
+            "UPDATE ai_jobs SET lease_expires_ms = {clock_ms} + ?3
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
             vec![
                 SqlValue::Int(id),
                 SqlValue::Text(worker.into()),
-                SqlValue::Int(lease_until_ms),
+                SqlValue::Int(lease_ms),
             ],
         )
         .await
@@ -191,17 +243,15 @@ impl dyn Index {
         id: i64,
         worker: &str,
         result: &serde_json::Value,
-        now_ms: i64,
     ) -> Result<bool, IndexError> {
         self.update_job(
-            "UPDATE ai_jobs SET state = 'succeeded', result_json = ?3, finished_at_ms = ?4,
+            "UPDATE ai_jobs SET state = 'succeeded', result_json = ?3, finished_at_ms = {clock_ms},
                 error = '', lease_expires_ms = 0
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
             vec![
                 SqlValue::Int(id),
                 SqlValue::Text(worker.into()),
                 SqlValue::Text(result.to_string()),
-                SqlValue::Int(now_ms),
             ],
         )
         .await
@@ -216,18 +266,17 @@ impl dyn Index {
         worker: &str,
         error: &str,
         retryable: bool,
-        now_ms: i64,
     ) -> Result<bool, IndexError> {
         self.update_job(
             "UPDATE ai_jobs SET
                 state = CASE WHEN CAST(?4 AS BIGINT) = 0 THEN 'failed'
                              WHEN attempts >= max_attempts THEN 'dead'
                              ELSE 'queued' END,
-                not_before_ms = CAST(?5 AS BIGINT) + CASE WHEN attempts >= 6 THEN 300000
+                not_before_ms = {clock_ms} + CASE WHEN attempts >= 6 THEN 300000
                                           ELSE 5000 * (CASE attempts WHEN 1 THEN 1 WHEN 2 THEN 2
                                                WHEN 3 THEN 4 WHEN 4 THEN 8 ELSE 16 END) END,
                 finished_at_ms = CASE WHEN CAST(?4 AS BIGINT) = 0 OR attempts >= max_attempts
-                                      THEN CAST(?5 AS BIGINT) ELSE 0 END,
+                                      THEN {clock_ms} ELSE 0 END,
                 error = ?3, lease_owner = '', lease_expires_ms = 0
              WHERE pk = ?1 AND lease_owner = ?2 AND state = 'running'",
             vec![
@@ -235,7 +284,6 @@ impl dyn Index {
                 SqlValue::Text(worker.into()),
                 SqlValue::Text(error.into()),
                 SqlValue::Int(retryable as i64),
-                SqlValue::Int(now_ms),
             ],
         )
         .await
@@ -254,12 +302,12 @@ impl dyn Index {
     }
 
     /// Cancels a queued or running job.
-    pub async fn cancel_job(&self, id: i64, now_ms: i64) -> Result<bool, IndexError> {
+    pub async fn cancel_job(&self, id: i64) -> Result<bool, IndexError> {
         self.update_job(
-            "UPDATE ai_jobs SET state = 'cancelled', finished_at_ms = ?2, lease_owner = '',
+            "UPDATE ai_jobs SET state = 'cancelled', finished_at_ms = {clock_ms}, lease_owner = '',
                 lease_expires_ms = 0, error = 'cancelled by an administrator'
              WHERE pk = ?1 AND state IN ('queued', 'running')",
-            vec![SqlValue::Int(id), SqlValue::Int(now_ms)],
+            vec![SqlValue::Int(id)],
         )
         .await
     }

@@ -12,6 +12,7 @@
 pub mod attributes;
 pub mod audit;
 mod catalog;
+pub mod changes;
 pub mod exports;
 pub mod jobs;
 mod maintenance;
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 
 pub use attributes::InstanceRecord;
 pub use catalog::{AeOrigin, InstanceFilter, LocatedInstance, SeriesSummary};
+pub use changes::{Change, Changed, Subscription};
 pub use principals::{ApiKeyRow, UserRow};
 
 /// What the index holds about a stored instance.
@@ -149,6 +151,54 @@ impl<'a> Sql<'a> {
     }
 }
 
+/// Statements that [`Index::transact`] runs in one durable transaction, in order.
+pub struct Transaction<'a> {
+    steps: Vec<(Sql<'a>, Vec<SqlValue>)>,
+    guarded: bool,
+    announce: Vec<Change>,
+}
+
+impl<'a> Transaction<'a> {
+    pub(in crate::index) fn new() -> Transaction<'a> {
+        Transaction {
+            steps: Vec::new(),
+            guarded: false,
+            announce: Vec::new(),
+        }
+    }
+
+    /// Adds a statement.
+    pub(in crate::index) fn then(mut self, sql: Sql<'a>, params: Vec<SqlValue>) -> Self {
+        self.steps.push((sql, params));
+        self
+    }
+
+    /// The first statement is a claim: when it changes no row, the transaction is rolled back
+    /// and nothing is announced.
+    pub(in crate::index) fn guarded(mut self) -> Self {
+        self.guarded = true;
+        self
+    }
+
+    /// Tells every node sharing the index of `change` once the transaction commits.
+    pub(in crate::index) fn announce(mut self, change: Change) -> Self {
+        self.announce.push(change);
+        self
+    }
+
+    pub(in crate::index) fn steps(&self) -> &[(Sql<'a>, Vec<SqlValue>)] {
+        &self.steps
+    }
+
+    pub(in crate::index) fn is_guarded(&self) -> bool {
+        self.guarded
+    }
+
+    pub(in crate::index) fn announced(&self) -> &[Change] {
+        &self.announce
+    }
+}
+
 #[async_trait]
 pub trait Index: Send + Sync + 'static {
     /// A short name of the backend, for logs.
@@ -165,6 +215,17 @@ pub trait Index: Send + Sync + 'static {
     /// this module, and commits it durably before returning. One statement is atomic on both
     /// backends, which the AE registry and the job queue rely on.
     async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed>;
+
+    /// Runs the statements of `tx` in one durable transaction and returns what each did; None
+    /// when it is guarded and its first statement changed no row (then nothing was written).
+    /// Its announced changes reach every subscriber of every node once it has committed
+    /// (PostgreSQL: a NOTIFY inside the transaction).
+    async fn transact(&self, tx: Transaction<'_>) -> IndexResult<Option<Vec<Executed>>>;
+
+    /// Follows the changes of shared state ([`changes`]): each one announced by a
+    /// transaction of any node, and [`Changed::All`] periodically and whenever
+    /// notifications may have been missed. Needs a Tokio runtime (it may start a task).
+    fn subscribe(&self) -> Subscription;
 
     /// Inserts an instance (and its patient, study and series when new) in one durable
     /// transaction. Does nothing and says so if the SOP Instance UID is already indexed.

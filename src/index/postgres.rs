@@ -7,21 +7,27 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::broadcast;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::changes::{self, Change, Changed};
 use super::schema::InsertValues;
 use super::schema::{self, Dialect, MIGRATIONS};
 use super::sqlite::now_ms;
 use super::{
     Executed, Index, IndexCounts, IndexError, IndexResult, InsertOutcome, InstanceRecord, Sql,
-    SqlValue, StoredInstance,
+    SqlValue, StoredInstance, Subscription, Transaction,
 };
+
+/// `application_name` of each node's LISTEN connection (see [`changes`]).
+pub const LISTENER_NAME: &str = "pacs changes listener";
 
 /// Any constant shared by every node: the advisory lock taken while migrating.
 const MIGRATION_LOCK: i64 = 0x5041_4353_4D49_4752; // "PACSMIGR"
@@ -32,6 +38,13 @@ pub struct PostgresIndex {
     /// The whole of one operation (a pool checkout and its statements) is abandoned past
     /// this: twice `--database-timeout-ms`, for a server that answers nothing at all.
     operation_timeout: Duration,
+    /// How to open the connection that LISTENs for changes (see [`super::changes`]).
+    listen: (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    changes: Arc<broadcast::Sender<Changed>>,
+    listening: std::sync::Once,
 }
 
 /// The shared statements, rendered once for PostgreSQL.
@@ -279,6 +292,10 @@ impl PostgresIndex {
             crate::tls::client_config(ssl.check(), ssl.root_cert.as_deref())
                 .map_err(|e| IndexError::BadUrl(e.to_string()))?,
         );
+        let mut listen_config = config.clone();
+        // named, so that an operator sees which session is each node's listener
+        listen_config.application_name(LISTENER_NAME);
+        let listen = (listen_config, tls.clone());
         let manager = Manager::from_config(
             config,
             tls,
@@ -298,6 +315,9 @@ impl PostgresIndex {
             pool,
             sql: Statements::new(),
             operation_timeout: timeout.saturating_mul(2),
+            listen,
+            changes: Arc::new(changes::channel()),
+            listening: std::sync::Once::new(),
         };
         index.migrate().await?;
         Ok(index)
@@ -433,7 +453,6 @@ impl PostgresIndex {
         client: &C,
         r: &InstanceRecord,
     ) -> IndexResult<InsertOutcome> {
-        let now = now_ms();
         let values = InsertValues::new(r);
         let patient_pk = self
             .get_or_insert(
@@ -450,7 +469,7 @@ impl PostgresIndex {
                 &self.sql.select_study,
                 &[&r.study_instance_uid],
                 &self.sql.insert_study,
-                values.study(patient_pk, now),
+                values.study(patient_pk),
             )
             .await?;
         let series_pk = self
@@ -459,7 +478,7 @@ impl PostgresIndex {
                 &self.sql.select_series,
                 &[&r.series_instance_uid],
                 &self.sql.insert_series,
-                values.series(study_pk, now),
+                values.series(study_pk),
             )
             .await?;
         self.insert_leaf(client, r, series_pk, study_pk, None).await
@@ -663,6 +682,45 @@ impl Index for PostgresIndex {
         .await
     }
 
+    async fn transact(&self, t: Transaction<'_>) -> IndexResult<Option<Vec<Executed>>> {
+        let committing = AtomicBool::new(false);
+        self.bounded_write(&committing, async {
+            let mut client = self.pool.get().await.map_err(pool_err)?;
+            bound_statement_cache(&client);
+            let tx = client.transaction().await.map_err(db_err)?;
+            let mut done = Vec::with_capacity(t.steps().len());
+            for (i, (sql, params)) in t.steps().iter().enumerate() {
+                let executed = execute(&tx, *sql, params).await?;
+                if i == 0 && t.is_guarded() && executed.rows_affected == 0 {
+                    tx.rollback().await.map_err(db_err)?;
+                    return Ok(None);
+                }
+                done.push(executed);
+            }
+            // delivered by PostgreSQL at the commit, to every node LISTENing, or not at all
+            for change in t.announced() {
+                tx.execute(
+                    "SELECT pg_notify($1, $2)",
+                    &[&changes::CHANNEL, &change.name()],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+            committing.store(true, Ordering::Release);
+            tx.commit().await.map_err(commit_err)?;
+            Ok(Some(done))
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> Subscription {
+        self.listening.call_once(|| {
+            let (config, tls) = self.listen.clone();
+            tokio::spawn(listen(config, tls, Arc::downgrade(&self.changes)));
+        });
+        Subscription::new(self.changes.subscribe())
+    }
+
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
         let committing = AtomicBool::new(false);
         self.bounded_write(&committing, self.insert_now(&record, &committing))
@@ -789,6 +847,134 @@ impl Index for PostgresIndex {
             })
         })
         .await
+    }
+}
+
+/// Runs one statement of the shared form on `client` (a pooled connection or a transaction).
+async fn execute<C: GenericClient>(
+    client: &C,
+    sql: Sql<'_>,
+    params: &[SqlValue],
+) -> IndexResult<Executed> {
+    let stmt = client
+        .prepare_cached(&Dialect::Postgres.render(sql.text()))
+        .await
+        .map_err(db_err)?;
+    let refs = refs(params);
+    if stmt.columns().is_empty() {
+        let rows_affected = client.execute(&stmt, &refs).await.map_err(db_err)?;
+        return Ok(Executed {
+            rows_affected,
+            rows: Vec::new(),
+        });
+    }
+    let rows = client.query(&stmt, &refs).await.map_err(db_err)?;
+    let rows = rows
+        .iter()
+        .map(row_values)
+        .collect::<IndexResult<Vec<_>>>()?;
+    Ok(Executed {
+        rows_affected: rows.len() as u64,
+        rows,
+    })
+}
+
+/// The node's LISTEN connection, until the index is dropped: every notification on
+/// [`changes::CHANNEL`] goes to the subscribers; so does [`Changed::All`] once LISTENing
+/// (after every reconnection, since notifications sent meanwhile are lost) and every
+/// [`changes::POSTGRES_RESYNC`], when the connection is also checked.
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    subscribers: Weak<broadcast::Sender<Changed>>,
+) {
+    use futures::StreamExt;
+    let tell = |changed: Changed| match subscribers.upgrade() {
+        Some(tx) => {
+            let _ = tx.send(changed);
+            true
+        }
+        None => false,
+    };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match config.connect(tls.clone()).await {
+            Ok((client, mut connection)) => {
+                let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                let _ = notes.send(n.payload().to_string());
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %with_causes(&e), "change notifications: connection failed");
+                                return;
+                            }
+                        }
+                    }
+                });
+                match client
+                    .batch_execute(&format!("LISTEN {}", changes::CHANNEL))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::debug!("listening for changes of shared state");
+                        backoff = Duration::from_millis(100);
+                        if !tell(Changed::All) {
+                            driver.abort();
+                            return;
+                        }
+                        let mut tick = tokio::time::interval(changes::POSTGRES_RESYNC);
+                        tick.tick().await;
+                        loop {
+                            tokio::select! {
+                                note = noted.recv() => {
+                                    let Some(payload) = note else { break };
+                                    let changed = Change::parse(&payload).map_or(Changed::All, Changed::One);
+                                    if !tell(changed) {
+                                        driver.abort();
+                                        return;
+                                    }
+                                }
+                                _ = tick.tick() => {
+                                    if !tell(Changed::All) {
+                                        driver.abort();
+                                        return;
+                                    }
+                                    // a connection that died silently is noticed here
+                                    let ping = tokio::time::timeout(
+                                        Duration::from_secs(5),
+                                        client.batch_execute("SELECT 1"),
+                                    );
+                                    if !matches!(ping.await, Ok(Ok(()))) {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %db_err(e), "change notifications: LISTEN failed")
+                    }
+                }
+                driver.abort();
+                tracing::warn!("change notifications: connection lost; reconnecting");
+            }
+            Err(e) => {
+                tracing::warn!(error = %with_causes(&e), "change notifications: cannot connect")
+            }
+        }
+        if subscribers.strong_count() == 0 {
+            return;
+        }
+        // meanwhile, the subscribers reload on their own rhythm
+        tell(Changed::All);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(changes::POSTGRES_RESYNC);
     }
 }
 

@@ -15,6 +15,18 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    /// The database's clock in milliseconds since the Unix epoch, as an SQL expression
+    /// (`{clock_ms}` in the shared form): the time of every node sharing a PostgreSQL
+    /// database comes from the server, not from each node's own clock.
+    pub fn clock_ms(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
+            Dialect::Postgres => {
+                "CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)"
+            }
+        }
+    }
+
     /// Renders a shared statement for this dialect.
     pub fn render(self, sql: &str) -> String {
         let (pk, blob, big) = match self {
@@ -28,7 +40,8 @@ impl Dialect {
         let sql = sql
             .replace("{pk}", pk)
             .replace("{blob}", blob)
-            .replace("{big}", big);
+            .replace("{big}", big)
+            .replace("{clock_ms}", self.clock_ms());
         match self {
             Dialect::Sqlite => sql,
             Dialect::Postgres => question_to_dollar(&sql),
@@ -425,12 +438,36 @@ fn insert_sql(level: Level) -> String {
         Level::Instance => ("instances", "sop_instance_uid"),
     };
     let columns = insert_columns(level);
-    let params: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
+    let mut n = 0;
+    let values: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            if CLOCK_COLUMNS.contains(&c.as_str()) {
+                "{clock_ms}".to_string()
+            } else {
+                n += 1;
+                format!("?{n}")
+            }
+        })
+        .collect();
     format!(
         "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT ({key}) DO NOTHING RETURNING pk",
         columns.join(", "),
-        params.join(", ")
+        values.join(", ")
     )
+}
+
+/// Columns set to the database's clock when a row is inserted, never bound: arrival and
+/// creation times come from the database (see [`Dialect::clock_ms`]), so that the series
+/// completion of several nodes compares times of one clock.
+const CLOCK_COLUMNS: &[&str] = &["created_at_ms", "received_at_ms"];
+
+/// The number of parameters of a level's INSERT.
+fn insert_params(level: Level) -> usize {
+    insert_columns(level)
+        .iter()
+        .filter(|c| !CLOCK_COLUMNS.contains(&c.as_str()))
+        .count()
 }
 
 /// The INSERT of each level's row (shared form), built from the declaration.
@@ -478,21 +515,19 @@ impl<'a> InsertValues<'a> {
         declared_values(&self.values, Level::Patient, false)
     }
 
-    pub fn study(&self, patient_pk: i64, now: i64) -> Vec<SqlValue> {
+    pub fn study(&self, patient_pk: i64) -> Vec<SqlValue> {
         [
             vec![SqlValue::Int(patient_pk)],
             declared_values(&self.values, Level::Study, false),
             declared_values(&self.values, Level::Patient, true),
-            vec![SqlValue::Int(now)],
         ]
         .concat()
     }
 
-    pub fn series(&self, study_pk: i64, now: i64) -> Vec<SqlValue> {
+    pub fn series(&self, study_pk: i64) -> Vec<SqlValue> {
         [
             vec![SqlValue::Int(study_pk)],
             declared_values(&self.values, Level::Series, false),
-            vec![SqlValue::Int(now)],
         ]
         .concat()
     }
@@ -506,7 +541,6 @@ impl<'a> InsertValues<'a> {
                 SqlValue::Text(r.object_key.clone()),
                 SqlValue::Int(r.size_bytes),
                 SqlValue::Text(r.sha256.clone()),
-                SqlValue::Int(r.received_at_ms),
                 SqlValue::Text(r.source_ae.clone()),
                 SqlValue::Int(r.ai_output as i64),
             ],
@@ -525,7 +559,7 @@ pub const SELECT_PARENTS: &str = "SELECT
 /// metadata's; no row when the instance was there. PostgreSQL only (SQLite has no INSERT in a
 /// WITH clause, and needs none: its writes are in-process).
 pub static INSERT_INSTANCE_AND_METADATA: LazyLock<String> = LazyLock::new(|| {
-    let n = insert_columns(Level::Instance).len();
+    let n = insert_params(Level::Instance);
     format!(
         "WITH inserted AS ({}) INSERT INTO instance_metadata (instance_pk, metadata_json, frames_json)
          SELECT pk, CAST(?{} AS {{blob}}), CAST(?{} AS TEXT) FROM inserted RETURNING instance_pk",
@@ -612,15 +646,32 @@ mod tests {
     fn inserts_bind_one_value_per_column() {
         let r = InstanceRecord::default();
         let v = InsertValues::new(&r);
-        for (sql, n) in [
-            (&*INSERT_PATIENT, v.patient().len()),
-            (&*INSERT_STUDY, v.study(1, 2).len()),
-            (&*INSERT_SERIES, v.series(1, 2).len()),
-            (&*INSERT_INSTANCE, v.instance(1, 2).len()),
+        for (sql, n, clocks) in [
+            (&*INSERT_PATIENT, v.patient().len(), 0),
+            (&*INSERT_STUDY, v.study(1).len(), 1),
+            (&*INSERT_SERIES, v.series(1).len(), 1),
+            (&*INSERT_INSTANCE, v.instance(1, 2).len(), 1),
         ] {
-            assert!(sql.contains(&format!("?{n})")), "{sql}");
+            assert!(
+                sql.contains(&format!("?{n},")) || sql.contains(&format!("?{n})")),
+                "{sql}"
+            );
             assert!(!sql.contains(&format!("?{}", n + 1)), "{sql}");
+            // the times are the database's
+            assert_eq!(sql.matches("{clock_ms}").count(), clocks, "{sql}");
         }
+        assert!(INSERT_INSTANCE_AND_METADATA.contains(&format!("?{}", v.instance(1, 2).len() + 2)));
+    }
+
+    #[test]
+    fn the_clock_is_the_databases() {
+        let sql = "UPDATE t SET at = {clock_ms} WHERE at < {clock_ms} - ?1";
+        assert_eq!(
+            Dialect::Postgres.render(sql),
+            "UPDATE t SET at = CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT) \
+             WHERE at < CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT) - $1"
+        );
+        assert!(Dialect::Sqlite.render(sql).contains("unixepoch('subsec')"));
     }
 
     #[test]

@@ -38,11 +38,18 @@ enum WriteJob {
         Vec<super::audit::NewAuditRecord>,
         oneshot::Sender<IndexResult<Vec<i64>>>,
     ),
+    /// Statements in one savepoint; guarded: none when the first changes no row.
+    Transaction(Vec<(String, Vec<SqlValue>)>, bool, TransactionReply),
 }
+
+type TransactionReply = oneshot::Sender<IndexResult<Option<Vec<Executed>>>>;
 
 pub struct SqliteIndex {
     writer: Mutex<mpsc::Sender<WriteJob>>,
     readers: Arc<ReaderPool>,
+    /// Subscribers of [`Index::subscribe`]; the periodic reload starts with the first.
+    changes: Arc<tokio::sync::broadcast::Sender<super::Changed>>,
+    resync: std::sync::Once,
 }
 
 struct ReaderPool {
@@ -89,6 +96,8 @@ impl SqliteIndex {
                 path: path.to_path_buf(),
                 idle: Mutex::new(Vec::new()),
             }),
+            changes: Arc::new(super::changes::channel()),
+            resync: std::sync::Once::new(),
         })
     }
 
@@ -187,6 +196,7 @@ enum Done {
         oneshot::Sender<IndexResult<Vec<i64>>>,
         IndexResult<Vec<i64>>,
     ),
+    Transaction(TransactionReply, IndexResult<Option<Vec<Executed>>>),
 }
 
 fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
@@ -200,6 +210,7 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
                     WriteJob::Insert(_, reply) => drop(reply.send(Err(clone_err(&err)))),
                     WriteJob::Replace(_, reply) => drop(reply.send(Err(clone_err(&err)))),
                     WriteJob::Audit(_, reply) => drop(reply.send(Err(clone_err(&err)))),
+                    WriteJob::Transaction(_, _, reply) => drop(reply.send(Err(clone_err(&err)))),
                 }
             }
             return;
@@ -228,6 +239,11 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
             WriteJob::Audit(records, reply) => {
                 let r = append_audit(&tx, &records);
                 (r.is_ok(), Done::Audit(reply, r))
+            }
+            WriteJob::Transaction(steps, guarded, reply) => {
+                let r = transaction(&tx, &steps, guarded);
+                // a guard that failed is rolled back too
+                (matches!(r, Ok(Some(_))), Done::Transaction(reply, r))
             }
         };
         if ok {
@@ -262,6 +278,13 @@ fn run_group(conn: &mut Connection, batch: Vec<WriteJob>) {
                 let _ = reply.send(r);
             }
             Done::Audit(reply, r) => {
+                let r = match &committed {
+                    Ok(()) => r,
+                    Err(e) => Err(clone_err(e)),
+                };
+                let _ = reply.send(r);
+            }
+            Done::Transaction(reply, r) => {
                 let r = match &committed {
                     Ok(()) => r,
                     Err(e) => Err(clone_err(e)),
@@ -319,6 +342,23 @@ fn execute(conn: &Connection, sql: &str, params: &[SqlValue]) -> IndexResult<Exe
     })
 }
 
+/// The statements of one [`super::Transaction`], in the caller's savepoint.
+fn transaction(
+    conn: &Connection,
+    steps: &[(String, Vec<SqlValue>)],
+    guarded: bool,
+) -> IndexResult<Option<Vec<Executed>>> {
+    let mut done = Vec::with_capacity(steps.len());
+    for (i, (sql, params)) in steps.iter().enumerate() {
+        let executed = execute(conn, sql, params)?;
+        if i == 0 && guarded && executed.rows_affected == 0 {
+            return Ok(None);
+        }
+        done.push(executed);
+    }
+    Ok(Some(done))
+}
+
 fn clone_err(e: &IndexError) -> IndexError {
     match e {
         IndexError::OutcomeUnknown(m) => IndexError::OutcomeUnknown(m.clone()),
@@ -365,35 +405,46 @@ fn get_or_insert(
         .map_err(db_err)
 }
 
+/// The INSERTs of the four levels, rendered for SQLite (their times are `{clock_ms}`).
+static INSERTS: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
+    [
+        &*schema::INSERT_PATIENT,
+        &*schema::INSERT_STUDY,
+        &*schema::INSERT_SERIES,
+        &*schema::INSERT_INSTANCE,
+    ]
+    .map(|sql| Dialect::Sqlite.render(sql))
+});
+
 fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
     if let Some(existing) = find(conn, &r.sop_instance_uid)? {
         return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
     }
-    let now = now_ms();
+    let [insert_patient, insert_study, insert_series, insert_instance] = &*INSERTS;
     let values = InsertValues::new(r);
     let patient_pk = get_or_insert(
         conn,
         schema::SELECT_PATIENT,
         params![r.patient_id, r.issuer_of_patient_id],
-        &schema::INSERT_PATIENT,
+        insert_patient,
         values.patient(),
     )?;
     let study_pk = get_or_insert(
         conn,
         schema::SELECT_STUDY,
         params![r.study_instance_uid],
-        &schema::INSERT_STUDY,
-        values.study(patient_pk, now),
+        insert_study,
+        values.study(patient_pk),
     )?;
     let series_pk = get_or_insert(
         conn,
         schema::SELECT_SERIES,
         params![r.series_instance_uid],
-        &schema::INSERT_SERIES,
-        values.series(study_pk, now),
+        insert_series,
+        values.series(study_pk),
     )?;
     let instance_pk: i64 = conn
-        .prepare_cached(&schema::INSERT_INSTANCE)
+        .prepare_cached(insert_instance)
         .map_err(db_err)?
         .query_row(
             rusqlite::params_from_iter(values.instance(series_pk, study_pk).iter().map(param_of)),
@@ -505,6 +556,33 @@ impl Index for SqliteIndex {
         ))?;
         rx.await
             .map_err(|_| IndexError::Unavailable("SQLite writer thread has stopped".into()))?
+    }
+
+    async fn transact(&self, t: super::Transaction<'_>) -> IndexResult<Option<Vec<Executed>>> {
+        let steps = t
+            .steps()
+            .iter()
+            .map(|(sql, params)| (Dialect::Sqlite.render(sql.text()), params.clone()))
+            .collect();
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteJob::Transaction(steps, t.is_guarded(), tx))?;
+        let done = rx
+            .await
+            .map_err(|_| IndexError::Unavailable("SQLite writer dropped a request".into()))??;
+        if done.is_some() {
+            // committed: one process, so its own subscribers are all there are to tell
+            for change in t.announced() {
+                let _ = self.changes.send(super::Changed::One(*change));
+            }
+        }
+        Ok(done)
+    }
+
+    fn subscribe(&self) -> super::Subscription {
+        self.resync.call_once(|| {
+            super::changes::spawn_resync(&self.changes, super::changes::SQLITE_RESYNC)
+        });
+        super::Subscription::new(self.changes.subscribe())
     }
 
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {

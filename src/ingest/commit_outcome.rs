@@ -7,7 +7,8 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::index::{
-    audit, schema, Executed, IndexCounts, IndexResult, InstanceRecord, Sql, SqlValue,
+    audit, schema, Executed, IndexCounts, IndexResult, InstanceRecord, Sql, SqlValue, Subscription,
+    Transaction,
 };
 
 /// How the index fails the insert.
@@ -38,6 +39,12 @@ impl Index for Faulty {
     }
     async fn write(&self, sql: Sql<'_>, params: Vec<SqlValue>) -> IndexResult<Executed> {
         self.inner.write(sql, params).await
+    }
+    async fn transact(&self, t: Transaction<'_>) -> IndexResult<Option<Vec<Executed>>> {
+        self.inner.transact(t).await
+    }
+    fn subscribe(&self) -> Subscription {
+        self.inner.subscribe()
     }
     async fn insert_instance(&self, record: InstanceRecord) -> IndexResult<InsertOutcome> {
         match self.fault {

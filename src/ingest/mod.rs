@@ -395,7 +395,6 @@ impl Ingest {
             .map_err(|e| IngestError::DoesNotMatch(format!("Series Instance UID: {e}")))?;
         rec.source_ae = origin.source_ae().to_string();
         rec.ai_output = origin.is_ai_output();
-        rec.received_at_ms = crate::index::sqlite::now_ms();
         rec.object_key = Storage::instance_key(&study, &series, &sop_instance, &rec.sha256);
 
         let (patient_id, patient_name) = (rec.patient_id.clone(), rec.patient_name.clone());

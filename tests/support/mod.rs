@@ -25,8 +25,12 @@ pub mod issuer;
 pub mod multipart;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
 pub mod raw_client;
+/// A moto S3 server on 127.0.0.1 (tests/support/s3.rs).
+pub mod s3;
 /// Syslog collectors (rsyslogd, a strict RFC 5425 listener) and an in-memory audit spool.
 pub mod syslog;
+/// A real `pacs-ai-worker` process (tests/support/worker.rs).
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
