@@ -15,6 +15,7 @@ mod audit;
 mod audit_syslog;
 mod auth;
 mod deid_export;
+mod deployment;
 mod dicomweb;
 mod dicomweb_limits;
 mod dimse_bad_input;
@@ -23,6 +24,7 @@ mod dimse_retrieve;
 mod dimse_store;
 mod dimse_tls;
 mod index_backends;
+mod metrics;
 mod s3_storage;
 mod tls;
 

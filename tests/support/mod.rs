@@ -21,6 +21,8 @@ pub mod certs;
 pub mod issuer;
 /// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
+/// Scrapes of /metrics parsed by prometheus_client, a freezable PostgreSQL (tests/support/ops.rs).
+pub mod ops;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
 pub mod raw_client;
 /// Syslog collectors (rsyslogd, a strict RFC 5425 listener) and an in-memory audit spool.
