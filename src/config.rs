@@ -297,6 +297,16 @@ pub struct ServeArgs {
     /// Seconds the start-up reconciliation pass may take, at most [default: 30].
     #[arg(long, env = "PACS_STARTUP_FSCK_SECS")]
     pub startup_fsck_secs: Option<u64>,
+    // ---- what the operator sees (issue 14, docs/operations.md) ----
+    /// Log lines as text, or as one JSON object a line for log shippers (text, json)
+    /// [default: text].
+    #[arg(long, env = "PACS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// A bearer token that opens /metrics, /healthz and /readyz (and nothing else) to a
+    /// scraper on another machine; without it they need the admin permission there. Never
+    /// logged.
+    #[arg(long, env = "PACS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -407,6 +417,18 @@ impl IndexArgs {
     }
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object a line (tracing-subscriber's JSON format), with the fields of the
+    /// request or association span the line was written in.
+    Json,
+}
+
 /// A remote application entity this node knows.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -496,6 +518,8 @@ pub struct Settings {
     pub database_timeout: Duration,
     /// The bounded reconciliation pass at start-up (issue 14).
     pub startup_fsck: crate::fsck::StartupPass,
+    /// Opens the operators' endpoints (`pacs_dicomweb::Need::Operator`) to its bearer.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -527,6 +551,7 @@ pub fn configuration_text(args: &ServeArgs) -> String {
     set(&mut shown.worker_token);
     set(&mut shown.deid_secret);
     set(&mut shown.s3_secret_access_key);
+    set(&mut shown.metrics_token);
     if let Some(url) = &mut shown.database_url {
         // postgres://user:password@host/db
         if let Some((scheme, rest)) = url.split_once("://") {
@@ -687,6 +712,7 @@ impl Settings {
                 max_objects: args.startup_fsck_objects.unwrap_or(10_000),
                 max_time: Duration::from_secs(args.startup_fsck_secs.unwrap_or(30)),
             },
+            metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
         })
     }
 }
@@ -1216,6 +1242,9 @@ mod tests {
             "storage_timeout_ms",
             "startup_fsck_objects",
             "startup_fsck_secs",
+            // issue 14: what the operator sees
+            "log_format",
+            "metrics_token",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

@@ -246,21 +246,36 @@ struct SynthArgs {
     out: std::path::PathBuf,
 }
 
-fn main() -> std::process::ExitCode {
+/// Logs go to standard error: standard output is the commands' answer (`pacs key create`
+/// prints the key and nothing else). JSON lines (`--log-format json`) carry the fields of every
+/// span they were written in: an HTTP request's `request_id`, an association's
+/// `association_id`.
+fn init_logs(format: pacs::config::LogFormat) {
     use std::io::IsTerminal;
-    // Logs go to standard error: standard output is the commands' answer (`pacs key create`
-    // prints the key and nothing else).
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match format {
+        pacs::config::LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        pacs::config::LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
     let matches = Cli::command()
         .try_get_matches()
         .unwrap_or_else(|e| pacs::config::name_the_variable(e).exit());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if !matches!(cli.command, None | Some(Command::Serve(_))) {
+        init_logs(pacs::config::LogFormat::Text);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,6 +317,8 @@ fn run_serve(
     matches: &clap::ArgMatches,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let args = pacs::config::ServeArgs::from_matches(matches)?;
+    // before the settings are resolved, which may warn (an unreadable model manifest)
+    init_logs(args.log_format.unwrap_or_default());
     let settings = pacs::config::Settings::resolve(&args)?;
     runtime.block_on(pacs::node::serve(settings))?;
     Ok(())

@@ -104,6 +104,7 @@ pub fn http_config(
                 Arc::new(crate::audit::api::AuditRefusals(audit.clone()))
                     as Arc<dyn pacs_dicomweb::RefusalObserver>
             }),
+            metrics_token: settings.metrics_token.clone(),
         },
         max_in_flight: settings.http_max_in_flight,
         // as C-STORE's: parts beyond 32 MiB are received into <data-dir>/tmp
@@ -115,20 +116,24 @@ pub fn http_config(
 }
 
 /// The node's HTTP application: DICOMweb, health and statistics, the admin API (with the AI
-/// jobs' administration, users, keys and login) and the worker API, all under the one HTTP
-/// stack of [`pacs_dicomweb::app`].
+/// jobs' administration, users, keys and login), the worker API, readiness and metrics
+/// (`ops`), all under the one HTTP stack of [`pacs_dicomweb::app`].
 pub fn http_app(
     config: pacs_dicomweb::DicomWebConfig,
     archive: Arc<dyn pacs_dicomweb::Archive>,
     admin: Arc<crate::admin_api::AdminState>,
     ai: Option<Arc<crate::ai::AiService>>,
     exporter: Option<Arc<crate::export::Exporter>>,
+    ops: Option<Arc<crate::ops::Ops>>,
 ) -> axum::Router {
     let audit = admin.audit.clone();
     let mut routes = vec![crate::admin_api::router(
         admin,
         ai.clone().map(|ai| crate::ai::api::admin_router(ai, audit)),
     )];
+    if let Some(ops) = ops {
+        routes.push(crate::ops::router(ops));
+    }
     if let Some(ai) = ai {
         routes.push(crate::ai::api::worker_router(ai));
     }
@@ -193,7 +198,12 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
     std::fs::create_dir_all(&settings.data_dir)
         .map_err(|e| NodeError::Storage(crate::storage::StorageError::Io(e)))?;
     remove_stale_spill_files(&settings.data_dir.join("tmp"));
-    let index = crate::index::open_with(&settings.database_url, settings.database_timeout).await?;
+    // the recorder first: handles made before it are no-ops
+    crate::metrics::install();
+    crate::metrics::spawn_upkeep();
+    let index = crate::metrics::index::metered(
+        crate::index::open_with(&settings.database_url, settings.database_timeout).await?,
+    );
     let storage = Storage::open(&settings.storage)?;
     info!(
         index = index.backend(),
@@ -367,12 +377,14 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         )?),
         _ => None,
     };
+    let ops = crate::ops::Ops::new(index.clone(), storage.clone(), settings.ai.is_some());
     let router = http_app(
         http_config(&settings, auth, &audit),
         archive,
         admin,
         ai,
         Some(exporter),
+        Some(ops),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
@@ -553,7 +565,7 @@ mod tests {
         };
         let settings = crate::config::Settings::resolve(&args).unwrap();
         let config = http_config(&settings, auth, &crate::audit::Audit::disabled("PACS"));
-        http_app(config, archive, admin, Some(ai), None)
+        http_app(config, archive, admin, Some(ai), None, None)
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }
 

@@ -101,7 +101,7 @@ impl Storage {
                 let root = root.canonicalize()?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&root)?;
                 Ok(Storage {
-                    store: Arc::new(store),
+                    store: crate::metrics::storage::metered(Arc::new(store)),
                     description: format!("file://{}", root.display()),
                     local_root: Some(root),
                 })
@@ -143,7 +143,7 @@ impl Storage {
                 }
                 let store = builder.build()?;
                 Ok(Storage {
-                    store: Arc::new(store),
+                    store: crate::metrics::storage::metered(Arc::new(store)),
                     local_root: None,
                     description: format!("s3://{bucket}"),
                 })
@@ -153,6 +153,19 @@ impl Storage {
 
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// Whether the store answers (`/readyz`): one HEAD of a key that does not exist, which a
+    /// reachable store answers "not found" (S3: the bucket exists and the credentials are
+    /// good); for the local backend, the root must also be a readable directory.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        if let Some(root) = &self.local_root {
+            let _listing = tokio::fs::read_dir(root).await?;
+        }
+        match self.store.head(&ObjectPath::from(".readyz-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The key of an instance's object.

@@ -213,13 +213,17 @@ async fn route_permission_matrix(backend: Backend) {
     for (method, route, need) in HTTP_ROUTES {
         for path in concrete(route) {
             let body: &[u8] = if *method == "GET" { b"" } else { b"{}" };
-            let call = |auth: Option<String>| {
+            let call_via = |auth: Option<String>, proxied: bool| {
                 let mut headers = vec![("Content-Type", "application/json")];
                 if let Some(a) = &auth {
                     headers.push(("Authorization", a.as_str()));
                 }
+                if proxied {
+                    headers.push(("X-Forwarded-For", "198.51.100.4"));
+                }
                 http_request(node.http_port(), method, &path, &headers, body)
             };
+            let call = |auth: Option<String>| call_via(auth, false);
             let anonymous = call(None);
             match need {
                 Need::Public => {
@@ -229,6 +233,17 @@ async fn route_permission_matrix(backend: Backend) {
                         anonymous.status,
                         anonymous.text()
                     );
+                }
+                // issue 14: open from this machine directly, else admin (or the metrics token,
+                // tests/metrics.rs)
+                Need::Operator => {
+                    assert_eq!(anonymous.status, 200, "{method} {path} from loopback");
+                    assert_eq!(call_via(None, true).status, 401, "{method} {path} proxied");
+                    let (right, wrong) = holders("admin");
+                    let refused = call_via(Some(credential(wrong)), true);
+                    assert_eq!(refused.status, 403, "{method} {path} proxied as {wrong}");
+                    let allowed = call_via(Some(credential(right)), true);
+                    assert_eq!(allowed.status, 200, "{method} {path} proxied as {right}");
                 }
                 Need::Permission(p) => {
                     assert_eq!(

@@ -16,6 +16,7 @@ mod audit_syslog;
 mod auth;
 mod cluster;
 mod deid_export;
+mod deployment;
 mod dicomweb;
 mod dicomweb_limits;
 mod dimse_bad_input;
@@ -25,6 +26,7 @@ mod dimse_store;
 mod dimse_tls;
 mod faults;
 mod index_backends;
+mod metrics;
 mod s3_storage;
 mod tls;
 

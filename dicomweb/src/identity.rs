@@ -142,6 +142,9 @@ pub enum Principal {
     WorkerToken,
     /// A TLS client certificate, by its subject's Common Name.
     Certificate(String),
+    /// The holder of the node's `--metrics-token`: may read the operators' endpoints
+    /// ([`Need::Operator`]), nothing else.
+    MetricsToken,
 }
 
 impl Principal {
@@ -155,6 +158,7 @@ impl Principal {
             Principal::AdminToken => "admin-token".into(),
             Principal::WorkerToken => "worker-token".into(),
             Principal::Certificate(n) => format!("cert:{n}"),
+            Principal::MetricsToken => "metrics-token".into(),
         }
     }
 }
@@ -317,9 +321,15 @@ pub trait Authenticator: Send + Sync + 'static {
 /// What a route needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// Anyone (health, the login endpoint): the handler still gets the identity.
+    /// Anyone (the login endpoint): the handler still gets the identity.
     Public,
     Permission(Permission),
+    /// The operators' endpoints (health, readiness, metrics): open to a caller on this
+    /// machine that connects directly (TCP peer on loopback, and no `Forwarded`,
+    /// `X-Forwarded-*` or `X-Real-IP` header: a reverse proxy on the same host does not open
+    /// them); otherwise an authenticated caller with [`Permission::Admin`] (an anonymous one
+    /// never, whatever it may do elsewhere), or the metrics token ([`Security::metrics_token`]).
+    Operator,
 }
 
 /// The permission table: what a matched route (`/dicom-web/studies/{study}`, as axum names
@@ -354,6 +364,9 @@ pub struct Security {
     pub realm: String,
     /// Told of every refused request (None: nobody is).
     pub observer: Option<Arc<dyn RefusalObserver>>,
+    /// A bearer token that opens the [`Need::Operator`] routes (a Prometheus server scraping
+    /// from another machine), compared in constant time; it grants nothing else.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for Security {
@@ -361,6 +374,10 @@ impl std::fmt::Debug for Security {
         f.debug_struct("Security")
             .field("trusted_proxies", &self.trusted_proxies)
             .field("realm", &self.realm)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<set>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -387,6 +404,7 @@ impl Default for Security {
             trusted_proxies: Vec::new(),
             realm: "pacs".into(),
             observer: None,
+            metrics_token: None,
         }
     }
 }
@@ -409,6 +427,20 @@ const FORWARDED_HEADERS: [&str; 4] = [
     "x-forwarded-host",
     "forwarded",
 ];
+
+/// Put into the request extensions by [`identify`] when the request comes straight from this
+/// machine: its TCP peer is a loopback address and no header says a proxy relayed it (see
+/// [`Need::Operator`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectLocal;
+
+fn direct_local(tcp_peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+    tcp_peer.is_some_and(|p| p.ip().is_loopback())
+        && !FORWARDED_HEADERS
+            .iter()
+            .chain(&["x-real-ip"])
+            .any(|name| headers.contains_key(*name))
+}
 
 /// The client behind a trusted proxy: the right-most address of `X-Forwarded-For` that is not
 /// itself a trusted proxy (RFC 7239 7.4: the left of the list is whatever the client wrote).
@@ -435,6 +467,9 @@ pub(crate) async fn identify(
     next: Next,
 ) -> Response {
     let tcp_peer = client_address(request.extensions());
+    if direct_local(tcp_peer, request.headers()) {
+        request.extensions_mut().insert(DirectLocal);
+    }
     let from_proxy = tcp_peer.is_some_and(|p| security.trusted_proxies.contains(&p.ip()));
     let peer = match tcp_peer {
         Some(p) if from_proxy => Some(forwarded_client(
@@ -459,6 +494,14 @@ pub(crate) async fn identify(
         other => other,
     };
     let identity = match credential {
+        Ok(Credential::Bearer(token))
+            if security
+                .metrics_token
+                .as_deref()
+                .is_some_and(|secret| token_matches(&token, secret)) =>
+        {
+            Identity::new(Principal::MetricsToken, peer, Permissions::NONE)
+        }
         Ok(credential) => security.authenticator.identify(credential, peer).await,
         Err(why) => Identity::refused(peer, why),
     };
@@ -491,6 +534,14 @@ pub(crate) async fn authorize(
         Some(Need::Public) => return next.run(request).await,
         Some(Need::Permission(p)) if identity.has(p) => return next.run(request).await,
         Some(Need::Permission(p)) => p,
+        Some(Need::Operator)
+            if request.extensions().get::<DirectLocal>().is_some()
+                || (identity.is_authenticated() && identity.has(Permission::Admin))
+                || identity.principal == Principal::MetricsToken =>
+        {
+            return next.run(request).await
+        }
+        Some(Need::Operator) => Permission::Admin,
         None => return not_in_table(&security, &method, &route),
     };
     refusal(&security, &identity, permission, request.method(), &route).into_response()
@@ -620,6 +671,28 @@ mod tests {
         assert_eq!(set.names(), "read,ai-worker");
         assert_eq!(set.without(Permission::Read).names(), "ai-worker");
         assert!(Permissions::NONE.is_empty());
+    }
+
+    #[test]
+    fn direct_local_means_loopback_and_no_proxy_header() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let remote: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        assert!(direct_local(Some(local), &HeaderMap::new()));
+        assert!(direct_local(Some(local6), &HeaderMap::new()));
+        assert!(!direct_local(Some(remote), &HeaderMap::new()));
+        assert!(!direct_local(None, &HeaderMap::new()));
+        for name in [
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("198.51.100.1"));
+            assert!(!direct_local(Some(local), &h), "{name}");
+        }
     }
 
     #[test]

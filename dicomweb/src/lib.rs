@@ -9,6 +9,7 @@ pub mod fuzzing;
 pub mod identity;
 pub mod limits;
 pub mod media;
+pub mod metrics;
 mod qido;
 mod stack;
 mod stow;

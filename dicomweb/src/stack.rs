@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +40,7 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     let static_dir = config.static_dir.clone();
     let in_flight = InFlight::new(config.max_in_flight);
     let hsts = config.hsts;
+    let root: Arc<str> = Arc::from(config.root.as_str());
     let (dicomweb, mut api) = crate::routes(Arc::new(AppState { archive, config }));
     for group in routes {
         api = api.merge(group);
@@ -50,6 +51,8 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     // A route layer: it runs after routing, so the matched route is known; fallbacks (the
     // viewer's files, unknown DICOMweb resources) are not routes and stay public.
     app = app.route_layer(middleware::from_fn_with_state(security.clone(), authorize));
+    // outside the check, so that refusals are timed under their route too
+    app = app.route_layer(middleware::from_fn(crate::metrics::tag_route));
     if let Some(dir) = static_dir {
         // a single-page application: unknown paths get index.html
         let index = dir.join("index.html");
@@ -58,7 +61,7 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
                 .fallback(tower_http::services::ServeFile::new(index)),
         );
     }
-    let app = layers(app, security, cors, in_flight);
+    let app = layers(app, security, cors, in_flight, root);
     if hsts {
         // one year; browsers then refuse plain HTTP to this host (RFC 6797 6.1)
         app.layer(middleware::map_response(
@@ -75,7 +78,13 @@ pub fn app(archive: Arc<dyn Archive>, config: DicomWebConfig, routes: Vec<Router
     }
 }
 
-fn layers(app: Router, security: Arc<Security>, cors: CorsLayer, in_flight: InFlight) -> Router {
+fn layers(
+    app: Router,
+    security: Arc<Security>,
+    cors: CorsLayer,
+    in_flight: InFlight,
+    root: Arc<str>,
+) -> Router {
     // Compress JSON, not DICOM, pixels or images (already dense, and costly to deflate).
     let compress = SizeAbove::new(1024)
         .and(NotForContentType::new("multipart/related"))
@@ -116,8 +125,20 @@ fn layers(app: Router, security: Arc<Security>, cors: CorsLayer, in_flight: InFl
         .layer(middleware::map_response(error_body))
         .layer(CompressionLayer::new().compress_when(compress))
         .layer(cors)
+        .layer(middleware::from_fn_with_state(root, timed))
         .layer(trace)
         .layer(middleware::from_fn(request_id))
+}
+
+/// Records each request's time in `pacs_http_request_duration_seconds` (see
+/// [`crate::metrics`]): from here, outside everything but the tracing span and the request id,
+/// to the response head.
+async fn timed(State(root): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    crate::metrics::record_request(&root, &method, &response, started.elapsed());
+    response
 }
 
 /// Gives the errors this crate did not write (axum's extractor rejections, an unknown method's

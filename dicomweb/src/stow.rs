@@ -164,6 +164,7 @@ async fn store(
                 break;
             }
         };
+        let part_len = part.len();
         match state.archive.store(part, study.as_deref(), &identity).await {
             StoreResult::Stored {
                 sop_class_uid,
@@ -179,6 +180,7 @@ async fn store(
                         "{base}/studies/{study_instance_uid}/series/{series_instance_uid}/instances/{sop_instance_uid}"
                     )]},
                 });
+                crate::metrics::stow_received(part_len);
                 if let Some(w) = warning {
                     warnings = true;
                     item["00081196"] = json!({"vr": "US", "Value": [w]});

@@ -6,6 +6,7 @@ pub mod command;
 pub mod dataset;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub mod nesting;
 pub mod pdata;
 pub mod scu;

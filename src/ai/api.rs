@@ -101,8 +101,14 @@ async fn lease(State(ai): State<Arc<AiService>>, body: axum::body::Bytes) -> Res
         .lease(&rq.worker, &rq.models, lease_ms(rq.lease_secs))
         .await
     {
-        Ok(Some(job)) => Json(job).into_response(),
-        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(job)) => {
+            crate::metrics::ai_worker_seen(&rq.worker, false);
+            Json(job).into_response()
+        }
+        Ok(None) => {
+            crate::metrics::ai_worker_seen(&rq.worker, false);
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => index_error(e),
     }
 }
@@ -139,7 +145,10 @@ async fn heartbeat(
         .heartbeat(id, &rq.worker, lease_ms(rq.lease_secs))
         .await
     {
-        Ok(ok) => held(ok),
+        Ok(ok) => {
+            crate::metrics::ai_worker_seen(&rq.worker, true);
+            held(ok)
+        }
         Err(e) => index_error(e),
     }
 }
@@ -161,7 +170,10 @@ async fn complete(
         Err(r) => return *r,
     };
     match ai.queue.complete(id, &rq.worker, &rq.result).await {
-        Ok(ok) => held(ok),
+        Ok(ok) => {
+            finished(&ai, id, &rq.worker, ok).await;
+            held(ok)
+        }
         Err(e) => index_error(e),
     }
 }
@@ -185,9 +197,37 @@ async fn fail(
     };
     warn!(job = id, worker = %rq.worker, retryable = rq.retryable, error = %rq.error, "AI job failed");
     match ai.queue.fail(id, &rq.worker, &rq.error, rq.retryable).await {
-        Ok(ok) => held(ok),
+        Ok(ok) => {
+            finished(&ai, id, &rq.worker, ok).await;
+            held(ok)
+        }
         Err(e) => index_error(e),
     }
+}
+
+/// A worker reported a job done or failed (`applied`: it still held it): the job's time since
+/// its lease goes into `pacs_ai_job_duration_seconds` under what became of it (succeeded,
+/// failed, dead, or retry when it went back to the queue).
+async fn finished(ai: &AiService, id: i64, worker: &str, applied: bool) {
+    crate::metrics::ai_worker_seen(worker, false);
+    if !applied {
+        return;
+    }
+    let Ok(Some(job)) = ai.queue.get(id).await else {
+        return;
+    };
+    let outcome = match job.state.as_str() {
+        "succeeded" => "succeeded",
+        "failed" => "failed",
+        "dead" => "dead",
+        _ => "retry",
+    };
+    let end = match job.finished_at_ms {
+        0 => crate::audit::now_ms(),
+        t => t,
+    };
+    let seconds = (end - job.started_at_ms) as f64 / 1000.0;
+    crate::metrics::ai_job_finished(&job.model, outcome, seconds);
 }
 
 #[derive(Deserialize)]

@@ -33,7 +33,11 @@ const fn need(p: Permission) -> Need {
 /// Every HTTP route (method, route as the router names it, `{dicomweb}` standing for the
 /// DICOMweb root) and what it needs. A route missing here is refused.
 pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
-    ("GET", "/healthz", Public),
+    // health, readiness and metrics: direct callers on this machine, else admin or the
+    // metrics token (Need::Operator)
+    ("GET", "/healthz", Need::Operator),
+    ("GET", "/readyz", Need::Operator),
+    ("GET", "/metrics", Need::Operator),
     ("POST", "/api/login", Public),
     // ends the calling local user's login tokens; refuses other callers itself
     ("POST", "/api/logout", Public),
@@ -154,6 +158,7 @@ pub fn dimse_operations(permissions: Permissions) -> Vec<Operation> {
         .filter(|(_, need)| match need {
             Public => true,
             Need::Permission(p) => permissions.contains(*p),
+            Need::Operator => false,
         })
         .map(|(op, _)| *op)
         .collect()
@@ -199,7 +204,9 @@ mod tests {
     #[test]
     fn routes_are_found_with_any_root_and_parameter_names() {
         let need = |m, r| http_need("/dicom-web", m, r);
-        assert_eq!(need("GET", "/healthz"), Some(Public));
+        assert_eq!(need("GET", "/healthz"), Some(Need::Operator));
+        assert_eq!(need("GET", "/readyz"), Some(Need::Operator));
+        assert_eq!(need("GET", "/metrics"), Some(Need::Operator));
         assert_eq!(need("GET", "/dicom-web/studies"), Some(need_of(Read)));
         assert_eq!(need("POST", "/dicom-web/studies"), Some(need_of(Write)));
         assert_eq!(

@@ -355,4 +355,21 @@ impl dyn Index {
         let rows = self.fetch(Sql::new(&sql), params).await?;
         Ok(rows.iter().map(|r| job_from_row(r)).collect())
     }
+
+    /// How many jobs each (model, state) has (the `pacs_ai_jobs` gauge, read at scrape time).
+    pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, IndexError> {
+        let rows = self
+            .fetch(
+                Sql::new("SELECT model, state, COUNT(*) FROM ai_jobs GROUP BY model, state"),
+                Vec::new(),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let t = |i: usize| r[i].as_str().unwrap_or_default().to_string();
+                (t(0), t(1), r[2].as_i64().unwrap_or(0))
+            })
+            .collect())
+    }
 }

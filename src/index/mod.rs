@@ -255,6 +255,26 @@ pub trait Index: Send + Sync + 'static {
     async fn append_audit(&self, records: Vec<audit::NewAuditRecord>) -> IndexResult<Vec<i64>>;
 }
 
+impl dyn Index {
+    /// The schema version the database is at (`/readyz` compares it with
+    /// [`schema::MIGRATIONS`]' last): also the cheapest query that proves the database answers.
+    pub async fn schema_version(&self) -> IndexResult<i64> {
+        let rows = self
+            .fetch(Sql::new(schema::SELECT_SCHEMA_VERSION), Vec::new())
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(SqlValue::as_i64)
+            .unwrap_or(0))
+    }
+}
+
+/// The schema version this program migrates to.
+pub fn known_schema_version() -> i64 {
+    schema::MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+}
+
 /// Opens the index named by `url`: `postgres://...` or `postgresql://...` for PostgreSQL,
 /// otherwise a SQLite file path (optionally prefixed by `sqlite://`). Applies migrations.
 pub async fn open(url: &str) -> IndexResult<Arc<dyn Index>> {

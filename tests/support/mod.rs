@@ -23,6 +23,8 @@ pub mod faults;
 pub mod issuer;
 /// multipart/related bodies for STOW-RS and WADO-RS (tests/support/multipart.rs).
 pub mod multipart;
+/// Scrapes of /metrics parsed by prometheus_client, a freezable PostgreSQL (tests/support/ops.rs).
+pub mod ops;
 /// A hand-driven DIMSE client for malformed traffic (tests/support/raw_client.rs).
 pub mod raw_client;
 /// A moto S3 server on 127.0.0.1 (tests/support/s3.rs).

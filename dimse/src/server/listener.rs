@@ -26,6 +26,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::association::{check_request, AcceptorSettings, Association, Requested, Transport};
 use super::session::Session;
+use crate::metrics::{calling_ae_of_raw_request, DimseMetrics, Rejection};
 use crate::service::{AssociationGrant, AssociationPeer, AssociationRefusal, DimseService};
 
 /// Transfer syntaxes accepted for storage and stored as received (PS3.5 Annex A). Explicit VR
@@ -126,6 +127,7 @@ pub struct DimseServer {
     plain: Option<TcpListener>,
     tls: Option<(TcpListener, TlsAcceptor)>,
     service: Arc<dyn DimseService>,
+    metrics: Arc<DimseMetrics>,
 }
 
 /// A connection as accepted, before any byte was read.
@@ -161,6 +163,7 @@ impl DimseServer {
             plain,
             tls,
             service,
+            metrics: DimseMetrics::new(),
         })
     }
 
@@ -218,13 +221,21 @@ impl DimseServer {
             let config = self.config.clone();
             let settings = self.settings.clone();
             let service = self.service.clone();
+            let metrics = self.metrics.clone();
             let id = ASSOCIATION_IDS.fetch_add(1, Ordering::Relaxed);
             let tls = matches!(connection, Accepted::Tls(..));
-            let span = info_span!("association", id, peer = %peer, tls);
+            // association_id: in every log line of the association (and its audit records)
+            let span = info_span!("association", association_id = id, peer = %peer, tls);
             tasks.spawn(
                 async move {
-                    handle_connection(connection, peer, id, config, settings, service, admitted)
-                        .await
+                    let context = Context {
+                        id,
+                        config,
+                        settings,
+                        service,
+                        metrics,
+                    };
+                    handle_connection(connection, peer, context, admitted).await
                 }
                 .instrument(span),
             );
@@ -349,7 +360,11 @@ fn is_storage_sop_class(uid: &str) -> bool {
         .any(|(u, _)| *u == uid)
 }
 
-async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: SocketAddr) {
+async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    peer: SocketAddr,
+    metrics: &DimseMetrics,
+) {
     warn!(%peer, "association refused: too many concurrent associations (in all, or from this address)");
     let pdu = Pdu::AssociationRJ(AssociationRJ {
         result: AssociationRJResult::Transient,
@@ -360,11 +375,19 @@ async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: Soc
     let mut buf = Vec::new();
     // Read the request first so the peer sees a reply to it rather than a reset.
     let mut scratch = vec![0u8; 64 * 1024];
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+    let read = tokio::time::timeout(Duration::from_secs(2), async {
         use tokio::io::AsyncReadExt;
         socket.read(&mut scratch).await
     })
     .await;
+    let n = match read {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    };
+    metrics.rejected(
+        Rejection::Busy,
+        calling_ae_of_raw_request(&scratch[..n]).unwrap_or(""),
+    );
     if dicom_ul::write_pdu(&mut buf, &pdu).is_ok() {
         let _ = socket.write_all(&buf).await;
     }
@@ -376,34 +399,21 @@ async fn reject_busy<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S, peer: Soc
 async fn handle_connection(
     connection: Accepted,
     peer: SocketAddr,
-    id: u64,
-    config: Arc<DimseConfig>,
-    settings: Arc<AcceptorSettings>,
-    service: Arc<dyn DimseService>,
+    context: Context,
     admitted: Option<(OwnedSemaphorePermit, HostPermit)>,
 ) {
     // ARTIM (PS3.8 9.1.5): the A-ASSOCIATE-RQ must arrive, and be answered, within this time
     // of the connection; the TLS handshake counts against it.
-    let deadline = tokio::time::Instant::now() + config.artim_timeout;
+    let deadline = tokio::time::Instant::now() + context.config.artim_timeout;
     match connection {
-        Accepted::Plain(tcp) => {
-            serve_stream(
-                tcp, peer, false, deadline, id, config, settings, service, admitted,
-            )
-            .await
-        }
+        Accepted::Plain(tcp) => serve_stream(tcp, peer, false, deadline, context, admitted).await,
         Accepted::Tls(tcp, acceptor) => {
             // rustls reads the socket 4 KiB at a time (its record buffer starts small again
             // after every record): a read buffer under it turns a C-STORE's megabytes into a
             // few large reads instead of thousands of small ones
             let buffered = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, tcp);
             match tokio::time::timeout_at(deadline, acceptor.accept(buffered)).await {
-                Ok(Ok(tls)) => {
-                    serve_stream(
-                        tls, peer, true, deadline, id, config, settings, service, admitted,
-                    )
-                    .await
-                }
+                Ok(Ok(tls)) => serve_stream(tls, peer, true, deadline, context, admitted).await,
                 Ok(Err(e)) => warn!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => warn!(%peer, "no TLS handshake within the ARTIM timeout"),
             }
@@ -411,26 +421,46 @@ async fn handle_connection(
     }
 }
 
+/// What every connection's task shares with the server.
+struct Context {
+    id: u64,
+    config: Arc<DimseConfig>,
+    settings: Arc<AcceptorSettings>,
+    service: Arc<dyn DimseService>,
+    metrics: Arc<DimseMetrics>,
+}
+
 /// An accepted stream (TCP, or TLS over TCP): the busy rejection past a limit, else the
 /// association request by `deadline`, then the session.
-#[allow(clippy::too_many_arguments)]
 async fn serve_stream<S: Transport>(
     stream: S,
     peer: SocketAddr,
     tls: bool,
     deadline: tokio::time::Instant,
-    id: u64,
-    config: Arc<DimseConfig>,
-    settings: Arc<AcceptorSettings>,
-    service: Arc<dyn DimseService>,
+    context: Context,
     admitted: Option<(OwnedSemaphorePermit, HostPermit)>,
 ) {
+    let Context {
+        id,
+        config,
+        settings,
+        service,
+        metrics,
+    } = context;
     let Some(_permits) = admitted else {
-        return reject_busy(stream, peer).await;
+        return reject_busy(stream, peer, &metrics).await;
     };
     let established = tokio::time::timeout_at(
         deadline,
-        establish(stream, peer, tls, &config, &settings, service.as_ref()),
+        establish(
+            stream,
+            peer,
+            tls,
+            &config,
+            &settings,
+            service.as_ref(),
+            &metrics,
+        ),
     )
     .await;
     let (mut association, who, grant) = match established {
@@ -453,7 +483,8 @@ async fn serve_stream<S: Transport>(
         tls,
         "association accepted"
     );
-    Session::new(id, config, service, who, grant)
+    let counted = metrics.accepted(&who.calling_ae_title);
+    Session::new(id, config, service, who, grant, metrics, counted)
         .run(&mut association)
         .await;
 }
@@ -468,6 +499,7 @@ async fn establish<S: Transport>(
     config: &DimseConfig,
     settings: &AcceptorSettings,
     service: &dyn DimseService,
+    metrics: &DimseMetrics,
 ) -> Option<(Association<S>, AssociationPeer, AssociationGrant)> {
     let request = match Requested::read(stream, settings).await {
         Ok(r) => r,
@@ -484,6 +516,7 @@ async fn establish<S: Transport>(
     };
     if let Err(rejection) = check_request(request.request()) {
         warn!(%peer, calling = %who.calling_ae_title, source = %rejection.source, "association rejected");
+        metrics.rejected(Rejection::Protocol, &who.calling_ae_title);
         let _ = request.reject(rejection).await;
         return None;
     }
@@ -505,6 +538,12 @@ async fn establish<S: Transport>(
                 ?refusal,
                 "association rejected"
             );
+            let reason = match refusal {
+                AssociationRefusal::CallingAeTitleNotRecognized => Rejection::CallingAeTitle,
+                AssociationRefusal::CalledAeTitleNotRecognized => Rejection::CalledAeTitle,
+                AssociationRefusal::AuthenticationFailed => Rejection::Authentication,
+            };
+            metrics.rejected(reason, &who.calling_ae_title);
             let _ = request.reject(rejection(refusal)).await;
             return None;
         }

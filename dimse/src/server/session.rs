@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use super::association::{pdu_name, Association, ReceiveError, Transport};
 use super::listener::DimseConfig;
 use crate::command::{field, status, Command, Response};
+use crate::metrics::{AssociationMetrics, DimseMetrics};
 use crate::pdata::{Assembled, Outgoing, Reassembler};
 use crate::service::{AssociationGrant, AssociationPeer, DimseService, ReceivedDataset};
 
@@ -79,6 +80,11 @@ pub(crate) struct Session {
     /// is never lost between them.
     pub(super) reassembler: Reassembler,
     pending: Option<Pending>,
+    metrics: Arc<DimseMetrics>,
+    /// The calling AE's counters (and this association's place in the active gauge).
+    pub(super) counted: AssociationMetrics,
+    /// The status of the last final response sent: what the operation's time is recorded under.
+    last_final_status: Option<u16>,
 }
 
 impl Session {
@@ -88,6 +94,8 @@ impl Session {
         service: Arc<dyn DimseService>,
         peer: AssociationPeer,
         grant: AssociationGrant,
+        metrics: Arc<DimseMetrics>,
+        counted: AssociationMetrics,
     ) -> Self {
         Session {
             id,
@@ -97,6 +105,9 @@ impl Session {
             grant,
             reassembler: Reassembler::default(),
             pending: None,
+            metrics,
+            counted,
+            last_final_status: None,
         }
     }
 
@@ -300,8 +311,16 @@ impl Session {
             Discard::TooLarge => format!("data set larger than the limit of {limit} bytes"),
             Discard::NoRoom => "no disk space to receive the data set".to_string(),
         });
-        self.send_response(association, pending.context_id, &rsp, None)
-            .await
+        let flow = self
+            .send_response(association, pending.context_id, &rsp, None)
+            .await;
+        self.last_final_status = None;
+        self.metrics.operation(
+            command.command_field,
+            status::OUT_OF_RESOURCES,
+            pending.since.elapsed(),
+        );
+        flow
     }
 
     /// Keeps a fragment: in memory (as it came, no copy) up to the spill threshold, then in a
@@ -345,7 +364,27 @@ impl Session {
         }
     }
 
+    /// Hands a complete request to its service ([`Self::serve`]) and records how long it took,
+    /// under the status of its final response.
     async fn dispatch<S: Transport>(
+        &mut self,
+        association: &mut Association<S>,
+        context_id: u8,
+        command: Command,
+        dataset: Option<ReceivedDataset>,
+    ) -> Flow {
+        let started = std::time::Instant::now();
+        let command_field = command.command_field;
+        self.last_final_status = None;
+        let flow = self.serve(association, context_id, command, dataset).await;
+        if let Some(code) = self.last_final_status.take() {
+            self.metrics
+                .operation(command_field, code, started.elapsed());
+        }
+        flow
+    }
+
+    async fn serve<S: Transport>(
         &mut self,
         association: &mut Association<S>,
         context_id: u8,
@@ -403,6 +442,9 @@ impl Session {
         response: &Response,
         dataset: Option<&[u8]>,
     ) -> Flow {
+        if crate::metrics::is_final(response.status) {
+            self.last_final_status = Some(response.status);
+        }
         let command = response.encode();
         let message = Outgoing {
             context_id,

@@ -66,7 +66,14 @@ impl Session {
             transfer_syntax_uid: transfer_syntax,
             dataset,
         };
+        let received = request.dataset.len();
         let outcome = self.service.store(request).await;
+        if matches!(
+            crate::metrics::status_class(outcome.status),
+            "success" | "warning"
+        ) {
+            self.counted.received(received);
+        }
         rsp.status = outcome.status;
         rsp.error_comment = outcome.error_comment;
         rsp
