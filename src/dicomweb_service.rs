@@ -8,8 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use pacs_dicomweb::archive::{
-    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, ReceivedPart, RenderRequest, Scope,
-    SearchLevel, SearchRequest, SearchResponse, StoreResult, StoredFrames,
+    ArchiveError, BulkData, ByteStream, InstanceInfo, Metadata, ReceivedPart, RenderRequest,
+    Rendered, Scope, SearchLevel, SearchRequest, SearchResponse, StoreResult, StoredFrames,
 };
 
 use pacs_dicomweb::Identity;
@@ -181,6 +181,39 @@ impl DicomWebArchive {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| ArchiveError::Internal(e.to_string()))?
+    }
+
+    /// An encapsulated document as it is, in its own media type (PS3.18 8.3.5): one frame,
+    /// no thumbnail image, and 406 unless the client accepts that type.
+    async fn render_document(
+        &self,
+        key: &str,
+        request: &RenderRequest,
+    ) -> Result<Rendered, ArchiveError> {
+        if request.thumbnail {
+            return Err(ArchiveError::NotAcceptable(
+                "an encapsulated document has no thumbnail image".into(),
+            ));
+        }
+        if request.frame.is_some_and(|f| f != 1) {
+            return Err(ArchiveError::NotFound(
+                "an encapsulated document has one frame".into(),
+            ));
+        }
+        let bytes = self.object_bytes(key).await?;
+        let document =
+            Self::blocking(move || crate::documents::read(&bytes).map_err(ArchiveError::Internal))
+                .await?;
+        if !request.accepts(&document.media_type) {
+            return Err(ArchiveError::NotAcceptable(format!(
+                "the document is {}",
+                document.media_type
+            )));
+        }
+        Ok(Rendered {
+            bytes: Bytes::from(document.bytes),
+            media_type: document.media_type,
+        })
     }
 
     /// Frame byte ranges recorded at ingest, per frame.
@@ -767,10 +800,26 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
         scope: &Scope,
         request: &RenderRequest,
         identity: &Identity,
-    ) -> Result<Bytes, ArchiveError> {
-        let result: Result<Bytes, ArchiveError> = async {
-            let (_, key) = self.one_instance(scope).await?;
+    ) -> Result<Rendered, ArchiveError> {
+        let result: Result<Rendered, ArchiveError> = async {
+            let (info, key) = self.one_instance(scope).await?;
+            let class = self
+                .index()
+                .find_instance(&info.instance)
+                .await
+                .map_err(index_err)?
+                .map(|i| i.sop_class_uid)
+                .unwrap_or_default();
+            if crate::documents::is_document_class(&class) {
+                return self.render_document(&key, request).await;
+            }
+            if !request.accepts_image() {
+                return Err(ArchiveError::NotAcceptable(
+                    "rendered images are image/jpeg or image/png".into(),
+                ));
+            }
             let bytes = self.object_bytes(&key).await?;
+            let png = request.png;
             let options = crate::pixels::RenderOptions {
                 frame: request.frame,
                 window: request.window,
@@ -782,12 +831,16 @@ impl pacs_dicomweb::Archive for DicomWebArchive {
                 }),
                 quality: request.quality,
             };
-            Self::blocking(move || {
+            let image = Self::blocking(move || {
                 crate::pixels::render(&bytes, &options)
                     .map(Bytes::from)
                     .map_err(pixel_err)
             })
-            .await
+            .await?;
+            Ok(Rendered {
+                bytes: image,
+                media_type: if png { "image/png" } else { "image/jpeg" }.into(),
+            })
         }
         .await;
         self.audit_access("rendered", scope, identity, result.as_ref().err())

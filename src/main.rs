@@ -40,6 +40,33 @@ enum Command {
     /// something (even if repaired), 2 an operational error. Takes `pacs serve`'s options
     /// (--data-dir, --database-url, --storage, --config...). docs/faults.md.
     Fsck(Box<FsckArgs>),
+    /// A patient's measurements over time (the SRs' TID 1500 measurements, grouped by
+    /// tracked finding and quantity) from a running node, as a table. docs/measurements.md.
+    Measurements(MeasurementsArgs),
+}
+
+#[derive(clap::Args)]
+struct MeasurementsArgs {
+    /// Patient ID (0010,0020).
+    patient_id: String,
+    /// Only this measured concept (its code value, e.g. 118565006 for Volume).
+    #[arg(long)]
+    concept: Option<String>,
+    /// Only this Tracking Identifier or Tracking Unique Identifier.
+    #[arg(long)]
+    tracking_id: Option<String>,
+    /// Studies from this date (YYYYMMDD).
+    #[arg(long)]
+    from: Option<String>,
+    /// Studies up to this date (YYYYMMDD).
+    #[arg(long)]
+    to: Option<String>,
+    /// The node's HTTP address.
+    #[arg(long, env = "PACS_NODE_URL", default_value = "http://127.0.0.1:8080")]
+    node: String,
+    /// API key or token, when the node requires one (the `read` permission).
+    #[arg(long, env = "PACS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -244,6 +271,14 @@ struct SynthArgs {
     /// Output directory (files go to OUT/<study>/<series>/IMnnnn.dcm).
     #[arg(long)]
     out: std::path::PathBuf,
+    /// Study Date of every study (YYYYMMDD): with the same seed, the same patients scanned
+    /// again on that date (new UIDs).
+    #[arg(long)]
+    study_date: Option<String>,
+    /// Scale of the CT phantom's lungs, each axis, in (0.3, 1.2]: a structure that grows
+    /// between follow-up studies (its volume scales with the cube).
+    #[arg(long, default_value_t = 1.0)]
+    lung_scale: f64,
 }
 
 /// Logs go to standard error: standard output is the commands' answer (`pacs key create`
@@ -294,6 +329,7 @@ fn main() -> std::process::ExitCode {
         ),
         Some(Command::Synth(args)) => run_synth(args),
         Some(Command::Ae(args)) => runtime.block_on(run_ae(args)),
+        Some(Command::Measurements(args)) => runtime.block_on(run_measurements(args)),
         Some(Command::User(args)) => runtime.block_on(run_user(args)),
         Some(Command::Key(args)) => runtime.block_on(run_key(args)),
         Some(Command::Export(args)) => runtime.block_on(run_export(args)),
@@ -506,6 +542,8 @@ fn run_synth(args: SynthArgs) -> Result<(), Box<dyn std::error::Error>> {
     opts.slices = args.slices;
     opts.seed = args.seed;
     opts.out = args.out;
+    opts.study_date = args.study_date;
+    opts.lung_scale = args.lung_scale;
     let started = std::time::Instant::now();
     let summary = pacs_synth::synthesise(&opts)?;
     println!(
@@ -515,6 +553,43 @@ fn run_synth(args: SynthArgs) -> Result<(), Box<dyn std::error::Error>> {
         opts.out.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+async fn run_measurements(args: MeasurementsArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let base = args.node.trim_end_matches('/');
+    let mut url = reqwest::Url::parse(&format!("{base}/api/patients/"))?;
+    url.path_segments_mut()
+        .map_err(|_| "the node URL cannot take a path")?
+        .pop_if_empty()
+        .push(&args.patient_id)
+        .push("measurements");
+    for (k, v) in [
+        ("concept", &args.concept),
+        ("tracking_id", &args.tracking_id),
+        ("from", &args.from),
+        ("to", &args.to),
+    ] {
+        if let Some(v) = v {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+    }
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(t) = &args.token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        return Err(format!("{status}: {message}").into());
+    }
+    let tracks: Vec<pacs::measurements::Track> = serde_json::from_str(&text)?;
+    print!("{}", pacs::measurements::table(&tracks));
     Ok(())
 }
 

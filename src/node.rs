@@ -127,10 +127,18 @@ pub fn http_app(
     ops: Option<Arc<crate::ops::Ops>>,
 ) -> axum::Router {
     let audit = admin.audit.clone();
-    let mut routes = vec![crate::admin_api::router(
-        admin,
-        ai.clone().map(|ai| crate::ai::api::admin_router(ai, audit)),
-    )];
+    let measurements =
+        crate::measurements::router(Arc::new(crate::measurements::MeasurementsState {
+            index: admin.index.clone(),
+            audit: audit.clone(),
+        }));
+    let mut routes = vec![
+        measurements,
+        crate::admin_api::router(
+            admin,
+            ai.clone().map(|ai| crate::ai::api::admin_router(ai, audit)),
+        ),
+    ];
     if let Some(ops) = ops {
         routes.push(crate::ops::router(ops));
     }

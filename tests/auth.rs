@@ -128,6 +128,7 @@ fn concrete(route: &str) -> Vec<String> {
             .replace("{title}", "NOSUCHAE")
             .replace("{id}", "999999")
             .replace("{name}", "nobody-here")
+            .replace("{patient_id}", "NOBODY")
     };
     match route {
         "{dicomweb}/studies/{study}/*" => [

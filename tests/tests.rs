@@ -26,6 +26,7 @@ mod dimse_store;
 mod dimse_tls;
 mod faults;
 mod index_backends;
+mod measurements;
 mod metrics;
 mod s3_storage;
 mod tls;

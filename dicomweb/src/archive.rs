@@ -112,8 +112,34 @@ pub struct RenderRequest {
     pub frame: Option<u32>,
     pub window: Option<(f64, f64)>,
     pub viewport: Option<(u32, u32)>,
+    /// An image is wanted as PNG rather than JPEG.
     pub png: bool,
     pub quality: Option<u8>,
+    /// The client's Accept ranges: an image is rendered only when they accept image/jpeg or
+    /// image/png, an encapsulated document only when they accept its own media type.
+    pub accept: Vec<crate::media::MediaRange>,
+    /// `/thumbnail` rather than `/rendered`.
+    pub thumbnail: bool,
+}
+
+impl RenderRequest {
+    /// Whether the client accepts a response of `media_type` (`type/subtype`).
+    pub fn accepts(&self, media_type: &str) -> bool {
+        crate::media::accepts(&self.accept, &media_type.to_ascii_lowercase())
+    }
+
+    /// Whether the client accepts a rendered image (JPEG or PNG).
+    pub fn accepts_image(&self) -> bool {
+        self.accepts("image/jpeg") || self.accepts("image/png")
+    }
+}
+
+/// What `/rendered` answers, with its media type: a rendered image, or an encapsulated
+/// document as it is, in its own media type (PS3.18 8.3.5, rendered resources).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub bytes: Bytes,
+    pub media_type: String,
 }
 
 /// The outcome of storing one STOW-RS part.
@@ -254,14 +280,15 @@ pub trait Archive: Send + Sync + 'static {
         identity: &Identity,
     ) -> Result<BulkData, ArchiveError>;
 
-    /// Renders an instance (or, for a series or study scope, a representative instance) to an
-    /// image; returns its bytes.
+    /// Renders an instance (or, for a series or study scope, a representative instance): an
+    /// image to JPEG or PNG, an encapsulated document (PDF, CDA, STL...) to its own bytes.
+    /// NotAcceptable when the request's Accept ranges take neither.
     async fn render(
         &self,
         scope: &Scope,
         request: &RenderRequest,
         identity: &Identity,
-    ) -> Result<Bytes, ArchiveError>;
+    ) -> Result<Rendered, ArchiveError>;
 
     /// Stores one Part 10 object received by STOW-RS; `study` is the study in the request URL,
     /// which the instance must belong to. The part is within the instance limit.

@@ -87,7 +87,7 @@ impl Archive for NullArchive {
         _: &Scope,
         _: &RenderRequest,
         _: &Identity,
-    ) -> Result<Bytes, ArchiveError> {
+    ) -> Result<crate::archive::Rendered, ArchiveError> {
         Err(none())
     }
     async fn store(

@@ -355,7 +355,7 @@ mod tests {
             _: &Scope,
             _: &RenderRequest,
             _: &Identity,
-        ) -> Result<bytes::Bytes, ArchiveError> {
+        ) -> Result<crate::archive::Rendered, ArchiveError> {
             Err(none("instance"))
         }
         async fn store(

@@ -548,18 +548,16 @@ fn parse_render(
     let ranges = accept_ranges(headers);
     let jpeg = media::accepts(&ranges, "image/jpeg");
     let png = media::accepts(&ranges, "image/png");
+    // whether neither is acceptable is the archive's to say: an encapsulated document is
+    // answered in its own media type instead
     request.png = match (jpeg, png) {
         (true, _) => ranges
             .iter()
             .find(|r| r.essence == "image/png" || r.essence == "image/jpeg")
             .is_some_and(|r| r.essence == "image/png"),
-        (false, true) => true,
-        (false, false) => {
-            return Err(HttpError::not_acceptable(
-                "rendered images are image/jpeg or image/png",
-            ))
-        }
+        (false, png) => png,
     };
+    request.accept = ranges;
     Ok(request)
 }
 
@@ -574,19 +572,15 @@ async fn render(
 ) -> Result<Response, HttpError> {
     let mut request = parse_render(raw.as_deref(), &headers, thumbnail)?;
     request.frame = frame;
-    let image = state.archive.render(&scope, &request, &identity).await?;
-    let ct = if request.png {
-        "image/png"
-    } else {
-        "image/jpeg"
-    };
+    request.thumbnail = thumbnail;
+    let rendered = state.archive.render(&scope, &request, &identity).await?;
     Ok((
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, ct),
-            (header::CACHE_CONTROL, "private, max-age=3600"),
+            (header::CONTENT_TYPE, rendered.media_type),
+            (header::CACHE_CONTROL, "private, max-age=3600".to_string()),
         ],
-        image,
+        rendered.bytes,
     )
         .into_response())
 }

@@ -43,6 +43,8 @@ pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/logout", Public),
     ("GET", "/api/whoami", Public),
     ("GET", "/api/statistics", need(Read)),
+    // a patient's measurements over time, from the SRs' measurements index
+    ("GET", "/api/patients/{patient_id}/measurements", need(Read)),
     // DICOMweb (PS3.18): QIDO-RS and WADO-RS read, STOW-RS writes
     ("GET", "{dicomweb}/studies", need(Read)),
     ("POST", "{dicomweb}/studies", need(Write)),

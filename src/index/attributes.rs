@@ -196,6 +196,8 @@ macro_rules! declare_indexed {
             /// the stored object (several for a frame split into fragments). Empty when not
             /// known.
             pub frames_json: String,
+            /// The TID 1500 measurements of an SR, indexed with it (`super::measurements`).
+            pub measurements: Vec<super::measurements::MeasurementRow>,
         }
 
         /// The indexed attributes, in schema order (the order of their columns).

@@ -16,6 +16,7 @@ pub mod changes;
 pub mod exports;
 pub mod jobs;
 mod maintenance;
+pub mod measurements;
 pub mod postgres;
 mod principals;
 mod query_sql;

@@ -63,6 +63,7 @@ struct Statements {
     select_all_stored: String,
     select_metadata_by_uid: String,
     select_frames_by_uid: String,
+    insert_measurement: String,
 }
 
 impl Statements {
@@ -83,6 +84,7 @@ impl Statements {
             select_all_stored: r(&schema::select_all_stored_instances()),
             select_metadata_by_uid: r(schema::SELECT_METADATA_BY_UID),
             select_frames_by_uid: r(schema::SELECT_FRAMES_BY_UID),
+            insert_measurement: r(&super::measurements::INSERT_MEASUREMENT),
         }
     }
 }
@@ -527,6 +529,31 @@ impl PostgresIndex {
         Ok(InsertOutcome::Inserted)
     }
 
+    /// The measurement rows of an SR just inserted in `client`'s transaction: sent together
+    /// (tokio-postgres pipelines them), so an SR costs one more round trip, not one per row.
+    async fn insert_measurements<C: GenericClient>(
+        &self,
+        client: &C,
+        r: &InstanceRecord,
+    ) -> IndexResult<()> {
+        if r.measurements.is_empty() {
+            return Ok(());
+        }
+        let insert = client
+            .prepare_cached(&self.sql.insert_measurement)
+            .await
+            .map_err(db_err)?;
+        let params = super::measurements::insert_params(r);
+        let inserts = params.iter().map(|p| {
+            let insert = &insert;
+            async move { client.execute(insert, &refs(p)).await }
+        });
+        futures::future::try_join_all(inserts)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn find_in<C: GenericClient>(
         &self,
         client: &C,
@@ -570,13 +597,19 @@ impl PostgresIndex {
             .await
             .map_err(db_err)?;
         let keys: (Option<i64>, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
-        if let (Some(_), Some(study_pk), Some(series_pk)) = keys {
+        // an SR's measurements need a transaction around the instance's row and theirs
+        if let (Some(_), Some(study_pk), Some(series_pk), true) =
+            (keys.0, keys.1, keys.2, record.measurements.is_empty())
+        {
             return self
                 .insert_leaf(&client, record, series_pk, study_pk, Some(committing))
                 .await;
         }
         let tx = client.transaction().await.map_err(db_err)?;
         let outcome = self.insert_in(&tx, record).await?;
+        if outcome == InsertOutcome::Inserted {
+            self.insert_measurements(&tx, record).await?;
+        }
         committing.store(true, Ordering::Release);
         tx.commit().await.map_err(commit_err)?;
         Ok(outcome)
@@ -604,7 +637,10 @@ impl PostgresIndex {
             .await
             .map_err(db_err)?;
         }
-        self.insert_in(&tx, record).await?;
+        if self.insert_in(&tx, record).await? == InsertOutcome::Inserted {
+            // the rows of the replaced SR went with its instance row (ON DELETE CASCADE)
+            self.insert_measurements(&tx, record).await?;
+        }
         committing.store(true, Ordering::Release);
         tx.commit().await.map_err(commit_err)?;
         Ok(previous)

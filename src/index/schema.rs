@@ -312,6 +312,49 @@ Migration {
         )",
     ],
     postgres_only: &[],
+},
+Migration {
+    version: 9,
+    description: "measurements of structured reports, followed over time",
+    // One row per numeric measurement of an SR (crate::index::measurements), written in the
+    // SR's own transaction and removed with its instance row. Patient, study and date are
+    // copied in so that a patient's trend reads this table alone; `value` is the decimal text
+    // of the value (exact, as SqlValue has no floating point).
+    statements: &[
+        "CREATE TABLE measurements (
+            pk {pk},
+            instance_pk {big} NOT NULL REFERENCES instances (pk) ON DELETE CASCADE,
+            patient_id TEXT NOT NULL,
+            issuer_of_patient_id TEXT NOT NULL,
+            study_instance_uid TEXT NOT NULL,
+            study_date TEXT NOT NULL,
+            sr_instance_uid TEXT NOT NULL,
+            source_series_uid TEXT NOT NULL,
+            tracking_id TEXT NOT NULL,
+            tracking_uid TEXT NOT NULL,
+            finding_code TEXT NOT NULL,
+            finding_scheme TEXT NOT NULL,
+            finding_meaning TEXT NOT NULL,
+            site_code TEXT NOT NULL,
+            site_scheme TEXT NOT NULL,
+            site_meaning TEXT NOT NULL,
+            concept_code TEXT NOT NULL,
+            concept_scheme TEXT NOT NULL,
+            concept_meaning TEXT NOT NULL,
+            derivation_code TEXT NOT NULL,
+            derivation_scheme TEXT NOT NULL,
+            derivation_meaning TEXT NOT NULL,
+            value TEXT NOT NULL,
+            unit_code TEXT NOT NULL,
+            unit_scheme TEXT NOT NULL,
+            unit_meaning TEXT NOT NULL,
+            ordinal {big} NOT NULL
+        )",
+        "CREATE INDEX measurements_patient ON measurements (patient_id, study_date)",
+        "CREATE INDEX measurements_instance ON measurements (instance_pk)",
+        "CREATE INDEX measurements_sr ON measurements (sr_instance_uid)",
+    ],
+    postgres_only: &[],
 }];
 
 /// The statements of a migration for `dialect`: its own (with the declared columns of the

@@ -416,6 +416,9 @@ static INSERTS: std::sync::LazyLock<[String; 4]> = std::sync::LazyLock::new(|| {
     .map(|sql| Dialect::Sqlite.render(sql))
 });
 
+static MEASUREMENT_INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| Dialect::Sqlite.render(&super::measurements::INSERT_MEASUREMENT));
+
 fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
     if let Some(existing) = find(conn, &r.sop_instance_uid)? {
         return Ok(InsertOutcome::AlreadyExists(Box::new(existing)));
@@ -455,6 +458,14 @@ fn insert(conn: &Connection, r: &InstanceRecord) -> IndexResult<InsertOutcome> {
         .map_err(db_err)?
         .execute(params![instance_pk, r.metadata_json, r.frames_json])
         .map_err(db_err)?;
+    if !r.measurements.is_empty() {
+        let mut insert = conn.prepare_cached(&MEASUREMENT_INSERT).map_err(db_err)?;
+        for p in super::measurements::insert_params(r) {
+            insert
+                .execute(rusqlite::params_from_iter(p.iter().map(param_of)))
+                .map_err(db_err)?;
+        }
+    }
     Ok(InsertOutcome::Inserted)
 }
 

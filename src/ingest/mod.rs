@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod commit_outcome;
 pub mod parse;
+pub mod sr;
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::PathBuf;

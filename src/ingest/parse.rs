@@ -325,6 +325,10 @@ fn parsed_from(obj: InMemDicomObject, ts: String) -> Result<Parsed, ParseError> 
             .and_then(|n| n.checked_mul((b / 8) as u64)),
         _ => None,
     };
+    // an SR's measurements, from the content tree already in memory (no Pixel Data here)
+    if super::sr::is_structured_report(&obj, &record.sop_class_uid) {
+        record.measurements = super::sr::measurements(&obj);
+    }
     Ok(Parsed {
         metadata: metadata_value(&obj)?,
         sop_instance_uid: record.sop_instance_uid.clone(),

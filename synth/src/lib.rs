@@ -98,6 +98,14 @@ pub struct SynthOptions {
     /// Output directory; files go to `out/<study>/<series>/IM<nnnn>.dcm`
     /// (0-based study and series indices, 1-based zero-padded instance number).
     pub out: PathBuf,
+    /// Study Date of every study (YYYYMMDD) instead of one derived from the seed. The
+    /// patients stay those of the seed, and the UIDs derive from the date too: the same seed
+    /// with several dates gives the same patients scanned again (follow-up studies).
+    pub study_date: Option<String>,
+    /// Linear scale of the CT phantom's lungs (each semi-axis), so that follow-up studies
+    /// show a structure that grows or shrinks: the lung volume scales with its cube. 1 is the
+    /// standard phantom; (0.3, 1.2] keeps the lungs apart and inside the body.
+    pub lung_scale: f64,
 }
 
 impl SynthOptions {
@@ -117,6 +125,8 @@ impl SynthOptions {
             columns: size,
             seed: 0,
             out: PathBuf::from("synth"),
+            study_date: None,
+            lung_scale: 1.0,
         }
     }
 
@@ -144,13 +154,19 @@ impl SynthOptions {
 
     /// The CT phantom matching these options' volume (meaningful for CT).
     pub fn ct_phantom(&self) -> CtPhantom {
-        CtPhantom::for_volume(
+        let mut phantom = CtPhantom::for_volume(
             self.columns,
             self.rows,
             self.pixel_spacing_mm(),
             self.slices,
             self.slice_spacing_mm(),
-        )
+        );
+        for lung in &mut phantom.lungs {
+            for axis in &mut lung.semi_axes_mm {
+                *axis *= self.lung_scale;
+            }
+        }
+        phantom
     }
 }
 
@@ -671,6 +687,21 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// Days since 1970-01-01 of a valid YYYYMMDD date.
+fn days_of_date(date: &str) -> Option<i64> {
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d) = (
+        date[0..4].parse::<i64>().ok()?,
+        date[4..6].parse::<i64>().ok()?,
+        date[6..8].parse::<i64>().ok()?,
+    );
+    let days = days_from_civil(y, m, d);
+    // a day that does not exist comes back as another date
+    (civil_from_days(days) == (y, m, d)).then_some(days)
+}
+
 fn da(days: i64) -> String {
     let (y, m, d) = civil_from_days(days);
     format!("{y:04}{m:02}{d:02}")
@@ -688,6 +719,8 @@ fn pick<'a>(list: &[&'a str], h: u64) -> &'a str {
 /// Patient and study level attributes of one synthetic study.
 struct StudyInfo {
     study_index: String,
+    /// What the study's UIDs derive from: its index, and its date when one was given.
+    uid_key: String,
     patient_name: String,
     patient_id: String,
     birth_date: String,
@@ -703,7 +736,7 @@ struct StudyInfo {
 }
 
 impl StudyInfo {
-    fn new(seed: u64, modality: SynthModality, study: usize) -> Self {
+    fn new(seed: u64, modality: SynthModality, study: usize, date: Option<&str>) -> Self {
         let study_index = study.to_string();
         let si = study_index.as_str();
         let m = modality.as_str();
@@ -722,7 +755,14 @@ impl StudyInfo {
         let birth_days = days_from_civil(1935, 1, 1) + ((p >> 32) % (65 * 365)) as i64; // 1935..2000
 
         let s = seeded_u64(seed, &["study", m, si]);
-        let study_date_days = days_from_civil(2018, 1, 1) + (s % 2500) as i64;
+        let study_date_days = date
+            .and_then(days_of_date)
+            .unwrap_or(days_from_civil(2018, 1, 1) + (s % 2500) as i64);
+        let uid_key = match date {
+            Some(d) => format!("{si}@{d}"),
+            None => study_index.clone(),
+        };
+        let uk = uid_key.as_str();
         let study_time_s = 7 * 3600 + (s >> 16) % (11 * 3600);
         let (by, bm, bd) = civil_from_days(birth_days);
         let (sy, sm, sd) = civil_from_days(study_date_days);
@@ -739,9 +779,10 @@ impl StudyInfo {
             accession: format!("SYN{:010}", (s >> 20) % 10_000_000_000),
             study_id: format!("{}", 10_000 + (s >> 40) % 90_000),
             referring: pick(REFERRING_PHYSICIANS, s >> 50),
-            study_uid: uid_from_seed(seed, &["study-instance-uid", m, si]),
-            frame_of_reference_uid: uid_from_seed(seed, &["frame-of-reference-uid", m, si]),
+            study_uid: uid_from_seed(seed, &["study-instance-uid", m, uk]),
+            frame_of_reference_uid: uid_from_seed(seed, &["frame-of-reference-uid", m, uk]),
             study_index,
+            uid_key,
         }
     }
 }
@@ -955,6 +996,19 @@ fn validate(opts: &SynthOptions) -> Result<(), SynthError> {
             opts.columns, opts.rows
         )));
     }
+    if !(opts.lung_scale > 0.3 && opts.lung_scale <= 1.2) {
+        return Err(SynthError::InvalidOptions(format!(
+            "lung scale must be in (0.3, 1.2], got {}",
+            opts.lung_scale
+        )));
+    }
+    if let Some(date) = &opts.study_date {
+        if days_of_date(date).is_none() {
+            return Err(SynthError::InvalidOptions(format!(
+                "study date must be a date YYYYMMDD, got {date:?}"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -985,19 +1039,19 @@ pub fn synthesise(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
         bytes: 0,
     };
     for study_index in 0..opts.studies {
-        let study = StudyInfo::new(opts.seed, opts.modality, study_index);
+        let study = StudyInfo::new(
+            opts.seed,
+            opts.modality,
+            study_index,
+            opts.study_date.as_deref(),
+        );
         for series_index in 0..opts.series_per_study {
             let series_str = series_index.to_string();
             let dir = opts.out.join(&study.study_index).join(&series_str);
             create_dir(&dir)?;
             let series_uid = uid_from_seed(
                 opts.seed,
-                &[
-                    "series-instance-uid",
-                    modality,
-                    &study.study_index,
-                    &series_str,
-                ],
+                &["series-instance-uid", modality, &study.uid_key, &series_str],
             );
             let template = series_template(opts, &geometry, &study, series_index, &series_uid);
 
@@ -1009,7 +1063,7 @@ pub fn synthesise(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
                     &[
                         "sop-instance-uid",
                         modality,
-                        &study.study_index,
+                        &study.uid_key,
                         &series_str,
                         &number.to_string(),
                     ],
@@ -1083,6 +1137,54 @@ mod tests {
                     && c.bytes().all(|b| b.is_ascii_digit())
                     && (c == "0" || !c.starts_with('0'))
             })
+    }
+
+    #[test]
+    fn follow_up_studies_of_one_patient_with_growing_lungs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        for (date, scale) in [("20230105", 0.9), ("20230612", 1.0), ("20240110", 1.1)] {
+            let opts = SynthOptions {
+                studies: 1,
+                slices: 4,
+                rows: 32,
+                columns: 32,
+                seed: 7,
+                study_date: Some(date.into()),
+                lung_scale: scale,
+                out: dir.path().join(date),
+                ..SynthOptions::new(SynthModality::Ct)
+            };
+            let summary = synthesise(&opts).unwrap();
+            let obj = dicom_object::open_file(&summary.instances[0].path).unwrap();
+            let text = |tag| obj.element(tag).unwrap().to_str().unwrap().into_owned();
+            assert_eq!(text(tags::STUDY_DATE), date);
+            let base = SynthOptions {
+                lung_scale: 1.0,
+                ..opts.clone()
+            };
+            let ratio = opts.ct_phantom().lung_volume_ml() / base.ct_phantom().lung_volume_ml();
+            assert!((ratio - scale * scale * scale).abs() < 1e-9, "{ratio}");
+            seen.push((text(tags::PATIENT_ID), text(tags::STUDY_INSTANCE_UID)));
+        }
+        assert!(seen.iter().all(|(p, _)| *p == seen[0].0), "{seen:?}");
+        assert_ne!(seen[0].1, seen[1].1);
+        assert_ne!(seen[1].1, seen[2].1);
+        for bad in [
+            SynthOptions {
+                study_date: Some("20230230".into()),
+                ..SynthOptions::default()
+            },
+            SynthOptions {
+                lung_scale: 1.5,
+                ..SynthOptions::default()
+            },
+        ] {
+            assert!(matches!(
+                synthesise(&bad),
+                Err(SynthError::InvalidOptions(_))
+            ));
+        }
     }
 
     fn small(modality: SynthModality, out: &Path, seed: u64) -> SynthOptions {
