@@ -958,6 +958,37 @@ fn a_classical_model_is_not_called_ai() {
     );
 }
 
+/// Only a modality without a standard intensity concept makes the report use the private
+/// `99PACS` scheme, and then declares it (PS3.3 C.12.1).
+#[test]
+fn a_private_code_is_declared_where_one_is_used() {
+    let labels = labels();
+    let masks = masks(ODD, false);
+    let eq = Equipment::worker("w");
+    for (modality, private) in [("CT", false), ("MR", false), ("PT", false), ("US", true)] {
+        let mut source = source(ODD);
+        source.modality = modality.into();
+        let seg =
+            build_segmentation(&source, &algorithm(), &eq, 1, &inputs(&labels, &masks)).unwrap();
+        let sr = build_measurement_report(
+            &source,
+            &algorithm(),
+            &eq,
+            2,
+            &seg,
+            &measurements(ODD, &masks),
+        )
+        .unwrap();
+        let declared = sr.get(tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE);
+        assert_eq!(declared.is_some(), private, "{modality}");
+        if private {
+            let item = &items(&sr, tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE)[0];
+            assert_eq!(text(item, tags::CODING_SCHEME_DESIGNATOR), "99PACS");
+            assert!(!text(item, tags::CODING_SCHEME_NAME).is_empty());
+        }
+    }
+}
+
 #[test]
 fn bad_inputs_are_refused() {
     let source = source(ODD);
