@@ -15,6 +15,10 @@ pub struct SegmentMeasurements {
     pub max_diameter_3d_mm: f64,
     /// Longest distance between two voxel centres within one slice, in mm.
     pub max_diameter_inplane_mm: f64,
+    /// Where that longest in-plane diameter lies (None for an empty mask). The report draws it
+    /// as a line on that slice.
+    #[serde(default)]
+    pub max_diameter_inplane_line: Option<InPlaneLine>,
     /// Source intensity (HU for CT) over the segment's voxels.
     pub mean: f64,
     pub std_dev: f64,
@@ -40,6 +44,7 @@ pub fn measure(mask: &[bool], volume: &Volume) -> SegmentMeasurements {
         components: crate::postprocess::count_components(mask, shape),
         max_diameter_3d_mm: d.max_3d_mm,
         max_diameter_inplane_mm: d.max_inplane_mm,
+        max_diameter_inplane_line: d.inplane_line,
         mean,
         std_dev,
         min,
@@ -79,6 +84,18 @@ pub struct Diameters {
     pub max_3d_mm: f64,
     /// Within one slice.
     pub max_inplane_mm: f64,
+    /// The two voxel centres at that in-plane distance, on the first slice (in volume order)
+    /// where it is reached; None for an empty mask.
+    pub inplane_line: Option<InPlaneLine>,
+}
+
+/// A line between two voxel centres of one slice: `slice` in volume order, the ends as
+/// `[row, column]` indices into that slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InPlaneLine {
+    pub slice: usize,
+    pub from: [usize; 2],
+    pub to: [usize; 2],
 }
 
 /// The convex hull of one slice of a mask, in (row, col) voxel indices.
@@ -173,20 +190,35 @@ pub fn diameters(mask: &[bool], shape: [usize; 3], voxel_size_mm: [f64; 3]) -> D
             ],
         });
     }
-    let dist2 = |a: &SliceHull, b: &SliceHull| {
+    // The farthest pair of vertices of two hulls and its squared distance.
+    let farthest = |a: &SliceHull, b: &SliceHull| {
         let z = (b.slice as f64 - a.slice as f64) * dz;
-        let mut best = 0.0f64;
+        let mut best = (-1.0f64, a.vertices[0], b.vertices[0]);
         for &(ra, ca) in &a.vertices {
             for &(rb, cb) in &b.vertices {
                 let (y, x) = ((rb - ra) as f64 * dr, (cb - ca) as f64 * dc);
-                best = best.max(z * z + y * y + x * x);
+                let d = z * z + y * y + x * x;
+                if d > best.0 {
+                    best = (d, (ra, ca), (rb, cb));
+                }
             }
         }
         best
     };
+    let dist2 = |a: &SliceHull, b: &SliceHull| farthest(a, b).0;
     let mut best_inplane = 0.0f64;
+    let mut inplane_line = None;
     for h in &hulls {
-        best_inplane = best_inplane.max(dist2(h, h));
+        let (d, from, to) = farthest(h, h);
+        if inplane_line.is_none() || d > best_inplane {
+            best_inplane = d;
+            let index = |(r, c): (i64, i64)| [r as usize, c as usize];
+            inplane_line = Some(InPlaneLine {
+                slice: h.slice,
+                from: index(from),
+                to: index(to),
+            });
+        }
     }
     let mut pairs = Vec::new();
     for (i, a) in hulls.iter().enumerate() {
@@ -208,6 +240,7 @@ pub fn diameters(mask: &[bool], shape: [usize; 3], voxel_size_mm: [f64; 3]) -> D
     Diameters {
         max_3d_mm: best.sqrt(),
         max_inplane_mm: best_inplane.sqrt(),
+        inplane_line,
     }
 }
 
@@ -242,6 +275,7 @@ mod tests {
         Diameters {
             max_3d_mm: d3.sqrt(),
             max_inplane_mm: d2.sqrt(),
+            inplane_line: None,
         }
     }
 
@@ -265,7 +299,33 @@ mod tests {
                 "{fast:?} {slow:?}"
             );
             assert!((fast.max_inplane_mm - slow.max_inplane_mm).abs() < 1e-9);
+            // the line joins two voxels of the mask on one slice, and is as long as reported
+            let line = fast.inplane_line.expect("non-empty mask");
+            let voxel = |[r, c]: [usize; 2]| (line.slice * shape[1] + r) * shape[2] + c;
+            assert!(mask[voxel(line.from)] && mask[voxel(line.to)]);
+            let (y, x) = (
+                (line.to[0] as f64 - line.from[0] as f64) * size[1],
+                (line.to[1] as f64 - line.from[1] as f64) * size[2],
+            );
+            assert!(((y * y + x * x).sqrt() - fast.max_inplane_mm).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn no_line_for_an_empty_mask_and_a_point_for_one_voxel() {
+        let mut mask = vec![false; 2 * 3 * 4];
+        assert_eq!(diameters(&mask, [2, 3, 4], [1.0; 3]).inplane_line, None);
+        mask[12 + 4 + 2] = true;
+        let d = diameters(&mask, [2, 3, 4], [1.0; 3]);
+        assert_eq!(
+            d.inplane_line,
+            Some(InPlaneLine {
+                slice: 1,
+                from: [1, 2],
+                to: [1, 2]
+            })
+        );
+        assert_eq!(d.max_inplane_mm, 0.0);
     }
 
     #[test]

@@ -253,6 +253,7 @@ fn sop_class_name(uid: &str) -> String {
         uids::COMPREHENSIVE3_DSR_STORAGE => "Comprehensive 3D SR",
         uids::KEY_OBJECT_SELECTION_DOCUMENT_STORAGE => "Key Object Selection Document",
         uids::SEGMENTATION_STORAGE => "Segmentation",
+        uids::LABEL_MAP_SEGMENTATION_STORAGE => "Label Map Segmentation",
         uids::GRAYSCALE_SOFTCOPY_PRESENTATION_STATE_STORAGE => {
             "Grayscale Softcopy Presentation State"
         }

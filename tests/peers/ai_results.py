@@ -7,8 +7,13 @@ highdicom reads them (segread, srread). Prints one JSON object for the Rust test
 OUT_DIR receives seg.dcm and sr.dcm (for dciodvfy). With EXPECTED_MASK.npy (uint8
 [slice, row, col], slice = InstanceNumber - 1 of the source series), the Dice coefficient of the
 first segment against it is reported as well.
+
+Each segment also gets `expected_tracking_uid`, derived here, independently of the worker, by
+the node's scheme: "2.25." + the first 16 bytes (big-endian) of SHA-256 over
+"pacs-tracking\0PatientID\0IssuerOfPatientID\0model\0segment label".
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -27,6 +32,11 @@ def fail(message):
 def value(dataset_json, tag):
     v = dataset_json.get(tag, {}).get("Value")
     return v[0] if v else None
+
+
+def expected_tracking_uid(patient_id, issuer, model, label):
+    name = "\0".join(["pacs-tracking", patient_id, issuer, model, label]).encode("utf-8")
+    return "2.25." + str(int.from_bytes(hashlib.sha256(name).digest()[:16], "big"))
 
 
 def main():
@@ -78,6 +88,8 @@ def main():
     ]
 
     numbers = list(seg.segment_numbers)
+    model = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName
+    issuer = str(seg.get("IssuerOfPatientID", "") or "")
     pixels = seg.get_pixels_by_source_instance(
         source_sop_instance_uids=source_uids,
         segment_numbers=numbers,
@@ -95,11 +107,16 @@ def main():
             "voxels": int(mask.sum()),
             "slices_with_pixels": int(mask.any(axis=(1, 2)).sum()),
             "tracking_uid": str(d.tracking_uid),
+            "tracking_id": d.tracking_id,
+            "expected_tracking_uid": expected_tracking_uid(
+                str(seg.PatientID), issuer, model, d.segment_label),
         })
 
     result = {
         "seg": {
             "sop_instance_uid": seg.SOPInstanceUID,
+            "sop_class_uid": seg.SOPClassUID,
+            "segmentation_type": seg.segmentation_type.value,
             "series_description": seg_description,
             "frames": int(seg.NumberOfFrames),
             "rows": int(seg.Rows),
@@ -112,7 +129,7 @@ def main():
             "slice_thickness": float(
                 seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness),
         },
-        "sr": {"series_description": sr_description, "groups": []},
+        "sr": {"series_description": sr_description, "groups": [], "diameters": []},
     }
 
     report = sr.content
@@ -141,6 +158,29 @@ def main():
             "source_series": source_ref,
             "measurements": measurements,
         })
+
+    # TID 1501 groups: the longest in-plane diameter as a length on its source image.
+    for g in report.get_image_measurement_groups():
+        for m in g.get_measurements():
+            item = m[0]
+            scoords = [c for c in item.get("ContentSequence", []) if c.ValueType == "SCOORD"]
+            if not scoords:
+                continue
+            scoord = scoords[0]
+            ref = scoord.ContentSequence[0].ReferencedSOPSequence[0]
+            result["sr"]["diameters"].append({
+                "tracking_identifier": g.tracking_identifier,
+                "tracking_uid": str(g.tracking_uid),
+                "name": str(m.name.meaning),
+                "value": float(m.value),
+                "unit": str(m.unit.value),
+                "modifiers": len(item.ContentSequence) - 1,
+                "graphic_type": scoord.GraphicType,
+                "graphic_data": [float(v) for v in scoord.GraphicData],
+                "relationship": scoord.RelationshipType,
+                "sop_instance_uid": ref.ReferencedSOPInstanceUID,
+                "on_source_image": ref.ReferencedSOPInstanceUID in source_uids,
+            })
 
     if expected_path:
         expected = np.load(expected_path) > 0

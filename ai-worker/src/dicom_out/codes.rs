@@ -71,10 +71,18 @@ pub(crate) const SUM_OF_SEGMENTED_VOXELS: C =
 pub(crate) const DIAMETER: C = ("81827009", "SCT", "Diameter");
 /// CID 7470: the longest in-plane diameter (RECIST's long axis).
 pub(crate) const LONG_AXIS: C = ("103339001", "SCT", "Long axis");
+/// TID 1411 / 1501 row "Finding Site": where an anatomical finding is.
+pub(crate) const FINDING_SITE: C = ("363698007", "SCT", "Finding Site");
 /// CID 7180 "Abstract Multi-dimensional Image Model Component Semantic": CT intensities.
 pub(crate) const ATTENUATION_COEFFICIENT: C = ("112031", "DCM", "Attenuation Coefficient");
 /// CID 7180: MR intensities.
 pub(crate) const MR_SIGNAL_INTENSITY: C = ("110852", "DCM", "MR signal intensity");
+/// CID 7180: PET and SPECT intensities.
+pub(crate) const NM_TOMOGRAPHIC_ACTIVITY: C =
+    ("110821", "DCM", "Nuclear Medicine Tomographic Activity");
+/// A count; what is counted is said by the unit ({voxels}, {components}). No PS3.16 context
+/// group names a voxel or component count.
+pub(crate) const QUANTITY: C = ("246205007", "SCT", "Quantity");
 // CID 7464 "General Region of Interest Measurement Modifier".
 pub(crate) const MEAN: C = ("373098007", "SCT", "Mean");
 pub(crate) const STANDARD_DEVIATION: C = ("386136009", "SCT", "Standard Deviation");
@@ -87,16 +95,15 @@ pub(crate) const MILLIMETER: C = ("mm", "UCUM", "mm");
 pub(crate) const HOUNSFIELD_UNIT: C = ("[hnsf'U]", "UCUM", "Hounsfield unit");
 pub(crate) const ARBITRARY_UNIT: C = ("[arb'U]", "UCUM", "arbitrary unit");
 pub(crate) const BECQUEREL_PER_ML: C = ("Bq/ml", "UCUM", "Becquerels/milliliter");
-pub(crate) const NO_UNITS: C = ("1", "UCUM", "no units");
 pub(crate) const VOXELS: C = ("{voxels}", "UCUM", "voxels");
+pub(crate) const COMPONENTS: C = ("{components}", "UCUM", "connected components");
 pub(crate) const PIXELS: C = ("{pixels}", "UCUM", "pixels");
 
 /// Private coding scheme of this worker (PS3.16 8.2: designators beginning with "99"), for the
-/// measurements no standard concept names; described in the report's Coding Scheme
-/// Identification Sequence.
+/// one concept no standard code names: the intensity of a modality other than CT, MR, PET or
+/// NM. A report that uses it declares it in its Coding Scheme Identification Sequence
+/// (PS3.3 C.12.1); dciodvfy still warns about any designator outside PS3.16 Table 8-1, which
+/// is why CT and MR reports use none.
 pub(crate) const LOCAL_SCHEME: &str = "99PACS";
 pub(crate) const LOCAL_SCHEME_NAME: &str = "pacs AI worker local codes";
-pub(crate) const VOXEL_COUNT: C = ("VOXELCOUNT", LOCAL_SCHEME, "Number of voxels");
-pub(crate) const COMPONENT_COUNT: C =
-    ("COMPONENTS", LOCAL_SCHEME, "Number of connected components");
 pub(crate) const IMAGE_INTENSITY: C = ("INTENSITY", LOCAL_SCHEME, "Image intensity");

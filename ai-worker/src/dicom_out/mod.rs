@@ -1,6 +1,8 @@
-//! DICOM output of an analysis: the label masks as a binary Segmentation (PS3.3 A.51) and their
-//! measurements as a Comprehensive 3D SR measurement report (PS3.16 TID 1500) that points at
-//! the Segmentation, both as Part 10 objects (Explicit VR Little Endian) ready for STOW-RS.
+//! DICOM output of an analysis: the label masks as a Segmentation (PS3.3 A.51; a label map when
+//! the segments do not overlap) and their measurements as a Comprehensive 3D SR measurement
+//! report (PS3.16 TID 1500) that points at the Segmentation and draws each segment's longest
+//! in-plane diameter on its source slice, both as Part 10 objects (Explicit VR Little Endian)
+//! ready for STOW-RS. Tracking identifiers follow a finding of a patient across studies.
 //!
 //! Not here: computing masks and measurements (`inference`, `measure`), sending (STOW-RS).
 
@@ -9,6 +11,7 @@ mod color;
 mod dataset;
 mod seg;
 mod sr;
+mod tracking;
 
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
@@ -18,8 +21,11 @@ use crate::model::{Code, LabelSpec};
 use crate::volume::Volume;
 
 pub use color::srgb_to_dicom_lab;
-pub use seg::build_segmentation;
+pub use seg::{
+    build_segmentation, is_segmentation_sop_class, SegmentationType, LABEL_MAP_SEGMENTATION_STORAGE,
+};
 pub use sr::build_measurement_report;
+pub use tracking::{tracking_identifier, tracking_uid};
 
 /// Implementation Class UID of the file meta group of the objects written here
 /// ("2.25." + a fixed UUID).

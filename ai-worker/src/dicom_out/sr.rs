@@ -1,16 +1,31 @@
 //! The measurement report: a Comprehensive 3D SR (PS3.3 A.35.13) with the content of PS3.16
-//! TID 1500 "Measurement Report", one TID 1411 "Volumetric ROI Measurements" group per segment
-//! of the Segmentation it accompanies.
+//! TID 1500 "Measurement Report". Each segment of the Segmentation it accompanies that holds a
+//! voxel gets two measurement groups with the segment's Tracking Identifier and Tracking Unique
+//! Identifier:
+//!
+//! 1. TID 1501 "Measurement and Qualitative Evaluation Group": the longest in-plane diameter
+//!    (Long axis, mm) INFERRED FROM a two-point SCOORD POLYLINE SELECTED FROM the source image
+//!    where it lies. This is the shape of a length measurement that viewers draw (OHIF 3.13's
+//!    SR loader reads NUM > INFERRED FROM SCOORD > SELECTED FROM IMAGE, as dcmjs writes it).
+//! 2. TID 1411 "Volumetric ROI Measurements" on the segment: volume, voxel and component
+//!    counts, the longest 3-D diameter and intensity statistics, for machines.
+//!
+//! Viewers that merge groups by Tracking Unique Identifier (OHIF does) see one finding per
+//! segment with its line. A segment without voxels gets no group: OHIF 3.13 stops loading a
+//! report at the first finding without image coordinates (`Cannot read properties of undefined
+//! (reading 'ReferencedSOPSequence')`); its zero volume is in the job's result record.
 
-use dicom_core::Tag;
+use dicom_core::header::Header;
+use dicom_core::value::PrimitiveValue;
+use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
 use super::codes::{self as c, code, C};
 use super::dataset::{self, ds, is, new_uid, text, truncate, DataSetExt, Timestamp};
-use super::seg::check_source;
+use super::seg::{check_source, is_segmentation_sop_class, PatientIdentity};
 use super::{Algorithm, Equipment, OutputError, SourceSeries};
-use crate::measure::SegmentMeasurements;
+use crate::measure::{InPlaneLine, SegmentMeasurements};
 use crate::model::Code;
 
 /// What the report needs to know of the Segmentation it points at.
@@ -56,10 +71,6 @@ pub fn build_measurement_report(
     let at = Timestamp::now();
     let mut obj = InMemDicomObject::new_empty();
     dataset::put_sop_common(&mut obj, uids::COMPREHENSIVE3_DSR_STORAGE, &new_uid(), &at);
-    obj.set_seq(
-        tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
-        vec![local_coding_scheme(equipment)],
-    );
     dataset::put_patient_study(&mut obj, source)?;
     dataset::put_equipment(&mut obj, equipment);
     let study_uid = dataset::study_instance_uid(&obj);
@@ -109,16 +120,43 @@ pub fn build_measurement_report(
         &code(procedure_reported(&source.modality)),
     ));
     content.push(image_library(source));
-    let groups = seg
-        .segments
-        .iter()
-        .zip(measurements)
-        .map(|(segment, m)| measurement_group(source, algorithm, &seg, segment, m))
-        .collect();
+    let patient = PatientIdentity::of(source);
+    let mut groups = Vec::new();
+    for (segment, m) in seg.segments.iter().zip(measurements) {
+        let Some(line) = m.max_diameter_inplane_line.filter(|_| m.voxel_count > 0) else {
+            continue;
+        };
+        let tracking = segment.tracking(&patient, algorithm);
+        groups.push(diameter_group(
+            source, algorithm, segment, &tracking, m, line,
+        )?);
+        groups.push(volumetric_group(
+            source, algorithm, &seg, segment, &tracking, m,
+        ));
+    }
     content.push(container(CONTAINS, c::IMAGING_MEASUREMENTS, None, groups));
     obj.set_seq(tags::CONTENT_SEQUENCE, content);
+    // PS3.3 C.12.1: a private coding scheme used in the document is identified here.
+    if uses_scheme(&obj, c::LOCAL_SCHEME) {
+        obj.set_seq(
+            tags::CODING_SCHEME_IDENTIFICATION_SEQUENCE,
+            vec![local_coding_scheme(equipment)],
+        );
+    }
 
     dataset::with_meta(obj)
+}
+
+/// Whether any Coding Scheme Designator in the data set (at any depth) is `scheme`.
+fn uses_scheme(obj: &InMemDicomObject, scheme: &str) -> bool {
+    obj.iter().any(|e| {
+        if e.tag() == tags::CODING_SCHEME_DESIGNATOR {
+            return e.to_str().map(|v| v.trim() == scheme).unwrap_or(false);
+        }
+        e.items()
+            .map(|items| items.iter().any(|i| uses_scheme(i, scheme)))
+            .unwrap_or(false)
+    })
 }
 
 // Relationship Types (PS3.3 C.17.3.2.4).
@@ -126,15 +164,17 @@ const CONTAINS: &str = "CONTAINS";
 const HAS_OBS_CONTEXT: &str = "HAS OBS CONTEXT";
 const HAS_CONCEPT_MOD: &str = "HAS CONCEPT MOD";
 const HAS_ACQ_CONTEXT: &str = "HAS ACQ CONTEXT";
+const INFERRED_FROM: &str = "INFERRED FROM";
+const SELECTED_FROM: &str = "SELECTED FROM";
 
 fn read_segmentation(obj: &InMemDicomObject) -> Result<SegmentationRef, OutputError> {
     let required = |tag: Tag, name: &str| {
         text(obj, tag).ok_or_else(|| OutputError::BadSegmentation(format!("no {name}")))
     };
     let sop_class_uid = required(tags::SOP_CLASS_UID, "SOPClassUID")?;
-    if sop_class_uid != uids::SEGMENTATION_STORAGE {
+    if !is_segmentation_sop_class(&sop_class_uid) {
         return Err(OutputError::BadSegmentation(format!(
-            "SOP Class {sop_class_uid} is not Segmentation Storage"
+            "SOP Class {sop_class_uid} is neither Segmentation nor Label Map Segmentation Storage"
         )));
     }
     let items = obj
@@ -168,6 +208,18 @@ fn read_segmentation(obj: &InMemDicomObject) -> Result<SegmentationRef, OutputEr
         series_instance_uid: required(tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
         segments,
     })
+}
+
+impl SegmentRef {
+    /// The segment's Tracking ID and Tracking UID from the Segmentation, else derived as the
+    /// Segmentation writer derives them.
+    fn tracking(&self, patient: &PatientIdentity, algorithm: &Algorithm) -> (String, String) {
+        let (id, uid) = patient.tracking(&algorithm.name, &self.label);
+        (
+            self.tracking_id.clone().unwrap_or(id),
+            self.tracking_uid.clone().unwrap_or(uid),
+        )
+    }
 }
 
 fn first_code(item: &InMemDicomObject, tag: Tag) -> Option<Code> {
@@ -435,34 +487,33 @@ fn image_library(source: &SourceSeries) -> InMemDicomObject {
     )
 }
 
-/// TID 1411 Volumetric ROI Measurements for one segment.
-fn measurement_group(
-    source: &SourceSeries,
+/// The rows both kinds of group start with: tracking (TID 1501/1411 rows 1-2), Finding
+/// Category, Finding, Finding Site for an anatomical segment, and TID 4019 Algorithm
+/// Identification. The Tracking Unique Identifier is the group's first UIDREF (OHIF takes the
+/// first UIDREF of a group as its tracking UID).
+fn group_header(
     algorithm: &Algorithm,
-    seg: &SegmentationRef,
     segment: &SegmentRef,
-    m: &SegmentMeasurements,
-) -> InMemDicomObject {
-    let tracking_id = segment
-        .tracking_id
-        .clone()
-        .unwrap_or_else(|| segment.label.clone());
-    let tracking_uid = segment.tracking_uid.clone().unwrap_or_else(new_uid);
+    (tracking_id, tracking_uid): &(String, String),
+) -> Vec<InMemDicomObject> {
     let mut content = vec![
-        text_item(HAS_OBS_CONTEXT, c::TRACKING_IDENTIFIER, &tracking_id),
-        uidref_item(
-            HAS_OBS_CONTEXT,
-            c::TRACKING_UNIQUE_IDENTIFIER,
-            &tracking_uid,
-        ),
+        text_item(HAS_OBS_CONTEXT, c::TRACKING_IDENTIFIER, tracking_id),
+        uidref_item(HAS_OBS_CONTEXT, c::TRACKING_UNIQUE_IDENTIFIER, tracking_uid),
     ];
     if let Some(category) = &segment.category {
         content.push(code_item(CONTAINS, c::FINDING_CATEGORY, category));
     }
     if let Some(finding) = &segment.property_type {
         content.push(code_item(CONTAINS, c::FINDING, finding));
+        // An anatomical structure is where it is found.
+        let anatomical = segment
+            .category
+            .as_ref()
+            .is_some_and(|k| k.scheme == "SCT" && ANATOMIC_CATEGORIES.contains(&k.value.as_str()));
+        if anatomical {
+            content.push(code_item(HAS_CONCEPT_MOD, c::FINDING_SITE, finding));
+        }
     }
-    // TID 4019 Algorithm Identification.
     content.push(text_item(
         HAS_CONCEPT_MOD,
         c::ALGORITHM_NAME,
@@ -473,6 +524,90 @@ fn measurement_group(
         c::ALGORITHM_VERSION,
         &algorithm.version,
     ));
+    content
+}
+
+/// Segmented Property Categories (CID 7150) whose types are anatomy: (SCT, 91723000)
+/// "Anatomical Structure", (SCT, 85756007) "Tissue".
+const ANATOMIC_CATEGORIES: &[&str] = &["91723000", "85756007"];
+
+/// TID 1501 group of one segment: its longest in-plane diameter drawn on the source slice
+/// where it lies.
+fn diameter_group(
+    source: &SourceSeries,
+    algorithm: &Algorithm,
+    segment: &SegmentRef,
+    tracking: &(String, String),
+    m: &SegmentMeasurements,
+    line: InPlaneLine,
+) -> Result<InMemDicomObject, OutputError> {
+    let slice = source.slices.get(line.slice).ok_or_else(|| {
+        OutputError::Geometry(format!(
+            "segment {}: the diameter lies on slice {} of {}",
+            segment.number,
+            line.slice,
+            source.slices.len()
+        ))
+    })?;
+    let mut content = group_header(algorithm, segment, tracking);
+    let mut length = num_item(
+        CONTAINS,
+        c::LONG_AXIS,
+        m.max_diameter_inplane_mm,
+        c::MILLIMETER,
+        Vec::new(),
+    );
+    length.set_seq(
+        tags::CONTENT_SEQUENCE,
+        vec![image_line(
+            line,
+            sop_reference(&slice.sop_class_uid, &slice.sop_instance_uid, None),
+        )],
+    );
+    content.push(length);
+    Ok(container(
+        CONTAINS,
+        c::MEASUREMENT_GROUP,
+        Some("1501"),
+        content,
+    ))
+}
+
+/// TID 320 "Image or Spatial Coordinates": a two-point SCOORD POLYLINE between voxel centres,
+/// SELECTED FROM its image. PS3.3 C.18.6.1.1: Graphic Data are (column, row) pairs in image
+/// pixels with (0, 0) at the top left corner of the top left pixel, so the centre of pixel
+/// (r, c) is (c + 0.5, r + 0.5).
+fn image_line(line: InPlaneLine, image: InMemDicomObject) -> InMemDicomObject {
+    let point = |[r, c]: [usize; 2]| [c as f32 + 0.5, r as f32 + 0.5];
+    let [x1, y1] = point(line.from);
+    let [x2, y2] = point(line.to);
+    let mut scoord = InMemDicomObject::new_empty();
+    scoord.set_str(tags::RELATIONSHIP_TYPE, INFERRED_FROM);
+    scoord.set_str(tags::VALUE_TYPE, "SCOORD");
+    scoord.put(DataElement::new(
+        tags::GRAPHIC_DATA,
+        VR::FL,
+        PrimitiveValue::F32([x1, y1, x2, y2].into_iter().collect()),
+    ));
+    scoord.set_str(tags::GRAPHIC_TYPE, "POLYLINE");
+    let mut selected = InMemDicomObject::new_empty();
+    selected.set_str(tags::RELATIONSHIP_TYPE, SELECTED_FROM);
+    selected.set_str(tags::VALUE_TYPE, "IMAGE");
+    selected.set_seq(tags::REFERENCED_SOP_SEQUENCE, vec![image]);
+    scoord.set_seq(tags::CONTENT_SEQUENCE, vec![selected]);
+    scoord
+}
+
+/// TID 1411 Volumetric ROI Measurements for one segment.
+fn volumetric_group(
+    source: &SourceSeries,
+    algorithm: &Algorithm,
+    seg: &SegmentationRef,
+    segment: &SegmentRef,
+    tracking: &(String, String),
+    m: &SegmentMeasurements,
+) -> InMemDicomObject {
+    let mut content = group_header(algorithm, segment, tracking);
     content.push(image_item(
         CONTAINS,
         c::REFERENCED_SEGMENT,
@@ -496,8 +631,8 @@ fn source_units(source: &SourceSeries) -> Option<String> {
     text(&source.instance, tags::UNITS)
 }
 
-/// TID 1419 ROI Measurements. An empty segment gets its volume, voxel and component counts
-/// (all 0) only: it has no extent and no intensities.
+/// TID 1419 ROI Measurements of a segment with voxels. The longest in-plane diameter is in the
+/// segment's TID 1501 group.
 fn measurements(
     modality: &str,
     units: Option<String>,
@@ -514,22 +649,19 @@ fn measurements(
         ),
         num_item(
             CONTAINS,
-            c::VOXEL_COUNT,
+            c::QUANTITY,
             m.voxel_count as f64,
             c::VOXELS,
             Vec::new(),
         ),
         num_item(
             CONTAINS,
-            c::COMPONENT_COUNT,
+            c::QUANTITY,
             f64::from(m.components),
-            c::NO_UNITS,
+            c::COMPONENTS,
             Vec::new(),
         ),
     ];
-    if m.voxel_count == 0 {
-        return items;
-    }
     items.push(num_item(
         CONTAINS,
         c::DIAMETER,
@@ -537,16 +669,11 @@ fn measurements(
         c::MILLIMETER,
         vec![modifier(c::DERIVATION, c::MAXIMUM)],
     ));
-    items.push(num_item(
-        CONTAINS,
-        c::LONG_AXIS,
-        m.max_diameter_inplane_mm,
-        c::MILLIMETER,
-        Vec::new(),
-    ));
     let (concept, unit) = match (modality, units.as_deref()) {
         ("CT", _) => (c::ATTENUATION_COEFFICIENT, c::HOUNSFIELD_UNIT),
         ("MR", _) => (c::MR_SIGNAL_INTENSITY, c::ARBITRARY_UNIT),
+        ("PT" | "NM", Some("BQML")) => (c::NM_TOMOGRAPHIC_ACTIVITY, c::BECQUEREL_PER_ML),
+        ("PT" | "NM", _) => (c::NM_TOMOGRAPHIC_ACTIVITY, c::ARBITRARY_UNIT),
         (_, Some("BQML")) => (c::IMAGE_INTENSITY, c::BECQUEREL_PER_ML),
         _ => (c::IMAGE_INTENSITY, c::ARBITRARY_UNIT),
     };
