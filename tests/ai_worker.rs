@@ -138,7 +138,10 @@ const LABEL_MAP_REFERENCE_DEFECT: &str = "Error - Shall not be present for Refer
 /// label map), and the report (sr.dcm) may not have a warning either.
 fn dciodvfy(path: &Path, label_map_references: bool) {
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/dciodvfy.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/peers/dciodvfy.py"
+        ))
         .arg(path)
         .output()
         .expect("python3");
