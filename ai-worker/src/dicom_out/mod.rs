@@ -1,12 +1,15 @@
-//! DICOM output of an analysis: the label masks as a binary Segmentation (PS3.3 A.51) and their
+//! DICOM output of an analysis: the label masks as a binary Segmentation (PS3.3 A.51), their
 //! measurements as a Comprehensive 3D SR measurement report (PS3.16 TID 1500) that points at
-//! the Segmentation, both as Part 10 objects (Explicit VR Little Endian) ready for STOW-RS.
+//! the Segmentation, and a human-readable Encapsulated PDF report (PS3.3 A.45.1) of both, all
+//! as Part 10 objects (Explicit VR Little Endian) ready for STOW-RS.
 //!
 //! Not here: computing masks and measurements (`inference`, `measure`), sending (STOW-RS).
 
 mod codes;
 mod color;
 mod dataset;
+mod report;
+mod report_pdf;
 mod seg;
 mod sr;
 
@@ -18,6 +21,7 @@ use crate::model::{Code, LabelSpec};
 use crate::volume::Volume;
 
 pub use color::srgb_to_dicom_lab;
+pub use report::{build_report, ReportSources, PDF_MIME_TYPE};
 pub use seg::build_segmentation;
 pub use sr::build_measurement_report;
 
