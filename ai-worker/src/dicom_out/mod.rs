@@ -1,14 +1,17 @@
 //! DICOM output of an analysis: the label masks as a Segmentation (PS3.3 A.51; a label map when
-//! the segments do not overlap) and their measurements as a Comprehensive 3D SR measurement
-//! report (PS3.16 TID 1500) that points at the Segmentation and draws each segment's longest
-//! in-plane diameter on its source slice, both as Part 10 objects (Explicit VR Little Endian)
-//! ready for STOW-RS. Tracking identifiers follow a finding of a patient across studies.
+//! the segments do not overlap), their measurements as a Comprehensive 3D SR measurement report
+//! (PS3.16 TID 1500) that points at the Segmentation and draws each segment's longest in-plane
+//! diameter on its source slice, and a human-readable Encapsulated PDF report (PS3.3 A.45.1) of
+//! both, all as Part 10 objects (Explicit VR Little Endian) ready for STOW-RS. Tracking
+//! identifiers follow a finding of a patient across studies.
 //!
 //! Not here: computing masks and measurements (`inference`, `measure`), sending (STOW-RS).
 
 mod codes;
 mod color;
 mod dataset;
+mod report;
+mod report_pdf;
 mod seg;
 mod sr;
 mod tracking;
@@ -21,6 +24,7 @@ use crate::model::{Code, LabelSpec};
 use crate::volume::Volume;
 
 pub use color::srgb_to_dicom_lab;
+pub use report::{build_report, ReportSources, PDF_MIME_TYPE};
 pub use seg::{
     build_segmentation, is_segmentation_sop_class, SegmentationType, LABEL_MAP_SEGMENTATION_STORAGE,
 };
