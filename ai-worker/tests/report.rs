@@ -117,6 +117,7 @@ fn report_is_a_valid_encapsulated_pdf_with_the_table() {
                 components: u32::from(n > 0),
                 max_diameter_3d_mm: 61.234,
                 max_diameter_inplane_mm: 58.96,
+                max_diameter_inplane_line: None,
                 mean: 603.04,
                 std_dev: 2.0,
                 min: 600.0,
