@@ -358,7 +358,7 @@ async fn worker_reports_make_one_track(backend: Backend) {
         let tracks = trend(
             &node,
             &patient,
-            &format!("?concept={VOLUME}&tracking_id=Lungs"),
+            &format!("?concept={VOLUME}&tracking_id=ct-classical%20Lungs"),
         );
         let points: usize = tracks
             .iter()
@@ -377,6 +377,8 @@ async fn worker_reports_make_one_track(backend: Backend) {
     };
     assert_eq!(lungs.len(), 1, "one track for the lungs: {lungs:#?}");
     let t = &lungs[0];
+    // the worker's Tracking Identifier is "<model> <segment label>" (docs/ai.md)
+    assert_eq!(t["tracking_id"], "ct-classical Lungs");
     assert_eq!(
         t["tracking_uid"],
         worker_tracking_uid(&patient, "", "ct-classical", "Lungs")
