@@ -61,6 +61,12 @@ export async function api(path, opts = {}) {
   if (response.status === 204) return null;
   const type = response.headers.get('content-type') || '';
   if (type.includes('json')) return response.json();
+  if ((headers.Accept || '').includes('json')) {
+    // e.g. an HTML page where an API was expected (a node without that API)
+    const err = new ApiError(response.status, `${what}: unexpected answer (${type.split(';')[0] || 'no content type'}), expected JSON`);
+    if (!opts.quiet) reportError(err.message);
+    throw err;
+  }
   return response.text();
 }
 

@@ -9,14 +9,15 @@ export function plot(container, { series, data, bars = false, height = 220, yLab
     height,
     scales: { x: { time: xTime } },
     axes: [{ ...AXIS }, { ...AXIS, label: yLabel, size: 60 }],
-    series: [{}, ...series.map((s) => ({
-      stroke: '#5acce6',
-      width: 2,
-      fill: bars ? 'rgba(90,204,230,0.35)' : undefined,
-      points: { show: true, size: 7, fill: '#090c29', stroke: '#5acce6' },
-      paths: bars && window.uPlot.paths && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.7, 60] }) : undefined,
-      ...s,
-    }))],
+    series: [{}, ...series.map((s) => {
+      const one = { stroke: '#5acce6', width: 2, points: { show: true, size: 7, fill: '#090c29', stroke: '#5acce6' } };
+      if (bars) {
+        one.fill = 'rgba(90,204,230,0.35)';
+        one.points = { show: false };
+        if (window.uPlot.paths && window.uPlot.paths.bars) one.paths = window.uPlot.paths.bars({ size: [0.7, 60] });
+      }
+      return { ...one, ...s };
+    })],
     legend: { show: true },
     cursor: { drag: { x: false, y: false } },
   };

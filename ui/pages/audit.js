@@ -9,6 +9,7 @@ const PAGE = 50;
 const EVENTS = ['application-activity', 'user-authentication', 'query', 'instances-accessed', 'begin-transferring',
   'instances-transferred', 'export', 'security-alert'];
 const OUTCOMES = [['', 'any'], ['0', '0 success'], ['4', '4 minor failure'], ['8', '8 serious failure'], ['12', '12 major failure']];
+const OUTCOME_TEXT = { 0: 'success', 4: 'minor failure', 8: 'serious failure', 12: 'major failure' };
 const FIELDS = ['from', 'to', 'user', 'ae', 'patient', 'study', 'event', 'outcome'];
 
 /** datetime-local (local time, no zone) → RFC 3339 in UTC. */
@@ -93,7 +94,7 @@ export default async function render(main, ctx) {
     const outcome = Number(rec.outcome);
     const tr = h('tr', { class: 'clickable', dataset: { auditId: String(rec.seq), eventType: rec.event } },
       h('td', {}, String(rec.seq)), h('td', {}, fmtTs(rec.time_ms || rec.time)), h('td', {}, rec.event),
-      h('td', {}, badge(String(outcome), outcome === 0 ? 'ok' : 'bad')), h('td', {}, rec.user || ''), h('td', { class: 'mono' }, rec.ae || ''),
+      h('td', {}, badge(OUTCOME_TEXT[outcome] || String(outcome), outcome === 0 ? 'ok' : 'bad')), h('td', {}, rec.user || ''), h('td', { class: 'mono' }, rec.ae || ''),
       h('td', {}, rec.address || ''),
       h('td', {}, rec.patient_id ? h('a', { href: `/ui/patients/${encodeURIComponent(rec.patient_id)}` }, rec.patient_id) : ''),
       h('td', { class: 'small' }, (rec.study_uids || []).map((u) => h('div', {}, h('a', { href: `/ui/studies/${encodeURIComponent(u)}`, class: 'mono' }, u)))));

@@ -126,7 +126,11 @@ export default async function render(main, ctx) {
         dataset: { thumbnail: '' }, loading: 'lazy', alt: '',
         src: `${dw}/studies/${encodeURIComponent(uid)}/series/${encodeURIComponent(suid)}/thumbnail`,
       });
-      img.addEventListener('error', () => img.classList.add('broken'));
+      img.addEventListener('error', () => {
+        if (img.classList.contains('broken')) return;
+        img.classList.add('broken');
+        img.src = placeholder(modality);
+      });
       series.tbody.append(h('tr', { dataset: { seriesUid: suid } },
         h('td', {}, img), h('td', {}, dv(se, '00200011')), h('td', {}, badge(modality, 'mod')),
         h('td', {}, dv(se, '0008103E')), h('td', {}, `${fmtDate(dv(se, '00080021'))} ${fmtTime(dv(se, '00080031'))}`),
@@ -147,6 +151,12 @@ export default async function render(main, ctx) {
   await loadJobs();
   await loadSeries();
   return cleanup;
+}
+
+/** A thumbnail's stand-in where the series has no image (SR, a document): its modality. */
+function placeholder(modality) {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64" fill="#041c4a"/><text x="32" y="37" font-family="sans-serif" font-size="13" fill="#5acce6" text-anchor="middle">${(modality || '?').replace(/[^A-Z0-9]/gi, '')}</text></svg>`;
+  return `data:image/svg+xml,${encodeURIComponent(svg)}`;
 }
 
 function sendPanel(ctx, uid) {
