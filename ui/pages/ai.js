@@ -75,7 +75,7 @@ export default async function render(main, ctx) {
       });
       routes.tbody.append(h('tr', { dataset: { route: String(i), enabled: String(enabled) }, class: enabled ? '' : 'muted' },
         h('td', {}, String(i + 1)), h('td', {}, r.model),
-        h('td', {}, (r.modality || []).join(', ')), h('td', {}, (r.body_part || []).join(', ')), h('td', { class: 'mono' }, r.series_description || ''),
+        h('td', {}, (r.modality || []).join(', ')), h('td', {}, (r.body_part || []).join(', ')), h('td', { class: 'mono wrap' }, r.series_description || ''),
         h('td', { class: 'wrap small' }, (r.sop_class || []).join(', ')), h('td', {}, (r.calling_ae || []).join(', ')),
         h('td', {}, enabled ? badge('enabled', 'ok') : badge('disabled', 'state-cancelled')),
         h('td', { class: 'actions' }, toggle, edit, remove)));

@@ -4,7 +4,7 @@ import { api } from '../api.js';
 import { h, fmtInt, fmtBytes } from '../dom.js';
 
 export default async function render(main, ctx) {
-  main.append(h('div', { class: 'page-head' }, h('h1', {}, `Welcome, ${ctx.identity.principal}`)));
+  main.append(h('div', { class: 'page-head' }, h('h1', {}, `Welcome, ${ctx.identity.principal.replace(/^user:/, '')}`)));
   const cards = h('div', { class: 'cards' });
   main.append(cards);
   const links = [

@@ -84,7 +84,7 @@ export default async function render(main, ctx) {
       h('td', {}, dv(s, '00100020')),
       h('td', {}, `${fmtDate(dv(s, '00080020'))} ${fmtTime(dv(s, '00080030'))}`),
       h('td', {}, (s['00080061'] && s['00080061'].Value || []).map((m) => badge(m, 'mod'))),
-      h('td', {}, dv(s, '00081030')),
+      h('td', { class: 'wrap' }, dv(s, '00081030')),
       h('td', {}, dv(s, '00080050')),
       h('td', { class: 'num' }, fmtInt(dv(s, '00201206') || null)),
       h('td', { class: 'num' }, fmtInt(dv(s, '00201208') || null))));

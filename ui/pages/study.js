@@ -133,14 +133,14 @@ export default async function render(main, ctx) {
       });
       series.tbody.append(h('tr', { dataset: { seriesUid: suid } },
         h('td', {}, img), h('td', {}, dv(se, '00200011')), h('td', {}, badge(modality, 'mod')),
-        h('td', {}, dv(se, '0008103E')), h('td', {}, `${fmtDate(dv(se, '00080021'))} ${fmtTime(dv(se, '00080031'))}`),
+        h('td', { class: 'wrap' }, dv(se, '0008103E')), h('td', {}, `${fmtDate(dv(se, '00080021'))} ${fmtTime(dv(se, '00080031'))}`),
         h('td', { class: 'num' }, fmtInt(dv(se, '00201209') || 0)), h('td', {}, shortUid(suid))));
       if (AI_KINDS[modality]) {
         results += 1;
         const [model, version] = modelOf(suid, dv(se, '0008103E'), dv(se, '00081090'));
         ai.tbody.append(h('tr', { dataset: { aiResult: modality, seriesUid: suid } },
           h('td', {}, badge(modality, 'mod')), h('td', {}, model), h('td', {}, version),
-          h('td', {}, dv(se, '0008103E')), h('td', {}, `${fmtDate(dv(se, '00080021'))} ${fmtTime(dv(se, '00080031'))}`),
+          h('td', { class: 'wrap' }, dv(se, '0008103E')), h('td', {}, `${fmtDate(dv(se, '00080021'))} ${fmtTime(dv(se, '00080031'))}`),
           h('td', {}, shortUid(suid))));
       }
     }
