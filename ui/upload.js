@@ -4,7 +4,7 @@
 // memory here.
 
 import { upload } from './api.js';
-import { h, dv } from './dom.js';
+import { h, clear, dv } from './dom.js';
 
 const BATCH_FILES = 50;
 const BATCH_BYTES = 256 * 1024 * 1024;
@@ -77,7 +77,7 @@ export function uploadWidget(dicomweb, onDone) {
       sent += batchBytes;
       progress.value = sent;
     }
-    result.replaceChildren(
+    clear(result,
       h('span', { class: failed ? 'bad' : 'ok' }, `Stored ${stored} instance(s)${failed ? `, ${failed} failed` : ''}.`),
       reasons.length ? h('ul', { class: 'small muted' }, reasons.slice(0, 10).map((r) => h('li', {}, r))) : null);
     input.value = '';

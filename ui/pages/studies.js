@@ -58,9 +58,11 @@ export default async function render(main, ctx) {
   main.append(h('div', { class: 'page-head' }, h('h1', {}, 'Studies')),
     h('div', { class: 'panel' }, form),
     h('div', { class: 'panel' }, wrap, h('div', { class: 'pager' }, info, prev, next)));
-  if (ctx.can('write')) main.append(uploadWidget(ctx.config.dicomweb, () => ctx.navigate(location.pathname + location.search, { replace: true })));
-
+  if (ctx.can('write')) main.append(uploadWidget(ctx.config.dicomweb, () => load()));
   emptyRow(tbody, 8, 'Searching…');
+  await load();
+
+  async function load() {
   const params = { ...qidoParams(q), includefield: INCLUDE, limit: PAGE + 1, offset: offset || '' };
   let rows;
   try {
@@ -91,6 +93,7 @@ export default async function render(main, ctx) {
   }
   info.textContent = rows.length ? `${offset + 1}–${offset + rows.length}${more ? '' : ` of ${offset + rows.length}`}` : '';
   next.disabled = !more;
+  }
 }
 
 function label(name) {
