@@ -173,8 +173,9 @@ function sendPanel(ctx, uid) {
   panel.append(h('div', { class: 'toolbar' }, picker, button, progress), summary, results.wrap);
   if (ctx.can('admin')) {
     api('/api/aes').then((aes) => {
-      picker.replaceChildren(...(aes.length ? [] : [h('option', { value: '' }, 'No AE registered')]),
-        ...aes.filter((a) => a.host && a.port).map((a) => h('option', { value: a.title }, `${a.title} (${a.host}:${a.port})`)));
+      const reachable = aes.filter((a) => a.host && a.port).sort((a, b) => a.title.localeCompare(b.title));
+      picker.replaceChildren(...(reachable.length ? [] : [h('option', { value: '' }, 'No AE with an address')]),
+        ...reachable.map((a) => h('option', { value: a.title }, `${a.title} (${a.host}:${a.port})`)));
     }).catch(() => picker.replaceChildren(h('option', { value: '' }, 'AEs not available')));
   }
   button.addEventListener('click', async () => {
