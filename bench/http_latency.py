@@ -3,18 +3,23 @@
 
 usage: http_latency.py HOST PORT RUNS NAME=PATH[ PATH...][|ACCEPT] ...
 A NAME ending in '_mbps' is instead downloaded RUNS times and reported as MB/s.
+HTTP_LATENCY_HEADER="Name: value" adds one header to every request (e.g. a session cookie).
 """
 import http.client
+import os
 import statistics
 import sys
 import time
 
 host, port, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 conn = http.client.HTTPConnection(host, port)
+EXTRA = os.environ.get("HTTP_LATENCY_HEADER", "").partition(":") if os.environ.get("HTTP_LATENCY_HEADER") else None
 
 
 def fetch(path, accept):
     headers = {"Accept": accept} if accept else {}
+    if EXTRA:
+        headers[EXTRA[0].strip()] = EXTRA[2].strip()
     conn.request("GET", path, headers=headers)
     r = conn.getresponse()
     body = r.read()

@@ -269,6 +269,64 @@ fn identifier_text(identifier: &dicom_object::InMemDicomObject, tag: dicom_core:
         .unwrap_or_default()
 }
 
+impl NodeDimseService {
+    /// A refused association as a Security Alert (Node Authentication), a refused user
+    /// identity as a failed User Authentication too.
+    async fn audit_refusal(
+        &self,
+        peer: &AssociationPeer,
+        offer: Option<&IdentityOffer>,
+        refusal: AssociationRefusal,
+    ) {
+        let address = peer.address.ip().to_string();
+        let why = match refusal {
+            AssociationRefusal::CallingAeTitleNotRecognized => {
+                "association refused: calling AE title not recognized"
+            }
+            AssociationRefusal::CalledAeTitleNotRecognized => {
+                "association refused: called AE title not recognized"
+            }
+            AssociationRefusal::AuthenticationFailed => {
+                "association refused: user identity not accepted"
+            }
+        };
+        let user = offer.and_then(|o| match &o.identity {
+            OfferedIdentity::Username(u) => Some(u.clone()),
+            OfferedIdentity::UsernamePasscode { username, .. } => Some(username.clone()),
+            _ => None,
+        });
+        if refusal == AssociationRefusal::AuthenticationFailed {
+            self.audit
+                .record(
+                    AuditEvent::new(EventKind::UserAuthentication)
+                        .type_code(audit_types::login())
+                        .failed(Outcome::MinorFailure, why)
+                        .participant(
+                            Participant::user(user.as_deref().unwrap_or("unknown"), Some(&address))
+                                .requestor(),
+                        )
+                        .participant(Participant::node(&self.audit.node_ae)),
+                )
+                .await;
+        }
+        self.audit
+            .record(
+                AuditEvent::new(EventKind::SecurityAlert)
+                    .type_code(audit_types::node_authentication())
+                    .failed(Outcome::MinorFailure, why)
+                    .participant(
+                        Participant::ae(&peer.calling_ae_title, Some(&address)).requestor(),
+                    )
+                    .participant(Participant::node(&self.audit.node_ae))
+                    .object(
+                        ObjectRef::node(&peer.calling_ae_title)
+                            .detail("CalledAETitle", peer.called_ae_title.clone()),
+                    ),
+            )
+            .await;
+    }
+}
+
 #[async_trait::async_trait]
 impl DimseService for NodeDimseService {
     /// [`NodeDimseService::decide_association`]; a refusal is recorded as a Security Alert
@@ -281,56 +339,7 @@ impl DimseService for NodeDimseService {
         let decided = self.decide_association(peer, offer).await;
         let address = peer.address.ip().to_string();
         match &decided {
-            Err(refusal) => {
-                let why = match refusal {
-                    AssociationRefusal::CallingAeTitleNotRecognized => {
-                        "association refused: calling AE title not recognized"
-                    }
-                    AssociationRefusal::CalledAeTitleNotRecognized => {
-                        "association refused: called AE title not recognized"
-                    }
-                    AssociationRefusal::AuthenticationFailed => {
-                        "association refused: user identity not accepted"
-                    }
-                };
-                let user = offer.and_then(|o| match &o.identity {
-                    OfferedIdentity::Username(u) => Some(u.clone()),
-                    OfferedIdentity::UsernamePasscode { username, .. } => Some(username.clone()),
-                    _ => None,
-                });
-                if *refusal == AssociationRefusal::AuthenticationFailed {
-                    self.audit
-                        .record(
-                            AuditEvent::new(EventKind::UserAuthentication)
-                                .type_code(audit_types::login())
-                                .failed(Outcome::MinorFailure, why)
-                                .participant(
-                                    Participant::user(
-                                        user.as_deref().unwrap_or("unknown"),
-                                        Some(&address),
-                                    )
-                                    .requestor(),
-                                )
-                                .participant(Participant::node(&self.audit.node_ae)),
-                        )
-                        .await;
-                }
-                self.audit
-                    .record(
-                        AuditEvent::new(EventKind::SecurityAlert)
-                            .type_code(audit_types::node_authentication())
-                            .failed(Outcome::MinorFailure, why)
-                            .participant(
-                                Participant::ae(&peer.calling_ae_title, Some(&address)).requestor(),
-                            )
-                            .participant(Participant::node(&self.audit.node_ae))
-                            .object(
-                                ObjectRef::node(&peer.calling_ae_title)
-                                    .detail("CalledAETitle", peer.called_ae_title.clone()),
-                            ),
-                    )
-                    .await;
-            }
+            Err(refusal) => self.audit_refusal(peer, offer, *refusal).await,
             Ok(grant) if grant.user.is_some() => {
                 self.audit
                     .record(
@@ -348,6 +357,15 @@ impl DimseService for NodeDimseService {
             Ok(_) => {}
         }
         decided
+    }
+
+    async fn association_refused(
+        &self,
+        peer: &AssociationPeer,
+        offer: Option<&IdentityOffer>,
+        refusal: AssociationRefusal,
+    ) {
+        self.audit_refusal(peer, offer, refusal).await;
     }
 
     async fn store(&self, request: StoreRequest) -> StoreOutcome {

@@ -295,6 +295,8 @@ impl Storage {
                 Some((chunk, end))
             }
         })
+        // polled again after its end by some consumers (the compression layer): fused, not a panic
+        .fuse()
         .boxed())
     }
 

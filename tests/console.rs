@@ -713,6 +713,12 @@ async fn statistics_refusals_and_verify(backend: Backend) {
         assert!(!crate::support::echoscu(&node, aet).status.success());
     }
     assert!(crate::support::echoscu(&node, "CT1").status.success());
+    // a known AE calling the wrong AE title: refused by the listener itself, listed too
+    let mut wrong_called = crate::support::dcmtk_command("echoscu");
+    wrong_called
+        .args(["-aet", "CT1", "-aec", "NOT-THIS-NODE", "127.0.0.1"])
+        .arg(node.dimse_port().to_string());
+    assert!(!wrong_called.output().unwrap().status.success());
     std::thread::sleep(std::time::Duration::from_millis(600));
     let r = send(
         &node,
@@ -724,7 +730,16 @@ async fn statistics_refusals_and_verify(backend: Backend) {
     assert_eq!(r.status, 200, "{}", r.text());
     let refused = json(&r);
     let groups = refused.as_array().unwrap();
-    assert_eq!(groups.len(), 2, "{refused}");
+    assert_eq!(groups.len(), 3, "{refused}");
+    let ct1 = groups.iter().find(|g| g["calling_ae"] == "CT1").unwrap();
+    assert_eq!(ct1["count"], 1);
+    assert!(
+        ct1["reason"]
+            .as_str()
+            .unwrap()
+            .contains("called AE title not recognized"),
+        "{ct1}"
+    );
     let stranger = groups
         .iter()
         .find(|g| g["calling_ae"] == "STRANGER")

@@ -63,6 +63,23 @@ fn unpack(node: &Node, auth: &str, id: i64, dir: &Path) -> Vec<PathBuf> {
         b"",
     );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&zip));
+    // as a browser asks for it (Accept-Encoding: gzip): the same archive, not compressed again
+    let browser = http_request(
+        node.http_port(),
+        "GET",
+        &format!("/api/exports/{id}/archive"),
+        &[
+            ("Authorization", auth),
+            ("Accept-Encoding", "gzip, deflate, br"),
+        ],
+        b"",
+    );
+    assert_eq!(browser.status, 200);
+    assert_eq!(browser.header("content-encoding"), None);
+    assert!(
+        browser.body == zip,
+        "the archive differs when gzip is accepted"
+    );
     let path = dir.with_extension("zip");
     std::fs::write(&path, zip).unwrap();
     let out = std::process::Command::new(python())

@@ -89,7 +89,10 @@ fn layers(
     let compress = SizeAbove::new(1024)
         .and(NotForContentType::new("multipart/related"))
         .and(NotForContentType::IMAGES)
-        .and(NotForContentType::new("application/octet-stream"));
+        .and(NotForContentType::new("application/octet-stream"))
+        // already compressed
+        .and(NotForContentType::new("application/zip"))
+        .and(NotForContentType::new("application/pdf"));
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request| {
             let id = request

@@ -290,6 +290,17 @@ pub trait DimseService: Send + Sync + 'static {
         offer: Option<&IdentityOffer>,
     ) -> Result<AssociationGrant, AssociationRefusal>;
 
+    /// Told of an association the listener refused itself, before asking
+    /// [`DimseService::authorize_association`] (a Called AE Title that is not this node's), so
+    /// that every refusal can be recorded.
+    async fn association_refused(
+        &self,
+        _peer: &AssociationPeer,
+        _offer: Option<&IdentityOffer>,
+        _refusal: AssociationRefusal,
+    ) {
+    }
+
     /// Stores one instance. Must answer Success only once the object and its index row are
     /// durable.
     async fn store(&self, request: StoreRequest) -> StoreOutcome;

@@ -169,7 +169,8 @@ async fn archive(
         .into_response()
 }
 
-/// A file as a stream of 1 MiB chunks.
+/// A file as a stream of 1 MiB chunks, fused: the compression layer polls once more after the
+/// end, which an unfused `unfold` answers with a panic (seen as a cut-off gzip download).
 fn tokio_util_stream(
     file: tokio::fs::File,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
@@ -185,6 +186,7 @@ fn tokio_util_stream(
             Err(e) => Some((Err(e), file)),
         }
     })
+    .fuse()
 }
 
 #[derive(Deserialize)]

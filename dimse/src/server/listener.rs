@@ -522,7 +522,11 @@ async fn establish<S: Transport>(
     }
     let offer = request.identity().cloned();
     let verdict = if who.called_ae_title != config.ae_title.trim() {
-        Err(AssociationRefusal::CalledAeTitleNotRecognized)
+        let refusal = AssociationRefusal::CalledAeTitleNotRecognized;
+        service
+            .association_refused(&who, offer.as_ref(), refusal)
+            .await;
+        Err(refusal)
     } else {
         service.authorize_association(&who, offer.as_ref()).await
     };
