@@ -161,7 +161,10 @@ fn check_report(r: &Value, job: &Value, title: &str) {
     let model = job["result"]["model"].as_str().unwrap();
     let version = job["result"]["model_version"].as_str().unwrap();
     assert_eq!(r["sop_class_uid"], "1.2.840.10008.5.1.4.1.1.104.1", "{r}");
-    assert_eq!(r["sop_instance_uid"], stored_instance(job, "REPORT").as_str());
+    assert_eq!(
+        r["sop_instance_uid"],
+        stored_instance(job, "REPORT").as_str()
+    );
     assert_eq!(r["study_instance_uid"], job["study_instance_uid"]);
     assert_eq!(r["modality"], "DOC");
     assert_eq!(r["mime_type"], "application/pdf");
@@ -223,7 +226,12 @@ fn check_report(r: &Value, job: &Value, title: &str) {
             .any(|l| l.starts_with(&format!("Model: {model} {version}"))),
         "{text:#?}"
     );
-    for (i, segment) in job["result"]["segments"].as_array().unwrap().iter().enumerate() {
+    for (i, segment) in job["result"]["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         let name = format!("{} {}", i + 1, segment["label"].as_str().unwrap());
         let row = lines
             .iter()
