@@ -1,17 +1,20 @@
-// The AI worker's results as a radiologist sees them in OHIF: for each analysed series (a CT
-// and the deepbrain reference MR), after the worker has stored its SEG, TID 1500 SR and
-// Encapsulated PDF report, the SEG's overlay must cover the mask on the slice where the
-// largest segment is largest, the SR must list and draw a measurement with its value, and the
-// report must render.
+// The AI worker's results as a radiologist sees them in OHIF: for each analysed series (CTs of
+// 512 x 512 and 250 x 250 and the deepbrain reference MR, so a BINARY, a FRACTIONAL and a
+// LABELMAP Segmentation), after the worker has stored its SEG, TID 1500 SR and Encapsulated
+// PDF report, the SEG's overlay must cover the mask on the slice with the most segments, each
+// TID 1501 length of the SR must be drawn on its slice with its value, and the report must be
+// fetched and drawn by Chromium's PDF viewer.
 //
 //   node ohif-ai.mjs
 //       Environment:
 //         PACS_DICOMWEB   the node's DICOMweb root; the viewer (prepared with
 //                         `ohif.mjs prepare ... --hydrate`) is served at / on the same origin
 //         E2E_AI_CASES    NAME=STUDY_UID/SOURCE_SERIES_UID, comma-separated (e.g.
-//                         ct=1.2.3/1.2.4,mr=1.2.5/1.2.6): the series the worker analysed
-//         E2E_ARTIFACTS   screenshots (ai-NAME-seg.png, ai-NAME-sr.png, ai-NAME-report.png),
-//                         expectations (ai-NAME-expected.json) and ohif-ai-console.log
+//                         ct512=1.2.3/1.2.4,mr=1.2.5/1.2.6): the series the worker analysed
+//         E2E_ARTIFACTS   screenshots (ai-NAME-study.png: the study opened; ai-NAME-seg.png,
+//                         ai-NAME-sr.png, ai-NAME-sr-drawn.png: the longest length on its
+//                         slice, ai-NAME-report.png), expectations (ai-NAME-expected.json) and
+//                         ohif-ai-console.log
 //         CHROMIUM, E2E_TIMEOUT_MS as for ohif.mjs; PYTHON (default python3)
 //
 // What OHIF should draw comes from the objects themselves, read by highdicom
@@ -29,9 +32,17 @@ import { artifactsDir, check, dicomwebRoot, indent, requireEnv, runChecks } from
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-/** A sampled pixel is the overlay's colour when its channels differ by more than this. */
+/**
+ * A sampled pixel is the overlay's colour when its channels differ by more than this: greyscale
+ * images render with equal channels (a few levels of difference from interpolation at most),
+ * while the segments' colours blended at OHIF's fill opacity differ by well over it.
+ */
 export const TINT_THRESHOLD = 12;
-/** At least this share of the mask's pixels must show the overlay ... */
+/**
+ * At least this share of the mask's pixels must show the overlay (pixels next to the mask's
+ * border are not sampled, so a correct overlay gives 100 %; a shifted or striped one, as OHIF
+ * drew mid-byte BINARY frames, falls far below) ...
+ */
 export const MIN_INSIDE_COVERED = 0.9;
 /** ... and at most this share of the pixels outside it. */
 export const MAX_OUTSIDE_COVERED = 0.05;

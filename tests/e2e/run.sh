@@ -281,12 +281,12 @@ else
 fi
 
 # >>> AI suite (ohif-ai.mjs) ------------------------------------------------------------------
-# A third node with the AI worker pool (--worker-token, the shipped models in ai-worker/models)
+# A third node with the AI worker pool (a worker token, the shipped models in ai-worker/models)
 # and one real pacs-ai-worker process (target/debug/pacs-ai-worker beside PACS_BIN, built by
 # `cargo test --workspace`; it loads libonnxruntime from ORT_DYLIB_PATH or the onnxruntime
-# wheel of tests/requirements.txt). The synthetic CT above and the deepbrain reference MR
-# (ai-worker/models/deepbrain/reference/dicom) and a 250 x 250 CT are stored with storescu; once
-# the three jobs have succeeded, ohif-ai.mjs opens each SEG, SR and report in a viewer prepared
+# wheel of tests/requirements.txt). The synthetic CT above, a 250 x 250 CT and the deepbrain
+# reference MR (ai-worker/models/deepbrain/reference/dicom) are stored with storescu; once the
+# three jobs have succeeded, ohif-ai.mjs opens each SEG, SR and report in a viewer prepared
 # with --hydrate.
 # Own data directory, ports and viewer: the SEG/SR/DOC series must not change what ohif.mjs
 # sees. Environment: PACS_AI_WORKER_BIN (default: pacs-ai-worker beside PACS_BIN),
@@ -314,7 +314,7 @@ ai_jobs() {
         });'
 }
 
-# ai_suite: the node, the worker, the two series and their jobs, then ohif-ai.mjs
+# ai_suite: the node, the worker, the three series and their jobs, then ohif-ai.mjs
 ai_suite() {
     local worker_bin=${PACS_AI_WORKER_BIN:-$(dirname "${PACS_BIN}")/pacs-ai-worker}
     local token attempt jobs cases deadline t0 odd_series
