@@ -279,6 +279,10 @@ struct SynthArgs {
     /// between follow-up studies (its volume scales with the cube).
     #[arg(long, default_value_t = 1.0)]
     lung_scale: f64,
+    /// Rows and columns of every image (default 512 for CT, 256 for MR). The pixel spacing
+    /// stays; the phantom is scaled to the field of view.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(16..=2048))]
+    size: Option<u16>,
 }
 
 /// Logs go to standard error: standard output is the commands' answer (`pacs key create`
@@ -544,6 +548,10 @@ fn run_synth(args: SynthArgs) -> Result<(), Box<dyn std::error::Error>> {
     opts.out = args.out;
     opts.study_date = args.study_date;
     opts.lung_scale = args.lung_scale;
+    if let Some(size) = args.size {
+        opts.rows = size;
+        opts.columns = size;
+    }
     let started = std::time::Instant::now();
     let summary = pacs_synth::synthesise(&opts)?;
     println!(

@@ -12,6 +12,9 @@ import { checkError } from './lib.mjs';
 export const VIEWPORT_PANE = '[data-cy="viewport-pane"]';
 export const VIEWPORT_CANVAS = '.cornerstone-viewport-element canvas, [data-viewport-uid] canvas, canvas.cornerstone-canvas';
 
+/** Chromium's PDF viewer: its extension (a fixed ID) and the browser's own resources. */
+const PDF_VIEWER_URLS = ['chrome-extension://mhjfbmdgcfjbbpaeojofohoefgiehjai/', 'chrome://resources/'];
+
 /** Chromium flags: software WebGL, headless, and nothing that talks to the internet. */
 export function chromiumArgs() {
   const args = [
@@ -48,8 +51,9 @@ export function chromiumArgs() {
  * loaded; anything else is aborted and listed in `blocked`. Console messages, page errors,
  * failed requests and every answer >= 400 go to `note` and `badResponses`; each request under
  * `root` (the DICOMweb root) is passed to `onDicomweb(request)` and counted in `dicomwebRequests`.
+ * `pdfViewer`: Chromium's built-in PDF viewer (an extension inside the browser) may load too.
  */
-export async function openBrowser({ origins, root, note, onDicomweb }) {
+export async function openBrowser({ origins, root, note, onDicomweb, pdfViewer = false }) {
   const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pacs-e2e-chromium-'));
   const session = { profile, context: undefined, page: undefined, badResponses: [], blocked: [], dicomwebRequests: [] };
@@ -70,7 +74,8 @@ export async function openBrowser({ origins, root, note, onDicomweb }) {
   const { context, badResponses, blocked, dicomwebRequests } = session;
   await context.route('**/*', route => {
     const url = route.request().url();
-    if (origins.some(origin => url.startsWith(`${origin}/`)) || url.startsWith('data:') || url.startsWith('blob:')) {
+    const local = pdfViewer && PDF_VIEWER_URLS.some(prefix => url.startsWith(prefix));
+    if (origins.some(origin => url.startsWith(`${origin}/`)) || url.startsWith('data:') || url.startsWith('blob:') || local) {
       return route.continue();
     }
     blocked.push(url);

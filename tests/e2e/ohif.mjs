@@ -1,13 +1,15 @@
 // The OHIF viewer (the prebuilt @ohif/app package from npm) against a running pacs node, in
 // headless Debian Chromium driven by playwright-core.
 //
-//   node ohif.mjs prepare VIEWER_DIR DICOMWEB_ROOT [--oidc ISSUER [--oidc-client-id ID]]
+//   node ohif.mjs prepare VIEWER_DIR DICOMWEB_ROOT [--oidc ISSUER [--oidc-client-id ID]] [--hydrate]
 //       copies node_modules/@ohif/app/dist to VIEWER_DIR and writes an app-config.js whose
 //       only data source is the node's DICOMweb at DICOMWEB_ROOT; the node then serves
 //       VIEWER_DIR with `pacs serve --viewer-dir VIEWER_DIR`. Without --oidc the viewer is
 //       anonymous; with it, app-config.js is the shipped conf/ohif/app-config.js (login at
 //       ISSUER as the public client ID, default `ohif`, bearer token on every request) with
-//       its constants filled in.
+//       its constants filled in. --hydrate (for ohif-ai.mjs): a SEG or SR put in a viewport
+//       is loaded onto its source images without asking (disableConfirmationPrompts,
+//       measurementTrackingMode "simplified").
 //
 //   node ohif.mjs
 //       runs the checks. Environment:
@@ -52,7 +54,7 @@ import {
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-function appConfig(root) {
+function appConfig(root, { hydrate = false } = {}) {
   const config = {
     routerBasename: '/',
     showStudyList: true,
@@ -95,6 +97,10 @@ function appConfig(root) {
       },
     ],
   };
+  if (hydrate) {
+    config.disableConfirmationPrompts = true;
+    config.measurementTrackingMode = 'simplified';
+  }
   return (
     '// Written by tests/e2e/ohif.mjs: OHIF against the pacs node under test.\n' +
     `window.config = ${JSON.stringify(config, null, 2)};\n`
@@ -122,7 +128,7 @@ function oidcAppConfig(root, { issuer, clientId }) {
   );
 }
 
-function prepare(viewerDir, root, oidc) {
+function prepare(viewerDir, root, oidc, { hydrate = false } = {}) {
   const dist = path.join(here, 'node_modules', '@ohif', 'app', 'dist');
   check(
     fs.existsSync(path.join(dist, 'index.html')),
@@ -130,7 +136,7 @@ function prepare(viewerDir, root, oidc) {
   );
   fs.rmSync(viewerDir, { recursive: true, force: true });
   fs.cpSync(dist, viewerDir, { recursive: true });
-  fs.writeFileSync(path.join(viewerDir, 'app-config.js'), oidc ? oidcAppConfig(root, oidc) : appConfig(root));
+  fs.writeFileSync(path.join(viewerDir, 'app-config.js'), oidc ? oidcAppConfig(root, oidc) : appConfig(root, { hydrate }));
   const login = oidc ? `, login at ${oidc.issuer} as client ${oidc.clientId}` : '';
   console.log(`OHIF ${readVersion()} prepared in ${viewerDir} for ${root}${login}`);
 }
@@ -328,15 +334,19 @@ async function run() {
   }
 }
 
-const USAGE = 'usage: node ohif.mjs [prepare VIEWER_DIR DICOMWEB_ROOT [--oidc ISSUER [--oidc-client-id ID]]]';
+const USAGE = 'usage: node ohif.mjs [prepare VIEWER_DIR DICOMWEB_ROOT [--oidc ISSUER [--oidc-client-id ID]] [--hydrate]]';
 const [command, ...rest] = process.argv.slice(2);
 if (command === 'prepare') {
   const [viewerDir, root, ...options] = rest;
   let oidc;
   let clientId = 'ohif';
+  let hydrate = false;
   for (let i = 0; i < options.length; i += 2) {
     const [option, value] = [options[i], options[i + 1]];
-    if (option === '--oidc' && value) {
+    if (option === '--hydrate') {
+      hydrate = true;
+      i -= 1;
+    } else if (option === '--oidc' && value) {
       oidc = { issuer: value.replace(/\/+$/, '') };
     } else if (option === '--oidc-client-id' && value) {
       clientId = value;
@@ -349,7 +359,7 @@ if (command === 'prepare') {
     console.error(USAGE);
     process.exit(2);
   }
-  prepare(path.resolve(viewerDir), root.replace(/\/+$/, ''), oidc && { ...oidc, clientId });
+  prepare(path.resolve(viewerDir), root.replace(/\/+$/, ''), oidc && { ...oidc, clientId }, { hydrate });
 } else if (command === undefined) {
   await run();
 } else {

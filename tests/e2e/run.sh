@@ -280,6 +280,120 @@ else
     run_suite ohif-login ohif-login.mjs
 fi
 
+# >>> AI suite (ohif-ai.mjs) ------------------------------------------------------------------
+# A third node with the AI worker pool (a worker token, the shipped models in ai-worker/models)
+# and one real pacs-ai-worker process (target/debug/pacs-ai-worker beside PACS_BIN, built by
+# `cargo test --workspace`; it loads libonnxruntime from ORT_DYLIB_PATH or the onnxruntime
+# wheel of tests/requirements.txt). The synthetic CT above, a 250 x 250 CT and the deepbrain
+# reference MR (ai-worker/models/deepbrain/reference/dicom) are stored with storescu; once the
+# three jobs have succeeded, ohif-ai.mjs opens each SEG, SR and report in a viewer prepared
+# with --hydrate.
+# Own data directory, ports and viewer: the SEG/SR/DOC series must not change what ohif.mjs
+# sees. Environment: PACS_AI_WORKER_BIN (default: pacs-ai-worker beside PACS_BIN),
+# E2E_AI_JOB_TIMEOUT (seconds, default 600).
+ai_node_pid=""
+ai_worker_pid=""
+ai_stop() {
+    stop "${ai_worker_pid}"
+    stop "${ai_node_pid}"
+    ai_worker_pid=""
+    ai_node_pid=""
+}
+# finish() does not know these two: stop them first, keeping the exit status for finish
+trap 'ai_rc=$?; ai_stop; (exit "${ai_rc}"); finish' EXIT
+(cd "${artifacts}" && rm -f ohif-ai.result.json ohif-ai-console.log node-ai.log ai-worker.log ai-*.png \
+    ai-*-expected.json)
+
+# ai_jobs: the node's job list as lines "STATE MODEL STUDY SERIES"
+ai_jobs() {
+    curl -fsS "${ai_base}/api/ai/jobs" | node -e '
+        let t = ""; process.stdin.on("data", d => (t += d)).on("end", () => {
+            for (const j of JSON.parse(t)) {
+                console.log(j.state, j.model, j.study_instance_uid, j.series_instance_uid);
+            }
+        });'
+}
+
+# ai_suite: the node, the worker, the three series and their jobs, then ohif-ai.mjs
+ai_suite() {
+    local worker_bin=${PACS_AI_WORKER_BIN:-$(dirname "${PACS_BIN}")/pacs-ai-worker}
+    local token attempt jobs cases deadline t0 odd_series
+    if [ ! -x "${worker_bin}" ]; then
+        echo "e2e: FAILED: no pacs-ai-worker at ${worker_bin} (cargo test --workspace builds it)" >&2
+        return 1
+    fi
+    # the worker token reaches both processes as PACS_WORKER_TOKEN (never on a command line)
+    token=$(openssl rand -hex 16)
+    for attempt in 1 2 3; do
+        ai_dimse_port=$(free_port)
+        ai_http_port=$(free_port)
+        ai_base=http://127.0.0.1:${ai_http_port}
+        node "${here}/ohif.mjs" prepare "${work}/viewer-ai" "${ai_base}/dicom-web" --hydrate || return 1
+        rm -rf "${work}/data-ai"
+        mkdir -p "${work}/data-ai"
+        PACS_WORKER_TOKEN=${token} "${PACS_BIN}" serve --bind 127.0.0.1 --aet PACS \
+            --dimse-port "${ai_dimse_port}" --http-port "${ai_http_port}" \
+            --data-dir "${work}/data-ai" --viewer-dir "${work}/viewer-ai" \
+            --series-quiet-secs 3 --ai-models-dir "${repo}/ai-worker/models" \
+            >"${artifacts}/node-ai.log" 2>&1 &
+        ai_node_pid=$!
+        wait_ready "${ai_node_pid}" "${ai_base}/healthz" && break
+        say "the node with the AI pool did not start (attempt ${attempt}):"
+        tail -n 5 "${artifacts}/node-ai.log"
+        stop "${ai_node_pid}"
+        ai_node_pid=""
+    done
+    if [ -z "${ai_node_pid}" ]; then
+        echo "e2e: FAILED: starting the node with the AI pool" >&2
+        return 1
+    fi
+    PACS_WORKER_TOKEN=${token} RUST_LOG=info "${worker_bin}" --node "${ai_base}" \
+        --models "${repo}/ai-worker/models" --worker-id e2e --poll-ms 500 \
+        >"${artifacts}/ai-worker.log" 2>&1 &
+    ai_worker_pid=$!
+    say "node with the AI pool: DIMSE 127.0.0.1:${ai_dimse_port}, HTTP ${ai_base} (pid ${ai_node_pid}); worker pid ${ai_worker_pid}"
+    # a CT of 250 x 250 (frames of 62,500 pixels, not whole bytes at 1 bit) besides the 512 x
+    # 512 one: the worker writes BINARY, FRACTIONAL and LABELMAP Segmentations for the three
+    "${PACS_BIN}" synth --studies 1 --slices 30 --size 250 --modality CT --seed 6 --out "${work}/ct250" \
+        >/dev/null || return 1
+    odd_series=$("${DCMDUMP}" +P 0020,000e "$(ls "${work}"/ct250/0/0/*.dcm | head -n 1)" | sed 's/.*\[\(.*\)\].*/\1/')
+    timed "storescu of the CTs and the deepbrain reference MR to the AI node" "${DCMTK_BIN}/storescu" \
+        -aec PACS 127.0.0.1 "${ai_dimse_port}" "${series_dir}"/*.dcm "${work}"/ct250/0/0/*.dcm \
+        "${repo}"/ai-worker/models/deepbrain/reference/dicom/*.dcm || return 1
+    t0=$(date +%s)
+    deadline=$((t0 + ${E2E_AI_JOB_TIMEOUT:-600}))
+    while :; do
+        jobs=$(ai_jobs) || jobs=""
+        if [ "$(grep -c '^succeeded ' <<<"${jobs}")" -eq 3 ] && [ "$(grep -c . <<<"${jobs}")" -eq 3 ]; then
+            break
+        fi
+        if grep -qE '^(failed|dead|cancelled) ' <<<"${jobs}" || [ "$(date +%s)" -gt "${deadline}" ] \
+            || ! kill -0 "${ai_worker_pid}" 2>/dev/null; then
+            echo "e2e: FAILED: the three AI jobs did not all succeed: ${jobs:-(none)}" >&2
+            tail -n 30 "${artifacts}/ai-worker.log" >&2
+            return 1
+        fi
+        sleep 1
+    done
+    say "AI jobs succeeded after $(($(date +%s) - t0))s:"
+    echo "${jobs}" | sed 's/^/    /'
+    cases=$(awk -v odd="${odd_series}" '
+        $2 == "ct-classical" && $4 == odd { printf "ct250=%s/%s,", $3, $4; next }
+        $2 == "ct-classical" { printf "ct512=%s/%s,", $3, $4 }
+        $2 == "deepbrain" { printf "mr=%s/%s,", $3, $4 }' <<<"${jobs}")
+    E2E_AI_CASES=${cases%,} PACS_DICOMWEB=${ai_base}/dicom-web run_suite ohif-ai ohif-ai.mjs
+    return 0
+}
+
+say "starting the node with the AI pool and a pacs-ai-worker"
+if ! ai_suite; then
+    failed=$((failed + 1))
+    echo "--- last lines of ${artifacts}/node-ai.log ---"
+    tail -n 30 "${artifacts}/node-ai.log"
+fi
+ai_stop
+# <<< AI suite ----------------------------------------------------------------------------------
+
 if [ "${failed_anonymous}" -ne 0 ]; then
     echo "--- last lines of the node's log (${artifacts}/node.log) ---"
     tail -n 40 "${artifacts}/node.log"
