@@ -174,6 +174,7 @@ async fn archive(
 fn tokio_util_stream(
     file: tokio::fs::File,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    use futures::StreamExt;
     futures::stream::unfold(file, |mut file| async move {
         use tokio::io::AsyncReadExt;
         let mut buf = vec![0u8; 1024 * 1024];
