@@ -44,7 +44,7 @@ impl SegmentationType {
     /// size that is not a multiple of 8 start in the middle of a byte, which some viewers
     /// (OHIF 3.13) decode as shifted stripes; 8-bit frames always start on a byte.
     pub fn for_segments(overlap: bool, pixels_per_frame: usize) -> SegmentationType {
-        match (overlap, pixels_per_frame % 8 == 0) {
+        match (overlap, pixels_per_frame.is_multiple_of(8)) {
             (false, _) => SegmentationType::Labelmap,
             (true, true) => SegmentationType::Binary,
             (true, false) => SegmentationType::Fractional,
