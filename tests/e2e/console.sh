@@ -191,7 +191,7 @@ EOF
         || setup_failed "PUT /api/ai/routes"
 
     for ((i = 0; i < n; i++)); do
-        "${dcmtk}/storescu" -aec PACS -aet E2E-MEAS 127.0.0.1 "${dimse_port}" \
+        "${dcmtk}/storescu" -R -aec PACS -aet E2E-MEAS 127.0.0.1 "${dimse_port}" \
             "${work}/trend${i}"/0/0/*.dcm "${work}/trend${i}/sr.dcm" \
             || setup_failed "storescu of trend study ${i}"
     done
