@@ -649,6 +649,9 @@ const adminChecks = [
     async () => {
       const { page } = admin;
       await navTo(page, 'studies');
+      const search = page.locator('form[data-form="study-search"]');
+      await fill(search, 'PatientID', ct.patient);
+      await submit(search);
       const row = page.locator(`table[data-table="studies"] tr[data-study-uid="${ct.study}"]`);
       await row.click();
       await waitPage(page, 'study');
@@ -656,6 +659,7 @@ const adminChecks = [
       const series = page.locator(`table[data-table="series"] tr[data-series-uid="${ct.series}"]`);
       await series.waitFor();
       const thumb = series.locator('img[data-thumbnail]');
+      await thumb.scrollIntoViewIfNeeded();
       await until('the thumbnail loaded', async () => {
         const w = await thumb.evaluate(i => (i.complete ? i.naturalWidth : 0)).catch(() => 0);
         return { ok: w > 0, detail: `naturalWidth ${w}` };
