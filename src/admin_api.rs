@@ -719,6 +719,20 @@ async fn logout(State(state): State<Arc<AdminState>>, identity: Identity) -> Res
             )
         }
     };
+    match end_login(&state, &identity, Some(&name)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// A logout, recorded as User Authentication, Logout (PS3.15 A.5.3.8): for a local user
+/// (`user`), every login token of theirs ends; other identities (an OpenID Connect user of the
+/// console) have nothing the node could end, and only the logout is recorded.
+pub(crate) async fn end_login(
+    state: &AdminState,
+    identity: &Identity,
+    user: Option<&str>,
+) -> Result<(), String> {
     let address = identity.peer.map(|p| p.ip().to_string());
     let event = audit::AuditEvent::new(audit::EventKind::UserAuthentication)
         .type_code(audit::types::logout())
@@ -726,20 +740,64 @@ async fn logout(State(state): State<Arc<AdminState>>, identity: Identity) -> Res
             audit::Participant::user(&identity.principal.name(), address.as_deref()).requestor(),
         )
         .participant(audit::Participant::node(&state.ae_title));
-    match state.auth.end_login_tokens(&name).await {
+    let Some(name) = user else {
+        state.audit.record(event).await;
+        return Ok(());
+    };
+    match state.auth.end_login_tokens(name).await {
         Ok(()) => {
             state.audit.record(event).await;
             tracing::info!(user = %name, "logged out: the user's login tokens are ended");
-            StatusCode::NO_CONTENT.into_response()
+            Ok(())
         }
         Err(why) => {
             state
                 .audit
                 .record(event.failed(audit::Outcome::SeriousFailure, why.clone()))
                 .await;
-            error(StatusCode::SERVICE_UNAVAILABLE, why)
+            Err(why)
         }
     }
+}
+
+/// Records a login attempt of `who` (as its requests will be named) from `address`: User
+/// Authentication, Login (PS3.15 A.5.3.8), and when it failed (`failure`) a Security Alert
+/// naming the endpoint `uri` too.
+pub(crate) async fn audit_login(
+    state: &AdminState,
+    who: &str,
+    address: Option<&str>,
+    uri: &str,
+    failure: Option<&str>,
+) {
+    let login_event = || {
+        audit::AuditEvent::new(audit::EventKind::UserAuthentication)
+            .type_code(audit::types::login())
+            .participant(audit::Participant::user(who, address).requestor())
+            .participant(audit::Participant::node(&state.ae_title))
+    };
+    let Some(why) = failure else {
+        state.audit.record(login_event()).await;
+        return;
+    };
+    state
+        .audit
+        .record(login_event().failed(audit::Outcome::MinorFailure, why.to_string()))
+        .await;
+    state
+        .audit
+        .record(
+            audit::AuditEvent::new(audit::EventKind::SecurityAlert)
+                .type_code(audit::types::use_of_restricted_function())
+                .failed(
+                    audit::Outcome::MinorFailure,
+                    format!("bad credentials: {why}"),
+                )
+                .participant(audit::Participant::user(who, address).requestor())
+                .participant(audit::Participant::node(&state.ae_title))
+                .object(audit::ObjectRef::uri(uri)),
+        )
+        .await;
 }
 
 /// `POST /api/login`, with `{"username", "password"}` or HTTP Basic: a short-lived login token
@@ -767,37 +825,14 @@ async fn login(
     let address = identity.peer.map(|p| p.ip().to_string());
     // named as the user's requests will be (`Principal::User`'s name)
     let who = format!("user:{username}");
-    let login_event = || {
-        audit::AuditEvent::new(audit::EventKind::UserAuthentication)
-            .type_code(audit::types::login())
-            .participant(audit::Participant::user(&who, address.as_deref()).requestor())
-            .participant(audit::Participant::node(&state.ae_title))
-    };
     match state.auth.login(&username, &password).await {
         Ok(token) => {
-            state.audit.record(login_event()).await;
+            audit_login(&state, &who, address.as_deref(), "/api/login", None).await;
             Json(token).into_response()
         }
         Err(why) => {
             warn!(peer = ?identity.peer, user = %username, reason = %why, "login refused");
-            state
-                .audit
-                .record(login_event().failed(audit::Outcome::MinorFailure, why.clone()))
-                .await;
-            state
-                .audit
-                .record(
-                    audit::AuditEvent::new(audit::EventKind::SecurityAlert)
-                        .type_code(audit::types::use_of_restricted_function())
-                        .failed(
-                            audit::Outcome::MinorFailure,
-                            format!("bad credentials: {why}"),
-                        )
-                        .participant(audit::Participant::user(&who, address.as_deref()).requestor())
-                        .participant(audit::Participant::node(&state.ae_title))
-                        .object(audit::ObjectRef::uri("/api/login")),
-                )
-                .await;
+            audit_login(&state, &who, address.as_deref(), "/api/login", Some(&why)).await;
             HttpError::new(StatusCode::UNAUTHORIZED, why)
                 .with_header(
                     axum::http::header::WWW_AUTHENTICATE,

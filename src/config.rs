@@ -307,6 +307,11 @@ pub struct ServeArgs {
     /// logged.
     #[arg(long, env = "PACS_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    // ---- the web console (issue 16, docs/console.md) ----
+    /// The OAuth client id the console signs in with at the --oidc-issuer (authorization code
+    /// with PKCE, a public client) [default: pacs-console].
+    #[arg(long, env = "PACS_CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
     /// Remote AEs, the seed of the AE registry (`[[ae]]` tables; file only).
     #[arg(skip)]
     #[serde(default)]
@@ -520,6 +525,8 @@ pub struct Settings {
     pub startup_fsck: crate::fsck::StartupPass,
     /// Opens the operators' endpoints (`pacs_dicomweb::Need::Operator`) to its bearer.
     pub metrics_token: Option<String>,
+    /// The console's OAuth client id at the identity provider.
+    pub console_oidc_client_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -713,6 +720,11 @@ impl Settings {
                 max_time: Duration::from_secs(args.startup_fsck_secs.unwrap_or(30)),
             },
             metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+            console_oidc_client_id: args
+                .console_oidc_client_id
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "pacs-console".into()),
         })
     }
 }
@@ -1245,6 +1257,8 @@ mod tests {
             // issue 14: what the operator sees
             "log_format",
             "metrics_token",
+            // issue 16: the web console
+            "console_oidc_client_id",
         ];
         let command = ServeArgs::command();
         let ids: Vec<&str> = command

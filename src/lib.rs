@@ -7,6 +7,7 @@ pub mod ai;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod deid;
 pub mod dicomweb_service;
 pub mod dimse_service;

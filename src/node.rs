@@ -117,7 +117,7 @@ pub fn http_config(
 
 /// The node's HTTP application: DICOMweb, health and statistics, the admin API (with the AI
 /// jobs' administration, users, keys and login), the worker API, readiness and metrics
-/// (`ops`), all under the one HTTP stack of [`pacs_dicomweb::app`].
+/// (`ops`) and the console, all under the one HTTP stack of [`pacs_dicomweb::app`].
 pub fn http_app(
     config: pacs_dicomweb::DicomWebConfig,
     archive: Arc<dyn pacs_dicomweb::Archive>,
@@ -125,6 +125,7 @@ pub fn http_app(
     ai: Option<Arc<crate::ai::AiService>>,
     exporter: Option<Arc<crate::export::Exporter>>,
     ops: Option<Arc<crate::ops::Ops>>,
+    console: crate::console::ConsoleSettings,
 ) -> axum::Router {
     let audit = admin.audit.clone();
     let measurements =
@@ -134,6 +135,7 @@ pub fn http_app(
         }));
     let mut routes = vec![
         measurements,
+        crate::console::router(admin.clone(), console),
         crate::admin_api::router(
             admin,
             ai.clone().map(|ai| crate::ai::api::admin_router(ai, audit)),
@@ -142,6 +144,7 @@ pub fn http_app(
     if let Some(ops) = ops {
         routes.push(crate::ops::router(ops));
     }
+
     if let Some(ai) = ai {
         routes.push(crate::ai::api::worker_router(ai));
     }
@@ -393,6 +396,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         ai,
         Some(exporter),
         Some(ops),
+        crate::console::ConsoleSettings::from_settings(&settings),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
@@ -573,7 +577,8 @@ mod tests {
         };
         let settings = crate::config::Settings::resolve(&args).unwrap();
         let config = http_config(&settings, auth, &crate::audit::Audit::disabled("PACS"));
-        http_app(config, archive, admin, Some(ai), None, None)
+        let console = crate::console::ConsoleSettings::from_settings(&settings);
+        http_app(config, archive, admin, Some(ai), None, None, console)
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }
 

@@ -15,6 +15,7 @@ mod audit;
 mod audit_syslog;
 mod auth;
 mod cluster;
+mod console;
 mod deid_export;
 mod deployment;
 mod dicomweb;

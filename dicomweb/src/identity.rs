@@ -9,6 +9,11 @@
 //! before any handler runs. A route the policy does not know is refused: the table fails
 //! closed.
 //!
+//! The web console's session cookie ([`SESSION_COOKIE`]) is a credential too, read here like
+//! the Authorization header (which wins when both are sent): a bearer token the browser keeps.
+//! A request other than GET or HEAD that it authenticates must carry [`CONSOLE_HEADER`]`: 1`
+//! (a header no cross-site form can send, besides the cookie's SameSite=Strict), else 403.
+//!
 //! This crate knows HTTP credentials; who the users are, how tokens are validated and which
 //! roles grant what is the node's business.
 
@@ -259,6 +264,32 @@ pub enum Credential {
     Certificate(String),
 }
 
+/// The web console's session cookie: a login token or an OpenID Connect access token.
+pub const SESSION_COOKIE: &str = "pacs_session";
+
+/// The header a cookie-authenticated request other than GET or HEAD must carry, with the value
+/// `1` (cross-site request forgery defence: a form or a simple cross-origin request cannot set
+/// it).
+pub const CONSOLE_HEADER: &str = "x-pacs-console";
+
+/// In the request extensions when the request's credential came from [`SESSION_COOKIE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CookieSession;
+
+/// The value of the [`SESSION_COOKIE`] among the request's cookies (RFC 6265 5.4: `Cookie:
+/// a=b; c=d`, possibly in several headers), when it is not empty.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().trim_matches('"').to_string())
+        .filter(|value| !value.is_empty())
+}
+
 /// The verified client certificate of the request's connection (its subject), put into the
 /// request extensions by the server that terminated TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -485,12 +516,32 @@ pub(crate) async fn identify(
         }
     };
     let credential = match Credential::from_headers(request.headers()) {
-        // an Authorization header decides; else the connection's client certificate
-        Ok(Credential::None) => Ok(request
-            .extensions()
-            .get::<ClientCertificate>()
-            .map(|c| Credential::Certificate(c.0.clone()))
-            .unwrap_or(Credential::None)),
+        // an Authorization header decides; else the console's session cookie; else the
+        // connection's client certificate
+        Ok(Credential::None) => match session_cookie(request.headers()) {
+            Some(token) => {
+                let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+                let marked = request
+                    .headers()
+                    .get(CONSOLE_HEADER)
+                    .is_some_and(|v| v.as_bytes() == b"1");
+                if !safe && !marked {
+                    tracing::warn!(peer = ?peer, method = %request.method(), path = %request.uri().path(), "refused: session cookie without the console header");
+                    return HttpError::new(
+                        StatusCode::FORBIDDEN,
+                        "a request authenticated by the session cookie must carry the header X-PACS-Console: 1",
+                    )
+                    .into_response();
+                }
+                request.extensions_mut().insert(CookieSession);
+                Ok(Credential::Bearer(token))
+            }
+            None => Ok(request
+                .extensions()
+                .get::<ClientCertificate>()
+                .map(|c| Credential::Certificate(c.0.clone()))
+                .unwrap_or(Credential::None)),
+        },
         other => other,
     };
     let identity = match credential {
@@ -629,6 +680,26 @@ mod tests {
             h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let with = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+            }
+            session_cookie(&h)
+        };
+        assert_eq!(with(&["pacs_session=abc.def"]).as_deref(), Some("abc.def"));
+        assert_eq!(
+            with(&["theme=dark; pacs_session=t1 ; x=y"]).as_deref(),
+            Some("t1")
+        );
+        assert_eq!(with(&["a=b", "pacs_session=t2"]).as_deref(), Some("t2"));
+        assert_eq!(with(&["pacs_session="]), None);
+        assert_eq!(with(&["xpacs_session=t3; pacs_sessions=t4"]), None);
+        assert_eq!(with(&[]), None);
     }
 
     #[test]

@@ -28,8 +28,9 @@ use dicom_dictionary_std::uids;
 pub use archive::{Archive, ArchiveError};
 pub use error::HttpError;
 pub use identity::{
-    token_matches, Authenticator, ClientCertificate, Credential, Identity, Need, Permission,
-    Permissions, Principal, RefusalObserver, RoutePolicy, Security,
+    session_cookie, token_matches, Authenticator, ClientCertificate, CookieSession, Credential,
+    Identity, Need, Permission, Permissions, Principal, RefusalObserver, RoutePolicy, Security,
+    CONSOLE_HEADER, SESSION_COOKIE,
 };
 pub use stack::app;
 

@@ -42,6 +42,16 @@ pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     // ends the calling local user's login tokens; refuses other callers itself
     ("POST", "/api/logout", Public),
     ("GET", "/api/whoami", Public),
+    // the web console (docs/console.md): its files are code, no patient data; each page's
+    // shell answers the status the caller earns for it (401, 403) itself; the session turns a
+    // credential into the cookie, and ends it
+    ("GET", "/ui", Public),
+    ("GET", "/ui/", Public),
+    ("GET", "/ui/{*path}", Public),
+    ("GET", "/ui/assets/{*path}", Public),
+    ("GET", "/ui/config.json", Public),
+    ("POST", "/ui/session", Public),
+    ("DELETE", "/ui/session", Public),
     ("GET", "/api/statistics", need(Read)),
     // a patient's measurements over time, from the SRs' measurements index
     ("GET", "/api/patients/{patient_id}/measurements", need(Read)),
