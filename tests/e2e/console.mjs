@@ -19,6 +19,7 @@
 // Screenshots: E2E_ARTIFACTS/console-<page>.png; the browsers' log: console-browser.log.
 
 import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { openBrowser, pixelStats } from './browser.mjs';
@@ -295,11 +296,12 @@ const httpChecks = [
       checkEqual((await http('/api/whoami', { as: { cookie } })).json().principal, 'user:admin', 'whoami with the cookie');
       checkEqual((await http('/ui/aes', { as: { cookie } })).status, 200, 'GET /ui/aes with the cookie');
       // a cookie alone must not authorise a state change (CSRF)
-      const csrf = await http('/api/audit/verify', { as: { cookie }, method: 'POST' });
-      checkEqual(csrf.status, 403, 'POST /api/audit/verify with the cookie, without X-PACS-Console');
+      // (an AE without a title: the handler refuses it with 400, changing nothing)
+      const csrf = await http('/api/aes', { as: { cookie }, method: 'POST', body: {} });
+      checkEqual(csrf.status, 403, 'POST /api/aes with the cookie, without X-PACS-Console');
       check(csrf.json().error, 'the CSRF refusal has no JSON error');
-      const ok = await http('/api/audit/verify', { as: { cookie }, method: 'POST', headers: { 'X-PACS-Console': '1' } });
-      checkEqual(ok.status, 200, 'POST /api/audit/verify with the cookie and X-PACS-Console: 1');
+      const ok = await http('/api/aes', { as: { cookie }, method: 'POST', body: {}, headers: { 'X-PACS-Console': '1' } });
+      checkEqual(ok.status, 400, 'POST /api/aes {} with the cookie and X-PACS-Console: 1 (reaches the handler)');
 
       const del = await http('/ui/session', { as: { cookie }, method: 'DELETE', headers: { 'X-PACS-Console': '1' } });
       checkEqual(del.status, 204, 'DELETE /ui/session: status');
@@ -453,6 +455,8 @@ function receivedByScp() {
 
 let admin;
 let viewer;
+let exported;
+const sha256 = buf => crypto.createHash('sha256').update(buf).digest('hex');
 const studyInstances = [...ct.instances, upload.sop].sort();
 
 const adminChecks = [
@@ -731,7 +735,7 @@ const adminChecks = [
     },
   ],
   [
-    'admin: study page: de-identified export with an option, progress, download (ZIP checked)',
+    'admin: study page: de-identified export with an option, progress to the end (the job and its ZIP checked)',
     async () => {
       const { page } = admin;
       const form = page.locator('form[data-form="export"]');
@@ -754,25 +758,54 @@ const adminChecks = [
       checkEqual(job.state, 'succeeded', 'export state');
       checkEqual(job.instances_done, studyInstances.length, 'instances exported');
       check(job.request?.options?.retain_longitudinal_modified_dates === true, `the option was not sent: ${JSON.stringify(job.request)}`);
-      const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+      const href = new URL(await link.getAttribute('href'), base);
+      checkEqual(href.pathname, `/api/exports/${job.id}/archive`, 'the download link');
+      // the archive as the API serves it (uncompressed: see the download check)
+      const res = await http(href.pathname, { as: 'admin', headers: { 'Accept-Encoding': 'identity' } });
+      checkEqual(res.status, 200, `GET ${href.pathname}`);
       const zip = path.join(artifacts, 'console-export.zip');
-      await download.saveAs(zip);
+      fs.writeFileSync(zip, res.buffer);
+      exported = { id: job.id, sha256: sha256(res.buffer), bytes: res.buffer.length };
       const entries = unzipList(zip).filter(e => e.endsWith('.dcm'));
       checkEqual(entries.length, studyInstances.length, 'files in the exported ZIP');
       const dir = fs.mkdtempSync(path.join(artifacts, 'console-export-'));
       try {
-        const x = spawnSync('unzip', ['-q', zip, entries[0], '-d', dir], { encoding: 'utf8' });
-        check(x.status === 0, `unzip ${entries[0]}: ${x.stderr}`);
-        const f = dicomFacts(path.join(dir, entries[0]), ['0012,0062', '0028,0303', TAG.PatientID, TAG.StudyInstanceUID]);
-        checkEqual(f['0012,0062'], 'YES', 'Patient Identity Removed');
-        checkEqual(f['0028,0303'], 'MODIFIED', 'Longitudinal Temporal Information Modified (the option)');
-        check(f[TAG.PatientID] !== ct.patient && /^PSN/.test(f[TAG.PatientID]), `exported Patient ID ${f[TAG.PatientID]}`);
-        check(f[TAG.StudyInstanceUID] !== ct.study, 'the Study Instance UID was kept');
+        const x = spawnSync('unzip', ['-q', zip, '-d', dir], { encoding: 'utf8' });
+        check(x.status === 0, `unzip ${zip}: ${x.stderr}`);
+        const sops = [];
+        for (const entry of entries) {
+          const f = dicomFacts(path.join(dir, entry), ['0012,0062', '0028,0303', TAG.PatientID, TAG.StudyInstanceUID, TAG.SOPInstanceUID]);
+          checkEqual(f['0012,0062'], 'YES', `${entry}: Patient Identity Removed`);
+          checkEqual(f['0028,0303'], 'MODIFIED', `${entry}: Longitudinal Temporal Information Modified (the option)`);
+          check(f[TAG.PatientID] !== ct.patient && /^PSN/.test(f[TAG.PatientID]), `${entry}: exported Patient ID ${f[TAG.PatientID]}`);
+          check(f[TAG.StudyInstanceUID] !== ct.study, `${entry}: the Study Instance UID was kept`);
+          sops.push(f[TAG.SOPInstanceUID]);
+        }
+        check(!sops.some(uid => studyInstances.includes(uid)), 'an exported SOP Instance UID was kept');
+        checkEqual(new Set(sops).size, studyInstances.length, 'distinct exported SOP Instance UIDs');
       } finally {
         fs.rmSync(dir, { recursive: true, force: true });
       }
       await shot(page, 'study-actions');
       await healthy(admin, 'study after export');
+    },
+  ],
+  [
+    'admin: study page: the export\'s download link saves that ZIP',
+    async () => {
+      const { page } = admin;
+      check(exported, 'no export to download (the check before failed)');
+      const link = page.locator('a[data-action="download-export"]');
+      const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+      const file = path.join(artifacts, 'console-export-download.zip');
+      try {
+        await download.saveAs(file);
+      } catch (err) {
+        throw checkError(`the browser's download of /api/exports/${exported.id}/archive failed (${err.message}; ${download.url()}); see console-node.log`);
+      }
+      const got = fs.readFileSync(file);
+      checkEqual(got.length, exported.bytes, 'bytes downloaded');
+      checkEqual(sha256(got), exported.sha256, 'SHA-256 of the download');
     },
   ],
   [

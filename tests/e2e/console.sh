@@ -47,7 +47,8 @@ console_main() {
     artifacts=$(cd "${artifacts}" && pwd)
     export E2E_ARTIFACTS=${artifacts}
     rm -f "${artifacts}"/console-*.png "${artifacts}/console.result.json" "${artifacts}/console-node.log" \
-        "${artifacts}/console-browser.log" "${artifacts}/console-storescp.log" "${artifacts}/console-export.zip"
+        "${artifacts}/console-browser.log" "${artifacts}/console-storescp.log" "${artifacts}/console-export.zip" \
+        "${artifacts}/console-export-download.zip"
 
     say() { echo "e2e console: $*"; }
     stop_pid() {
