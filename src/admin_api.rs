@@ -74,6 +74,10 @@ pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
     let mut router = Router::new()
         .route("/api/aes", get(list_aes).post(create_ae))
         .route(
+            "/api/aes/refused",
+            get(crate::audit::api::refused_associations),
+        )
+        .route(
             "/api/aes/{title}",
             get(get_ae).put(update_ae).delete(delete_ae),
         )
@@ -90,6 +94,7 @@ pub fn router(state: Arc<AdminState>, extra: Option<Router>) -> Router {
         .route("/api/logout", post(logout))
         .route("/api/whoami", get(whoami))
         .route("/api/audit", get(crate::audit::api::search))
+        .route("/api/audit/verify", post(crate::audit::api::verify))
         .with_state(state);
     if let Some(extra) = extra {
         router = router.merge(extra);

@@ -449,14 +449,36 @@ fn to_level(level: SearchLevel) -> Level {
 #[async_trait::async_trait]
 impl pacs_dicomweb::Archive for DicomWebArchive {
     async fn statistics(&self, _identity: &Identity) -> Result<serde_json::Value, ArchiveError> {
-        let counts = self.index().counts().await.map_err(index_err)?;
+        let index = self.index();
+        let (counts, bytes, per_hour) = tokio::join!(
+            index.counts(),
+            index.storage_bytes(),
+            index.received_per_hour(24)
+        );
+        let counts = counts.map_err(index_err)?;
+        let per_hour: Vec<serde_json::Value> = per_hour
+            .map_err(index_err)?
+            .into_iter()
+            .map(|(hour, n)| {
+                serde_json::json!({
+                    "hour": time::OffsetDateTime::from_unix_timestamp(hour / 1000)
+                        .ok()
+                        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+                    "instances": n,
+                })
+            })
+            .collect();
         Ok(serde_json::json!({
-            "index": self.index().backend(),
+            "index": index.backend(),
             "storage": self.storage().describe(),
             "patients": counts.patients,
             "studies": counts.studies,
             "series": counts.series,
             "instances": counts.instances,
+            // what the indexed instances take (the index's sizes; the store may hold more)
+            "storage_bytes": bytes.map_err(index_err)?,
+            // by the database's clock; the current hour last
+            "received_per_hour": per_hour,
         }))
     }
 

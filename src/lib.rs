@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod measurements;
 pub mod metrics;
 pub mod node;
+pub mod nodes;
 pub mod ops;
 pub mod pixels;
 pub mod query;

@@ -117,7 +117,9 @@ pub fn http_config(
 
 /// The node's HTTP application: DICOMweb, health and statistics, the admin API (with the AI
 /// jobs' administration, users, keys and login), the worker API, readiness and metrics
-/// (`ops`) and the console, all under the one HTTP stack of [`pacs_dicomweb::app`].
+/// (`ops`), the console and the nodes' table, all under the one HTTP stack of
+/// [`pacs_dicomweb::app`].
+#[allow(clippy::too_many_arguments)]
 pub fn http_app(
     config: pacs_dicomweb::DicomWebConfig,
     archive: Arc<dyn pacs_dicomweb::Archive>,
@@ -126,6 +128,7 @@ pub fn http_app(
     exporter: Option<Arc<crate::export::Exporter>>,
     ops: Option<Arc<crate::ops::Ops>>,
     console: crate::console::ConsoleSettings,
+    nodes: Option<Arc<crate::nodes::Nodes>>,
 ) -> axum::Router {
     let audit = admin.audit.clone();
     let measurements =
@@ -144,7 +147,9 @@ pub fn http_app(
     if let Some(ops) = ops {
         routes.push(crate::ops::router(ops));
     }
-
+    if let Some(nodes) = nodes {
+        routes.push(crate::nodes::router(nodes));
+    }
     if let Some(ai) = ai {
         routes.push(crate::ai::api::worker_router(ai));
     }
@@ -389,6 +394,15 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         _ => None,
     };
     let ops = crate::ops::Ops::new(index.clone(), storage.clone(), settings.ai.is_some());
+    // this node in the table of the nodes sharing the index (GET /api/nodes)
+    let nodes = crate::nodes::Nodes::new(
+        index.clone(),
+        &settings.aet,
+        http_listener.local_addr().unwrap_or(http_addr),
+        settings.public_url.as_deref(),
+        Some(ops.clone()),
+    );
+    nodes.spawn_heartbeat();
     let router = http_app(
         http_config(&settings, auth, &audit),
         archive,
@@ -397,6 +411,7 @@ pub async fn serve(settings: Settings) -> Result<(), NodeError> {
         Some(exporter),
         Some(ops),
         crate::console::ConsoleSettings::from_settings(&settings),
+        Some(nodes),
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let dimse_task = tokio::spawn(dimse.serve(shutdown_rx.clone(), settings.shutdown_grace));
@@ -578,7 +593,7 @@ mod tests {
         let settings = crate::config::Settings::resolve(&args).unwrap();
         let config = http_config(&settings, auth, &crate::audit::Audit::disabled("PACS"));
         let console = crate::console::ConsoleSettings::from_settings(&settings);
-        http_app(config, archive, admin, Some(ai), None, None, console)
+        http_app(config, archive, admin, Some(ai), None, None, console, None)
             .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
     }
 

@@ -423,3 +423,562 @@ async fn oidc_session() {
 }
 
 both_backends!(page_statuses, session_lifecycle);
+
+// The APIs the console reads
+// ---------------------------------------------------------------------------
+
+const WORKER_TOKEN: &str = "console-worker-secret";
+
+fn send(
+    node: &Node,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: &serde_json::Value,
+) -> HttpResponse {
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    call(
+        node,
+        method,
+        path,
+        &[
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    )
+}
+
+/// Stores a synthetic CT series from AE `CT1`; its Study Instance UID.
+fn push_ct(node: &Node, slices: usize, seed: u64) -> (String, usize) {
+    let (dir, synth) = crate::support::synth_ct(slices, seed);
+    let paths = crate::support::synth_paths(&synth);
+    let refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let out = crate::support::storescu(node, "CT1", &[], &refs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len() as usize)
+        .sum();
+    drop(dir);
+    (synth.instances[0].study_instance_uid.clone(), bytes)
+}
+
+fn rfc3339_ms(text: &serde_json::Value) -> i64 {
+    let t = time::OffsetDateTime::parse(
+        text.as_str()
+            .unwrap_or_else(|| panic!("not a time: {text}")),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap_or_else(|e| panic!("{text}: {e}"));
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Routes with `enabled`, a disabled route making no jobs; the jobs' fields and filters; the
+/// models' versions, routes, counts and latencies.
+async fn ai_models_routes_and_jobs(backend: Backend) {
+    let site = site_with_users(backend);
+    let node = Node::start_with(
+        site.options()
+            .arg("--worker-token")
+            .arg(WORKER_TOKEN)
+            .arg("--series-quiet-secs")
+            .arg("1")
+            .arg("--ai-models-dir")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/ai-worker/models")),
+    );
+    let ada = basic("ada", PASSWORD);
+    let worker = bearer(WORKER_TOKEN);
+    let routes = json(&send(
+        &node,
+        "GET",
+        "/api/ai/routes",
+        &ada,
+        &serde_json::Value::Null,
+    ));
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["enabled"] == true),
+        "{routes}"
+    );
+    let set = |ct_enabled: bool| {
+        let r = send(
+            &node,
+            "PUT",
+            "/api/ai/routes",
+            &ada,
+            &serde_json::json!([
+                {"model": "ct-classical", "modality": ["CT"], "enabled": ct_enabled},
+                {"model": "deepbrain", "modality": ["MR"]},
+            ]),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        json(&r)
+    };
+    let saved = set(false);
+    assert_eq!(saved[0]["enabled"], false);
+    assert_eq!(saved[1]["enabled"], true);
+    // a CT series while its route is off: no job
+    let (off_study, _) = push_ct(&node, 2, 1601);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let jobs = |query: &str| {
+        let r = send(
+            &node,
+            "GET",
+            &format!("/api/ai/jobs{query}"),
+            &ada,
+            &serde_json::Value::Null,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        json(&r).as_array().unwrap().clone()
+    };
+    assert!(jobs("").is_empty(), "{:?}", jobs(""));
+    set(true);
+    let (study, _) = push_ct(&node, 2, 1602);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while jobs("").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job; log:\n{}",
+            node.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let queued = jobs("");
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let job = &queued[0];
+    assert_eq!(job["model"], "ct-classical");
+    assert_eq!(job["model_version"], "1");
+    assert_eq!(job["state"], "queued");
+    assert_eq!(job["study_instance_uid"], study.as_str());
+    assert_eq!(job["worker"], "");
+    assert!(
+        job["created_at"].is_string()
+            && job["started_at"].is_null()
+            && job["finished_at"].is_null()
+    );
+    let id = job["id"].as_i64().unwrap();
+    assert_eq!(jobs(&format!("?study={study}")).len(), 1);
+    assert!(jobs(&format!("?study={off_study}")).is_empty());
+    assert!(jobs("?offset=1").is_empty());
+
+    let leased = send(
+        &node,
+        "POST",
+        "/api/worker/lease",
+        &worker,
+        &serde_json::json!({"worker": "w-console", "models": ["ct-classical"], "lease_secs": 60}),
+    );
+    assert_eq!(leased.status, 200, "{}", leased.text());
+    let running = jobs(&format!("?study={study}&state=running"));
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0]["worker"], "w-console");
+    assert_eq!(running[0]["attempts"], 1);
+    let started = rfc3339_ms(&running[0]["started_at"]);
+    assert!(started >= rfc3339_ms(&running[0]["created_at"]));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let done = send(
+        &node,
+        "POST",
+        &format!("/api/worker/jobs/{id}/complete"),
+        &worker,
+        &serde_json::json!({"worker": "w-console", "result": {}}),
+    );
+    assert_eq!(done.status, 200, "{}", done.text());
+    let finished = &jobs("?state=succeeded")[0];
+    assert!(rfc3339_ms(&finished["finished_at"]) >= started);
+
+    let models = json(&send(
+        &node,
+        "GET",
+        "/api/ai/models",
+        &ada,
+        &serde_json::Value::Null,
+    ));
+    let model = |name: &str| {
+        models
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {models}"))
+            .clone()
+    };
+    let ct = model("ct-classical");
+    assert_eq!(ct["versions"], serde_json::json!(["1"]), "{ct}");
+    assert_eq!(ct["enabled_routes"], 1);
+    assert_eq!(
+        ct["jobs"],
+        serde_json::json!({"queued": 0, "running": 0, "done": 1, "failed": 0, "cancelled": 0})
+    );
+    assert_eq!(ct["latency_ms"]["count"], 1);
+    let latency = ct["latency_ms"]["p50"].as_i64().unwrap();
+    assert_eq!(ct["latency_ms"]["p95"].as_i64(), Some(latency));
+    let enqueued_to_done =
+        finished["finished_at_ms"].as_i64().unwrap() - finished["created_at_ms"].as_i64().unwrap();
+    assert_eq!(latency, enqueued_to_done);
+    let brain = model("deepbrain");
+    assert_eq!(brain["versions"], serde_json::json!(["0.1"]));
+    assert_eq!(brain["enabled_routes"], 1);
+    assert_eq!(brain["jobs"]["done"], 0);
+    assert_eq!(brain["latency_ms"]["count"], 0);
+    assert!(brain["latency_ms"]["p50"].is_null());
+    // admin only
+    let vera = basic("vera", PASSWORD);
+    assert_eq!(
+        send(
+            &node,
+            "GET",
+            "/api/ai/models",
+            &vera,
+            &serde_json::Value::Null
+        )
+        .status,
+        403
+    );
+}
+
+/// The statistics' storage and hourly arrivals; the refused associations; the chain check.
+async fn statistics_refusals_and_verify(backend: Backend) {
+    let site = site_with_users(backend);
+    let node = Node::start_with(
+        site.options()
+            .arg("--require-known-ae")
+            .config(&crate::support::ae_entry("CT1", &["echo", "store"])),
+    );
+    let (ada, vera, otto) = (
+        basic("ada", PASSWORD),
+        basic("vera", PASSWORD),
+        basic("otto", PASSWORD),
+    );
+    let empty = json(&send(
+        &node,
+        "GET",
+        "/api/statistics",
+        &vera,
+        &serde_json::Value::Null,
+    ));
+    assert_eq!(empty["storage_bytes"], 0);
+    let (_, bytes) = push_ct(&node, 3, 1603);
+    let stats = json(&send(
+        &node,
+        "GET",
+        "/api/statistics",
+        &vera,
+        &serde_json::Value::Null,
+    ));
+    assert_eq!(stats["instances"], 3);
+    let stored = stats["storage_bytes"].as_u64().unwrap() as usize;
+    // the stored objects are the received files (within their group lengths and padding)
+    assert!(
+        stored * 10 >= bytes * 9 && stored * 10 <= bytes * 11,
+        "{stored} vs {bytes}"
+    );
+    let hours = stats["received_per_hour"].as_array().unwrap();
+    assert_eq!(hours.len(), 24, "{hours:?}");
+    let starts: Vec<i64> = hours.iter().map(|h| rfc3339_ms(&h["hour"])).collect();
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] == 3_600_000),
+        "{starts:?}"
+    );
+    assert!(starts.iter().all(|s| s % 3_600_000 == 0));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        (now_ms - starts[23]).abs() < 3_600_000 + 60_000,
+        "{starts:?}"
+    );
+    let total: i64 = hours.iter().map(|h| h["instances"].as_i64().unwrap()).sum();
+    assert_eq!(total, 3);
+    assert!(
+        hours[23]["instances"].as_i64().unwrap() >= 1
+            || hours[22]["instances"].as_i64().unwrap() >= 1
+    );
+
+    // two refused associations of one stranger, one of another
+    for aet in ["STRANGER", "STRANGER", "OTHER"] {
+        assert!(!crate::support::echoscu(&node, aet).status.success());
+    }
+    assert!(crate::support::echoscu(&node, "CT1").status.success());
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let r = send(
+        &node,
+        "GET",
+        "/api/aes/refused?hours=24",
+        &ada,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let refused = json(&r);
+    let groups = refused.as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{refused}");
+    let stranger = groups
+        .iter()
+        .find(|g| g["calling_ae"] == "STRANGER")
+        .unwrap();
+    assert_eq!(stranger["count"], 2);
+    assert_eq!(stranger["address"], "127.0.0.1");
+    assert!(
+        stranger["reason"]
+            .as_str()
+            .unwrap()
+            .contains("calling AE title not recognized"),
+        "{stranger}"
+    );
+    assert!((rfc3339_ms(&stranger["last"]) - now_ms).abs() < 120_000);
+    assert_eq!(
+        groups.iter().find(|g| g["calling_ae"] == "OTHER").unwrap()["count"],
+        1
+    );
+    assert_eq!(
+        send(
+            &node,
+            "GET",
+            "/api/aes/refused?hours=0",
+            &ada,
+            &serde_json::Value::Null
+        )
+        .status,
+        400
+    );
+    assert_eq!(
+        send(
+            &node,
+            "GET",
+            "/api/aes/refused",
+            &vera,
+            &serde_json::Value::Null
+        )
+        .status,
+        403
+    );
+
+    // the chain: intact, then broken where a record was changed behind the node's back
+    let r = send(
+        &node,
+        "POST",
+        "/api/audit/verify",
+        &otto,
+        &serde_json::Value::Null,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let report = json(&r);
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["records"].as_u64().unwrap() >= 5, "{report}");
+    assert!(report["first_bad"].is_null());
+    assert_eq!(
+        send(
+            &node,
+            "POST",
+            "/api/audit/verify",
+            &vera,
+            &serde_json::Value::Null
+        )
+        .status,
+        403
+    );
+    let sql = "UPDATE audit_log SET user_id = 'someone-else' WHERE seq = 3";
+    match backend {
+        Backend::Sqlite => {
+            let conn = rusqlite::Connection::open(site.dir.path().join("index.sqlite")).unwrap();
+            assert_eq!(conn.execute(sql, []).unwrap(), 1);
+        }
+        Backend::Postgres => {
+            let client = crate::support::pg_try_connect(site.url.as_deref().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(client.execute(sql, &[]).await.unwrap(), 1);
+        }
+    }
+    let report = json(&send(
+        &node,
+        "POST",
+        "/api/audit/verify",
+        &otto,
+        &serde_json::Value::Null,
+    ));
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_bad"]["id"], 3, "{report}");
+    assert!(report["first_bad"]["reason"].is_string());
+}
+
+/// One node: itself, ready, with its version and uptime.
+async fn the_node_lists_itself(backend: Backend) {
+    let site = site_with_users(backend);
+    let node = Node::start_with(site.options());
+    let ada = basic("ada", PASSWORD);
+    let nodes = json(&send(
+        &node,
+        "GET",
+        "/api/nodes",
+        &ada,
+        &serde_json::Value::Null,
+    ));
+    let list = nodes.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{nodes}");
+    let me = &list[0];
+    assert_eq!(me["self"], true);
+    assert_eq!(me["ae_title"], node.aet());
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        me["http_address"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", node.http_port())),
+        "{me}"
+    );
+    assert!(me["node_id"]
+        .as_str()
+        .unwrap()
+        .ends_with(&format!(":{}", node.http_port())));
+    assert!(me["uptime_seconds"].as_i64().unwrap() >= 0);
+    assert!(rfc3339_ms(&me["last_seen"]) >= rfc3339_ms(&me["started_at"]));
+    // the heartbeat moves last_seen on; readiness is the node's /readyz
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let later = json(&send(
+        &node,
+        "GET",
+        "/api/nodes",
+        &ada,
+        &serde_json::Value::Null,
+    ));
+    assert!(
+        rfc3339_ms(&later[0]["last_seen"]) > rfc3339_ms(&me["last_seen"]),
+        "{later}"
+    );
+    assert_eq!(later[0]["ready"], true, "{later}");
+    assert_eq!(later[0]["started_at"], me["started_at"]);
+    assert_eq!(
+        send(
+            &node,
+            "GET",
+            "/api/nodes",
+            &basic("vera", PASSWORD),
+            &serde_json::Value::Null
+        )
+        .status,
+        403
+    );
+}
+
+/// Two nodes on one PostgreSQL database see each other; a node unseen for a minute drops out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_postgres_see_each_other() {
+    let site = site_with_users(Backend::Postgres);
+    let a = Node::start_with(site.options());
+    let b = Node::start_with(site.options());
+    let ada = basic("ada", PASSWORD);
+    let listed = |node: &Node| {
+        let r = send(node, "GET", "/api/nodes", &ada, &serde_json::Value::Null);
+        assert_eq!(r.status, 200, "{}", r.text());
+        json(&r).as_array().unwrap().clone()
+    };
+    let from_a = listed(&a);
+    assert_eq!(from_a.len(), 2, "{from_a:?}");
+    let port_of = |n: &serde_json::Value| {
+        n["node_id"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let mine = |list: &[serde_json::Value], node: &Node| {
+        list.iter()
+            .find(|n| port_of(n) == node.http_port().to_string())
+            .unwrap_or_else(|| panic!("{} not in {list:?}", node.http_port()))
+            .clone()
+    };
+    assert_eq!(mine(&from_a, &a)["self"], true);
+    assert_eq!(mine(&from_a, &b)["self"], false);
+    let from_b = listed(&b);
+    assert_eq!(mine(&from_b, &b)["self"], true);
+    assert_eq!(mine(&from_b, &a)["self"], false);
+    // b stops; its last heartbeat a minute old, it is no longer listed
+    let b_id = mine(&from_a, &b)["node_id"].as_str().unwrap().to_string();
+    b.terminate();
+    let client = crate::support::pg_try_connect(site.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let changed = client
+        .execute(
+            "UPDATE cluster_nodes SET last_seen_ms = last_seen_ms - 61000 WHERE node_id = $1",
+            &[&b_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    let after = listed(&a);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["self"], true);
+}
+
+both_backends!(
+    ai_models_routes_and_jobs,
+    statistics_refusals_and_verify,
+    the_node_lists_itself
+);
+
+/// Over HTTPS the session cookie is `Secure`; over plain HTTP on the same port it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_is_secure_over_https() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = crate::support::certs::TestCa::new("console test CA");
+    let ca_file = ca.write(certs.path(), "ca.crt");
+    let server = ca.server(certs.path(), "pacs-node");
+    let site = site_with_users(Backend::Sqlite);
+    let node = Node::start_with(
+        site.options()
+            .arg("--tls-cert")
+            .arg(server.cert.to_string_lossy())
+            .arg("--tls-key")
+            .arg(server.key.to_string_lossy()),
+    );
+    for http in ["--http1.1", "--http2"] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-S", "-i", "--max-time", "20", http, "-X", "POST"])
+            .arg("--cacert")
+            .arg(&ca_file)
+            .args(["-u", &format!("vera:{PASSWORD}")])
+            .arg(format!("https://127.0.0.1:{}/ui/session", node.http_port()))
+            .output()
+            .expect("run curl");
+        let answer = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{answer}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cookie = answer
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("no cookie: {answer}"));
+        assert!(
+            cookie.contains("pacs_session=") && cookie.contains("; Secure"),
+            "{http}: {cookie}"
+        );
+    }
+    let plain = call(
+        &node,
+        "POST",
+        "/ui/session",
+        &[("Authorization", &basic("vera", PASSWORD))],
+        b"",
+    );
+    assert_eq!(plain.status, 200);
+    assert!(!plain.header("set-cookie").unwrap().contains("Secure"));
+}

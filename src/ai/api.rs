@@ -14,8 +14,10 @@
 //!   another worker has it, or an administrator cancelled it): the worker must drop the job.
 //!
 //! Administrators (the admin API's access rule), under `/api/ai`: `GET /api/ai/jobs` (filters
-//! `state`, `series`, `limit`), `GET /api/ai/jobs/{id}`, `POST /api/ai/jobs/{id}/retry`,
-//! `POST /api/ai/jobs/{id}/cancel`, `GET` and `PUT /api/ai/routes`.
+//! `state`, `study`, `series`, paging `limit`, `offset`), `GET /api/ai/jobs/{id}`,
+//! `POST /api/ai/jobs/{id}/retry`, `POST /api/ai/jobs/{id}/cancel`, `GET` and
+//! `PUT /api/ai/routes` (each route `enabled` or not), `GET /api/ai/models` (versions, routes,
+//! job counts and latencies per model).
 
 use std::sync::Arc;
 
@@ -58,6 +60,7 @@ pub fn admin_router(ai: Arc<AiService>, audit: crate::audit::Audit) -> Router {
         .route("/api/ai/jobs/{id}/retry", post(retry_job))
         .route("/api/ai/jobs/{id}/cancel", post(cancel_job))
         .route("/api/ai/routes", get(get_routes).put(put_routes))
+        .route("/api/ai/models", get(list_models))
         .layer(axum::Extension(audit))
         .with_state(ai)
 }
@@ -253,31 +256,114 @@ async fn release(
 #[derive(Deserialize)]
 struct ListQuery {
     state: Option<String>,
+    study: Option<String>,
     series: Option<String>,
     limit: Option<usize>,
+    offset: Option<usize>,
+}
+
+/// An RFC 3339 time of a job's milliseconds; null for 0 (not yet).
+fn job_time(ms: i64) -> serde_json::Value {
+    if ms > 0 {
+        serde_json::Value::String(crate::audit::xml::date_time(ms))
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// A job as the API shows it: its row, and the same facts under names that do not depend on
+/// the queue's internals (`worker`, RFC 3339 times).
+fn job_json(job: &super::jobs::Job) -> serde_json::Value {
+    let mut value = serde_json::to_value(job).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        map.insert("worker".into(), json!(job.lease_owner));
+        map.insert("created_at".into(), job_time(job.created_at_ms));
+        map.insert("started_at".into(), job_time(job.started_at_ms));
+        map.insert("finished_at".into(), job_time(job.finished_at_ms));
+    }
+    value
 }
 
 async fn list_jobs(State(ai): State<Arc<AiService>>, Query(q): Query<ListQuery>) -> Response {
-    match ai
-        .queue
-        .list(
-            q.state.as_deref(),
-            q.series.as_deref(),
-            q.limit.unwrap_or(100),
-        )
-        .await
-    {
-        Ok(jobs) => Json(jobs).into_response(),
+    let filter = crate::index::jobs::JobFilter {
+        state: q.state.as_deref().filter(|s| !s.is_empty()),
+        study: q.study.as_deref().filter(|s| !s.is_empty()),
+        series: q.series.as_deref().filter(|s| !s.is_empty()),
+        limit: q.limit.unwrap_or(100),
+        offset: q.offset.unwrap_or(0),
+    };
+    match ai.index.jobs_matching(&filter).await {
+        Ok(jobs) => Json(jobs.iter().map(job_json).collect::<Vec<_>>()).into_response(),
         Err(e) => index_error(e),
     }
 }
 
 async fn get_job(State(ai): State<Arc<AiService>>, Path(id): Path<i64>) -> Response {
     match ai.queue.get(id).await {
-        Ok(Some(job)) => Json(job).into_response(),
+        Ok(Some(job)) => Json(job_json(&job)).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {id}")),
         Err(e) => index_error(e),
     }
+}
+
+/// The `p`th percentile (0 to 100) of ascending `sorted`, nearest rank.
+fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+/// `GET /api/ai/models`: each model known (published by a node, routed, or with jobs): its
+/// versions, enabled routes, jobs per state (`done` the succeeded, `failed` the failed and
+/// dead) and the enqueue-to-done latency of its jobs done in the last 24 hours.
+async fn list_models(State(ai): State<Arc<AiService>>) -> Response {
+    const DAY_MS: i64 = 86_400_000;
+    let (published, jobs) = match tokio::join!(ai.index.ai_models(), ai.index.model_jobs(DAY_MS)) {
+        (Ok(p), Ok(j)) => (p, j),
+        (Err(e), _) | (_, Err(e)) => return index_error(e),
+    };
+    let routes = ai.routes();
+    let mut names: std::collections::BTreeSet<String> = published.keys().cloned().collect();
+    names.extend(routes.iter().map(|r| r.model.clone()));
+    names.extend(jobs.keys().cloned());
+    let models: Vec<serde_json::Value> = names
+        .iter()
+        .map(|name| {
+            let stats = jobs.get(name).cloned().unwrap_or_default();
+            let mut versions = stats.versions.clone();
+            if let Some(v) = published.get(name) {
+                versions.insert(v.clone());
+            }
+            let state = |names: &[&str]| -> i64 {
+                names
+                    .iter()
+                    .map(|n| stats.states.get(*n).copied().unwrap_or(0))
+                    .sum()
+            };
+            let lat = &stats.latencies_ms;
+            json!({
+                "name": name,
+                "version": published.get(name),
+                "versions": versions,
+                "enabled_routes": routes.iter().filter(|r| r.enabled && &r.model == name).count(),
+                "jobs": {
+                    "queued": state(&["queued"]),
+                    "running": state(&["running"]),
+                    "done": state(&["succeeded"]),
+                    "failed": state(&["failed", "dead"]),
+                    "cancelled": state(&["cancelled"]),
+                },
+                "latency_ms": {
+                    "p50": percentile(lat, 50),
+                    "p95": percentile(lat, 95),
+                    "count": lat.len(),
+                },
+            })
+        })
+        .collect();
+    Json(models).into_response()
 }
 
 async fn retry_job(State(ai): State<Arc<AiService>>, Path(id): Path<i64>) -> Response {
@@ -334,4 +420,21 @@ async fn put_routes(
     }
     audit.record(event).await;
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[7], 50), Some(7));
+        assert_eq!(percentile(&[7], 95), Some(7));
+        let hundred: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&hundred, 50), Some(50));
+        assert_eq!(percentile(&hundred, 95), Some(95));
+        assert_eq!(percentile(&[1, 2, 3, 4], 50), Some(2));
+        assert_eq!(percentile(&[1, 2, 3, 4], 95), Some(4));
+    }
 }

@@ -22,9 +22,12 @@ fn is_result_class(sop_class_uid: &str) -> bool {
 }
 
 /// One routing rule (`[[ai_route]]` in the configuration file, or the admin API).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// A disabled route matches nothing (kept to be enabled again) [default: true].
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
     /// The model's name (its folder's manifest `name`).
     pub model: String,
     /// Modality (0008,0060) values, e.g. ["CT"].
@@ -42,6 +45,24 @@ pub struct Route {
     /// Calling AE titles the series must have come from.
     #[serde(default)]
     pub calling_ae: Vec<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl Default for Route {
+    fn default() -> Route {
+        Route {
+            enabled: true,
+            model: String::new(),
+            modality: Vec::new(),
+            body_part: Vec::new(),
+            series_description: None,
+            sop_class: Vec::new(),
+            calling_ae: Vec::new(),
+        }
+    }
 }
 
 /// What routing looks at in a complete series: the index's summary of it.
@@ -131,6 +152,9 @@ impl Router {
 }
 
 fn matches(route: &Route, re: Option<&Regex>, f: &SeriesFacts) -> bool {
+    if !route.enabled {
+        return false;
+    }
     let any_eq = |list: &[String], value: &str| {
         list.is_empty()
             || list
@@ -198,6 +222,7 @@ mod tests {
     #[test]
     fn every_given_criterion_must_match() {
         let route = Route {
+            enabled: true,
             model: "m".into(),
             modality: vec!["CT".into()],
             body_part: vec![],
@@ -205,8 +230,17 @@ mod tests {
             sop_class: vec![],
             calling_ae: vec!["CT1".into()],
         };
-        let r = Router::new(vec![route]).unwrap();
+        let r = Router::new(vec![route.clone()]).unwrap();
         assert_eq!(r.models_for(&facts("CT", "", "LUNG 1mm")), ["m"]);
+        let disabled = Router::new(vec![Route {
+            enabled: false,
+            ..route
+        }])
+        .unwrap();
+        assert!(disabled.models_for(&facts("CT", "", "LUNG 1mm")).is_empty());
+        // absent in a saved or configured route: enabled
+        let parsed: Route = serde_json::from_str(r#"{"model": "m"}"#).unwrap();
+        assert!(parsed.enabled);
         assert!(r.models_for(&facts("CT", "", "abdomen")).is_empty());
         let mut f = facts("CT", "", "lung");
         f.calling_aes = vec!["OTHER".into()];

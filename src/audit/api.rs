@@ -235,3 +235,128 @@ impl RefusalObserver for AuditRefusals {
         );
     }
 }
+
+/// `POST /api/audit/verify`: the check of `pacs audit verify` (every record follows from the
+/// one before), `{"ok", "records", "first_bad": null | {"id", "reason"}}`. Recorded like a
+/// search of the trail.
+pub async fn verify(State(state): State<Arc<AdminState>>, identity: Identity) -> Response {
+    let mut event = AuditEvent::new(EventKind::Query)
+        .participant(super::http_participant(&identity).requestor())
+        .participant(Participant::node(&state.ae_title))
+        .object(ObjectRef::uri("/api/audit/verify"));
+    let response = match state.index.audit_verify().await {
+        Ok(report) => {
+            if !report.breaks.is_empty() {
+                tracing::warn!(breaks = report.breaks.len(), "the audit chain is broken");
+            }
+            Json(json!({
+                "ok": report.breaks.is_empty(),
+                "records": report.records,
+                "last_seq": report.last_seq,
+                "first_bad": report.breaks.first().map(|b| json!({ "id": b.seq, "reason": b.reason })),
+            }))
+            .into_response()
+        }
+        Err(e) => {
+            event = event.failed(Outcome::SeriousFailure, e.to_string());
+            HttpError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    };
+    state.audit.record(event).await;
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefusedParams {
+    /// The last this many hours [default: 24, at most 720].
+    pub hours: Option<i64>,
+}
+
+/// The text of an audit message's EventOutcomeDescription (PS3.15 A.5.1), unescaped.
+fn outcome_description(xml: &str) -> String {
+    let Some(start) = xml.find("<EventOutcomeDescription>") else {
+        return String::new();
+    };
+    let rest = &xml[start + "<EventOutcomeDescription>".len()..];
+    let text = rest
+        .split("</EventOutcomeDescription>")
+        .next()
+        .unwrap_or("");
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// `GET /api/aes/refused?hours=24`: the associations refused recently, from the audit trail
+/// (Security Alerts of type Node Authentication, DCM 110126, that failed), grouped by calling
+/// AE and reason: `[{"calling_ae", "address" (the latest), "reason", "count", "last"}]`, the
+/// most recent first.
+pub async fn refused_associations(
+    State(state): State<Arc<AdminState>>,
+    params: Result<Query<RefusedParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return HttpError::bad_request(e.body_text()).into_response(),
+    };
+    let hours = params.hours.unwrap_or(24);
+    if !(1..=720).contains(&hours) {
+        return HttpError::bad_request("hours must be 1 to 720").into_response();
+    }
+    let now = match state.index.clock_ms().await {
+        Ok(t) => t,
+        Err(e) => return HttpError::unavailable(e.to_string()).into_response(),
+    };
+    // (calling AE, reason) -> (address, count, last)
+    let mut groups: std::collections::HashMap<(String, String), (String, u64, i64)> =
+        Default::default();
+    let node_authentication = types::node_authentication();
+    let marker = format!("csd-code=\"{}\"", node_authentication.code);
+    let mut filter = AuditFilter {
+        from_ms: Some(now - hours * 3_600_000),
+        event: Some(EventKind::SecurityAlert.name().to_string()),
+        outcome: Some(4),
+        limit: MAX_LIMIT,
+        ..Default::default()
+    };
+    // newest first, a page at a time; bounded
+    for _ in 0..20 {
+        let page = match state.index.audit_search(&filter).await {
+            Ok(p) => p,
+            Err(e) => return HttpError::unavailable(e.to_string()).into_response(),
+        };
+        for r in &page {
+            if !r.record.xml.contains(&marker) {
+                continue;
+            }
+            let reason = outcome_description(&r.record.xml);
+            let entry = groups
+                .entry((r.record.ae.clone(), reason))
+                .or_insert_with(|| (r.record.address.clone(), 0, r.record.time_ms));
+            entry.1 += 1;
+        }
+        if (page.len() as i64) < filter.limit {
+            break;
+        }
+        filter.offset += filter.limit;
+    }
+    let mut out: Vec<_> = groups.into_iter().collect();
+    out.sort_by(|a, b| b.1 .2.cmp(&a.1 .2).then(a.0.cmp(&b.0)));
+    Json(
+        out.into_iter()
+            .map(|((ae, reason), (address, count, last))| {
+                json!({
+                    "calling_ae": ae,
+                    "address": address,
+                    "reason": reason,
+                    "count": count,
+                    "last": super::xml::date_time(last),
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}

@@ -65,6 +65,8 @@ pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     ("GET", "{dicomweb}/studies/{study}/*", need(Read)),
     // the AE registry, sends, AI job administration, users and keys
     ("GET", "/api/aes", need(Admin)),
+    // associations refused recently, from the audit trail
+    ("GET", "/api/aes/refused", need(Admin)),
     ("POST", "/api/aes", need(Admin)),
     ("GET", "/api/aes/{title}", need(Admin)),
     ("PUT", "/api/aes/{title}", need(Admin)),
@@ -77,6 +79,9 @@ pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     ("POST", "/api/ai/jobs/{id}/cancel", need(Admin)),
     ("GET", "/api/ai/routes", need(Admin)),
     ("PUT", "/api/ai/routes", need(Admin)),
+    ("GET", "/api/ai/models", need(Admin)),
+    // the nodes sharing the index
+    ("GET", "/api/nodes", need(Admin)),
     ("GET", "/api/users", need(Admin)),
     ("POST", "/api/users", need(Admin)),
     ("GET", "/api/users/{name}", need(Admin)),
@@ -87,6 +92,7 @@ pub const HTTP_ROUTES: &[(&str, &str, Need)] = &[
     ("DELETE", "/api/keys/{name}", need(Admin)),
     // the audit trail (PS3.15 A.5)
     ("GET", "/api/audit", need(Audit)),
+    ("POST", "/api/audit/verify", need(Audit)),
     // de-identified export (PS3.15 Annex E) and the re-identification table
     ("GET", "/api/exports", need(Deidentify)),
     ("POST", "/api/exports", need(Deidentify)),

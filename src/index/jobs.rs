@@ -54,6 +54,16 @@ static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Which jobs [`Index::jobs_matching`] lists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobFilter<'a> {
+    pub state: Option<&'a str>,
+    pub study: Option<&'a str>,
+    pub series: Option<&'a str>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
 /// A job as the admin API and the workers see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Job {
@@ -336,20 +346,35 @@ impl dyn Index {
         series: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Job>, IndexError> {
+        self.jobs_matching(&JobFilter {
+            state,
+            series,
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn jobs_matching(&self, filter: &JobFilter<'_>) -> Result<Vec<Job>, IndexError> {
         let mut conditions = vec!["1 = 1".to_string()];
         let mut params = Vec::new();
-        if let Some(s) = state {
-            params.push(SqlValue::Text(s.into()));
-            conditions.push(format!("state = ?{}", params.len()));
+        for (column, value) in [
+            ("state", filter.state),
+            ("study_instance_uid", filter.study),
+            ("series_instance_uid", filter.series),
+        ] {
+            if let Some(v) = value {
+                params.push(SqlValue::Text(v.into()));
+                conditions.push(format!("{column} = ?{}", params.len()));
+            }
         }
-        if let Some(s) = series {
-            params.push(SqlValue::Text(s.into()));
-            conditions.push(format!("series_instance_uid = ?{}", params.len()));
-        }
-        params.push(SqlValue::Int(limit.clamp(1, 10_000) as i64));
+        params.push(SqlValue::Int(filter.limit.clamp(1, 10_000) as i64));
+        params.push(SqlValue::Int(filter.offset.min(i64::MAX as usize) as i64));
         let sql = format!(
-            "SELECT {COLUMNS} FROM ai_jobs WHERE {} ORDER BY pk DESC LIMIT ?{}",
+            "SELECT {COLUMNS} FROM ai_jobs WHERE {} ORDER BY pk DESC LIMIT ?{} OFFSET ?{}",
             conditions.join(" AND "),
+            params.len() - 1,
             params.len()
         );
         let rows = self.fetch(Sql::new(&sql), params).await?;

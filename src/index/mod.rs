@@ -17,6 +17,7 @@ pub mod exports;
 pub mod jobs;
 mod maintenance;
 pub mod measurements;
+pub mod nodes;
 pub mod postgres;
 mod principals;
 mod query_sql;

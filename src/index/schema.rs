@@ -355,6 +355,29 @@ Migration {
         "CREATE INDEX measurements_sr ON measurements (sr_instance_uid)",
     ],
     postgres_only: &[],
+},
+Migration {
+    version: 10,
+    description: "the nodes sharing the index; AI jobs by study and by model",
+    statements: &[
+        // One row per node (crate::nodes), written by its heartbeat every few seconds with
+        // the database's clock; the console's node page lists those seen in the last minute.
+        "CREATE TABLE cluster_nodes (
+            node_id TEXT PRIMARY KEY,
+            ae_title TEXT NOT NULL,
+            version TEXT NOT NULL,
+            http_address TEXT NOT NULL,
+            ready {big} NOT NULL,
+            started_at_ms {big} NOT NULL,
+            last_seen_ms {big} NOT NULL
+        )",
+        "CREATE INDEX cluster_nodes_seen ON cluster_nodes (last_seen_ms)",
+        // GET /api/ai/jobs?study=, the study page's job history
+        "CREATE INDEX ai_jobs_study ON ai_jobs (study_instance_uid, pk)",
+        // GET /api/ai/models: the latencies of each model's recent jobs
+        "CREATE INDEX ai_jobs_model_finished ON ai_jobs (model, finished_at_ms)",
+    ],
+    postgres_only: &[],
 }];
 
 /// The statements of a migration for `dialect`: its own (with the declared columns of the
