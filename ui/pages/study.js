@@ -170,6 +170,7 @@ function sendPanel(ctx, uid) {
   const summary = h('div', { class: 'small' });
   const results = table('send-results', ['SOP Instance UID', 'Result', 'Status', { text: 'Attempts', class: 'num' }, 'Error']);
   results.wrap.hidden = true;
+  results.wrap.classList.add('scroll');
   panel.append(h('div', { class: 'toolbar' }, picker, button, progress), summary, results.wrap);
   if (ctx.can('admin')) {
     api('/api/aes').then((aes) => {
