@@ -557,7 +557,13 @@ const adminChecks = [
       const { page } = admin;
       await navTo(page, 'aes');
       await page.locator('table[data-table="aes"]').waitFor();
-      check(await page.locator('table[data-table="refused"]').count(), 'no table[data-table=refused]');
+      // the association console.sh had refused, as /api/aes/refused groups it
+      const refused = (await api('/api/aes/refused?hours=24')).filter(r => r.calling_ae === 'E2E-ELSEWHERE');
+      check(refused.length === 1 && refused[0].count >= 1 && refused[0].reason, `/api/aes/refused for E2E-ELSEWHERE: ${JSON.stringify(refused)}`);
+      const refusedRow = page.locator('table[data-table="refused"] tr').filter({ hasText: 'E2E-ELSEWHERE' });
+      await refusedRow.first().waitFor();
+      const refusedText = (await refusedRow.first().innerText()).replace(/\s+/g, ' ');
+      check(refusedText.includes(refused[0].reason) && refusedText.includes(String(refused[0].count)), `the refused row: ${refusedText} (API: ${JSON.stringify(refused[0])})`);
       await page.locator('button[data-action="add-ae"]').click();
       const form = page.locator('form[data-form="ae"]');
       await form.waitFor({ state: 'visible' });
@@ -994,7 +1000,12 @@ const adminChecks = [
       });
       check((await page.locator('[data-stat="storage"]').innerText()).trim(), 'no storage figure');
       check(/ready|yes|ok/i.test(await page.locator('[data-stat="ready"]').innerText()), 'readiness not shown as ready');
+      const hourly = stats.received_per_hour || [];
+      const received = hourly.reduce((n, h) => n + h.instances, 0);
+      checkEqual(received, stats.instances, 'instances received in the last 24 h (everything was stored just now)');
       await page.locator('[data-chart="received"] canvas').first().waitFor();
+      const drawn = await pixelStats(page, { selector: '[data-chart="received"] canvas' });
+      check(drawn && drawn.distinctColours >= 3, `the received chart looks empty: ${JSON.stringify(drawn)}`);
       checkEqual(await page.locator('a[href="/metrics"]').count() > 0, true, 'a link to /metrics');
       await shot(page, 'node');
       await healthy(admin, 'node');

@@ -22,6 +22,8 @@
 #   100, 120 and 150 mL: a trend of three points;
 # - 26 one-slice MR studies (stored as E2E-LIST): the study list has a second page;
 # - a DCMTK storescp (AE E2E-SCP) that the console registers, echoes and sends to;
+# - an association refused: AE E2E-ELSEWHERE registered at 192.0.2.1 with check_host, called
+#   from 127.0.0.1 with DCMTK echoscu;
 # - a file to upload: a copy of a CT slice as a new series of the CT study (pydicom).
 #
 # Environment: as run.sh (PACS_BIN, E2E_ARTIFACTS, CHROMIUM, DCMTK_BIN). Artefacts:
@@ -101,7 +103,7 @@ console_main() {
     }
 
     [ -x "${pacs}" ] || setup_failed "no pacs binary at ${pacs} (build it, or set PACS_BIN)"
-    for tool in storescu storescp dcmdump; do
+    for tool in storescu storescp echoscu dcmdump; do
         [ -x "${dcmtk}/${tool}" ] || setup_failed "DCMTK's ${tool} not found in ${dcmtk}"
     done
     [ -x "${CHROMIUM}" ] || setup_failed "no browser at ${CHROMIUM}"
@@ -190,6 +192,14 @@ EOF
         -d '[{"model": "ct-classical", "modality": ["CT"], "calling_ae": ["E2E-CT"]},
              {"model": "deepbrain", "modality": ["MR"], "body_part": ["BRAIN"], "calling_ae": ["E2E-MRI"]}]' >/dev/null \
         || setup_failed "PUT /api/ai/routes"
+
+    # an association refused (wrong host for its AE title): the AE page lists it
+    curl -fsS "${auth[@]}" -X POST -H 'Content-Type: application/json' "${base}/api/aes" \
+        -d '{"title": "E2E-ELSEWHERE", "host": "192.0.2.1", "port": 104, "check_host": true}' >/dev/null \
+        || setup_failed "POST /api/aes E2E-ELSEWHERE"
+    if "${dcmtk}/echoscu" -aet E2E-ELSEWHERE -aec PACS 127.0.0.1 "${dimse_port}" 2>/dev/null; then
+        setup_failed "echoscu as E2E-ELSEWHERE from 127.0.0.1 was accepted (its host is 192.0.2.1)"
+    fi
 
     for ((i = 0; i < n; i++)); do
         "${dcmtk}/storescu" -R -aec PACS -aet E2E-MEAS 127.0.0.1 "${dimse_port}" \
