@@ -835,9 +835,9 @@ const adminChecks = [
       const rows = page.locator('table[data-table="measurements"] tr[data-point]');
       await until('3 points', async () => ({ ok: (await rows.count()) === 3, detail: `${await rows.count()} rows` }));
       const texts = await rowTexts(rows);
-      const api_ = await api(`/api/patients/${encodeURIComponent(trendPatient)}/measurements`);
-      checkEqual(api_.length, 1, 'tracks from the API');
-      const points = api_[0].points;
+      const tracks = await api(`/api/patients/${encodeURIComponent(trendPatient)}/measurements`);
+      checkEqual(tracks.length, 1, 'tracks from the API');
+      const points = tracks[0].points;
       checkEqual(JSON.stringify(points.map(pt => pt.value)), JSON.stringify(trendValues), 'values from the API');
       const num = v => `(^|[^0-9.])${String(v).replace('.', '\\.')}(\\.0+)?([^0-9]|$)`;
       for (const [n, t] of texts.entries()) {

@@ -53,6 +53,9 @@ console_main() {
         "${artifacts}/console-export-download.zip"
 
     say() { echo "e2e console: $*"; }
+    echo "==> console"
+    local t0
+    t0=$(date +%s)
     stop_pid() {
         local pid=$1
         [ -n "${pid}" ] || return 0
@@ -257,6 +260,7 @@ EOF
         E2E_CONSOLE_NODE_LOG=${artifacts}/console-node.log \
         node "${here}/console.mjs"
     local rc=$?
+    say "$(($(date +%s) - t0))s"
     if [ "${rc}" -ne 0 ]; then
         echo "--- last lines of ${artifacts}/console-node.log ---"
         tail -n 30 "${artifacts}/console-node.log"
