@@ -6,6 +6,7 @@
 //
 // Set up by console.sh, which passes (environment):
 //   E2E_CONSOLE_BASE             the node, http://127.0.0.1:PORT
+//   E2E_CONSOLE_OIDC_ISSUER      its --oidc-issuer: oidc-provider.mjs, client pacs-console
 //   E2E_CONSOLE_ADMIN_PASSWORD   local user `admin` (role admin)
 //   E2E_CONSOLE_VIEWER_PASSWORD  local user `viewer` (role viewer)
 //   E2E_CONSOLE_CT_DIR           the CT series stored with storescu as E2E-CT
@@ -26,6 +27,9 @@ import { openBrowser, pixelStats } from './browser.mjs';
 import { TAG, artifactsDir, check, checkEqual, checkError, dicomFacts, dicomFiles, requireEnv, runChecks } from './lib.mjs';
 
 const base = requireEnv('E2E_CONSOLE_BASE', 'the node under test, http://127.0.0.1:PORT').replace(/\/+$/, '');
+const issuer = requireEnv('E2E_CONSOLE_OIDC_ISSUER', "the node's --oidc-issuer (oidc-provider.mjs)").replace(/\/+$/, '');
+// oidc-provider.mjs's users (roles admin and viewer)
+const OIDC_USERS = { adam: 'adam-password', alice: 'alice-password' };
 const users = {
   admin: requireEnv('E2E_CONSOLE_ADMIN_PASSWORD', "local user admin's password"),
   viewer: requireEnv('E2E_CONSOLE_VIEWER_PASSWORD', "local user viewer's password"),
@@ -135,7 +139,7 @@ function checkShell(res, what, status) {
 
 function checkShellHeaders(res, what) {
   const csp = res.headers.get('content-security-policy') || '';
-  for (const part of ["default-src 'self'", "img-src 'self' data: blob:", "style-src 'self' 'unsafe-inline'", 'connect-src', "frame-ancestors 'none'"]) {
+  for (const part of ["default-src 'self'", "img-src 'self' data: blob:", "style-src 'self' 'unsafe-inline'", `connect-src 'self' ${issuer}`, "frame-ancestors 'none'"]) {
     check(csp.includes(part), `${what}: Content-Security-Policy lacks "${part}": ${csp}`);
   }
   checkEqual(res.headers.get('x-content-type-options'), 'nosniff', `${what}: X-Content-Type-Options`);
@@ -249,12 +253,14 @@ const httpChecks = [
     },
   ],
   [
-    'http: /ui/config.json is public (no OIDC, DICOMweb root, viewer, version)',
+    'http: /ui/config.json is public (OIDC issuer and client, DICOMweb root, viewer, version)',
     async () => {
       const res = await http('/ui/config.json');
       checkEqual(res.status, 200, 'GET /ui/config.json: status');
       const c = res.json();
-      checkEqual(c.oidc, null, 'config.oidc');
+      checkEqual(c.oidc?.issuer, issuer, 'config.oidc.issuer');
+      checkEqual(c.oidc?.client_id, 'pacs-console', 'config.oidc.client_id (the default)');
+      check(typeof c.oidc?.scope === 'string' && c.oidc.scope.split(' ').includes('openid'), `config.oidc.scope: ${JSON.stringify(c.oidc)}`);
       checkEqual(c.dicomweb, '/dicom-web', 'config.dicomweb');
       checkEqual(c.viewer, '/', 'config.viewer (the node has --viewer-dir)');
       check(typeof c.version === 'string' && c.version.length > 0, `config.version: ${JSON.stringify(c.version)}`);
@@ -337,7 +343,7 @@ async function shot(page, name) {
 async function browser(who) {
   const errors = [];
   const session = await openBrowser({
-    origins: [base],
+    origins: [base, issuer],
     root: `${base}/dicom-web`,
     note: line => {
       note(`[${who}] ${line}`);
@@ -410,7 +416,7 @@ async function login(session, name) {
   checkEqual(res.status(), 401, 'GET /ui/ before logging in: status');
   await waitPage(page, 'login');
   const form = page.locator('form[data-form="login"]');
-  checkEqual(await page.locator('button[data-action="login-oidc"]').count(), 0, 'an OIDC button without --oidc-issuer');
+  checkEqual(await page.locator('button[data-action="login-oidc"]').count(), 1, 'the OIDC button (the node has --oidc-issuer)');
   await shot(page, name === 'admin' ? 'login' : 'viewer-login');
   await form.locator('input[name="username"]').fill(name);
   await form.locator('input[name="password"]').fill(users[name]);
@@ -1109,6 +1115,82 @@ const viewerChecks = [
   ],
 ];
 
+/** The payload of a JWT (not verified: the node did that). */
+function jwtPayload(token) {
+  const parts = String(token).split('.');
+  check(parts.length === 3, 'not a JWT');
+  return JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+}
+
+/** Signs in through the provider: the console's OIDC button, the provider's form, back. */
+async function oidcLogin(name) {
+  const session = await browser(`oidc:${name}`);
+  oidcSessions.push(session);
+  session.context.setDefaultNavigationTimeout(30000);
+  const { page } = session;
+  await page.goto(`${base}/ui/`);
+  await waitPage(page, 'login');
+  await page.locator('button[data-action="login-oidc"]').click();
+  await page.waitForURL(url => url.href.startsWith(`${issuer}/interaction/`), { timeout: 30000 });
+  await page.locator('#login').fill(name);
+  await page.locator('#password').fill(OIDC_USERS[name]);
+  await page.locator('#sign-in').click();
+  await page.waitForURL(url => url.href.startsWith(`${base}/ui/`), { timeout: 30000 });
+  await page.locator('main[data-page="home"]').waitFor({ timeout: 30000 });
+  await page.locator('[data-user]').filter({ hasText: `oidc:${name}` }).first().waitFor();
+  const who = await page.evaluate(async () => (await fetch('/api/whoami')).json());
+  checkEqual(who.principal, `oidc:${name}`, 'whoami from the page');
+  const c = (await session.context.cookies(base)).find(x => x.name === 'pacs_session');
+  check(c && c.httpOnly, 'no HttpOnly pacs_session cookie after the OpenID Connect sign-in');
+  // the cookie holds the provider's access token (or a login token of the node)
+  const claims = jwtPayload(c.value);
+  if (claims.iss === issuer) {
+    checkEqual(claims.sub, name, 'the token\'s sub');
+    check([].concat(claims.aud).includes('pacs'), `the token's aud: ${JSON.stringify(claims.aud)}`);
+  }
+  return session;
+}
+
+const oidcSessions = [];
+const oidcChecks = [
+  [
+    'oidc: adam (admin at the provider) signs in with the OIDC button (PKCE) and sees every page',
+    async () => {
+      if (viewer) {
+        await viewer.close();
+      }
+      const session = await oidcLogin('adam');
+      const { page } = session;
+      for (const name of NAV) {
+        checkEqual(await page.locator(`nav a[data-nav="${name}"]`).count(), 1, `nav link ${name}`);
+      }
+      await shot(page, 'oidc-home');
+      await navTo(page, 'aes');
+      await page.locator(`tr[data-ae="${SCP_AE}"]`).waitFor();
+      await healthy(session, 'aes as oidc:adam');
+      await session.close();
+    },
+  ],
+  [
+    'oidc: alice (viewer at the provider) signs in; no admin links, /ui/aes forbidden',
+    async () => {
+      const session = await oidcLogin('alice');
+      const { page } = session;
+      checkEqual(await page.locator('nav a[data-nav="studies"]').count(), 1, 'studies link');
+      for (const name of ['aes', 'ai', 'audit', 'users', 'node']) {
+        checkEqual(await page.locator(`nav a[data-nav="${name}"]`).count(), 0, `nav link ${name} for alice`);
+      }
+      const res = await page.goto(`${base}/ui/aes`);
+      checkEqual(res.status(), 403, 'GET /ui/aes as oidc:alice');
+      await waitPage(page, 'forbidden');
+      const status = await page.evaluate(async () => (await fetch('/api/aes', { headers: { 'X-PACS-Console': '1' } })).status);
+      checkEqual(status, 403, 'GET /api/aes from alice\'s page');
+      await healthy(session, 'alice');
+      await session.close();
+    },
+  ],
+];
+
 async function onFailure() {
   for (const s of [admin, viewer]) {
     if (s && s.page && !s.page.isClosed()) {
@@ -1119,9 +1201,9 @@ async function onFailure() {
 }
 
 try {
-  await runChecks('console', [...httpChecks, ...adminChecks, ...viewerChecks], { onFailure });
+  await runChecks('console', [...httpChecks, ...adminChecks, ...viewerChecks, ...oidcChecks], { onFailure });
 } finally {
-  for (const s of [admin, viewer]) {
+  for (const s of [admin, viewer, ...oidcSessions]) {
     if (s) {
       await s.close();
     }

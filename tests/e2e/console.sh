@@ -10,7 +10,8 @@
 # - a node on free 127.0.0.1 ports (plain HTTP) with its own data directory, the AI queue on
 #   (--worker-token, --series-quiet-secs 1; no worker runs) and de-identified export
 #   (--deid-secret), a placeholder --viewer-dir (the console only links to the viewer;
-#   ohif.mjs tests OHIF itself);
+#   ohif.mjs tests OHIF itself), and the test OpenID provider (oidc-provider.mjs, client
+#   pacs-console) as --oidc-issuer with --oidc-audience pacs;
 # - local users `admin` (role admin) and `viewer` (role viewer), made with `pacs user add`
 #   before the node starts; random passwords, handed to console.mjs in the environment only;
 # - AI routes (PUT /api/ai/routes): ct-classical for CT from calling AE E2E-CT, deepbrain for
@@ -28,15 +29,17 @@
 #
 # Environment: as run.sh (PACS_BIN, E2E_ARTIFACTS, CHROMIUM, DCMTK_BIN). Artefacts:
 # console-*.png, console.result.json, console-node.log, console-browser.log,
-# console-storescp.log, console-export.zip.
+# console-storescp.log, console-oidc-provider.log, console-export.zip,
+# console-export-download.zip.
 
 console_main() {
     set -uo pipefail
     # not local: the EXIT trap runs after this function has returned (the subshell's end)
     node_pid=""
     scp_pid=""
+    provider_pid=""
     work=""
-    local here repo artifacts base dimse_port http_port scp_port
+    local here repo artifacts base dimse_port http_port scp_port oidc_port issuer
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     repo=$(cd "${here}/../.." && pwd)
     local pacs=${PACS_BIN:-${repo}/target/debug/pacs}
@@ -50,7 +53,8 @@ console_main() {
     export E2E_ARTIFACTS=${artifacts}
     rm -f "${artifacts}"/console-*.png "${artifacts}/console.result.json" "${artifacts}/console-node.log" \
         "${artifacts}/console-browser.log" "${artifacts}/console-storescp.log" "${artifacts}/console-export.zip" \
-        "${artifacts}/console-export-download.zip"
+        "${artifacts}/console-export-download.zip" \
+        "${artifacts}/console-oidc-provider.log"
 
     say() { echo "e2e console: $*"; }
     echo "==> console"
@@ -73,6 +77,7 @@ console_main() {
     cleanup() {
         stop_pid "${node_pid}"
         stop_pid "${scp_pid}"
+        stop_pid "${provider_pid}"
         [ -n "${work}" ] && rm -rf "${work}"
         return 0
     }
@@ -171,24 +176,40 @@ EOF
         --data-dir "${work}/data" >/dev/null || setup_failed "pacs user add viewer"
 
     # --- the node --------------------------------------------------------------------------
+    # the test OpenID provider first: it registers the console's redirect URI under the
+    # node's address, and the node reads its discovery document at start
     for attempt in 1 2 3; do
         dimse_port=$(free_port)
         http_port=$(free_port)
+        oidc_port=$(free_port)
         base=http://127.0.0.1:${http_port}
+        issuer=http://127.0.0.1:${oidc_port}
+        node "${here}/oidc-provider.mjs" "${oidc_port}" "${base}" >"${artifacts}/console-oidc-provider.log" 2>&1 &
+        provider_pid=$!
+        if ! wait_ready "${provider_pid}" "${issuer}/.well-known/openid-configuration"; then
+            say "the OpenID provider did not start (attempt ${attempt}):"
+            tail -n 5 "${artifacts}/console-oidc-provider.log"
+            stop_pid "${provider_pid}"
+            provider_pid=""
+            continue
+        fi
         PACS_WORKER_TOKEN=${worker_token} PACS_DEID_SECRET=${deid_secret} \
             "${pacs}" serve --bind 127.0.0.1 --aet PACS --dimse-port "${dimse_port}" \
             --http-port "${http_port}" --data-dir "${work}/data" --viewer-dir "${work}/viewer" \
             --series-quiet-secs 1 --ai-models-dir "${repo}/ai-worker/models" \
+            --oidc-issuer "${issuer}" --oidc-audience pacs \
             >"${artifacts}/console-node.log" 2>&1 &
         node_pid=$!
         wait_ready "${node_pid}" "${base}/healthz" && break
         stop_pid "${node_pid}"
+        stop_pid "${provider_pid}"
         node_pid=""
+        provider_pid=""
         say "the node did not start (attempt ${attempt}):"
         tail -n 5 "${artifacts}/console-node.log"
     done
     [ -n "${node_pid}" ] || setup_failed "starting the node"
-    say "node up: DIMSE 127.0.0.1:${dimse_port}, HTTP ${base} (pid ${node_pid})"
+    say "node up: DIMSE 127.0.0.1:${dimse_port}, HTTP ${base} (pid ${node_pid}); OpenID provider ${issuer} (pid ${provider_pid})"
     local auth=(-u "admin:${admin_pw}")
 
     curl -fsS "${auth[@]}" -X PUT -H 'Content-Type: application/json' "${base}/api/ai/routes" \
@@ -247,6 +268,7 @@ EOF
     say "storescp E2E-SCP on 127.0.0.1:${scp_port} (pid ${scp_pid})"
 
     E2E_CONSOLE_BASE=${base} \
+        E2E_CONSOLE_OIDC_ISSUER=${issuer} \
         E2E_CONSOLE_ADMIN_PASSWORD=${admin_pw} \
         E2E_CONSOLE_VIEWER_PASSWORD=${viewer_pw} \
         E2E_CONSOLE_CT_DIR=${ct_dir} \
