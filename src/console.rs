@@ -179,7 +179,7 @@ fn answer_shell(
         .into_response();
     };
     let status = page_status(page_need(path), identity);
-    let mut response = (status, file.data.into_owned()).into_response();
+    let mut response = (status, body_of(file.data)).into_response();
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -211,6 +211,14 @@ fn answer_shell(
     response
 }
 
+/// A file's bytes as a body: embedded ones (release builds) without a copy.
+fn body_of(data: std::borrow::Cow<'static, [u8]>) -> axum::body::Body {
+    match data {
+        std::borrow::Cow::Borrowed(b) => axum::body::Body::from(bytes::Bytes::from_static(b)),
+        std::borrow::Cow::Owned(v) => axum::body::Body::from(v),
+    }
+}
+
 /// `GET /ui/assets/{path}`: one of the console's files, public (code, no patient data), with
 /// an ETag; `Cache-Control: no-cache` so that a new node version's files are picked up at once
 /// (revalidation is one 304).
@@ -232,7 +240,7 @@ async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
     let mut response = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        file.data.into_owned().into_response()
+        body_of(file.data).into_response()
     };
     let h = response.headers_mut();
     if !matches {
