@@ -44,7 +44,7 @@ export default async function render(main, ctx) {
       const j = m.jobs || {};
       const l = m.latency_ms || {};
       models.tbody.append(h('tr', { dataset: { model: m.name } },
-        h('td', {}, m.name), h('td', {}, (m.versions || []).map((v) => badge(v))), h('td', { class: 'num' }, fmtInt(m.enabled_routes)),
+        h('td', {}, m.name), h('td', {}, (m.versions || []).map((v) => badge(v, v === m.version ? 'ok' : ''))), h('td', { class: 'num' }, fmtInt(m.enabled_routes)),
         ...['queued', 'running', 'done', 'failed', 'cancelled'].map((k) => h('td', { class: `num ${k === 'failed' && j[k] ? 'bad' : ''}` }, fmtInt(j[k] || 0))),
         h('td', { class: 'num' }, fmtMs(l.p50)), h('td', { class: 'num' }, fmtMs(l.p95)), h('td', { class: 'num' }, fmtInt(l.count || 0))));
     }
