@@ -14,6 +14,8 @@
 //          redirect URIs NODE_BASE_URL/callback and NODE_BASE_URL/silent-refresh.html
 //          (OHIF 3.13's defaults), post-logout redirect NODE_BASE_URL/logout-redirect.html;
 //          a refresh token with every access token (OHIF renews with it).
+//   pacs-console  the node's web console: public, authorization code with PKCE (S256);
+//          redirect URI NODE_BASE_URL/ui/callback; CORS for the node's origin, as ohif.
 //   tests  confidential (secret `tests-secret`, HTTP Basic authentication), client
 //          credentials only: a test without a browser asks for the roles it wants as scopes,
 //            POST /token  grant_type=client_credentials&scope=viewer
@@ -50,6 +52,8 @@ export const USERS = {
 
 export const TEST_CLIENT = { id: 'tests', secret: 'tests-secret' };
 export const VIEWER_CLIENT_ID = 'ohif';
+// the node's web console (/ui), --console-oidc-client-id's default
+export const CONSOLE_CLIENT_ID = 'pacs-console';
 
 /** Resource indicator (RFC 8707) to audience: tokens for the node, and for somebody else. */
 const RESOURCES = {
@@ -187,6 +191,15 @@ function configuration(nodeBase, { accessTokenAlg, accessTokenTTL }) {
         post_logout_redirect_uris: [`${nodeBase}/logout-redirect.html`],
       },
       {
+        client_id: CONSOLE_CLIENT_ID,
+        client_name: 'the pacs node\'s web console',
+        application_type: 'web',
+        token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        redirect_uris: [`${nodeBase}/ui/callback`],
+      },
+      {
         client_id: TEST_CLIENT.id,
         client_secret: TEST_CLIENT.secret,
         client_name: 'tests without a browser',
@@ -240,7 +253,7 @@ function configuration(nodeBase, { accessTokenAlg, accessTokenTTL }) {
       return extra;
     },
     clientBasedCORS(_ctx, origin, client) {
-      return client.clientId === VIEWER_CLIENT_ID && origin === new URL(nodeBase).origin;
+      return [VIEWER_CLIENT_ID, CONSOLE_CLIENT_ID].includes(client.clientId) && origin === new URL(nodeBase).origin;
     },
     features: {
       devInteractions: { enabled: false },

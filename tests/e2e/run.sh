@@ -406,6 +406,7 @@ if [ "${failed}" -ne "${failed_anonymous}" ]; then
         fi
     done
 fi
+. "${here}/console.sh" # the web console: its own node, storescp and data; counted here
 say "artefacts in ${artifacts}; total $(($(date +%s) - t_start))s"
 echo "E2E: ${passed} passed, ${failed} failed"
 [ "${failed}" -eq 0 ]
