@@ -323,9 +323,13 @@ fn check_diameters(r: &Value, model: &str) {
     assert_eq!(diameters.len(), segments.len(), "{diameters:#?}");
     for (d, s) in diameters.iter().zip(&segments) {
         assert_eq!(d["tracking_uid"], s["tracking_uid"]);
+        // OHIF's Length tool identifier, then the finding's (ai-worker dicom_out/tracking.rs)
         assert_eq!(
             d["tracking_identifier"],
-            format!("{model} {}", s["label"].as_str().unwrap())
+            format!(
+                "Cornerstone3DTools@^0.1.0:Length:{model} {}",
+                s["label"].as_str().unwrap()
+            )
         );
         assert_eq!(d["name"], "Long axis");
         assert_eq!(d["unit"], "mm");

@@ -16,6 +16,8 @@ use support::{both_backends, Backend, Node, NodeOptions};
 
 const PEERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers");
 const VOLUME: &str = "118565006";
+/// Long axis (SCT): the AI worker's longest in-plane diameter.
+const LONG_AXIS: &str = "103339001";
 
 fn get(node: &Node, path: &str) -> support::HttpResponse {
     support::http_request(node.http_port(), "GET", path, &[], &[])
@@ -409,6 +411,21 @@ async fn worker_reports_make_one_track(backend: Backend) {
             assert!(value > prior, "the lungs grow: {p}");
         }
     }
+    // The long axis, written under Cornerstone's Length identifier so that OHIF lists it
+    // (`Cornerstone3DTools@^0.1.0:Length:ct-classical Lungs`), is filed under the finding's.
+    let axes = trend(
+        &node,
+        &patient,
+        &format!("?concept={LONG_AXIS}&tracking_id=ct-classical%20Lungs"),
+    );
+    assert_eq!(
+        axes.len(),
+        1,
+        "one long-axis track for the lungs: {axes:#?}"
+    );
+    assert_eq!(axes[0]["tracking_id"], "ct-classical Lungs");
+    assert_eq!(axes[0]["tracking_uid"], t["tracking_uid"]);
+    assert_eq!(axes[0]["points"].as_array().unwrap().len(), 3);
 }
 
 /// An SR that no template explains is stored and served as before, and indexed as far as it

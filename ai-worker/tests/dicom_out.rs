@@ -11,9 +11,9 @@ use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
 use pacs_ai_worker::dicom_out::{
-    build_measurement_report, build_segmentation, srgb_to_dicom_lab, to_part10_bytes,
-    tracking_identifier, tracking_uid, Algorithm, Equipment, OutputError, SegmentInput,
-    SegmentationType, SourceSeries, SourceSlice,
+    build_measurement_report, build_segmentation, length_tracking_identifier, srgb_to_dicom_lab,
+    to_part10_bytes, tracking_identifier, tracking_uid, Algorithm, Equipment, OutputError,
+    SegmentInput, SegmentationType, SourceSeries, SourceSlice,
 };
 use pacs_ai_worker::measure::{diameters, SegmentMeasurements};
 use pacs_ai_worker::model::{Code, LabelSpec};
@@ -617,10 +617,13 @@ fn round_trip(grid: Grid, overlapping: bool, kind: SegmentationType) {
                 ),
                 template
             );
-            assert_eq!(
-                text(child(g, "112039"), tags::TEXT_VALUE),
-                tracking_identifier("testnet", &labels[i].name)
-            );
+            // the long axis under OHIF's Length identifier, for its measurement panel
+            let identifier = tracking_identifier("testnet", &labels[i].name);
+            let want = match template {
+                "1501" => length_tracking_identifier(&identifier),
+                _ => identifier,
+            };
+            assert_eq!(text(child(g, "112039"), tags::TEXT_VALUE), want);
             assert_eq!(text(child(g, "112040"), tags::UID), tracking);
             assert_eq!(
                 text(child(g, "112040"), tags::UID),
@@ -790,6 +793,7 @@ fn expected_json(
                 "color": l.color,
                 "cielab": srgb_to_dicom_lab(l.color),
                 "tracking_id": tracking_identifier("testnet", &l.name),
+                "length_tracking_id": length_tracking_identifier(&tracking_identifier("testnet", &l.name)),
                 "tracking_uid": tracking_uid(PATIENT_ID, "", "testnet", &l.name),
                 "mask": m.chunks(grid.plane()).map(|p| p.iter().map(|&b| if b { '1' } else { '0' }).collect::<String>()).collect::<Vec<_>>(),
                 "diameter": measured[i].max_diameter_inplane_line.filter(|_| measured[i].voxel_count > 0).map(|line| json!({

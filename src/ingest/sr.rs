@@ -36,6 +36,25 @@ const SEGMENTATION_CLASSES: [&str; 2] = [
     "1.2.840.10008.5.1.4.1.1.66.7",
 ];
 
+/// The finding's own part of a Tracking Identifier. Cornerstone (OHIF) recognises its tools by
+/// Tracking Identifiers such as `Cornerstone3DTools@^0.1.0:Length`, and a longer one that
+/// starts with a tool's and `:` as that tool; the AI worker writes its long axes as
+/// `Cornerstone3DTools@^0.1.0:Length:<finding>` so that OHIF lists them. What follows the
+/// tool's part is the finding, filed like the finding's other groups; an identifier that is
+/// only a tool's (OHIF's own exports) stays as it is.
+fn finding_identifier(identifier: &str) -> &str {
+    let tool_prefixed = ["Cornerstone3DTools@", "cornerstoneTools@"]
+        .iter()
+        .any(|p| identifier.starts_with(p));
+    if !tool_prefixed {
+        return identifier;
+    }
+    match identifier.splitn(3, ':').nth(2) {
+        Some(rest) if !rest.trim().is_empty() => rest,
+        _ => identifier,
+    }
+}
+
 /// Whether an object is an SR whose content tree should be read: an SR SOP class (PS3.4 B.5,
 /// `1.2.840.10008.5.1.4.1.1.88.*`), or Modality SR (a private SR class).
 pub fn is_structured_report(obj: &InMemDicomObject, sop_class_uid: &str) -> bool {
@@ -116,7 +135,7 @@ impl Reader {
             let name = concept(item);
             match text(item, tags::VALUE_TYPE).as_str() {
                 "TEXT" if name.is(TRACKING_IDENTIFIER.0, TRACKING_IDENTIFIER.1) => {
-                    c.tracking_id = text(item, tags::TEXT_VALUE)
+                    c.tracking_id = finding_identifier(&text(item, tags::TEXT_VALUE)).to_string()
                 }
                 "UIDREF" if name.is(TRACKING_UID.0, TRACKING_UID.1) => {
                     c.tracking_uid = text(item, tags::UID)
@@ -328,6 +347,28 @@ mod tests {
     use super::*;
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_object::mem::InMemElement;
+
+    #[test]
+    fn a_cornerstone_tool_prefix_is_not_the_finding() {
+        assert_eq!(
+            finding_identifier("Cornerstone3DTools@^0.1.0:Length:ct-classical Lungs"),
+            "ct-classical Lungs"
+        );
+        assert_eq!(
+            finding_identifier("cornerstoneTools@^4.0.0:Length:Nodule 1"),
+            "Nodule 1"
+        );
+        // a tool's identifier alone, as OHIF exports it, and anyone else's, stay
+        assert_eq!(
+            finding_identifier("Cornerstone3DTools@^0.1.0:Length"),
+            "Cornerstone3DTools@^0.1.0:Length"
+        );
+        assert_eq!(finding_identifier("Nodule: left"), "Nodule: left");
+        assert_eq!(
+            finding_identifier("ct-classical Lungs"),
+            "ct-classical Lungs"
+        );
+    }
 
     fn el(tag: Tag, vr: VR, v: &str) -> InMemElement {
         DataElement::new(tag, vr, PrimitiveValue::from(v))

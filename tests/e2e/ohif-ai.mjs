@@ -2,8 +2,8 @@
 // 512 x 512 and 250 x 250 and the deepbrain reference MR, so a BINARY, a FRACTIONAL and a
 // LABELMAP Segmentation), after the worker has stored its SEG, TID 1500 SR and Encapsulated
 // PDF report, the SEG's overlay must cover the mask on the slice with the most segments, each
-// TID 1501 length of the SR must be drawn on its slice with its value, and the report must be
-// fetched and drawn by Chromium's PDF viewer.
+// TID 1501 length of the SR must be listed in OHIF's measurement panel and drawn on its slice
+// with its value, and the report must be fetched and drawn by Chromium's PDF viewer.
 //
 //   node ohif-ai.mjs
 //       Environment:
@@ -12,7 +12,8 @@
 //         E2E_AI_CASES    NAME=STUDY_UID/SOURCE_SERIES_UID, comma-separated (e.g.
 //                         ct512=1.2.3/1.2.4,mr=1.2.5/1.2.6): the series the worker analysed
 //         E2E_ARTIFACTS   screenshots (ai-NAME-study.png: the study opened; ai-NAME-seg.png,
-//                         ai-NAME-sr.png, ai-NAME-sr-drawn.png: the longest length on its
+//                         ai-NAME-sr.png, ai-NAME-sr-listed.png: the measurement panel,
+//                         ai-NAME-sr-drawn.png: the longest length on its
 //                         slice, ai-NAME-report.png), expectations (ai-NAME-expected.json) and
 //                         ohif-ai-console.log
 //         CHROMIUM, E2E_TIMEOUT_MS as for ohif.mjs; PYTHON (default python3)
@@ -297,7 +298,7 @@ async function run() {
         },
       ],
       [
-        `${c.name}: the SR's diameters drawn with their values on their slices`,
+        `${c.name}: the SR's diameters listed in OHIF's measurement panel and drawn with their values`,
         async () => {
           const e = need(c.name);
           await showSeries(page, {
@@ -307,48 +308,61 @@ async function run() {
             timeoutMs,
             screenshot: path.join(outDir, `ai-${c.name}-study.png`),
           });
-          // Every TID 1501 length of the SR (read by highdicom) must be an annotation of
-          // OHIF's SR viewport on the same source image, labelled with the SR's value. OHIF 3.13
-          // does not copy these into its measurement panel: it rehydrates only lengths written
-          // by Cornerstone (its own Tracking Identifier) or TID 1410 groups with a top-level
-          // SCOORD, and shows "Measurements (0)" with a "not rehydratable" badge otherwise.
+          // Every TID 1501 length of the SR (read by highdicom) must come back as a Length
+          // measurement of OHIF on the same source image, showing the SR's value: OHIF restores
+          // (hydrates) the report into its measurement service, which is what its measurement
+          // panel lists, because the group's Tracking Identifier starts with Cornerstone's
+          // Length tool's (docs/ai.md, "The report"). The viewer is prepared with --hydrate, so
+          // that happens without a prompt, as after a radiologist's click on the SR's badge.
           let found;
           try {
-            found = await poll('each SR diameter as an annotation with its value', 60000, async () => {
-              const annotations = await page.evaluate(() =>
-                window.cornerstoneTools.annotation.state.getAllAnnotations().map(a => ({
-                  uid: a.annotationUID,
-                  tool: a.metadata?.toolName,
-                  image: a.metadata?.referencedImageId || '',
-                  label: a.data?.label || '',
-                  points: a.data?.handles?.points || [],
-                })),
-              );
-              const matches = e.diameters.map(d => {
-                // OHIF names an SR annotation by the group's Tracking Unique Identifier
-                const a = annotations.find(
-                  x => x.tool === 'DICOMSRDisplay' && x.uid === d.tracking_uid && x.image.includes(d.sop_instance_uid),
+            found = await poll("each SR diameter a Length measurement of OHIF's, with its value", 60000, async () => {
+              const state = await page.evaluate(() => {
+                const annotations = new Map(
+                  window.cornerstoneTools.annotation.state.getAllAnnotations().map(a => [a.annotationUID, a]),
                 );
-                const shown = a ? /(\d+(?:\.\d+)?)\s*mm\b/.exec(a.label) : null;
-                // the line OHIF draws, in world coordinates: as long as the SR says
-                const [p, q] = a?.points || [];
-                const drawnLength = p && q ? Math.hypot(p[0] - q[0], p[1] - q[1], p[2] - q[2]) : NaN;
+                return window.services.measurementService.getMeasurements().map(m => {
+                  const a = annotations.get(m.uid);
+                  return {
+                    uid: m.uid,
+                    tool: m.toolName,
+                    sop: m.SOPInstanceUID || '',
+                    image: m.referencedImageId || a?.metadata?.referencedImageId || '',
+                    displayText: m.displayText || null,
+                    points: a?.data?.handles?.points || [],
+                  };
+                });
+              });
+              const length = m => {
+                const [p, q] = m?.points || [];
+                return p && q ? Math.hypot(p[0] - q[0], p[1] - q[1], p[2] - q[2]) : NaN;
+              };
+              const matches = e.diameters.map(d => {
+                // several lengths may lie on one slice: the one on it as long as this one
+                const m = state
+                  .filter(x => x.tool === 'Length' && (x.sop === d.sop_instance_uid || x.image.includes(d.sop_instance_uid)))
+                  .sort((a, b) => Math.abs(length(a) - d.value) - Math.abs(length(b) - d.value))[0];
+                const texts = m ? flatten(m.displayText) : [];
+                const shown = texts.map(t => /(\d+(?:\.\d+)?)\s*mm\b/.exec(t)).find(Boolean) || null;
+                // OHIF rounds what it shows (2 decimals below 10 mm, 1 below 100, none above)
+                const decimals = shown && shown[1].includes('.') ? shown[1].split('.')[1].length : 0;
+                const drawnLength = length(m);
                 return {
-                  drawnLength,
                   tracking: d.tracking_identifier,
                   expected: d.value,
                   shown: shown ? shown[0] : null,
-                  uid: a?.uid,
+                  drawnLength,
+                  uid: m?.uid,
                   sop: d.sop_instance_uid,
                   valueOk:
                     Boolean(shown) &&
-                    Math.abs(Number(shown[1]) - d.value) <= DIAMETER_TOLERANCE_MM &&
-                    Math.abs(drawnLength - d.value) <= LINE_TOLERANCE_MM,
+                    Math.abs(Number(shown[1]) - d.value) <= 0.5 * 10 ** -decimals + 1e-9 &&
+                    Math.abs(drawnLength - d.value) <= DIAMETER_TOLERANCE_MM,
                 };
               });
               return {
                 ok: matches.every(m => m.valueOk),
-                detail: `annotations ${JSON.stringify(annotations).slice(0, 600)}; matched ${JSON.stringify(matches)}`,
+                detail: `measurements ${JSON.stringify(state).slice(0, 800)}; matched ${JSON.stringify(matches)}`,
                 matches,
               };
             });
@@ -356,8 +370,33 @@ async function run() {
             await page.screenshot({ path: path.join(outDir, `ai-${c.name}-sr.png`) });
           }
           for (const m of found.matches) {
-            console.log(`     ${m.tracking}: SR ${m.expected.toFixed(3)} mm; OHIF's annotation "${m.shown}", line ${m.drawnLength.toFixed(3)} mm`);
+            console.log(`     ${m.tracking}: SR ${m.expected.toFixed(3)} mm; OHIF's measurement "${m.shown}", line ${m.drawnLength.toFixed(3)} mm`);
           }
+          // listed: the measurement panel, opened as a radiologist opens it, shows each value
+          await page.evaluate(() => {
+            if (!document.querySelector('[data-cy="measurements-panel"], [data-cy="trackedMeasurements-panel"]')) {
+              document.querySelector('[data-cy="side-panel-header-right"]')?.click();
+            }
+          });
+          const listed = await poll("the SR's lengths listed in OHIF's measurement panel", 20000, async () => {
+            const panel = await page.evaluate(() => {
+              const tab = [...document.querySelectorAll('[data-cy$="-btn"]')].find(b => /easurement/.test(b.dataset.cy));
+              const body = document.querySelector('[data-cy="measurements-panel"], [data-cy="trackedMeasurements-panel"]');
+              if (!body && tab) {
+                tab.click();
+              }
+              return { tab: tab?.dataset.cy || null, text: body ? body.innerText : '' };
+            });
+            const missing = found.matches.filter(m => !panel.text.includes(m.shown));
+            const count = /Measurements \((\d+)\)/.exec(panel.text);
+            return {
+              ok: Boolean(count) && Number(count[1]) === found.matches.length && missing.length === 0,
+              detail: JSON.stringify(panel).slice(0, 600),
+              panel,
+            };
+          });
+          note(`${c.name}: OHIF's measurement panel: ${JSON.stringify(listed.panel.text)}`);
+          await page.screenshot({ path: path.join(outDir, `ai-${c.name}-sr-listed.png`) });
           // drawn: on its own slice, the annotation's SVG text box shows the value
           const largest = found.matches.reduce((a, b) => (b.expected > a.expected ? b : a));
           for (const m of found.matches) {
@@ -374,8 +413,6 @@ async function run() {
               await page.screenshot({ path: path.join(outDir, `ai-${c.name}-sr-drawn.png`) });
             }
           }
-          const panel = await page.evaluate(() => window.services.measurementService.getMeasurements().length);
-          note(`${c.name}: ${panel} measurement(s) in OHIF's measurement service (its panel)`);
         },
       ],
       [

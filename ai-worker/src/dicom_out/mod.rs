@@ -29,7 +29,9 @@ pub use seg::{
     build_segmentation, is_segmentation_sop_class, SegmentationType, LABEL_MAP_SEGMENTATION_STORAGE,
 };
 pub use sr::build_measurement_report;
-pub use tracking::{tracking_identifier, tracking_uid};
+pub use tracking::{
+    length_tracking_identifier, tracking_identifier, tracking_uid, LENGTH_TRACKING_PREFIX,
+};
 
 /// Implementation Class UID of the file meta group of the objects written here
 /// ("2.25." + a fixed UUID).

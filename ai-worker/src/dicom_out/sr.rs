@@ -24,6 +24,7 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use super::codes::{self as c, code, C};
 use super::dataset::{self, ds, is, new_uid, text, truncate, DataSetExt, Timestamp};
 use super::seg::{check_source, is_segmentation_sop_class, PatientIdentity};
+use super::tracking::length_tracking_identifier;
 use super::{Algorithm, Equipment, OutputError, SourceSeries};
 use crate::measure::{InPlaneLine, SegmentMeasurements};
 use crate::model::Code;
@@ -549,7 +550,17 @@ fn diameter_group(
             source.slices.len()
         ))
     })?;
-    let mut content = group_header(algorithm, segment, tracking);
+    // OHIF lists the line in its measurement panel only under its Length tool's Tracking
+    // Identifier (tracking.rs); the Tracking Unique Identifier stays the finding's.
+    let (tracking_id, tracking_uid) = tracking;
+    let mut content = group_header(
+        algorithm,
+        segment,
+        &(
+            length_tracking_identifier(tracking_id),
+            tracking_uid.clone(),
+        ),
+    );
     let mut length = num_item(
         CONTAINS,
         c::LONG_AXIS,

@@ -46,6 +46,23 @@ pub fn tracking_identifier(model: &str, segment_label: &str) -> String {
     format!("{model} {segment_label}")
 }
 
+/// What the Tracking Identifier of a finding's long-axis group (TID 1501) starts with: the
+/// identifier of Cornerstone's Length tool, followed by `:` and the finding's own identifier.
+///
+/// OHIF 3.13 restores an SR's measurements into its measurement panel only when it recognises
+/// the Cornerstone tool of a group, and for a two-point line it does so by this prefix alone
+/// (`@cornerstonejs/adapters`: a Tracking Identifier that starts with the tool's, the way
+/// Cornerstone writes its own sub-types); the group's geometry is not enough. The Tracking
+/// Unique Identifier is the finding's, the same as its volumetric group's, and the node's
+/// measurement index files the group under the part after the prefix (`src/ingest/sr.rs`).
+pub const LENGTH_TRACKING_PREFIX: &str = "Cornerstone3DTools@^0.1.0:Length:";
+
+/// The Tracking Identifier of a finding's long-axis group: [`LENGTH_TRACKING_PREFIX`] and the
+/// finding's Tracking Identifier.
+pub fn length_tracking_identifier(tracking_identifier: &str) -> String {
+    format!("{LENGTH_TRACKING_PREFIX}{tracking_identifier}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ EXPECTED.json (written by ai-worker/tests/dicom_out.rs):
     sop_class_uid, segmentation_type, source_series_instance_uid,
     source_sop_instance_uids (volume order), rows, columns,
     segments: [{number, label, category, property_type, color (sRGB), cielab, tracking_id,
+                length_tracking_id (the TID 1501 group's),
                 tracking_uid, mask: one string of "0"/"1" per slice, row-major,
                 diameter: null or {mm, sop_instance_uid, graphic_data}}],
     measurements: [{number, name, value, unit, derivation, method}]  (codes as [value, scheme];
@@ -199,7 +200,7 @@ def check_diameters(report, expected, measured):
     for s in measured:
         g = by_uid.get(s["tracking_uid"])
         check(g is not None, f"segment {s['number']}: no TID 1501 group with its tracking UID")
-        check(g.tracking_identifier == s["tracking_id"], f"segment {s['number']}: 1501 tracking id {g.tracking_identifier!r}")
+        check(g.tracking_identifier == s["length_tracking_id"], f"segment {s['number']}: 1501 tracking id {g.tracking_identifier!r}")
         check(code_key(g.finding_type) == s["property_type"], f"segment {s['number']}: 1501 finding {g.finding_type}")
         lengths = [m for m in g.get_measurements() if code_key(m.name) == ["103339001", "SCT"]]
         check(len(lengths) == 1, f"segment {s['number']}: {len(lengths)} Long axis measurements")
