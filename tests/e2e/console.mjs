@@ -416,6 +416,8 @@ async function login(session, name) {
   checkEqual(res.status(), 401, 'GET /ui/ before logging in: status');
   await waitPage(page, 'login');
   const form = page.locator('form[data-form="login"]');
+  // the page may be attached before its last render: wait for the button, then count it
+  await page.locator('button[data-action="login-oidc"]').first().waitFor({ state: 'visible', timeout: 10000 }).catch(() => {});
   checkEqual(await page.locator('button[data-action="login-oidc"]').count(), 1, 'the OIDC button (the node has --oidc-issuer)');
   await shot(page, name === 'admin' ? 'login' : 'viewer-login');
   await form.locator('input[name="username"]').fill(name);
