@@ -436,6 +436,54 @@ async fn users_and_keys_lifecycle(backend: Backend) {
     site.cli(&["user", "remove", "vera"], "");
     assert_eq!(get(&node, "/dicom-web/studies", Some(&fresh)).status, 401);
 
+    // the same lifecycle through the API: add, password change (ends the old tokens and the
+    // old password), removal (refused at once)
+    let api = |method: &str, path: &str, body: &str| {
+        http_request(
+            node.http_port(),
+            method,
+            path,
+            &[
+                ("Authorization", &ada),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    };
+    let r = api(
+        "POST",
+        "/api/users",
+        &format!(r#"{{"name": "walt", "roles": ["viewer"], "password": "{PASSWORD}"}}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let walt = bearer(
+        json(&login("walt", PASSWORD))["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(get(&node, "/dicom-web/studies", Some(&walt)).status, 200);
+    let r = api(
+        "PUT",
+        "/api/users/walt",
+        r#"{"password": "walt's second password"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("argon2"), "{}", r.text());
+    let r = get(&node, "/dicom-web/studies", Some(&walt));
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("password changed"), "{}", r.text());
+    assert_eq!(login("walt", PASSWORD).status, 401);
+    let walt = bearer(
+        json(&login("walt", "walt's second password"))["access_token"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(get(&node, "/dicom-web/studies", Some(&walt)).status, 200);
+    let r = api("DELETE", "/api/users/walt", "");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(get(&node, "/dicom-web/studies", Some(&walt)).status, 401);
+    assert_eq!(api("GET", "/api/users/walt", "").status, 404);
+
     // keys: printed once, alone on standard output; listed without the key; revoked at once
     let out = site.cli_output(&["key", "create", "script", "--roles", "viewer"], "");
     assert!(out.status.success());
@@ -565,6 +613,26 @@ async fn oidc_bearer_tokens_are_validated() {
         );
         assert!(r.text().contains(reason), "{what}: {}", r.text());
     };
+    // a small clock skew (60 s, src/auth/oidc.rs) is forgiven either way ...
+    let mut just_expired = claims(&["viewer"]);
+    just_expired["exp"] = (now() - 20).into();
+    let r = studies(&rsa.sign(&just_expired));
+    assert_eq!(
+        r.status,
+        200,
+        "expired 20 s ago, within the skew: {}",
+        r.text()
+    );
+    let mut almost_valid = claims(&["viewer"]);
+    almost_valid["nbf"] = (now() + 20).into();
+    let r = studies(&rsa.sign(&almost_valid));
+    assert_eq!(
+        r.status,
+        200,
+        "valid in 20 s, within the skew: {}",
+        r.text()
+    );
+    // ... a larger one is not
     let mut expired = claims(&["viewer"]);
     expired["exp"] = (now() - 300).into();
     refused("expired", rsa.sign(&expired), "Expired");
@@ -943,6 +1011,41 @@ async fn dimse_permission_matrix(backend: Backend) {
 
 both_backends!(dimse_permission_matrix);
 
+/// `--require-known-ae`: an unregistered calling AE is refused the association itself, even
+/// for C-ECHO and C-STORE (A-ASSOCIATE-RJ permanent, service-user, calling AE title not
+/// recognized: PS3.8 9.3.4); a registered one is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_known_ae_refuses_unknown_calling_aes() {
+    let node = Node::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .arg("--require-known-ae")
+            .config("[[ae]]\ntitle = \"KNOWNWS\"\nallow = [\"echo\", \"store\"]\n"),
+    );
+    for op in ["echo", "store"] {
+        let mut args = vec!["--calling", "STRANGER"];
+        let (_dir, synth) = crate::support::synth_ct(1, 9021);
+        let file = synth.instances[0].path.to_string_lossy().into_owned();
+        if op == "store" {
+            args.extend(["--file", file.as_str()]);
+        }
+        let r = dimse_as(&node, op, &args);
+        assert_eq!(r["rejected"], true, "{op}: {r}");
+        assert_eq!(
+            (
+                r["result"].as_u64(),
+                r["source"].as_u64(),
+                r["reason"].as_u64()
+            ),
+            (Some(1), Some(1), Some(3)),
+            "{op}: {r}"
+        );
+    }
+    assert_eq!(
+        status_of(&dimse_as(&node, "echo", &["--calling", "KNOWNWS"])),
+        0
+    );
+}
+
 /// An AI worker with a key of its own (`pacs key create NAME --roles ai-worker`) is a worker:
 /// it leases jobs, and what it stores is AI output (never analysed again); an administrator's
 /// upload of the same kind is analysed.
@@ -1008,25 +1111,54 @@ async fn an_ai_workers_own_key_makes_it_a_worker() {
     );
     assert_eq!(queued[0]["series_instance_uid"], analysed.as_str());
     // the key leases it; an administrator may not
-    let lease = |auth: &str| {
+    let post = |auth: &str, path: &str, body: String| {
         http_request(
             node.http_port(),
             "POST",
-            "/api/worker/lease",
+            path,
             &[
                 ("Authorization", auth),
                 ("Content-Type", "application/json"),
             ],
-            br#"{"worker": "gpu-1", "models": ["ct-classical"], "lease_secs": 60}"#,
+            body.as_bytes(),
         )
     };
-    assert_eq!(lease(&ada).status, 403);
-    let r = lease(&bearer(&key));
+    let lease = |auth: &str, worker: &str| {
+        post(
+            auth,
+            "/api/worker/lease",
+            format!(r#"{{"worker": "{worker}", "models": ["ct-classical"], "lease_secs": 60}}"#),
+        )
+    };
+    assert_eq!(lease(&ada, "gpu-1").status, 403);
+    // the key names its worker: it cannot lease as another one
+    let r = lease(&bearer(&key), "gpu-2");
+    assert_eq!(r.status, 403, "{}", r.text());
+    let said = json(&r)["error"].as_str().unwrap_or_default().to_string();
+    assert!(said.contains("bound to worker id \"gpu-1\""), "{said}");
+    let r = lease(&bearer(&key), "gpu-1");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        json(&r)["series_instance_uid"],
-        analysed.as_str(),
-        "{}",
-        r.text()
+    let job = json(&r);
+    assert_eq!(job["series_instance_uid"], analysed.as_str(), "{job}");
+    // nor renew or finish its job under another worker's name
+    let id = job["id"].as_i64().unwrap();
+    let heartbeat = |worker: &str| {
+        post(
+            &bearer(&key),
+            &format!("/api/worker/jobs/{id}/heartbeat"),
+            format!(r#"{{"worker": "{worker}"}}"#),
+        )
+    };
+    assert_eq!(heartbeat("gpu-2").status, 403);
+    let r = heartbeat("gpu-1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post(
+        &bearer(&key),
+        &format!("/api/worker/jobs/{id}/fail"),
+        r#"{"worker": "gpu-2", "error": "not mine", "retryable": true}"#.into(),
     );
+    assert_eq!(r.status, 403, "{}", r.text());
+    // the shared worker token stands for every worker: any worker id (nothing left to lease)
+    let r = lease(&bearer("shared-token"), "any-worker");
+    assert_eq!(r.status, 204, "{}", r.text());
 }

@@ -26,7 +26,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pacs_dicomweb::HttpError;
+use pacs_dicomweb::{HttpError, Identity, Principal};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
@@ -87,17 +87,51 @@ fn default_lease_secs() -> u64 {
     60
 }
 
+/// A worker's own credential names it: an API key (`pacs key create gpu-1 --roles ai-worker`),
+/// a local or OpenID Connect user or a client certificate with the `ai-worker` role may lease,
+/// renew and report jobs only under that name as its worker id, so one worker's key can
+/// neither take nor finish another worker's jobs. The shared `--worker-token` (one key for
+/// every worker of a simple set-up) and an anonymous caller of a node without authentication
+/// may use any worker id.
+fn acts_as(identity: &Identity, worker: &str) -> Result<(), Box<Response>> {
+    let bound = match &identity.principal {
+        Principal::ApiKey(n)
+        | Principal::User(n)
+        | Principal::Oidc(n)
+        | Principal::Certificate(n) => n,
+        _ => return Ok(()),
+    };
+    if worker == bound {
+        return Ok(());
+    }
+    Err(Box::new(error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} is bound to worker id {bound:?}: it may not act as worker {worker:?} \
+             (give the worker --worker-id {bound:?})",
+            identity.principal.name()
+        ),
+    )))
+}
+
 fn lease_ms(secs: u64) -> i64 {
     (secs.clamp(5, 3600) * 1000) as i64
 }
 
-async fn lease(State(ai): State<Arc<AiService>>, body: axum::body::Bytes) -> Response {
+async fn lease(
+    State(ai): State<Arc<AiService>>,
+    identity: Identity,
+    body: axum::body::Bytes,
+) -> Response {
     let rq: LeaseRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
     if rq.worker.trim().is_empty() {
         return error(StatusCode::BAD_REQUEST, "worker id required");
+    }
+    if let Err(r) = acts_as(&identity, &rq.worker) {
+        return *r;
     }
     match ai
         .queue
@@ -137,12 +171,16 @@ fn held(ok: bool) -> Response {
 async fn heartbeat(
     State(ai): State<Arc<AiService>>,
     Path(id): Path<i64>,
+    identity: Identity,
     body: axum::body::Bytes,
 ) -> Response {
     let rq: HeartbeatRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
+    if let Err(r) = acts_as(&identity, &rq.worker) {
+        return *r;
+    }
     match ai
         .queue
         .heartbeat(id, &rq.worker, lease_ms(rq.lease_secs))
@@ -166,12 +204,16 @@ struct CompleteRequest {
 async fn complete(
     State(ai): State<Arc<AiService>>,
     Path(id): Path<i64>,
+    identity: Identity,
     body: axum::body::Bytes,
 ) -> Response {
     let rq: CompleteRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
+    if let Err(r) = acts_as(&identity, &rq.worker) {
+        return *r;
+    }
     match ai.queue.complete(id, &rq.worker, &rq.result).await {
         Ok(ok) => {
             finished(&ai, id, &rq.worker, ok).await;
@@ -192,12 +234,16 @@ struct FailRequest {
 async fn fail(
     State(ai): State<Arc<AiService>>,
     Path(id): Path<i64>,
+    identity: Identity,
     body: axum::body::Bytes,
 ) -> Response {
     let rq: FailRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
+    if let Err(r) = acts_as(&identity, &rq.worker) {
+        return *r;
+    }
     warn!(job = id, worker = %rq.worker, retryable = rq.retryable, error = %rq.error, "AI job failed");
     match ai.queue.fail(id, &rq.worker, &rq.error, rq.retryable).await {
         Ok(ok) => {
@@ -241,12 +287,16 @@ struct ReleaseRequest {
 async fn release(
     State(ai): State<Arc<AiService>>,
     Path(id): Path<i64>,
+    identity: Identity,
     body: axum::body::Bytes,
 ) -> Response {
     let rq: ReleaseRequest = match parse(&body) {
         Ok(r) => r,
         Err(r) => return *r,
     };
+    if let Err(r) = acts_as(&identity, &rq.worker) {
+        return *r;
+    }
     match ai.queue.release(id, &rq.worker).await {
         Ok(ok) => held(ok),
         Err(e) => index_error(e),

@@ -417,3 +417,63 @@ impl Authenticator for NodeAuth {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Login tokens are short-lived: `expires_in` is the configured lifetime, and a token past
+    /// its `exp` (beyond the 5 s skew) is refused, even with a valid signature and generation.
+    #[tokio::test]
+    async fn login_tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = crate::index::open(&dir.path().join("i.sqlite").to_string_lossy())
+            .await
+            .unwrap();
+        crate::auth::accounts::Accounts::new(index.clone())
+            .add_user("alice", &["viewer".to_string()], "password1")
+            .await
+            .unwrap();
+        let auth = NodeAuth::open(
+            index.clone(),
+            AuthSettings {
+                admin_token: None,
+                worker_token: None,
+                oidc: None,
+                insecure_allow_anonymous: false,
+                login_token_ttl: Duration::from_secs(900),
+            },
+        )
+        .await
+        .unwrap();
+        let token = auth.login("alice", "password1").await.unwrap();
+        assert_eq!(token.expires_in, 900);
+        let (name, roles) = auth.check_login_token(&token.access_token).await.unwrap();
+        assert_eq!(
+            (name.as_str(), roles),
+            ("alice", vec!["viewer".to_string()])
+        );
+
+        // the same token, signed by the node, but issued 1000 s ago
+        let generation = index.user("alice").await.unwrap().unwrap().generation;
+        let now = unix_now();
+        let claims = LoginClaims {
+            iss: LOGIN_ISSUER.into(),
+            aud: LOGIN_ISSUER.into(),
+            sub: "alice".into(),
+            generation,
+            iat: now - 1000,
+            exp: now - 100,
+        };
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(LOGIN_KID.into());
+        let expired = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&auth.login_key),
+        )
+        .unwrap();
+        let refused = auth.check_login_token(&expired).await.unwrap_err();
+        assert!(refused.contains("Expired"), "{refused}");
+    }
+}
