@@ -38,8 +38,13 @@ impl AePolicy {
 
 /// What an AE not in the registry may do when `--require-known-ae` is off: send and verify,
 /// never query or retrieve (secure by default: the archive's contents are not handed to any AE
-/// title that asks). The `write` permission's operations, by the one table.
-pub const UNKNOWN_AE_OPERATIONS: &[Operation] = &[Operation::Echo, Operation::Store];
+/// title that asks). The `write` permission's operations, by the one table
+/// (`crate::auth::permissions::DIMSE_OPERATIONS`): C-ECHO and C-STORE.
+pub fn unknown_ae_operations() -> Vec<Operation> {
+    use crate::auth::permissions::dimse_operations;
+    use pacs_dicomweb::{Permission, Permissions};
+    dimse_operations(Permissions::of(&[Permission::Write]))
+}
 
 /// The operations a registered AE may perform: its `allow` list, and what its roles permit
 /// (the same table as for users, `crate::auth::permissions`).
@@ -131,7 +136,7 @@ impl NodeDimseService {
     /// The calling AE first: a registered AE with `check_host` only from its host, an unknown
     /// one not at all under `--require-known-ae`. Then, when users are configured and an
     /// identity is offered, the user's permissions; otherwise the AE's `allow` list, or
-    /// [`UNKNOWN_AE_OPERATIONS`] for an AE not in the registry.
+    /// [`unknown_ae_operations`] for an AE not in the registry.
     async fn decide_association(
         &self,
         peer: &AssociationPeer,
@@ -167,7 +172,7 @@ impl NodeDimseService {
         };
         let ae_operations = match &ae {
             Some(ae) => ae_operations(ae),
-            None => UNKNOWN_AE_OPERATIONS.to_vec(),
+            None => unknown_ae_operations(),
         };
         if let Some(offer) = offer {
             let started = tokio::time::Instant::now();
@@ -777,7 +782,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(grant.user, None);
-        assert_eq!(grant.operations, UNKNOWN_AE_OPERATIONS);
+        assert_eq!(grant.operations, [Operation::Echo, Operation::Store]);
 
         let s = service(dir.path(), true, Arc::new(NoUsers)).await;
         assert_eq!(
@@ -850,7 +855,7 @@ mod tests {
             .authorize_association(&peer("STRANGER"), None)
             .await
             .unwrap();
-        assert_eq!(grant.operations, UNKNOWN_AE_OPERATIONS);
+        assert_eq!(grant.operations, [Operation::Echo, Operation::Store]);
         // the AE's host check still applies to a user
         assert_eq!(
             s.authorize_association(&peer("PINNED"), Some(&alice("secret")))
