@@ -6,7 +6,9 @@
 //   node ohif-login.mjs
 //
 // alice (role viewer) logs in on the provider's page, sees the stored study in the study
-// list, opens it and sees the CT images; every DICOMweb request carries her access token.
+// list, opens it and sees the CT images, then puts the study's SEG and TID 1500 SR (written by
+// highdicom, not by the node) into the viewport and OHIF retrieves both; every DICOMweb request
+// carries her access token, those for the SEG's and the SR's series included.
 // bob (no role) logs in, the node answers the study list request with 403 and OHIF shows its
 // "Data Source Connection Error". Finally the node's log must show that no request under the
 // DICOMweb root was answered 2xx to an anonymous caller.
@@ -16,6 +18,8 @@
 //                       viewer is at / on the same origin
 //   OIDC_ISSUER         the provider's issuer (http://127.0.0.1:PORT)
 //   E2E_SERIES_DIR      directory of the CT series stored in the node
+//   E2E_OIDC_SEG_SERIES Series Instance UID of the SEG of that series stored in the node
+//   E2E_OIDC_SR_SERIES  Series Instance UID of the TID 1500 SR of that series stored in the node
 //   E2E_OIDC_NODE_LOG   the node's log (run with RUST_LOG=info,pacs_dicomweb=debug)
 //   E2E_ARTIFACTS       screenshots and ohif-login-console.log (default target/e2e-artifacts)
 //   CHROMIUM, E2E_TIMEOUT_MS  as for ohif.mjs
@@ -23,9 +27,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import {
+  VIEWPORT_CANVAS,
   describeStats,
   looksRendered,
   openBrowser,
+  pixelStats,
   poll,
   screenshotStats,
   studyRow,
@@ -60,6 +66,44 @@ function jwtPayload(token) {
   } catch {
     return undefined;
   }
+}
+
+/** The requests whose URL path names the series `seriesUid` (QIDO, metadata, frames, ...). */
+function requestsForSeries(requests, seriesUid) {
+  return requests.filter(r => new URL(r.url).pathname.split('/').includes(seriesUid));
+}
+
+/** A request that retrieves a series' data, not its metadata: frames, bulk data, an instance. */
+function isRetrieval(request) {
+  const p = new URL(request.url).pathname;
+  return /\/instances\/[^/]+(\/frames\/[^/]+|\/bulkdata\/.+)?$/.test(p) || /\/bulkdata\//.test(p);
+}
+
+/**
+ * Puts the display set of `seriesUid` into the active viewport of the open study, as
+ * ohif-ai.mjs does (displaySetService, viewportGridService.setDisplaySetsForViewport).
+ */
+async function showSeries(page, seriesUid, timeoutMs) {
+  const { displaySetUid } = await poll(`a display set for series ${seriesUid}`, timeoutMs, async () => {
+    const found = await page.evaluate(uid => {
+      const s = window.services;
+      const all = s?.displaySetService?.getActiveDisplaySets?.() || [];
+      const ds = all.find(d => d.SeriesInstanceUID === uid);
+      return {
+        uid: ds?.displaySetInstanceUID,
+        all: all.map(d => `${d.Modality} ${d.SeriesDescription || ''} ${d.SeriesInstanceUID}`),
+      };
+    }, seriesUid);
+    return { ok: Boolean(found.uid), detail: JSON.stringify(found.all), displaySetUid: found.uid };
+  });
+  await page.evaluate(uid => {
+    const grid = window.services.viewportGridService;
+    grid.setDisplaySetsForViewport({
+      viewportId: grid.getActiveViewportId(),
+      displaySetInstanceUIDs: [uid],
+    });
+  }, displaySetUid);
+  return displaySetUid;
 }
 
 /**
@@ -104,6 +148,8 @@ async function run() {
   const issuer = requireEnv('OIDC_ISSUER', "the OpenID provider's issuer URL").replace(/\/+$/, '');
   const nodeLog = requireEnv('E2E_OIDC_NODE_LOG', "the OIDC node's log file");
   const seriesDir = requireEnv('E2E_SERIES_DIR', 'directory of the CT series stored in the node');
+  const segSeries = requireEnv('E2E_OIDC_SEG_SERIES', "the Series Instance UID of the CT's SEG in the node");
+  const srSeries = requireEnv('E2E_OIDC_SR_SERIES', "the Series Instance UID of the CT's SR in the node");
   const files = dicomFiles(seriesDir);
   check(files.length > 0, `no .dcm files in ${seriesDir}`);
   const facts = dicomFacts(files[0], [TAG.PatientName, TAG.StudyInstanceUID]);
@@ -118,7 +164,7 @@ async function run() {
   const authorizations = { alice: [], bob: [] };
   let who = 'alice';
   const onDicomweb = req => {
-    const entry = { url: req.url(), authorization: undefined };
+    const entry = { url: req.url(), authorization: undefined, status: undefined };
     authorizations[who].push(entry);
     req
       .allHeaders()
@@ -126,10 +172,19 @@ async function run() {
         entry.authorization = headers.authorization;
       })
       .catch(() => {});
+    req
+      .response()
+      .then(res => {
+        entry.status = res ? res.status() : 'no response';
+      })
+      .catch(() => {});
   };
   const browsers = {};
   let page;
   let aliceIn = false;
+  let aliceViewer = false;
+  // the study: the CT series, its SEG and its SR (one instance each)
+  const instances = files.length + 2;
 
   // logIn(user): from the study list URL to the provider's page and back, logged in.
   async function logIn(user, screenshot) {
@@ -205,7 +260,7 @@ async function run() {
         const text = (await row.first().innerText()).replace(/\s+/g, ' ');
         note(`study row: ${text}`);
         console.log(`     study row: ${text}`);
-        check(new RegExp(`\\b${files.length}\\b`).test(text), `the row does not show ${files.length} instances: ${text}`);
+        check(new RegExp(`\\b${instances}\\b`).test(text), `the row does not show ${instances} instances (CT, SEG, SR): ${text}`);
         check(/\bCT\b/.test(text), `the row does not show modality CT: ${text}`);
         aliceIn = true;
       },
@@ -231,6 +286,103 @@ async function run() {
         console.log(`     viewport canvas: ${describeStats(stats)}`);
         const shot = await screenshotStats(page, path.join(outDir, 'login-viewer.png'));
         check(looksRendered(shot), `login-viewer.png looks blank: ${describeStats(shot)}`);
+        aliceViewer = true;
+      },
+    ],
+    [
+      'alice puts the SEG into the viewport and OHIF retrieves it and loads it onto the CT',
+      async () => {
+        check(aliceViewer, 'not run: the viewer did not show the study');
+        await showSeries(page, segSeries, timeoutMs);
+        // OHIF 3.13 retrieves the SEG instance with WADO-RS (.../series/SEG/instances/SOP,
+        // application/dicom; other versions read its frames or its Pixel Data's bulk data)
+        const fetched = await poll(`the SEG's data retrieved (series ${segSeries})`, timeoutMs, async () => {
+          const reqs = requestsForSeries(authorizations.alice, segSeries);
+          const got = reqs.filter(r => isRetrieval(r) && r.status === 200);
+          return { ok: got.length > 0, detail: JSON.stringify(reqs.map(r => `${r.status} ${r.url}`)), got };
+        });
+        try {
+          await poll('the segmentation loaded onto the CT images', timeoutMs, async () => {
+            const state = await page.evaluate(uid => {
+              const s = window.services;
+              const id = s.viewportGridService.getActiveViewportId();
+              const ds = s.displaySetService.getActiveDisplaySets().find(d => d.SeriesInstanceUID === uid);
+              const segs = s.segmentationService.getSegmentations?.() || [];
+              const reps = s.segmentationService.getSegmentationRepresentations?.(id) || [];
+              return {
+                loaded: Boolean(ds?.isLoaded),
+                segments: Object.keys(ds?.segments || {}).length,
+                segmentations: segs.map(g => g.segmentationId),
+                representations: reps.length,
+                dialogs: [...document.querySelectorAll('[role="dialog"]')].map(d => d.innerText.replace(/\s+/g, ' ')),
+              };
+            }, segSeries);
+            return {
+              ok: state.segmentations.length > 0 && state.representations > 0,
+              detail: JSON.stringify(state),
+            };
+          });
+        } finally {
+          await page.waitForTimeout(1000);
+          await page.screenshot({ path: path.join(outDir, 'login-seg.png') });
+        }
+        const kinds = summarise(fetched.got.map(r => r.url), root);
+        note(`SEG retrieved: ${kinds}`);
+        console.log(`     SEG retrieved: ${kinds}`);
+      },
+    ],
+    [
+      'alice puts the SR into the viewport and OHIF retrieves it',
+      async () => {
+        check(aliceViewer, 'not run: the viewer did not show the study');
+        await showSeries(page, srSeries, timeoutMs);
+        // OHIF reads an SR's content tree from its series metadata (WADO-RS
+        // .../series/SR/metadata; bulk data it names would be retrieved too)
+        const fetched = await poll(`the SR's metadata retrieved (series ${srSeries})`, timeoutMs, async () => {
+          const reqs = requestsForSeries(authorizations.alice, srSeries);
+          const got = reqs.filter(r => /\/metadata$/.test(new URL(r.url).pathname) && r.status === 200);
+          return { ok: got.length > 0, detail: JSON.stringify(reqs.map(r => `${r.status} ${r.url}`)), got };
+        });
+        // OHIF reads the SR's planar ROI (TID 1410, a POLYLINE on one CT slice) and shows that
+        // slice with the ROI drawn, the SR's measurement loaded onto it
+        let shown;
+        try {
+          shown = await poll("the SR's ROI on its CT slice in the viewport", timeoutMs, async () => {
+            const state = await page.evaluate(uid => {
+              const s = window.services;
+              const id = s.viewportGridService.getActiveViewportId();
+              const ds = s.displaySetService.getActiveDisplaySets().find(d => d.SeriesInstanceUID === uid);
+              const vp = s.cornerstoneViewportService.getCornerstoneViewport(id);
+              return {
+                shown: (s.viewportGridService.getDisplaySetsUIDsForViewport?.(id) || []).includes(ds?.displaySetInstanceUID),
+                loaded: Boolean(ds?.isLoaded),
+                measurements: (ds?.measurements || []).map(m => ({
+                  tracking: m.TrackingIdentifier,
+                  loaded: Boolean(m.loaded),
+                  sop: m.ReferencedSOPInstanceUID || null,
+                  graphic: m.coords?.[0]?.GraphicType || null,
+                })),
+                image: vp?.getCurrentImageId?.() || null,
+                error: /Something went wrong/.test(document.body.innerText),
+              };
+            }, srSeries);
+            const ok =
+              state.shown &&
+              state.loaded &&
+              !state.error &&
+              state.measurements.length === 1 &&
+              state.measurements.every(m => m.loaded && m.sop && (state.image || '').includes(m.sop));
+            return { ok, detail: JSON.stringify(state), state };
+          });
+          const stats = await pixelStats(page, { selector: VIEWPORT_CANVAS });
+          check(looksRendered(stats), `the SR's viewport looks blank: ${describeStats(stats)}`);
+        } finally {
+          await page.waitForTimeout(1000);
+          await page.screenshot({ path: path.join(outDir, 'login-sr.png') });
+        }
+        note(`SR shown: ${JSON.stringify(shown.state)}`);
+        console.log(`     SR's ${shown.state.measurements.map(m => `${m.graphic} "${m.tracking}"`).join(', ')} on ${shown.state.image.replace(/.*\/instances\//, 'instance ')}`);
+        note(`SR retrieved: ${summarise(fetched.got.map(r => r.url), root)}`);
       },
     ],
     [
@@ -247,6 +399,20 @@ async function run() {
         check(requests.length > 0, 'the viewer made no DICOMweb request');
         for (const kind of ['/studies', '/metadata', '/frames/']) {
           check(requests.some(r => new URL(r.url).pathname.includes(kind)), `no ${kind} request among: ${kinds}`);
+        }
+        // the SEG's and the SR's series: retrieved, each request with a bearer JWT
+        for (const [what, uid, retrieved] of [
+          ['SEG', segSeries, isRetrieval],
+          ['SR', srSeries, r => /\/metadata$/.test(new URL(r.url).pathname)],
+        ]) {
+          const reqs = requestsForSeries(requests, uid);
+          console.log(`     ${what} series: ${reqs.length} requests: ${summarise(reqs.map(r => r.url), root)}`);
+          check(reqs.some(retrieved), `no request retrieving the ${what} (series ${uid}) among: ${kinds}`);
+          const bare = reqs.filter(r => !/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/.test(r.authorization || ''));
+          check(
+            bare.length === 0,
+            `${bare.length} request(s) for the ${what}'s series without a bearer JWT, e.g. ${bare.slice(0, 3).map(r => `${r.url} (${r.authorization})`).join(', ')}`,
+          );
         }
         const without = requests.filter(r => !/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/.test(r.authorization || ''));
         check(

@@ -263,6 +263,26 @@ start_oidc_node() {
     return 1
 }
 
+# oidc_seg_and_sr: a DICOM SEG (a box on 5 slices, tests/peers/box_seg.py) and a TID 1500 SR
+# (the box's outline on its middle slice as a planar ROI with its area, tests/peers/box_sr.py)
+# of the CT series, both written by highdicom as another vendor's would be, stored to the OIDC
+# node: alice's viewer must retrieve them with her token too. Their Series Instance UIDs are
+# fixed here. (An SR of measurement_sr.py, a measurement group without an image region, makes
+# OHIF 3.13's SR viewport fail: "Cannot read properties of undefined (reading
+# 'ReferencedSOPSequence')".)
+oidc_seg_series=2.25.35687680107849302503633602461463980835
+oidc_sr_series=2.25.311413254145901283508353895686343990394
+oidc_seg_and_sr() {
+    rm -f "${artifacts}/login-seg.png" "${artifacts}/login-sr.png"
+    python3 "${repo}/tests/peers/box_seg.py" "${work}/oidc-seg.dcm" "${series_dir}" \
+        --series-uid "${oidc_seg_series}" >/dev/null || return 1
+    python3 "${repo}/tests/peers/box_sr.py" "${work}/oidc-sr.dcm" "${series_dir}" \
+        --series-uid "${oidc_sr_series}" >/dev/null || return 1
+    # -R: propose only the files' SOP classes (storescu's default list has no Segmentation)
+    timed "storescu of the SEG and the SR to the OIDC node" "${DCMTK_BIN}/storescu" -aec PACS -R \
+        127.0.0.1 "${oidc_dimse_port}" "${work}/oidc-seg.dcm" "${work}/oidc-sr.dcm"
+}
+
 say "starting the OpenID provider and the node with --oidc-issuer"
 if ! start_oidc_node; then
     echo "e2e: FAILED: starting the OpenID provider and the node with --oidc-issuer" >&2
@@ -271,12 +291,17 @@ elif ! timed "storescu of ${series_dir} to the OIDC node" "${DCMTK_BIN}/storescu
     127.0.0.1 "${oidc_dimse_port}" "${series_dir}"/*.dcm; then
     echo "e2e: FAILED: storescu of the CT series to the node with --oidc-issuer" >&2
     failed=$((failed + 1))
+elif ! oidc_seg_and_sr; then
+    echo "e2e: FAILED: a SEG and an SR of the CT series (highdicom) stored to the node with --oidc-issuer" >&2
+    failed=$((failed + 1))
 else
     say "OpenID provider ${issuer} (pid ${provider_pid}); node with --oidc-issuer: DIMSE" \
         "127.0.0.1:${oidc_dimse_port}, HTTP ${oidc_base} (pid ${oidc_node_pid})"
     export PACS_OIDC_DICOMWEB=${oidc_base}/dicom-web
     export OIDC_ISSUER=${issuer}
     export E2E_OIDC_NODE_LOG=${artifacts}/node-oidc.log
+    export E2E_OIDC_SEG_SERIES=${oidc_seg_series}
+    export E2E_OIDC_SR_SERIES=${oidc_sr_series}
     run_suite ohif-login ohif-login.mjs
 fi
 
