@@ -317,3 +317,31 @@ export async function screenshotStats(page, file) {
   const png = fs.readFileSync(file);
   return pixelStats(page, { dataUrl: `data:image/png;base64,${png.toString('base64')}` });
 }
+
+/**
+ * Puts the display set of series `seriesUid` of the open study into OHIF's active viewport
+ * (displaySetService, viewportGridService.setDisplaySetsForViewport), as a user dragging its
+ * thumbnail does; returns the display set's UID.
+ */
+export async function showDisplaySet(page, seriesUid, timeoutMs) {
+  const { displaySetUid } = await poll(`a display set for series ${seriesUid}`, timeoutMs, async () => {
+    const found = await page.evaluate(uid => {
+      const s = window.services;
+      const all = s?.displaySetService?.getActiveDisplaySets?.() || [];
+      const ds = all.find(d => d.SeriesInstanceUID === uid);
+      return {
+        uid: ds?.displaySetInstanceUID,
+        all: all.map(d => `${d.Modality} ${d.SeriesDescription || ''} ${d.SeriesInstanceUID}`),
+      };
+    }, seriesUid);
+    return { ok: Boolean(found.uid), detail: JSON.stringify(found.all), displaySetUid: found.uid };
+  });
+  await page.evaluate(uid => {
+    const grid = window.services.viewportGridService;
+    grid.setDisplaySetsForViewport({
+      viewportId: grid.getActiveViewportId(),
+      displaySetInstanceUIDs: [uid],
+    });
+  }, displaySetUid);
+  return displaySetUid;
+}

@@ -28,7 +28,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { openBrowser, poll, waitForRenderedViewport } from './browser.mjs';
+import { openBrowser, poll, showDisplaySet, waitForRenderedViewport } from './browser.mjs';
 import { artifactsDir, check, dicomwebRoot, indent, requireEnv, runChecks } from './lib.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -87,26 +87,7 @@ async function showSeries(page, { origin, study, seriesUid, timeoutMs, screensho
     timeout: 60000,
   });
   await waitForRenderedViewport(page, { timeoutMs, screenshot });
-  const { displaySetUid } = await poll(`a display set for series ${seriesUid}`, timeoutMs, async () => {
-    const found = await page.evaluate(uid => {
-      const s = window.services;
-      const all = s?.displaySetService?.getActiveDisplaySets?.() || [];
-      const ds = all.find(d => d.SeriesInstanceUID === uid);
-      return {
-        uid: ds?.displaySetInstanceUID,
-        all: all.map(d => `${d.Modality} ${d.SeriesDescription || ''} ${d.SeriesInstanceUID}`),
-      };
-    }, seriesUid);
-    return { ok: Boolean(found.uid), detail: JSON.stringify(found.all), displaySetUid: found.uid };
-  });
-  await page.evaluate(uid => {
-    const grid = window.services.viewportGridService;
-    grid.setDisplaySetsForViewport({
-      viewportId: grid.getActiveViewportId(),
-      displaySetInstanceUIDs: [uid],
-    });
-  }, displaySetUid);
-  return displaySetUid;
+  return showDisplaySet(page, seriesUid, timeoutMs);
 }
 
 /** Scrolls the active cornerstone viewport to the source instance `sopUid`. */

@@ -34,6 +34,7 @@ import {
   pixelStats,
   poll,
   screenshotStats,
+  showDisplaySet,
   studyRow,
   summarise,
   waitForRenderedViewport,
@@ -77,33 +78,6 @@ function requestsForSeries(requests, seriesUid) {
 function isRetrieval(request) {
   const p = new URL(request.url).pathname;
   return /\/instances\/[^/]+(\/frames\/[^/]+|\/bulkdata\/.+)?$/.test(p) || /\/bulkdata\//.test(p);
-}
-
-/**
- * Puts the display set of `seriesUid` into the active viewport of the open study, as
- * ohif-ai.mjs does (displaySetService, viewportGridService.setDisplaySetsForViewport).
- */
-async function showSeries(page, seriesUid, timeoutMs) {
-  const { displaySetUid } = await poll(`a display set for series ${seriesUid}`, timeoutMs, async () => {
-    const found = await page.evaluate(uid => {
-      const s = window.services;
-      const all = s?.displaySetService?.getActiveDisplaySets?.() || [];
-      const ds = all.find(d => d.SeriesInstanceUID === uid);
-      return {
-        uid: ds?.displaySetInstanceUID,
-        all: all.map(d => `${d.Modality} ${d.SeriesDescription || ''} ${d.SeriesInstanceUID}`),
-      };
-    }, seriesUid);
-    return { ok: Boolean(found.uid), detail: JSON.stringify(found.all), displaySetUid: found.uid };
-  });
-  await page.evaluate(uid => {
-    const grid = window.services.viewportGridService;
-    grid.setDisplaySetsForViewport({
-      viewportId: grid.getActiveViewportId(),
-      displaySetInstanceUIDs: [uid],
-    });
-  }, displaySetUid);
-  return displaySetUid;
 }
 
 /**
@@ -293,7 +267,7 @@ async function run() {
       'alice puts the SEG into the viewport and OHIF retrieves it and loads it onto the CT',
       async () => {
         check(aliceViewer, 'not run: the viewer did not show the study');
-        await showSeries(page, segSeries, timeoutMs);
+        await showDisplaySet(page, segSeries, timeoutMs);
         // OHIF 3.13 retrieves the SEG instance with WADO-RS (.../series/SEG/instances/SOP,
         // application/dicom; other versions read its frames or its Pixel Data's bulk data)
         const fetched = await poll(`the SEG's data retrieved (series ${segSeries})`, timeoutMs, async () => {
@@ -335,7 +309,7 @@ async function run() {
       'alice puts the SR into the viewport and OHIF retrieves it',
       async () => {
         check(aliceViewer, 'not run: the viewer did not show the study');
-        await showSeries(page, srSeries, timeoutMs);
+        await showDisplaySet(page, srSeries, timeoutMs);
         // OHIF reads an SR's content tree from its series metadata (WADO-RS
         // .../series/SR/metadata; bulk data it names would be retrieved too)
         const fetched = await poll(`the SR's metadata retrieved (series ${srSeries})`, timeoutMs, async () => {
