@@ -25,11 +25,12 @@ from pydicom.sr.codedict import codes
 
 
 def sources(source_dir):
+    """The source series' images in order along the slice normal (box_sr.py uses it too)."""
     files = sorted(
         os.path.join(source_dir, f) for f in os.listdir(source_dir) if f.endswith(".dcm")
     )
     if not files:
-        sys.exit(f"box_seg.py: no .dcm files in {source_dir}")
+        sys.exit(f"{os.path.basename(sys.argv[0])}: no .dcm files in {source_dir}")
     images = [pydicom.dcmread(f) for f in files]
     first = images[0]
     orientation = np.array(first.ImageOrientationPatient, dtype=float)

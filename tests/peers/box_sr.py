@@ -16,27 +16,12 @@ new one). Prints {"sop_uid": ..., "series_uid": ..., "source_sop_uid": ..., "are
 
 import argparse
 import json
-import os
-import sys
 
 import highdicom as hd
 import numpy as np
-import pydicom
 from pydicom.sr.codedict import codes
 
-
-def sources(source_dir):
-    files = sorted(
-        os.path.join(source_dir, f) for f in os.listdir(source_dir) if f.endswith(".dcm")
-    )
-    if not files:
-        sys.exit(f"box_sr.py: no .dcm files in {source_dir}")
-    images = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    orientation = np.array(images[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    return sorted(
-        images, key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, dtype=float)))
-    )
+from box_seg import sources  # the same slices, in the same order, as the SEG's box
 
 
 def main():
