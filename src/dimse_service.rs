@@ -267,8 +267,7 @@ fn identifier_bytes(identifier: &dicom_object::InMemDicomObject) -> Vec<u8> {
 
 fn identifier_text(identifier: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> String {
     identifier
-        .element(tag)
-        .ok()
+        .get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
         .unwrap_or_default()

@@ -115,16 +115,12 @@ impl Command {
         .map_err(|e| CommandError::Parse(e.to_string()))?;
         let obj = crate::dataset::read_dataset(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
             .map_err(|e| CommandError::Parse(e.to_string()))?;
-        let u16_of = |tag: Tag| -> Option<u16> {
-            obj.element_opt(tag)
-                .ok()
-                .flatten()
-                .and_then(|e| e.to_int::<u16>().ok())
-        };
+        // `get`, not `element_opt`: dicom-object builds an absent element's error with a stack
+        // trace, whatever the environment says, and most of these are absent from a request
+        let u16_of =
+            |tag: Tag| -> Option<u16> { obj.get(tag).and_then(|e| e.to_int::<u16>().ok()) };
         let str_of = |tag: Tag| -> Option<String> {
-            obj.element_opt(tag)
-                .ok()
-                .flatten()
+            obj.get(tag)
                 .and_then(|e| e.to_str().ok().map(|s| trim_uid(&s)))
                 .filter(|s| !s.is_empty())
         };
