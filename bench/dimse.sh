@@ -3,7 +3,8 @@
 # the same data and the same DCMTK client processes:
 #   C-ECHO (echoscu), study-level C-FIND with FIND_STUDIES matches (findscu), C-GET of a series
 #   (getscu), C-MOVE of a series (movescu into a storescp), C-STORE of a series over 1 and over
-#   4 associations (storescu).
+#   4 associations (storescu), and for the 4 associations the CPU used per instance by the server
+#   process and by the whole machine (server, its PostgreSQL, the clients, the kernel).
 #
 #   bench/dimse.sh [SLICES] [FIND_STUDIES] [RUNS]     (defaults 300, 101, 5)
 #
@@ -42,6 +43,9 @@ start_move_destination
 start_postgres
 
 now_ns() { date +%s%N; }
+TICKS=$(getconf CLK_TCK)
+process_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in ticks
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; } # all CPUs, ticks
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 declare -A R # R[metric,target] = value
 
@@ -60,14 +64,22 @@ measure() { # TARGET-NAME
   e=$(now_ns)
   R[store1,$t]=$(echo "$SLICES / (($e - $s) / 1000000000)" | bc -l)
   s=$(now_ns)
-  local pids=()
+  local pids=() cpu0 busy0 cpu1 busy1
+  cpu0=$(process_cpu "$TARGET_PID")
+  busy0=$(machine_busy)
   for part in "$WORK"/part-*; do
     xargs -a "$part" "$BIN/storescu" -aet BENCH -aec "$ae" 127.0.0.1 "$port" &
     pids+=("$!")
   done
   wait "${pids[@]}"
   e=$(now_ns)
+  cpu1=$(process_cpu "$TARGET_PID")
+  busy1=$(machine_busy)
   R[store4,$t]=$(echo "$SLICES / (($e - $s) / 1000000000)" | bc -l)
+  # where the CPU went: the server's own process, and the whole machine (the server, its
+  # PostgreSQL, the four storescu processes and the kernel's loopback work), per instance
+  R[store4cpu,$t]=$(echo "($cpu1 - $cpu0) * 1000 / $TICKS / $SLICES" | bc -l)
+  R[store4busy,$t]=$(echo "($busy1 - $busy0) * 1000 / $TICKS / $SLICES" | bc -l)
   xargs -a "$WORK/find.txt" "$BIN/storescu" -aet BENCH -aec "$ae" 127.0.0.1 "$port"
 
   times=()
@@ -161,6 +173,8 @@ rows = [  # metric, label, unit, higher is better
     ("move", "C-MOVE series, movescu to storescp", "MB/s", True),
     ("store4", "C-STORE, 4 associations", "inst/s", True),
     ("store1", "C-STORE, 1 association", "inst/s", True),
+    ("store4cpu", "C-STORE, 4 associations: server process CPU per instance", "ms", False),
+    ("store4busy", "C-STORE, 4 associations: whole machine CPU per instance", "ms", False),
 ]
 names = {"pacs-sqlite": "node SQLite", "pacs-postgres": "node PostgreSQL",
          "orthanc-sqlite": "Orthanc SQLite", "orthanc-postgres": "Orthanc PostgreSQL"}
@@ -173,7 +187,7 @@ for metric, label, unit, higher in rows:
     cells = [label, unit]
     for t in targets:
         v = r[(metric, t)]
-        cells.append(f"{v:.1f}" if unit == "ms" else f"{v:.0f}")
+        cells.append(f"{v:.2f}" if metric in ("store4cpu", "store4busy") else f"{v:.1f}" if unit == "ms" else f"{v:.0f}")
     for b in ratios:
         node, orthanc = r[(metric, f"pacs-{b}")], r[(metric, f"orthanc-{b}")]
         cells.append(f"{(node / orthanc if higher else orthanc / node):.2f}x")
