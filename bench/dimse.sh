@@ -43,9 +43,6 @@ start_move_destination
 start_postgres
 
 now_ns() { date +%s%N; }
-TICKS=$(getconf CLK_TCK)
-process_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in ticks
-machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; } # all CPUs, ticks
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 declare -A R # R[metric,target] = value
 

@@ -27,9 +27,6 @@ BIN=${DCMTK_BIN:-/usr/bin}
 STORESCU=$BIN/storescu
 ORTHANC=${ORTHANC-$(command -v Orthanc || true)}
 ORTHANC_PLUGINS=${ORTHANC_PLUGINS:-/usr/share/orthanc/plugins}
-TICKS=$(getconf CLK_TCK)
-process_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, in ticks
-machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; } # all CPUs, ticks
 declare -A RATE # RATE[target,backend,associations]
 WORK=$(mktemp -d /tmp/pacs-bench.XXXXXX)
 BINARIES=${PACS:-target/release/pacs}

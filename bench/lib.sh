@@ -9,6 +9,12 @@ bench_cleanup() {
   rm -rf "$WORK"
 }
 
+# CPU time, in ticks of TICKS per second: a process's (user + system), and the whole machine's
+# busy time over all CPUs (user, nice, system, irq, softirq)
+TICKS=$(getconf CLK_TCK)
+process_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
 run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -57,6 +57,19 @@ pub enum IncomingData {
     Part10File { path: PathBuf, dataset_offset: u64 },
 }
 
+impl IncomingData {
+    /// Its length in bytes (a file's from its metadata).
+    pub fn byte_len(&self) -> std::io::Result<u64> {
+        Ok(match self {
+            IncomingData::Dataset(fragments) => fragments.iter().map(|f| f.len() as u64).sum(),
+            IncomingData::Part10 { bytes, .. } => bytes.len() as u64,
+            IncomingData::DatasetFile(path) | IncomingData::Part10File { path, .. } => {
+                std::fs::metadata(path)?.len()
+            }
+        })
+    }
+}
+
 /// Who stored an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -324,15 +337,10 @@ impl Ingest {
         let sop_class = Uid::parse(&incoming.sop_class_uid)
             .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?
             .to_string();
-        let received = match &incoming.data {
-            IncomingData::Dataset(fragments) => fragments.iter().map(|f| f.len() as u64).sum(),
-            IncomingData::DatasetFile(path) | IncomingData::Part10File { path, .. } => {
-                std::fs::metadata(path)
-                    .map(|m| m.len())
-                    .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?
-            }
-            IncomingData::Part10 { bytes, .. } => bytes.len() as u64,
-        };
+        let received = incoming
+            .data
+            .byte_len()
+            .map_err(|e| IngestError::CannotUnderstand(e.to_string()))?;
         if received > self.max_instance_bytes {
             return Err(IngestError::TooLarge(format!(
                 "instance larger than the limit of {} bytes",
@@ -664,18 +672,6 @@ pub(crate) fn content_hash(
     Ok((hex::encode(ctx.finish().as_ref()), size))
 }
 
-/// The size of what will be stored: `prefix`, then `data`.
-fn content_size(prefix: &[u8], data: &IncomingData) -> std::io::Result<u64> {
-    let data_len = match data {
-        IncomingData::Dataset(fragments) => fragments.iter().map(|f| f.len() as u64).sum(),
-        IncomingData::Part10 { bytes, .. } => bytes.len() as u64,
-        IncomingData::DatasetFile(path) | IncomingData::Part10File { path, .. } => {
-            std::fs::metadata(path)?.len()
-        }
-    };
-    Ok(prefix.len() as u64 + data_len)
-}
-
 /// Parses and checks an incoming instance and locates its pixel data, without hashing it
 /// (the record's `sha256` and `size_bytes` are left for [`content_hash`]).
 pub(crate) fn analyse_structure(
@@ -759,7 +755,7 @@ pub(crate) fn analyse_structure(
         parse::ParseError::TooLarge(why) => IngestError::TooLarge(why),
         other => IngestError::CannotUnderstand(other.to_string()),
     })?;
-    let size = content_size(prefix, data).map_err(unreadable)?;
+    let size = prefix.len() as u64 + data.byte_len().map_err(unreadable)?;
 
     // Deflated data sets have no stable byte offsets to record.
     if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LE {

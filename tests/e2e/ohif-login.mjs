@@ -74,6 +74,11 @@ function requestsForSeries(requests, seriesUid) {
   return requests.filter(r => new URL(r.url).pathname.split('/').includes(seriesUid));
 }
 
+/** A WADO-RS metadata request. */
+function isMetadata(request) {
+  return /\/metadata$/.test(new URL(request.url).pathname);
+}
+
 /** A request that retrieves a series' data, not its metadata: frames, bulk data, an instance. */
 function isRetrieval(request) {
   const p = new URL(request.url).pathname;
@@ -153,6 +158,13 @@ async function run() {
       })
       .catch(() => {});
   };
+  // waits until one of alice's requests for `series` is `wanted` and answered 200: those requests
+  const retrievedByAlice = (what, series, wanted) =>
+    poll(`${what} retrieved (series ${series})`, timeoutMs, async () => {
+      const reqs = requestsForSeries(authorizations.alice, series);
+      const got = reqs.filter(r => wanted(r) && r.status === 200);
+      return { ok: got.length > 0, detail: JSON.stringify(reqs.map(r => `${r.status} ${r.url}`)), got };
+    });
   const browsers = {};
   let page;
   let aliceIn = false;
@@ -270,11 +282,7 @@ async function run() {
         await showDisplaySet(page, segSeries, timeoutMs);
         // OHIF 3.13 retrieves the SEG instance with WADO-RS (.../series/SEG/instances/SOP,
         // application/dicom; other versions read its frames or its Pixel Data's bulk data)
-        const fetched = await poll(`the SEG's data retrieved (series ${segSeries})`, timeoutMs, async () => {
-          const reqs = requestsForSeries(authorizations.alice, segSeries);
-          const got = reqs.filter(r => isRetrieval(r) && r.status === 200);
-          return { ok: got.length > 0, detail: JSON.stringify(reqs.map(r => `${r.status} ${r.url}`)), got };
-        });
+        const fetched = await retrievedByAlice("the SEG's data", segSeries, isRetrieval);
         try {
           await poll('the segmentation loaded onto the CT images', timeoutMs, async () => {
             const state = await page.evaluate(uid => {
@@ -312,11 +320,7 @@ async function run() {
         await showDisplaySet(page, srSeries, timeoutMs);
         // OHIF reads an SR's content tree from its series metadata (WADO-RS
         // .../series/SR/metadata; bulk data it names would be retrieved too)
-        const fetched = await poll(`the SR's metadata retrieved (series ${srSeries})`, timeoutMs, async () => {
-          const reqs = requestsForSeries(authorizations.alice, srSeries);
-          const got = reqs.filter(r => /\/metadata$/.test(new URL(r.url).pathname) && r.status === 200);
-          return { ok: got.length > 0, detail: JSON.stringify(reqs.map(r => `${r.status} ${r.url}`)), got };
-        });
+        const fetched = await retrievedByAlice("the SR's metadata", srSeries, isMetadata);
         // OHIF reads the SR's planar ROI (TID 1410, a POLYLINE on one CT slice) and shows that
         // slice with the ROI drawn, the SR's measurement loaded onto it
         let shown;
@@ -377,7 +381,7 @@ async function run() {
         // the SEG's and the SR's series: retrieved, each request with a bearer JWT
         for (const [what, uid, retrieved] of [
           ['SEG', segSeries, isRetrieval],
-          ['SR', srSeries, r => /\/metadata$/.test(new URL(r.url).pathname)],
+          ['SR', srSeries, isMetadata],
         ]) {
           const reqs = requestsForSeries(requests, uid);
           console.log(`     ${what} series: ${reqs.length} requests: ${summarise(reqs.map(r => r.url), root)}`);
